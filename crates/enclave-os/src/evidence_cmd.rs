@@ -1,0 +1,265 @@
+//! `enclave-os evidence show|verify`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use enclave_evidence::amd::Product;
+use enclave_evidence::intel::{Collateral, IntelVerifier};
+use enclave_evidence::{Evidence, Inputs, Policy, Verifier, input, time};
+use serde_json::{Value, json};
+
+use crate::render;
+use crate::{EXIT_REJECTED, EXIT_USAGE};
+
+#[derive(Subcommand)]
+pub(crate) enum EvidenceCommand {
+    /// Decode evidence and print its fields.
+    Show {
+        /// The evidence: binary, hex or base64.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify evidence offline and appraise it against a policy. Exit status 0 only when it
+    /// verifies and the policy holds.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct VerifyArgs {
+    /// The evidence: a DCAP quote, an SEV-SNP report or an Azure HCL report (binary, hex or base64).
+    file: PathBuf,
+    /// Intel DCAP collateral (JSON). Without it a quote's signature chain is verified but its TCB
+    /// status is Unknown.
+    #[arg(long)]
+    collateral: Option<PathBuf>,
+    /// The VCEK or VLEK certificate (PEM or DER) for an SEV-SNP report.
+    #[arg(long)]
+    vcek: Option<PathBuf>,
+    /// AMD certificates (PEM): ASK or ASVK, and ARK; may also hold the VCEK.
+    #[arg(long)]
+    chain: Option<PathBuf>,
+    /// AMD product (milan, genoa, turin); needed for version 2 reports.
+    #[arg(long)]
+    product: Option<String>,
+    /// A CRL from AMD's KDS (PEM or DER), checked against the ASK and VCEK.
+    #[arg(long)]
+    crl: Option<PathBuf>,
+    /// Trust this root (PEM or DER) instead of the vendor's built-in one.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Verify as of this time: RFC 3339 (2025-07-19T10:01:17Z) or unix seconds. Default: now.
+    #[arg(long)]
+    at: Option<String>,
+    /// Appraisal policy (TOML). Without one, the evidence is verified but not appraised: any TCB
+    /// status but Revoked passes, and debug TEEs pass with a warning.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A failure before verification starts: the input named could not be used.
+struct InputError(String);
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, InputError> {
+    std::fs::read(path).map_err(|e| InputError(format!("{what} {}: {e}", path.display())))
+}
+
+fn load_evidence(path: &Path) -> Result<Vec<u8>, InputError> {
+    let raw = read(path, "evidence")?;
+    input::evidence_bytes(&raw).map_err(|e| InputError(format!("evidence {}: {e}", path.display())))
+}
+
+fn certs(path: &Path, what: &str) -> Result<Vec<Vec<u8>>, InputError> {
+    input::certificates(&read(path, what)?)
+        .map_err(|e| InputError(format!("{what} {}: {e}", path.display())))
+}
+
+pub(crate) fn run(cmd: EvidenceCommand) -> ExitCode {
+    match cmd {
+        EvidenceCommand::Show { file, json } => show(&file, json),
+        EvidenceCommand::Verify(args) => verify(&args),
+    }
+}
+
+fn fail_input(msg: &str, json: bool) -> ExitCode {
+    if json {
+        println!("{}", json!({ "verified": false, "error": msg }));
+    } else {
+        eprintln!("error: {msg}");
+    }
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn show(file: &Path, json: bool) -> ExitCode {
+    let bytes = match load_evidence(file) {
+        Ok(b) => b,
+        Err(InputError(m)) => return fail_input(&m, json),
+    };
+    let evidence = match Evidence::decode(&bytes) {
+        Ok(e) => e,
+        Err(e) => return fail_input(&format!("evidence {}: {e}", file.display()), json),
+    };
+    let mut value = serde_json::to_value(&evidence).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert("tee".into(), json!(evidence.tee().as_str()));
+    }
+    if json {
+        println!("{value}");
+    } else {
+        print!("{}", render::fields(&value));
+    }
+    ExitCode::SUCCESS
+}
+
+struct Prepared {
+    raw: Vec<u8>,
+    tee: String,
+    verifier: Verifier,
+    inputs: Inputs,
+    at: i64,
+    policy: Option<Policy>,
+}
+
+fn prepare(a: &VerifyArgs) -> Result<Prepared, InputError> {
+    let raw = load_evidence(&a.file)?;
+    let evidence = Evidence::decode(&raw)
+        .map_err(|e| InputError(format!("evidence {}: {e}", a.file.display())))?;
+    let at = match &a.at {
+        Some(t) => time::parse(t).map_err(|e| InputError(format!("--at: {e}")))?,
+        None => time::now(),
+    };
+    let mut inputs = Inputs::default();
+    if let Some(p) = &a.collateral {
+        let c = Collateral::from_json(&read(p, "collateral")?)
+            .map_err(|e| InputError(format!("collateral {}: {e}", p.display())))?;
+        inputs.collateral = Some(c);
+    }
+    if let Some(p) = &a.vcek {
+        inputs.amd.certs.extend(certs(p, "VCEK")?);
+    }
+    if let Some(p) = &a.chain {
+        inputs.amd.certs.extend(certs(p, "certificate chain")?);
+    }
+    if let Some(name) = &a.product {
+        inputs.amd.product =
+            Some(Product::parse(name).map_err(|e| InputError(format!("--product: {e}")))?);
+    }
+    if let Some(p) = &a.crl {
+        let der = input::der_or_pem(&read(p, "CRL")?, "X509 CRL")
+            .map_err(|e| InputError(format!("CRL {}: {e}", p.display())))?;
+        inputs.amd.crl = Some(der);
+    }
+    let mut verifier = Verifier::default();
+    if let Some(p) = &a.root {
+        let root = certs(p, "root")?
+            .into_iter()
+            .next()
+            .ok_or_else(|| InputError(format!("root {}: holds no certificate", p.display())))?;
+        match evidence {
+            Evidence::DcapQuote(_) => {
+                verifier = Verifier::with_intel(IntelVerifier::with_root(root, false));
+            }
+            _ => inputs.amd.root = Some(root),
+        }
+    }
+    let policy = match &a.policy {
+        Some(p) => {
+            let text = String::from_utf8(read(p, "policy")?)
+                .map_err(|_| InputError(format!("policy {}: not UTF-8 text", p.display())))?;
+            Some(
+                Policy::from_toml(&text, &p.display().to_string())
+                    .map_err(|e| InputError(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    Ok(Prepared {
+        raw,
+        tee: evidence.tee().as_str().to_string(),
+        verifier,
+        inputs,
+        at,
+        policy,
+    })
+}
+
+fn verify(a: &VerifyArgs) -> ExitCode {
+    let p = match prepare(a) {
+        Ok(p) => p,
+        Err(InputError(m)) => return fail_input(&m, a.json),
+    };
+    let appraisal = match p.verifier.verify(&p.raw, &p.inputs, p.at) {
+        Ok(a) => a,
+        Err(e) => {
+            if a.json {
+                println!(
+                    "{}",
+                    json!({
+                        "verified": false,
+                        "tee": p.tee,
+                        "at": time::fmt(p.at),
+                        "error": e.to_string(),
+                    })
+                );
+            } else {
+                eprintln!(
+                    "error: {} evidence {} rejected: {e}",
+                    p.tee,
+                    a.file.display()
+                );
+            }
+            return ExitCode::from(EXIT_REJECTED);
+        }
+    };
+    let mut appraisal = appraisal;
+    let verdict = match &p.policy {
+        Some(policy) => policy.check(&appraisal),
+        None => {
+            if appraisal.debug {
+                appraisal.notes.push(
+                    "WARNING: debugging is enabled, so the host can read this TEE's memory; \
+                     any policy file rejects it unless allow_debug = true"
+                        .into(),
+                );
+            }
+            Ok(())
+        }
+    };
+    if a.json {
+        let mut v = render::appraisal_json(&appraisal, p.at);
+        if let (Err(violation), Some(map)) = (&verdict, v.as_object_mut()) {
+            map.insert("verified".into(), json!(false));
+            map.insert("error".into(), json!(violation.to_string()));
+            map.insert("rule".into(), json!(violation.rule));
+        }
+        println!("{v}");
+    } else {
+        match &verdict {
+            Ok(()) => print!("{}", render::appraisal_text(&appraisal, p.at)),
+            Err(violation) => {
+                eprint!(
+                    "{}",
+                    render::appraisal_text(&appraisal, p.at).replacen(
+                        "verified:     yes",
+                        "verified:     NO: the evidence is genuine but the policy rejects it",
+                        1,
+                    )
+                );
+                eprintln!(
+                    "error: {} evidence {} rejected: {violation}",
+                    p.tee,
+                    a.file.display()
+                );
+            }
+        }
+    }
+    match verdict {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(EXIT_REJECTED),
+    }
+}

@@ -1,0 +1,42 @@
+//! `enclave-os`: the Enclave OS command-line tool.
+//!
+//! A thin layer over the libraries: it parses arguments, reads files, calls the library, and
+//! renders the result for a person or, with `--json`, for a script. Errors become one line naming
+//! the input and the reason, and a non-zero exit status.
+
+mod evidence_cmd;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "enclave-os",
+    version,
+    about = "Enclave OS: attested confidential computing"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decode and verify hardware attestation evidence (SGX, TDX, SEV-SNP, Azure CVM).
+    #[command(subcommand)]
+    Evidence(evidence_cmd::EvidenceCommand),
+}
+
+/// Exit status when verification or appraisal fails.
+pub(crate) const EXIT_REJECTED: u8 = 1;
+/// Exit status when an input cannot be read or parsed.
+pub(crate) const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Evidence(cmd) => evidence_cmd::run(cmd),
+    }
+}

@@ -1,0 +1,496 @@
+//! Verification of an SEV-SNP report: ARK → ASK (or ASVK) → VCEK (or VLEK) → report.
+//!
+//! The `sev` crate checks the RSA-PSS signatures between AMD's certificates. What it does not do,
+//! and this module adds: certificate validity at the caller's time, the VCEK's TCB extensions
+//! against the report's reported TCB, the chip ID against hwID, product detection, the signer kind,
+//! and a CRL when one is supplied. The report signature is checked over the raw signed bytes, never
+//! over a re-serialisation.
+
+use ring::signature::{ECDSA_P384_SHA384_FIXED, RSA_PSS_2048_8192_SHA384, UnparsedPublicKey};
+use sev::certs::snp::{Certificate as SevCert, Verifiable};
+use x509_parser::prelude::*;
+
+use super::product::Product;
+use super::report::{SIGNED_LEN, SigningKey, SnpReport};
+use crate::appraisal::{Appraisal, Measurements, Platform, SnpMeasurements, TcbStatus, TeeKind};
+use crate::error::VerifyError;
+
+/// What a verifier needs beside an SNP report.
+#[derive(Debug, Clone, Default)]
+pub struct AmdInputs {
+    /// Certificates supplied by the caller, DER, in any order: the VCEK or VLEK, and optionally
+    /// the ASK/ASVK and ARK.
+    pub certs: Vec<Vec<u8>>,
+    /// The product, required for version 2 reports unless the supplied ARK identifies it.
+    pub product: Option<Product>,
+    /// A CRL issued by the ARK (DER).
+    pub crl: Option<Vec<u8>>,
+    /// A root to trust instead of AMD's built-in ARK for the product (DER).
+    pub root: Option<Vec<u8>>,
+}
+
+const OID_BL_SPL: &str = "1.3.6.1.4.1.3704.1.3.1";
+const OID_TEE_SPL: &str = "1.3.6.1.4.1.3704.1.3.2";
+const OID_SNP_SPL: &str = "1.3.6.1.4.1.3704.1.3.3";
+const OID_UCODE_SPL: &str = "1.3.6.1.4.1.3704.1.3.8";
+const OID_FMC_SPL: &str = "1.3.6.1.4.1.3704.1.3.9";
+const OID_HW_ID: &str = "1.3.6.1.4.1.3704.1.4";
+const OID_CSP_ID: &str = "1.3.6.1.4.1.3704.1.5";
+const OID_PRODUCT_NAME: &str = "1.3.6.1.4.1.3704.1.2";
+
+/// One parsed certificate and its DER.
+struct Cert {
+    der: Vec<u8>,
+    self_signed: bool,
+    is_rsa: bool,
+    subject: String,
+}
+
+fn parse(der: &[u8], what: &str) -> Result<Cert, VerifyError> {
+    let (rest, c) = X509Certificate::from_der(der)
+        .map_err(|e| VerifyError::input(what, format!("not an X.509 certificate: {e}")))?;
+    if !rest.is_empty() {
+        return Err(VerifyError::input(
+            what,
+            "trailing bytes after the certificate",
+        ));
+    }
+    Ok(Cert {
+        der: der.to_vec(),
+        self_signed: c.subject() == c.issuer(),
+        is_rsa: c.public_key().algorithm.algorithm.to_id_string() == "1.2.840.113549.1.1.1"
+            || c.public_key().algorithm.algorithm.to_id_string() == "1.2.840.113549.1.1.10",
+        subject: c.subject().to_string(),
+    })
+}
+
+fn check_validity(der: &[u8], what: &str, at: i64) -> Result<(), VerifyError> {
+    let (_, c) = X509Certificate::from_der(der)
+        .map_err(|e| VerifyError::input(what, format!("not an X.509 certificate: {e}")))?;
+    let v = c.validity();
+    let (nb, na) = (v.not_before.timestamp(), v.not_after.timestamp());
+    if at < nb {
+        return Err(VerifyError::Chain(format!(
+            "{what} is not valid until {} (verification time {})",
+            crate::time::fmt(nb),
+            crate::time::fmt(at)
+        )));
+    }
+    if at > na {
+        return Err(VerifyError::Chain(format!(
+            "{what} expired at {} (verification time {})",
+            crate::time::fmt(na),
+            crate::time::fmt(at)
+        )));
+    }
+    Ok(())
+}
+
+fn sev_cert(der: &[u8], what: &str) -> Result<SevCert, VerifyError> {
+    SevCert::from_der(der).map_err(|e| VerifyError::input(what, e.to_string()))
+}
+
+fn signs(
+    issuer: &[u8],
+    subject: &[u8],
+    issuer_name: &str,
+    subject_name: &str,
+) -> Result<(), VerifyError> {
+    let i = sev_cert(issuer, issuer_name)?;
+    let s = sev_cert(subject, subject_name)?;
+    (&i, &s).verify().map_err(|e| {
+        VerifyError::Chain(format!(
+            "{issuer_name} did not sign the {subject_name}: {e}"
+        ))
+    })
+}
+
+/// The value of an AMD extension: the SPLs are DER INTEGERs and hwID an OCTET STRING, but some
+/// KDS certificates carry the bare bytes; accept both.
+fn ext_bytes(value: &[u8]) -> &[u8] {
+    match value {
+        [tag @ (0x02 | 0x04 | 0x16), len, rest @ ..]
+            if *len < 0x80 && rest.len() == *len as usize =>
+        {
+            let _ = tag;
+            rest
+        }
+        _ => value,
+    }
+}
+
+fn ext_u8(value: &[u8], name: &str) -> Result<u8, VerifyError> {
+    let b = ext_bytes(value);
+    // A DER INTEGER 0..=255 is one byte, or two with a leading zero for values >= 128.
+    match b {
+        [v] => Ok(*v),
+        [0, v] => Ok(*v),
+        _ => Err(VerifyError::input(
+            "VCEK certificate",
+            format!("{name} extension is not a small integer"),
+        )),
+    }
+}
+
+struct VekFacts {
+    kind: SigningKey,
+    product_name: Option<String>,
+    hw_id: Option<Vec<u8>>,
+    spl: [(String, &'static str, Option<u8>); 5],
+}
+
+fn vek_facts(der: &[u8]) -> Result<VekFacts, VerifyError> {
+    let (_, c) = X509Certificate::from_der(der).map_err(|e| {
+        VerifyError::input("VCEK certificate", format!("not an X.509 certificate: {e}"))
+    })?;
+    let mut facts = VekFacts {
+        kind: SigningKey::Vcek,
+        product_name: None,
+        hw_id: None,
+        spl: [
+            (OID_BL_SPL.into(), "bootloader", None),
+            (OID_TEE_SPL.into(), "tee", None),
+            (OID_SNP_SPL.into(), "snp", None),
+            (OID_UCODE_SPL.into(), "microcode", None),
+            (OID_FMC_SPL.into(), "fmc", None),
+        ],
+    };
+    let mut has_csp = false;
+    for ext in c.extensions() {
+        let oid = ext.oid.to_id_string();
+        match oid.as_str() {
+            OID_HW_ID => facts.hw_id = Some(ext_bytes(ext.value).to_vec()),
+            OID_CSP_ID => has_csp = true,
+            OID_PRODUCT_NAME => {
+                facts.product_name =
+                    Some(String::from_utf8_lossy(ext_bytes(ext.value)).into_owned())
+            }
+            _ => {
+                for (o, name, slot) in facts.spl.iter_mut() {
+                    if *o == oid {
+                        *slot = Some(ext_u8(ext.value, name)?);
+                    }
+                }
+            }
+        }
+    }
+    facts.kind = if has_csp {
+        SigningKey::Vlek
+    } else {
+        SigningKey::Vcek
+    };
+    Ok(facts)
+}
+
+/// Convert a little-endian, zero-extended 72-byte component to 48 big-endian bytes.
+fn p384_component(le: &[u8; 72], name: &str) -> Result<[u8; 48], VerifyError> {
+    if le[48..].iter().any(|b| *b != 0) {
+        return Err(VerifyError::Signature(format!(
+            "report signature {name} does not fit P-384 (high bytes are not zero)"
+        )));
+    }
+    let mut be = [0u8; 48];
+    for (i, b) in le[..48].iter().enumerate() {
+        be[47 - i] = *b;
+    }
+    Ok(be)
+}
+
+fn check_crl(
+    crl_der: &[u8],
+    ark_der: &[u8],
+    revoked_candidates: &[(&str, &[u8])],
+    at: i64,
+) -> Result<(), VerifyError> {
+    let (_, crl) = parse_x509_crl(crl_der)
+        .map_err(|e| VerifyError::input("CRL", format!("not an X.509 CRL: {e}")))?;
+    let (_, ark) = X509Certificate::from_der(ark_der)
+        .map_err(|e| VerifyError::input("ARK certificate", e.to_string()))?;
+    if crl.issuer() != ark.subject() {
+        return Err(VerifyError::input(
+            "CRL",
+            format!(
+                "issued by '{}', not by the ARK '{}'",
+                crl.issuer(),
+                ark.subject()
+            ),
+        ));
+    }
+    let key = UnparsedPublicKey::new(
+        &RSA_PSS_2048_8192_SHA384,
+        &ark.public_key().subject_public_key.data,
+    );
+    key.verify(crl.tbs_cert_list.as_ref(), &crl.signature_value.data)
+        .map_err(|_| {
+            VerifyError::Signature("the CRL's signature does not verify under the ARK".into())
+        })?;
+    if let Some(next) = crl.next_update()
+        && at > next.timestamp()
+    {
+        {
+            return Err(VerifyError::Collateral(format!(
+                "the CRL expired at {} (verification time {})",
+                crate::time::fmt(next.timestamp()),
+                crate::time::fmt(at)
+            )));
+        }
+    }
+    for revoked in crl.iter_revoked_certificates() {
+        for (name, der) in revoked_candidates {
+            let (_, c) = X509Certificate::from_der(der)
+                .map_err(|e| VerifyError::input(*name, e.to_string()))?;
+            if c.raw_serial() == revoked.raw_serial() {
+                return Err(VerifyError::Chain(format!(
+                    "the {name} (serial {}) is revoked by the CRL",
+                    c.raw_serial_as_string()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Verify an SNP report at unix time `at`.
+pub fn verify_report(
+    report: &SnpReport,
+    raw: &[u8],
+    inputs: &AmdInputs,
+    at: i64,
+) -> Result<Appraisal, VerifyError> {
+    let mut notes = Vec::new();
+    let certs: Vec<Cert> = inputs
+        .certs
+        .iter()
+        .map(|d| parse(d, "certificate"))
+        .collect::<Result<_, _>>()?;
+    let supplied_ark = certs.iter().find(|c| c.self_signed);
+    let supplied_ask = certs.iter().find(|c| !c.self_signed && c.is_rsa);
+    let vek = certs.iter().find(|c| !c.is_rsa).ok_or_else(|| {
+        VerifyError::input(
+            "certificates",
+            "no VCEK or VLEK (an EC P-384 certificate) was supplied; fetch it from AMD's KDS for \
+             this chip and reported TCB, or use the extended report's certificate table",
+        )
+    })?;
+
+    // Which product, and so which root.
+    let product = match (report.cpuid, inputs.product) {
+        (Some(cpuid), given) => {
+            let detected = Product::from_cpuid(cpuid.family, cpuid.model).ok_or_else(|| {
+                VerifyError::input(
+                    "report",
+                    format!(
+                        "CPUID family {:#x} model {:#x} is not a known SEV-SNP product",
+                        cpuid.family, cpuid.model
+                    ),
+                )
+            })?;
+            if let Some(given) = given
+                && given != detected
+            {
+                return Err(VerifyError::input(
+                    "product",
+                    format!("the report's CPUID says {detected}, but {given} was given"),
+                ));
+            }
+            detected
+        }
+        (None, Some(given)) => given,
+        (None, None) => supplied_ark
+            .and_then(|ark| {
+                Product::ALL.into_iter().find(|p| {
+                    crate::input::pem_certificates(p.builtin_ark_pem())
+                        .map(|v| v.first() == Some(&ark.der))
+                        .unwrap_or(false)
+                })
+            })
+            .ok_or_else(|| {
+                VerifyError::input(
+                    "product",
+                    format!(
+                        "a version {} report does not say which product it came from; name it \
+                         (milan, genoa or turin) or supply AMD's ARK for it",
+                        report.version
+                    ),
+                )
+            })?,
+    };
+
+    let trusted_ark = match &inputs.root {
+        Some(root) => root.clone(),
+        None => crate::input::pem_certificates(product.builtin_ark_pem())
+            .ok()
+            .and_then(|v| v.into_iter().next())
+            .ok_or_else(|| VerifyError::Chain(format!("built-in {product} ARK is unreadable")))?,
+    };
+    if let Some(ark) = supplied_ark
+        && ark.der != trusted_ark
+    {
+        return Err(VerifyError::Chain(format!(
+            "the supplied root '{}' is not the trusted {product} ARK",
+            ark.subject
+        )));
+    }
+    let ask_der = match supplied_ask {
+        Some(ask) => ask.der.clone(),
+        None if report.signing_key == SigningKey::Vlek => {
+            return Err(VerifyError::input(
+                "certificates",
+                "a VLEK-signed report needs the ASVK certificate in the chain",
+            ));
+        }
+        None => crate::input::pem_certificates(product.builtin_ask_pem())
+            .ok()
+            .and_then(|v| v.into_iter().next())
+            .ok_or_else(|| VerifyError::Chain(format!("built-in {product} ASK is unreadable")))?,
+    };
+
+    // Signatures down the chain, then validity at the verification time.
+    signs(&trusted_ark, &trusted_ark, "ARK", "ARK")?;
+    signs(&trusted_ark, &ask_der, "ARK", "ASK")?;
+    signs(&ask_der, &vek.der, "ASK", "VCEK")?;
+    check_validity(&trusted_ark, "ARK", at)?;
+    check_validity(&ask_der, "ASK", at)?;
+    check_validity(&vek.der, "VCEK", at)?;
+    match &inputs.crl {
+        Some(crl) => check_crl(
+            crl,
+            &trusted_ark,
+            &[("ASK", &ask_der), ("VCEK", &vek.der)],
+            at,
+        )?,
+        None => {
+            notes.push("no CRL supplied: revocation of the ASK and VCEK was not checked".into())
+        }
+    }
+
+    // The endorsement key must be the kind, product, TCB and chip the report claims.
+    let facts = vek_facts(&vek.der)?;
+    match report.signing_key {
+        SigningKey::None => {
+            return Err(VerifyError::Signature(
+                "the report says it is unsigned (SIGNING_KEY = none)".into(),
+            ));
+        }
+        k if k != facts.kind => {
+            return Err(VerifyError::Chain(format!(
+                "the report was signed by a {:?} but the supplied key is a {:?}",
+                k, facts.kind
+            )));
+        }
+        _ => {}
+    }
+    if let Some(name) = &facts.product_name
+        && !name
+            .to_ascii_lowercase()
+            .starts_with(&product.name().to_ascii_lowercase())
+    {
+        return Err(VerifyError::Chain(format!(
+            "the endorsement key is for product '{name}', not {product}"
+        )));
+    }
+    let tcb = report.reported_tcb.parts(product.turin_layout());
+    for (_, name, value) in &facts.spl {
+        let reported = match *name {
+            "bootloader" => Some(tcb.bootloader),
+            "tee" => Some(tcb.tee),
+            "snp" => Some(tcb.snp),
+            "microcode" => Some(tcb.microcode),
+            _ => tcb.fmc,
+        };
+        match (value, reported) {
+            (Some(cert), Some(rep)) if *cert != rep => {
+                return Err(VerifyError::Tcb(format!(
+                    "the endorsement key was issued for {name} SPL {cert}, but the report's \
+                     reported TCB has {name} SPL {rep}"
+                )));
+            }
+            (None, Some(_)) if facts.kind == SigningKey::Vcek && *name != "fmc" => {
+                return Err(VerifyError::input(
+                    "VCEK certificate",
+                    format!("has no {name} SPL extension"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if facts.kind == SigningKey::Vcek {
+        let hw_id = facts
+            .hw_id
+            .as_deref()
+            .ok_or_else(|| VerifyError::input("VCEK certificate", "has no hwID extension"))?;
+        if report.mask_chip_id {
+            notes.push("the chip ID is masked in this report: hwID not compared".into());
+        } else if hw_id.is_empty() || hw_id.len() > 64 || report.chip_id[..hw_id.len()] != *hw_id {
+            return Err(VerifyError::Chain(format!(
+                "the VCEK belongs to chip {}, but the report comes from chip {}",
+                hex::encode(hw_id),
+                hex::encode(&report.chip_id[..hw_id.len().min(64)])
+            )));
+        }
+    }
+
+    // Finally the report signature, over the raw signed bytes.
+    if report.signature_algo != 1 {
+        return Err(VerifyError::Signature(format!(
+            "unsupported signature algorithm {} (1 = ECDSA P-384 with SHA-384)",
+            report.signature_algo
+        )));
+    }
+    let mut sig = [0u8; 96];
+    sig[..48].copy_from_slice(&p384_component(&report.signature_r, "r")?);
+    sig[48..].copy_from_slice(&p384_component(&report.signature_s, "s")?);
+    let (_, vek_cert) = X509Certificate::from_der(&vek.der)
+        .map_err(|e| VerifyError::input("VCEK certificate", e.to_string()))?;
+    UnparsedPublicKey::new(
+        &ECDSA_P384_SHA384_FIXED,
+        &vek_cert.public_key().subject_public_key.data,
+    )
+    .verify(&raw[..SIGNED_LEN], &sig)
+    .map_err(|_| {
+        VerifyError::Signature(
+            "the report's signature does not verify under the endorsement key".into(),
+        )
+    })?;
+
+    notes.push(
+        "AMD publishes no TCB status: appraise the reported TCB with a policy's snp.min_tcb".into(),
+    );
+    let valid_until = [&trusted_ark, &ask_der, &vek.der]
+        .iter()
+        .filter_map(|d| {
+            X509Certificate::from_der(d)
+                .ok()
+                .map(|(_, c)| c.validity().not_after.timestamp())
+        })
+        .min()
+        .and_then(|t| u64::try_from(t).ok());
+    Ok(Appraisal {
+        tee: TeeKind::Snp,
+        simulated: false,
+        status: TcbStatus::Unknown,
+        advisory_ids: Vec::new(),
+        debug: report.debug(),
+        measurements: Measurements::Snp(SnpMeasurements {
+            measurement: report.measurement,
+            host_data: report.host_data,
+            policy: report.policy,
+            vmpl: report.vmpl,
+            guest_svn: report.guest_svn,
+            id_key_digest: report.id_key_digest,
+            author_key_digest: report.author_key_digest,
+            family_id: report.family_id,
+            image_id: report.image_id,
+            reported_tcb: tcb,
+        }),
+        report_data: report.report_data,
+        platform: Platform::Amd {
+            product,
+            signing_key: report.signing_key,
+            chip_id: report.chip_id,
+        },
+        valid_until,
+        runtime_claims: None,
+        notes,
+    })
+}

@@ -1,0 +1,104 @@
+//! The encodings operators actually have evidence in: raw binary, hex text, base64 text, and PEM or
+//! DER certificates.
+
+use base64::Engine;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+/// Evidence bytes from a file's contents, whichever of binary, hex or base64 it is.
+///
+/// Text is recognised only when the whole file (less surrounding whitespace) is in one alphabet:
+/// binary evidence always starts with a small little-endian version or a magic that is not text.
+pub fn evidence_bytes(contents: &[u8]) -> Result<Vec<u8>, String> {
+    let text = contents.trim_ascii();
+    if text.is_empty() {
+        return Err("the file is empty".into());
+    }
+    let is_text = text
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"+/=_-\r\n\t :x".contains(b));
+    if !is_text {
+        return Ok(contents.to_vec());
+    }
+    let compact: Vec<u8> = text
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b':')
+        .collect();
+    let hex_body = compact
+        .strip_prefix(b"0x")
+        .unwrap_or(&compact)
+        .to_ascii_lowercase();
+    if hex_body.iter().all(u8::is_ascii_hexdigit) {
+        return hex::decode(&hex_body).map_err(|e| format!("hex text does not decode: {e}"));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(&compact)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(&compact))
+        .map_err(|e| format!("text that is neither hex nor base64 ({e})"))
+}
+
+/// Every certificate in PEM text, in order, as DER.
+pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    CertificateDer::pem_slice_iter(pem)
+        .map(|c| {
+            c.map(|c| c.to_vec())
+                .map_err(|e| format!("invalid PEM certificate: {e}"))
+        })
+        .collect()
+}
+
+/// Certificates from a file that holds either one DER certificate or any number in PEM.
+pub fn certificates(contents: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    if contents.trim_ascii_start().starts_with(b"-----BEGIN") {
+        let certs = pem_certificates(contents)?;
+        if certs.is_empty() {
+            return Err("PEM file holds no CERTIFICATE block".into());
+        }
+        Ok(certs)
+    } else if contents.first() == Some(&0x30) {
+        // A DER SEQUENCE; validity is checked by whoever parses it.
+        Ok(vec![contents.to_vec()])
+    } else {
+        Err("neither PEM nor a DER certificate".into())
+    }
+}
+
+/// A DER blob (CRL) from PEM or DER.
+pub fn der_or_pem(contents: &[u8], label: &str) -> Result<Vec<u8>, String> {
+    if contents.trim_ascii_start().starts_with(b"-----BEGIN") {
+        let text = std::str::from_utf8(contents).map_err(|_| "PEM is not text".to_string())?;
+        let begin = format!("-----BEGIN {label}-----");
+        let end = format!("-----END {label}-----");
+        let start = text
+            .find(&begin)
+            .ok_or_else(|| format!("no '{begin}' block"))?;
+        let body = &text[start + begin.len()..];
+        let stop = body.find(&end).ok_or_else(|| format!("no '{end}' line"))?;
+        let b64: String = body[..stop].split_whitespace().collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| format!("PEM body is not base64: {e}"))
+    } else {
+        Ok(contents.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_and_base64_and_binary() {
+        assert_eq!(evidence_bytes(b"0a0B\n").unwrap(), vec![0x0a, 0x0b]);
+        assert_eq!(evidence_bytes(b"0x0a0b").unwrap(), vec![0x0a, 0x0b]);
+        assert_eq!(evidence_bytes(b"AwAC").unwrap(), vec![3, 0, 2]);
+        assert_eq!(evidence_bytes(&[3, 0, 2, 0]).unwrap(), vec![3, 0, 2, 0]);
+        assert!(evidence_bytes(b"   ").unwrap_err().contains("empty"));
+        assert!(
+            evidence_bytes(b"abc")
+                .unwrap_err()
+                .contains("neither hex nor base64")
+        );
+    }
+}

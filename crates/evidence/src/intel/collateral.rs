@@ -1,0 +1,190 @@
+//! DCAP collateral: the signed TCB Info, QE Identity and CRLs that say how current a platform is.
+
+use dcap_qvl::QuoteCollateralV3;
+use serde_json::Value;
+
+use crate::error::VerifyError;
+
+/// Collateral for one quote, in dcap-qvl's shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collateral(pub QuoteCollateralV3);
+
+fn text(v: &Value, name: &str) -> Result<String, VerifyError> {
+    v.get(name)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            VerifyError::input(
+                "collateral",
+                format!("member '{name}' is missing or not a string"),
+            )
+        })
+}
+
+/// Binary members arrive as hex strings (PCCS and dcap-qvl's JSON) or as arrays of numbers.
+fn bytes(v: &Value, name: &str) -> Result<Vec<u8>, VerifyError> {
+    match v.get(name) {
+        Some(Value::String(s)) => hex::decode(s.trim()).map_err(|e| {
+            VerifyError::input("collateral", format!("member '{name}' is not hex: {e}"))
+        }),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_u64().and_then(|n| u8::try_from(n).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| {
+                VerifyError::input("collateral", format!("member '{name}' is not a byte array"))
+            }),
+        _ => Err(VerifyError::input(
+            "collateral",
+            format!("member '{name}' is missing"),
+        )),
+    }
+}
+
+impl Collateral {
+    /// Parse the JSON form: one object with `pck_crl_issuer_chain`, `root_ca_crl`, `pck_crl`,
+    /// `tcb_info_issuer_chain`, `tcb_info`, `tcb_info_signature`, `qe_identity_issuer_chain`,
+    /// `qe_identity` and `qe_identity_signature`.
+    pub fn from_json(json: &[u8]) -> Result<Self, VerifyError> {
+        let v: Value = serde_json::from_slice(json)
+            .map_err(|e| VerifyError::input("collateral", format!("not JSON: {e}")))?;
+        if !v.is_object() {
+            return Err(VerifyError::input("collateral", "not a JSON object"));
+        }
+        Ok(Self(QuoteCollateralV3 {
+            pck_crl_issuer_chain: text(&v, "pck_crl_issuer_chain")?,
+            root_ca_crl: bytes(&v, "root_ca_crl")?,
+            pck_crl: bytes(&v, "pck_crl")?,
+            tcb_info_issuer_chain: text(&v, "tcb_info_issuer_chain")?,
+            tcb_info: text(&v, "tcb_info")?,
+            tcb_info_signature: bytes(&v, "tcb_info_signature")?,
+            qe_identity_issuer_chain: text(&v, "qe_identity_issuer_chain")?,
+            qe_identity: text(&v, "qe_identity")?,
+            qe_identity_signature: bytes(&v, "qe_identity_signature")?,
+            pck_certificate_chain: None,
+        }))
+    }
+
+    /// The JSON form, as read by [`Collateral::from_json`].
+    pub fn to_json(&self) -> String {
+        let c = &self.0;
+        serde_json::json!({
+            "pck_crl_issuer_chain": c.pck_crl_issuer_chain,
+            "root_ca_crl": hex::encode(&c.root_ca_crl),
+            "pck_crl": hex::encode(&c.pck_crl),
+            "tcb_info_issuer_chain": c.tcb_info_issuer_chain,
+            "tcb_info": c.tcb_info,
+            "tcb_info_signature": hex::encode(&c.tcb_info_signature),
+            "qe_identity_issuer_chain": c.qe_identity_issuer_chain,
+            "qe_identity": c.qe_identity,
+            "qe_identity_signature": hex::encode(&c.qe_identity_signature),
+        })
+        .to_string()
+    }
+
+    /// Feed every member, length-prefixed, into a digest: the collateral's content identity.
+    pub(crate) fn digest_into(&self, ctx: &mut ring::digest::Context) {
+        let c = &self.0;
+        for part in [
+            c.pck_crl_issuer_chain.as_bytes(),
+            &c.root_ca_crl,
+            &c.pck_crl,
+            c.tcb_info_issuer_chain.as_bytes(),
+            c.tcb_info.as_bytes(),
+            &c.tcb_info_signature,
+            c.qe_identity_issuer_chain.as_bytes(),
+            c.qe_identity.as_bytes(),
+            &c.qe_identity_signature,
+        ] {
+            ctx.update(&(part.len() as u64).to_le_bytes());
+            ctx.update(part);
+        }
+    }
+}
+
+/// One dated item of collateral: what it is, and the window in which it is valid.
+struct Dated {
+    what: String,
+    not_before: i64,
+    not_after: i64,
+}
+
+fn json_dates(json: &str, what: &str, inner: &str) -> Result<Dated, VerifyError> {
+    let v: Value = serde_json::from_str(json)
+        .map_err(|e| VerifyError::input("collateral", format!("{what} is not JSON: {e}")))?;
+    let body = v.get(inner).unwrap_or(&v);
+    let date = |name: &str| -> Result<i64, VerifyError> {
+        let s = body
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| VerifyError::input("collateral", format!("{what} has no {name}")))?;
+        crate::time::parse(s)
+            .map_err(|e| VerifyError::input("collateral", format!("{what} {name}: {e}")))
+    };
+    Ok(Dated {
+        what: what.into(),
+        not_before: date("issueDate")?,
+        not_after: date("nextUpdate")?,
+    })
+}
+
+impl Collateral {
+    /// Find the first item of collateral that is not valid at `at`, and say which and why.
+    ///
+    /// dcap-qvl enforces the same windows; this exists to turn its rejection into a sentence
+    /// naming the item and its dates.
+    pub fn check_times(&self, at: i64) -> Result<(), VerifyError> {
+        use x509_parser::prelude::*;
+        let c = &self.0;
+        let mut items = vec![
+            json_dates(&c.tcb_info, "TCB Info", "tcbInfo")?,
+            json_dates(&c.qe_identity, "QE Identity", "enclaveIdentity")?,
+        ];
+        for (der, what) in [(&c.root_ca_crl, "root CA CRL"), (&c.pck_crl, "PCK CRL")] {
+            let (_, crl) = parse_x509_crl(der).map_err(|e| {
+                VerifyError::input("collateral", format!("{what} does not parse: {e}"))
+            })?;
+            items.push(Dated {
+                what: what.into(),
+                not_before: crl.last_update().timestamp(),
+                not_after: crl.next_update().map_or(i64::MAX, |t| t.timestamp()),
+            });
+        }
+        for (pem, what) in [
+            (&c.tcb_info_issuer_chain, "TCB Info signing chain"),
+            (&c.qe_identity_issuer_chain, "QE Identity signing chain"),
+            (&c.pck_crl_issuer_chain, "PCK CRL issuer chain"),
+        ] {
+            for der in crate::input::pem_certificates(pem.as_bytes())
+                .map_err(|e| VerifyError::input("collateral", format!("{what}: {e}")))?
+            {
+                let (_, cert) = X509Certificate::from_der(&der)
+                    .map_err(|e| VerifyError::input("collateral", format!("{what}: {e}")))?;
+                items.push(Dated {
+                    what: format!("{what} certificate '{}'", cert.subject()),
+                    not_before: cert.validity().not_before.timestamp(),
+                    not_after: cert.validity().not_after.timestamp(),
+                });
+            }
+        }
+        for item in items {
+            if at > item.not_after {
+                return Err(VerifyError::Collateral(format!(
+                    "the {} expired at {} (verification time {})",
+                    item.what,
+                    crate::time::fmt(item.not_after),
+                    crate::time::fmt(at)
+                )));
+            }
+            if at < item.not_before {
+                return Err(VerifyError::Collateral(format!(
+                    "the {} is not valid until {} (verification time {})",
+                    item.what,
+                    crate::time::fmt(item.not_before),
+                    crate::time::fmt(at)
+                )));
+            }
+        }
+        Ok(())
+    }
+}

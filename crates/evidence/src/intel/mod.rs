@@ -1,0 +1,9 @@
+//! Intel DCAP: SGX and TDX quotes, their collateral, and their verification.
+
+pub mod collateral;
+pub mod quote;
+pub mod verify;
+
+pub use collateral::Collateral;
+pub use quote::Quote;
+pub use verify::IntelVerifier;

@@ -1,0 +1,415 @@
+//! Verification of DCAP quotes, fully offline, at a caller-chosen time.
+//!
+//! With collateral, dcap-qvl does the heavy lifting (TCB Info, QE Identity, CRLs, TCB level
+//! matching) under a caller-chosen root, and this module adds what it lacks: the PCE-ID match
+//! between the PCK certificate and the TCB Info, and precise reasons when it rejects.
+//!
+//! Without collateral, [`IntelVerifier::verify`] checks the signature chain only (quote → attestation
+//! key → QE report → PCK certificate → root) and reports the TCB status as
+//! [`TcbStatus::Unknown`]: it never guesses that a platform is up to date.
+//!
+//! Successful appraisals with collateral are cached by content hash: a later quote from the same
+//! platform, QE and enclave (differing only in report_data, as when a server renews its RA-TLS
+//! certificate) costs one ECDSA verification and a hash, as long as the verification time lies
+//! inside the window in which every piece of collateral is valid.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use dcap_qvl::QuotePolicy;
+use ring::digest::{Context, SHA256};
+use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use x509_parser::prelude::*;
+
+use super::collateral::Collateral;
+use super::quote::{Body, INTEL_QE_VENDOR_ID, Quote};
+use crate::appraisal::{
+    Appraisal, Measurements, Platform, SgxMeasurements, TcbStatus, TdxMeasurements, TeeKind,
+};
+use crate::error::VerifyError;
+
+/// The Intel SGX Root CA (DER), the production trust anchor for DCAP.
+pub const INTEL_SGX_ROOT_CA: &[u8] = include_bytes!("intel-sgx-root-ca.der");
+
+/// How many appraisals the warm cache keeps before it starts over.
+const CACHE_CAPACITY: usize = 1024;
+
+struct Cached {
+    appraisal: Appraisal,
+    not_before: i64,
+    not_after: i64,
+}
+
+/// A DCAP quote verifier bound to one root of trust.
+pub struct IntelVerifier {
+    root_der: Vec<u8>,
+    simulated: bool,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
+}
+
+impl std::fmt::Debug for IntelVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntelVerifier")
+            .field("simulated", &self.simulated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for IntelVerifier {
+    fn default() -> Self {
+        Self::intel()
+    }
+}
+
+impl IntelVerifier {
+    /// A verifier that trusts Intel's production root.
+    pub fn intel() -> Self {
+        Self::with_root(INTEL_SGX_ROOT_CA.to_vec(), false)
+    }
+
+    /// A verifier that trusts `root_der`. `simulated` marks every appraisal it makes, so that
+    /// evidence from a simulation root can never pass for hardware evidence.
+    pub fn with_root(root_der: Vec<u8>, simulated: bool) -> Self {
+        Self {
+            root_der,
+            simulated,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether this verifier's root is a simulation root.
+    pub fn simulated(&self) -> bool {
+        self.simulated
+    }
+
+    /// Verify `raw` (a DCAP quote) at unix time `at`.
+    pub fn verify(
+        &self,
+        raw: &[u8],
+        collateral: Option<&Collateral>,
+        at: i64,
+    ) -> Result<Appraisal, VerifyError> {
+        let quote = Quote::decode(raw)?;
+        match collateral {
+            None => self.verify_signatures_only(&quote, raw, at),
+            Some(c) => self.verify_with_collateral(&quote, raw, c, at),
+        }
+    }
+
+    fn cache_key(&self, quote: &Quote, raw: &[u8], collateral: &Collateral) -> [u8; 32] {
+        let mut ctx = Context::new(&SHA256);
+        ctx.update(b"enclave-os/dcap-appraisal/v1");
+        ctx.update(&(self.root_der.len() as u64).to_le_bytes());
+        ctx.update(&self.root_der);
+        collateral.digest_into(&mut ctx);
+        // Everything in the quote but report_data and the quote signature, which the warm path
+        // checks afresh.
+        let rd = quote.report_data_offset;
+        let sig = quote.signed_len + 4;
+        ctx.update(&raw[..rd]);
+        ctx.update(&raw[rd + 64..sig]);
+        ctx.update(&raw[sig + 64..]);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ctx.finish().as_ref());
+        key
+    }
+
+    fn verify_with_collateral(
+        &self,
+        quote: &Quote,
+        raw: &[u8],
+        collateral: &Collateral,
+        at: i64,
+    ) -> Result<Appraisal, VerifyError> {
+        let key = self.cache_key(quote, raw, collateral);
+        if let Some(hit) = self.warm(&key, quote, raw, at)? {
+            return Ok(hit);
+        }
+        let at_u = u64::try_from(at)
+            .map_err(|_| VerifyError::input("time", "verification time is before 1970"))?;
+        let verifier = dcap_qvl::verify::QuoteVerifier::new(self.root_der.clone())
+            // Debug is appraised by our policy, so that its rejection names the rule.
+            .allow_debug(true);
+        let claims = match verifier.verify_with_policy(
+            raw,
+            &collateral.0,
+            at_u,
+            &QuotePolicy::claims_only(at_u),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                // Say precisely what broke when it is the signature chain; otherwise pass on
+                // dcap-qvl's reason, which names the collateral item.
+                self.verify_signatures_only(quote, raw, at)?;
+                collateral.check_times(at)?;
+                return Err(classify(&e));
+            }
+        };
+        let tcb_info: dcap_qvl::tcb_info::TcbInfo = serde_json::from_str(&collateral.0.tcb_info)
+            .map_err(|e| {
+                VerifyError::input("collateral", format!("tcb_info is not TCB Info JSON: {e}"))
+            })?;
+        let pce_id = hex::encode(&claims.platform.pck.pce_id);
+        if !pce_id.eq_ignore_ascii_case(&tcb_info.pce_id) {
+            return Err(VerifyError::Collateral(format!(
+                "the PCK certificate's PCE-ID {pce_id} does not match the TCB Info's pceId {}",
+                tcb_info.pce_id
+            )));
+        }
+        let status = TcbStatus::parse(&claims.tcb.status.to_string()).ok_or_else(|| {
+            VerifyError::Tcb(format!("unexpected TCB status {}", claims.tcb.status))
+        })?;
+        let mut appraisal = self.appraisal(
+            quote,
+            status,
+            claims.platform.pck.fmspc,
+            claims.platform.pck.pce_id.clone(),
+        );
+        appraisal.advisory_ids = claims.tcb.advisory_ids.clone();
+        appraisal.valid_until = Some(claims.earliest_expiration_date);
+        if let Platform::Intel {
+            tcb_evaluation_data_number,
+            ..
+        } = &mut appraisal.platform
+        {
+            *tcb_evaluation_data_number = Some(claims.tcb.eval_data_number);
+        }
+        let entry = Cached {
+            appraisal: appraisal.clone(),
+            not_before: i64::try_from(claims.latest_issue_date).unwrap_or(i64::MAX),
+            not_after: i64::try_from(claims.earliest_expiration_date).unwrap_or(i64::MAX),
+        };
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(key, entry);
+        }
+        Ok(appraisal)
+    }
+
+    /// The warm path: same root, collateral, platform, QE and enclave as an earlier success.
+    fn warm(
+        &self,
+        key: &[u8; 32],
+        quote: &Quote,
+        raw: &[u8],
+        at: i64,
+    ) -> Result<Option<Appraisal>, VerifyError> {
+        let cached = {
+            let Ok(cache) = self.cache.lock() else {
+                return Ok(None);
+            };
+            match cache.get(key) {
+                Some(c) if (c.not_before..=c.not_after).contains(&at) => c.appraisal.clone(),
+                _ => return Ok(None),
+            }
+        };
+        verify_quote_signature(quote, raw)?;
+        let mut appraisal = cached;
+        appraisal.report_data = *quote.body.report_data();
+        Ok(Some(appraisal))
+    }
+
+    fn verify_signatures_only(
+        &self,
+        quote: &Quote,
+        raw: &[u8],
+        at: i64,
+    ) -> Result<Appraisal, VerifyError> {
+        if quote.header.qe_vendor_id != INTEL_QE_VENDOR_ID {
+            return Err(VerifyError::Signature(format!(
+                "QE vendor ID {} is not Intel's",
+                hex::encode(quote.header.qe_vendor_id)
+            )));
+        }
+        let qe = &quote.signature.qe;
+        let chain = qe.certification.pck_chain_der()?;
+        let leaf = verify_pck_chain(&chain, &self.root_der, at)?;
+        let (_, leaf_cert) = X509Certificate::from_der(&leaf)
+            .map_err(|e| VerifyError::Chain(format!("the PCK certificate does not parse: {e}")))?;
+        UnparsedPublicKey::new(
+            &ECDSA_P256_SHA256_FIXED,
+            &leaf_cert.public_key().subject_public_key.data,
+        )
+        .verify(&qe.qe_report_raw, &qe.qe_report_signature)
+        .map_err(|_| {
+            VerifyError::Signature(
+                "the QE report's signature does not verify under the PCK certificate's key".into(),
+            )
+        })?;
+        let mut ctx = Context::new(&SHA256);
+        ctx.update(&quote.signature.attestation_key);
+        ctx.update(&qe.qe_auth_data);
+        let expected = ctx.finish();
+        let rd = &qe.qe_report.report_data;
+        if rd[..32] != *expected.as_ref() || rd[32..].iter().any(|b| *b != 0) {
+            return Err(VerifyError::Binding(
+                "the QE report's report_data is not SHA-256(attestation key || QE auth data): the \
+                 attestation key was not certified by this quoting enclave"
+                    .into(),
+            ));
+        }
+        verify_quote_signature(quote, raw)?;
+        let pck = dcap_qvl::intel::parse_pck_extension(&leaf).map_err(|e| {
+            VerifyError::Chain(format!(
+                "the PCK certificate's SGX extension does not parse: {e:#}"
+            ))
+        })?;
+        let mut appraisal = self.appraisal(quote, TcbStatus::Unknown, pck.fmspc, pck.pce_id);
+        appraisal.valid_until = leaf_cert.validity().not_after.timestamp().try_into().ok();
+        appraisal.notes.push(
+            "no collateral supplied: the signature chain to the root verified, but the TCB level, \
+             QE identity and revocation were not checked, so the TCB status is Unknown"
+                .into(),
+        );
+        Ok(appraisal)
+    }
+
+    fn appraisal(
+        &self,
+        quote: &Quote,
+        status: TcbStatus,
+        fmspc: [u8; 6],
+        pce_id: Vec<u8>,
+    ) -> Appraisal {
+        let (tee, debug, measurements) = match &quote.body {
+            Body::Sgx(r) => (
+                TeeKind::Sgx,
+                r.debug(),
+                Measurements::Sgx(SgxMeasurements {
+                    mr_enclave: r.mr_enclave,
+                    mr_signer: r.mr_signer,
+                    isv_prod_id: r.isv_prod_id,
+                    isv_svn: r.isv_svn,
+                    attributes: r.attributes,
+                }),
+            ),
+            Body::Td10(r) | Body::Td15(r) => (
+                TeeKind::Tdx,
+                r.debug(),
+                Measurements::Tdx(TdxMeasurements {
+                    mr_td: r.mr_td,
+                    rtmr: r.rtmr,
+                    mr_config_id: r.mr_config_id,
+                    mr_owner: r.mr_owner,
+                    mr_owner_config: r.mr_owner_config,
+                    mr_seam: r.mr_seam,
+                    td_attributes: r.td_attributes,
+                    xfam: r.xfam,
+                }),
+            ),
+        };
+        let mut notes = Vec::new();
+        if quote.trailing_padding > 0 {
+            notes.push(format!(
+                "{} bytes of zero padding follow the signature data",
+                quote.trailing_padding
+            ));
+        }
+        Appraisal {
+            tee,
+            simulated: self.simulated,
+            status,
+            advisory_ids: Vec::new(),
+            debug,
+            measurements,
+            report_data: *quote.body.report_data(),
+            platform: Platform::Intel {
+                fmspc,
+                pce_id,
+                tcb_evaluation_data_number: None,
+            },
+            valid_until: None,
+            runtime_claims: None,
+            notes,
+        }
+    }
+}
+
+/// The quote signature: the attestation key over the header and body.
+fn verify_quote_signature(quote: &Quote, raw: &[u8]) -> Result<(), VerifyError> {
+    let mut key = [0u8; 65];
+    key[0] = 0x04;
+    key[1..].copy_from_slice(&quote.signature.attestation_key);
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &key)
+        .verify(&raw[..quote.signed_len], &quote.signature.quote_signature)
+        .map_err(|_| {
+            VerifyError::Signature(
+                "the quote's signature does not verify under its attestation key: the header or \
+                 body was altered"
+                    .into(),
+            )
+        })
+}
+
+/// Verify the PCK chain (leaf first) to `root_der` at `at`; returns the leaf.
+fn verify_pck_chain(chain: &[Vec<u8>], root_der: &[u8], at: i64) -> Result<Vec<u8>, VerifyError> {
+    let (leaf, rest) = chain
+        .split_first()
+        .ok_or_else(|| VerifyError::Chain("the PCK chain is empty".into()))?;
+    let root = CertificateDer::from(root_der);
+    let anchor = webpki::anchor_from_trusted_cert(&root)
+        .map_err(|e| VerifyError::input("root certificate", format!("{e:?}")))?;
+    let leaf_der = CertificateDer::from(leaf.as_slice());
+    let ee = webpki::EndEntityCert::try_from(&leaf_der)
+        .map_err(|e| VerifyError::Chain(format!("the PCK certificate does not parse: {e:?}")))?;
+    // Intel's chains are leaf, intermediate, root: a long list is only a way to burn CPU.
+    if rest.len() > 3 {
+        return Err(VerifyError::Chain(format!(
+            "the PCK chain has {} certificates; Intel's has 3",
+            chain.len()
+        )));
+    }
+    let intermediates: Vec<CertificateDer<'_>> = rest
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
+    let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        u64::try_from(at).map_err(|_| VerifyError::input("time", "before 1970"))?,
+    ));
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &[anchor],
+        &intermediates,
+        time,
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .map_err(|e| {
+        VerifyError::Chain(format!(
+            "the PCK certificate does not chain to the trusted root at {}: {}",
+            crate::time::fmt(at),
+            webpki_reason(&e)
+        ))
+    })?;
+    Ok(leaf.clone())
+}
+
+fn webpki_reason(e: &webpki::Error) -> String {
+    match e {
+        webpki::Error::CertExpired { .. } => "a certificate in the chain has expired".into(),
+        webpki::Error::CertNotValidYet { .. } => {
+            "a certificate in the chain is not valid yet".into()
+        }
+        webpki::Error::UnknownIssuer => "the chain does not lead to the trusted root".into(),
+        webpki::Error::InvalidSignatureForPublicKey => {
+            "a certificate's signature is invalid".into()
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// Turn a dcap-qvl rejection into a typed one. dcap-qvl's messages name the collateral item, so
+/// the text (with its causes, through `{:#}`) is kept whole.
+fn classify(e: &impl std::fmt::Display) -> VerifyError {
+    let msg = format!("{e:#}");
+    let lower = msg.to_ascii_lowercase();
+    if lower.contains("tcb") && !lower.contains("signature") && !lower.contains("expired") {
+        VerifyError::Tcb(msg)
+    } else {
+        VerifyError::Collateral(msg)
+    }
+}
