@@ -46,6 +46,10 @@ fn walk(out: &mut String, v: &Value, depth: usize) {
 
 fn scalar(v: &Value) -> String {
     match v {
+        Value::String(s) if s.trim_start().starts_with("-----BEGIN CERTIFICATE") => format!(
+            "{} PEM certificate(s) (full text with --json)",
+            s.matches("-----BEGIN CERTIFICATE").count()
+        ),
         Value::String(s) if s.contains('\n') => format!("\n{}", indent(s)),
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),

@@ -96,9 +96,14 @@ mod tests {
         assert_eq!(evidence_bytes(&[3, 0, 2, 0]).unwrap(), vec![3, 0, 2, 0]);
         assert!(evidence_bytes(b"   ").unwrap_err().contains("empty"));
         assert!(
-            evidence_bytes(b"abc")
+            evidence_bytes(b"xyz")
                 .unwrap_err()
                 .contains("neither hex nor base64")
+        );
+        assert!(
+            evidence_bytes(b"abc")
+                .unwrap_err()
+                .contains("hex text does not decode")
         );
     }
 }

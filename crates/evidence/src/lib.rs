@@ -112,22 +112,34 @@ pub struct Inputs {
 #[derive(Debug, Default)]
 pub struct Verifier {
     intel: IntelVerifier,
+    amd_chains: amd::ChainCache,
 }
 
 impl Verifier {
     /// A verifier whose Intel quotes chain to `intel`.
     pub fn with_intel(intel: IntelVerifier) -> Self {
-        Self { intel }
+        Self {
+            intel,
+            amd_chains: amd::ChainCache::default(),
+        }
     }
 
     /// Decode and verify `raw` at unix time `at`.
     pub fn verify(&self, raw: &[u8], inputs: &Inputs, at: i64) -> Result<Appraisal, VerifyError> {
         match Evidence::decode(raw)? {
             Evidence::DcapQuote(_) => self.intel.verify(raw, inputs.collateral.as_ref(), at),
-            Evidence::SnpReport(report) => amd::verify_report(&report, raw, &inputs.amd, at),
+            Evidence::SnpReport(report) => {
+                amd::verify_report(&report, raw, &inputs.amd, at, &self.amd_chains)
+            }
             Evidence::AzureHclReport(hcl) => match &hcl.hw_report {
                 HwReport::Snp(report) => {
-                    let mut a = amd::verify_report(report, &hcl.hw_report_raw, &inputs.amd, at)?;
+                    let mut a = amd::verify_report(
+                        report,
+                        &hcl.hw_report_raw,
+                        &inputs.amd,
+                        at,
+                        &self.amd_chains,
+                    )?;
                     hcl.check_binding()?;
                     a.tee = TeeKind::AzureSnp;
                     a.runtime_claims = Some(hcl.runtime_claims.clone());

@@ -6,4 +6,4 @@ pub mod verify;
 
 pub use product::Product;
 pub use report::SnpReport;
-pub use verify::{AmdInputs, verify_report};
+pub use verify::{AmdInputs, ChainCache, verify_report};

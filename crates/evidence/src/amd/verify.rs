@@ -6,6 +6,9 @@
 //! and a CRL when one is supplied. The report signature is checked over the raw signed bytes, never
 //! over a re-serialisation.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use ring::signature::{ECDSA_P384_SHA384_FIXED, RSA_PSS_2048_8192_SHA384, UnparsedPublicKey};
 use sev::certs::snp::{Certificate as SevCert, Verifiable};
 use x509_parser::prelude::*;
@@ -250,12 +253,47 @@ fn check_crl(
     Ok(())
 }
 
-/// Verify an SNP report at unix time `at`.
+/// Certificate chains (ARK, ASK, VCEK) whose signatures have verified, by content hash.
+#[derive(Debug, Default)]
+pub struct ChainCache(Mutex<HashSet<[u8; 32]>>);
+
+impl ChainCache {
+    const CAPACITY: usize = 4096;
+
+    fn id(ark: &[u8], ask: &[u8], vek: &[u8]) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"enclave-os/amd-chain/v1");
+        for der in [ark, ask, vek] {
+            ctx.update(&(der.len() as u64).to_le_bytes());
+            ctx.update(der);
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(ctx.finish().as_ref());
+        id
+    }
+
+    fn contains(&self, id: &[u8; 32]) -> bool {
+        self.0.lock().map(|s| s.contains(id)).unwrap_or(false)
+    }
+
+    fn insert(&self, id: [u8; 32]) {
+        if let Ok(mut s) = self.0.lock() {
+            if s.len() >= Self::CAPACITY {
+                s.clear();
+            }
+            s.insert(id);
+        }
+    }
+}
+
+/// Verify an SNP report at unix time `at`. `chains` remembers chains already verified; pass a
+/// long-lived one to make repeated verifications cheap, or a fresh one to verify cold.
 pub fn verify_report(
     report: &SnpReport,
     raw: &[u8],
     inputs: &AmdInputs,
     at: i64,
+    chains: &ChainCache,
 ) -> Result<Appraisal, VerifyError> {
     let mut notes = Vec::new();
     let certs: Vec<Cert> = inputs
@@ -345,10 +383,15 @@ pub fn verify_report(
             .ok_or_else(|| VerifyError::Chain(format!("built-in {product} ASK is unreadable")))?,
     };
 
-    // Signatures down the chain, then validity at the verification time.
-    signs(&trusted_ark, &trusted_ark, "ARK", "ARK")?;
-    signs(&trusted_ark, &ask_der, "ARK", "ASK")?;
-    signs(&ask_der, &vek.der, "ASK", "VCEK")?;
+    // Signatures down the chain (RSA-4096 PSS, the expensive part, so remembered by content:
+    // signatures do not depend on time), then validity at the verification time.
+    let chain_id = ChainCache::id(&trusted_ark, &ask_der, &vek.der);
+    if !chains.contains(&chain_id) {
+        signs(&trusted_ark, &trusted_ark, "ARK", "ARK")?;
+        signs(&trusted_ark, &ask_der, "ARK", "ASK")?;
+        signs(&ask_der, &vek.der, "ASK", "VCEK")?;
+        chains.insert(chain_id);
+    }
     check_validity(&trusted_ark, "ARK", at)?;
     check_validity(&ask_der, "ASK", at)?;
     check_validity(&vek.der, "VCEK", at)?;

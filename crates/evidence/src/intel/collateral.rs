@@ -5,9 +5,25 @@ use serde_json::Value;
 
 use crate::error::VerifyError;
 
-/// Collateral for one quote, in dcap-qvl's shape.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Collateral(pub QuoteCollateralV3);
+/// Collateral for one quote, in dcap-qvl's shape, with what the verifier needs from it computed
+/// once: its content digest (the warm cache's key), the TCB Info's PCE-ID, the evaluation data
+/// number and the window in which every item is valid.
+#[derive(Debug, Clone)]
+pub struct Collateral {
+    qvl: QuoteCollateralV3,
+    digest: [u8; 32],
+    pce_id: String,
+    evaluation_data_number: u32,
+    dated: Vec<Dated>,
+}
+
+impl PartialEq for Collateral {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl Eq for Collateral {}
 
 fn text(v: &Value, name: &str) -> Result<String, VerifyError> {
     v.get(name)
@@ -51,7 +67,7 @@ impl Collateral {
         if !v.is_object() {
             return Err(VerifyError::input("collateral", "not a JSON object"));
         }
-        Ok(Self(QuoteCollateralV3 {
+        Self::new(QuoteCollateralV3 {
             pck_crl_issuer_chain: text(&v, "pck_crl_issuer_chain")?,
             root_ca_crl: bytes(&v, "root_ca_crl")?,
             pck_crl: bytes(&v, "pck_crl")?,
@@ -62,12 +78,65 @@ impl Collateral {
             qe_identity: text(&v, "qe_identity")?,
             qe_identity_signature: bytes(&v, "qe_identity_signature")?,
             pck_certificate_chain: None,
-        }))
+        })
+    }
+
+    /// Wrap collateral already in dcap-qvl's shape, checking that its TCB Info, QE Identity, CRLs
+    /// and chains parse.
+    pub fn new(qvl: QuoteCollateralV3) -> Result<Self, VerifyError> {
+        let tcb_info: dcap_qvl::tcb_info::TcbInfo =
+            serde_json::from_str(&tcb_info_body(&qvl.tcb_info)?).map_err(|e| {
+                VerifyError::input("collateral", format!("tcb_info is not TCB Info JSON: {e}"))
+            })?;
+        let qe_number = json_number(
+            &qvl.qe_identity,
+            "enclaveIdentity",
+            "tcbEvaluationDataNumber",
+        )?;
+        let dated = dated_items(&qvl)?;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        digest_parts(&qvl, &mut ctx);
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ctx.finish().as_ref());
+        Ok(Self {
+            pce_id: tcb_info.pce_id,
+            evaluation_data_number: tcb_info.tcb_evaluation_data_number.min(qe_number),
+            qvl,
+            digest,
+            dated,
+        })
+    }
+
+    /// The collateral as dcap-qvl takes it.
+    pub fn qvl(&self) -> &QuoteCollateralV3 {
+        &self.qvl
+    }
+
+    /// SHA-256 over every member: the collateral's content identity.
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
+    }
+
+    /// The TCB Info's `pceId`.
+    pub fn pce_id(&self) -> &str {
+        &self.pce_id
+    }
+
+    /// The lower of the TCB Info's and QE Identity's `tcbEvaluationDataNumber`.
+    pub fn evaluation_data_number(&self) -> u32 {
+        self.evaluation_data_number
+    }
+
+    /// The window (unix seconds, inclusive) in which every item of collateral is valid.
+    pub fn window(&self) -> (i64, i64) {
+        self.dated.iter().fold((i64::MIN, i64::MAX), |(nb, na), d| {
+            (nb.max(d.not_before), na.min(d.not_after))
+        })
     }
 
     /// The JSON form, as read by [`Collateral::from_json`].
     pub fn to_json(&self) -> String {
-        let c = &self.0;
+        let c = &self.qvl;
         serde_json::json!({
             "pck_crl_issuer_chain": c.pck_crl_issuer_chain,
             "root_ca_crl": hex::encode(&c.root_ca_crl),
@@ -81,28 +150,46 @@ impl Collateral {
         })
         .to_string()
     }
+}
 
-    /// Feed every member, length-prefixed, into a digest: the collateral's content identity.
-    pub(crate) fn digest_into(&self, ctx: &mut ring::digest::Context) {
-        let c = &self.0;
-        for part in [
-            c.pck_crl_issuer_chain.as_bytes(),
-            &c.root_ca_crl,
-            &c.pck_crl,
-            c.tcb_info_issuer_chain.as_bytes(),
-            c.tcb_info.as_bytes(),
-            &c.tcb_info_signature,
-            c.qe_identity_issuer_chain.as_bytes(),
-            c.qe_identity.as_bytes(),
-            &c.qe_identity_signature,
-        ] {
-            ctx.update(&(part.len() as u64).to_le_bytes());
-            ctx.update(part);
-        }
+fn digest_parts(c: &QuoteCollateralV3, ctx: &mut ring::digest::Context) {
+    ctx.update(b"enclave-os/dcap-collateral/v1");
+    for part in [
+        c.pck_crl_issuer_chain.as_bytes(),
+        &c.root_ca_crl,
+        &c.pck_crl,
+        c.tcb_info_issuer_chain.as_bytes(),
+        c.tcb_info.as_bytes(),
+        &c.tcb_info_signature,
+        c.qe_identity_issuer_chain.as_bytes(),
+        c.qe_identity.as_bytes(),
+        &c.qe_identity_signature,
+    ] {
+        ctx.update(&(part.len() as u64).to_le_bytes());
+        ctx.update(part);
     }
 }
 
+/// PCCS serves TCB Info either bare or wrapped as `{"tcbInfo": ..., "signature": ...}`.
+fn tcb_info_body(json: &str) -> Result<String, VerifyError> {
+    let v: Value = serde_json::from_str(json)
+        .map_err(|e| VerifyError::input("collateral", format!("tcb_info is not JSON: {e}")))?;
+    Ok(v.get("tcbInfo").unwrap_or(&v).to_string())
+}
+
+fn json_number(json: &str, inner: &str, name: &str) -> Result<u32, VerifyError> {
+    let v: Value = serde_json::from_str(json)
+        .map_err(|e| VerifyError::input("collateral", format!("{inner} is not JSON: {e}")))?;
+    v.get(inner)
+        .unwrap_or(&v)
+        .get(name)
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| VerifyError::input("collateral", format!("{inner} has no {name}")))
+}
+
 /// One dated item of collateral: what it is, and the window in which it is valid.
+#[derive(Debug, Clone)]
 struct Dated {
     what: String,
     not_before: i64,
@@ -134,57 +221,66 @@ impl Collateral {
     /// dcap-qvl enforces the same windows; this exists to turn its rejection into a sentence
     /// naming the item and its dates.
     pub fn check_times(&self, at: i64) -> Result<(), VerifyError> {
-        use x509_parser::prelude::*;
-        let c = &self.0;
-        let mut items = vec![
-            json_dates(&c.tcb_info, "TCB Info", "tcbInfo")?,
-            json_dates(&c.qe_identity, "QE Identity", "enclaveIdentity")?,
-        ];
-        for (der, what) in [(&c.root_ca_crl, "root CA CRL"), (&c.pck_crl, "PCK CRL")] {
-            let (_, crl) = parse_x509_crl(der).map_err(|e| {
-                VerifyError::input("collateral", format!("{what} does not parse: {e}"))
-            })?;
-            items.push(Dated {
-                what: what.into(),
-                not_before: crl.last_update().timestamp(),
-                not_after: crl.next_update().map_or(i64::MAX, |t| t.timestamp()),
-            });
-        }
-        for (pem, what) in [
-            (&c.tcb_info_issuer_chain, "TCB Info signing chain"),
-            (&c.qe_identity_issuer_chain, "QE Identity signing chain"),
-            (&c.pck_crl_issuer_chain, "PCK CRL issuer chain"),
-        ] {
-            for der in crate::input::pem_certificates(pem.as_bytes())
-                .map_err(|e| VerifyError::input("collateral", format!("{what}: {e}")))?
-            {
-                let (_, cert) = X509Certificate::from_der(&der)
-                    .map_err(|e| VerifyError::input("collateral", format!("{what}: {e}")))?;
-                items.push(Dated {
-                    what: format!("{what} certificate '{}'", cert.subject()),
-                    not_before: cert.validity().not_before.timestamp(),
-                    not_after: cert.validity().not_after.timestamp(),
-                });
-            }
-        }
-        for item in items {
-            if at > item.not_after {
-                return Err(VerifyError::Collateral(format!(
-                    "the {} expired at {} (verification time {})",
-                    item.what,
-                    crate::time::fmt(item.not_after),
-                    crate::time::fmt(at)
-                )));
-            }
-            if at < item.not_before {
-                return Err(VerifyError::Collateral(format!(
-                    "the {} is not valid until {} (verification time {})",
-                    item.what,
-                    crate::time::fmt(item.not_before),
-                    crate::time::fmt(at)
-                )));
-            }
+        for item in &self.dated {
+            item.check(at)?;
         }
         Ok(())
     }
+}
+
+impl Dated {
+    fn check(&self, at: i64) -> Result<(), VerifyError> {
+        if at > self.not_after {
+            return Err(VerifyError::Collateral(format!(
+                "the {} expired at {} (verification time {})",
+                self.what,
+                crate::time::fmt(self.not_after),
+                crate::time::fmt(at)
+            )));
+        }
+        if at < self.not_before {
+            return Err(VerifyError::Collateral(format!(
+                "the {} is not valid until {} (verification time {})",
+                self.what,
+                crate::time::fmt(self.not_before),
+                crate::time::fmt(at)
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn dated_items(c: &QuoteCollateralV3) -> Result<Vec<Dated>, VerifyError> {
+    use x509_parser::prelude::*;
+    let mut items = vec![
+        json_dates(&c.tcb_info, "TCB Info", "tcbInfo")?,
+        json_dates(&c.qe_identity, "QE Identity", "enclaveIdentity")?,
+    ];
+    for (der, what) in [(&c.root_ca_crl, "root CA CRL"), (&c.pck_crl, "PCK CRL")] {
+        let (_, crl) = parse_x509_crl(der)
+            .map_err(|e| VerifyError::input("collateral", format!("{what} does not parse: {e}")))?;
+        items.push(Dated {
+            what: what.into(),
+            not_before: crl.last_update().timestamp(),
+            not_after: crl.next_update().map_or(i64::MAX, |t| t.timestamp()),
+        });
+    }
+    for (pem, what) in [
+        (&c.tcb_info_issuer_chain, "TCB Info signing chain"),
+        (&c.qe_identity_issuer_chain, "QE Identity signing chain"),
+        (&c.pck_crl_issuer_chain, "PCK CRL issuer chain"),
+    ] {
+        for der in crate::input::pem_certificates(pem.as_bytes())
+            .map_err(|e| VerifyError::input("collateral", format!("{what}: {e}")))?
+        {
+            let (_, cert) = X509Certificate::from_der(&der)
+                .map_err(|e| VerifyError::input("collateral", format!("{what}: {e}")))?;
+            items.push(Dated {
+                what: format!("{what} certificate '{}'", cert.subject()),
+                not_before: cert.validity().not_before.timestamp(),
+                not_after: cert.validity().not_after.timestamp(),
+            });
+        }
+    }
+    Ok(items)
 }

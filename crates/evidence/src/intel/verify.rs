@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use dcap_qvl::QuotePolicy;
 use ring::digest::{Context, SHA256};
 use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -102,7 +101,7 @@ impl IntelVerifier {
         ctx.update(b"enclave-os/dcap-appraisal/v1");
         ctx.update(&(self.root_der.len() as u64).to_le_bytes());
         ctx.update(&self.root_der);
-        collateral.digest_into(&mut ctx);
+        ctx.update(collateral.digest());
         // Everything in the quote but report_data and the quote signature, which the warm path
         // checks afresh.
         let rd = quote.report_data_offset;
@@ -131,60 +130,58 @@ impl IntelVerifier {
         let verifier = dcap_qvl::verify::QuoteVerifier::new(self.root_der.clone())
             // Debug is appraised by our policy, so that its rejection names the rule.
             .allow_debug(true);
-        let claims = match verifier.verify_with_policy(
-            raw,
-            &collateral.0,
-            at_u,
-            &QuotePolicy::claims_only(at_u),
-        ) {
-            Ok(c) => c,
+        let report = match verifier.verify(raw, collateral.qvl(), at_u) {
+            Ok(r) => r,
             Err(e) => {
-                // Say precisely what broke when it is the signature chain; otherwise pass on
-                // dcap-qvl's reason, which names the collateral item.
+                // Say precisely what broke when it is the signature chain or a date; otherwise
+                // pass on dcap-qvl's reason, which names the collateral item.
                 self.verify_signatures_only(quote, raw, at)?;
                 collateral.check_times(at)?;
                 return Err(classify(&e));
             }
         };
-        let tcb_info: dcap_qvl::tcb_info::TcbInfo = serde_json::from_str(&collateral.0.tcb_info)
-            .map_err(|e| {
-                VerifyError::input("collateral", format!("tcb_info is not TCB Info JSON: {e}"))
+        // dcap-qvl verified the PCK chain; read what it certifies, and the window it is valid in.
+        let chain = quote.signature.qe.certification.pck_chain_der()?;
+        let (mut not_before, mut not_after) = collateral.window();
+        for der in &chain {
+            let (_, cert) = X509Certificate::from_der(der).map_err(|e| {
+                VerifyError::Chain(format!("a PCK chain certificate does not parse: {e}"))
             })?;
-        let pce_id = hex::encode(&claims.platform.pck.pce_id);
-        if !pce_id.eq_ignore_ascii_case(&tcb_info.pce_id) {
+            not_before = not_before.max(cert.validity().not_before.timestamp());
+            not_after = not_after.min(cert.validity().not_after.timestamp());
+        }
+        let pck = pck_extension(&chain[0])?;
+        let pce_id = hex::encode(&pck.pce_id);
+        if !pce_id.eq_ignore_ascii_case(collateral.pce_id()) {
             return Err(VerifyError::Collateral(format!(
                 "the PCK certificate's PCE-ID {pce_id} does not match the TCB Info's pceId {}",
-                tcb_info.pce_id
+                collateral.pce_id()
             )));
         }
-        let status = TcbStatus::parse(&claims.tcb.status.to_string()).ok_or_else(|| {
-            VerifyError::Tcb(format!("unexpected TCB status {}", claims.tcb.status))
-        })?;
-        let mut appraisal = self.appraisal(
-            quote,
-            status,
-            claims.platform.pck.fmspc,
-            claims.platform.pck.pce_id.clone(),
-        );
-        appraisal.advisory_ids = claims.tcb.advisory_ids.clone();
-        appraisal.valid_until = Some(claims.earliest_expiration_date);
+        let status = TcbStatus::parse(&report.status)
+            .ok_or_else(|| VerifyError::Tcb(format!("unexpected TCB status {}", report.status)))?;
+        let mut appraisal = self.appraisal(quote, status, pck.fmspc, pck.pce_id);
+        appraisal.advisory_ids = report.advisory_ids;
+        appraisal.valid_until = u64::try_from(not_after).ok();
         if let Platform::Intel {
             tcb_evaluation_data_number,
             ..
         } = &mut appraisal.platform
         {
-            *tcb_evaluation_data_number = Some(claims.tcb.eval_data_number);
+            *tcb_evaluation_data_number = Some(collateral.evaluation_data_number());
         }
-        let entry = Cached {
-            appraisal: appraisal.clone(),
-            not_before: i64::try_from(claims.latest_issue_date).unwrap_or(i64::MAX),
-            not_after: i64::try_from(claims.earliest_expiration_date).unwrap_or(i64::MAX),
-        };
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_CAPACITY {
                 cache.clear();
             }
-            cache.insert(key, entry);
+            cache.insert(
+                key,
+                Cached {
+                    appraisal: appraisal.clone(),
+                    not_before,
+                    not_after,
+                },
+            );
         }
         Ok(appraisal)
     }
@@ -252,11 +249,7 @@ impl IntelVerifier {
             ));
         }
         verify_quote_signature(quote, raw)?;
-        let pck = dcap_qvl::intel::parse_pck_extension(&leaf).map_err(|e| {
-            VerifyError::Chain(format!(
-                "the PCK certificate's SGX extension does not parse: {e:#}"
-            ))
-        })?;
+        let pck = pck_extension(&leaf)?;
         let mut appraisal = self.appraisal(quote, TcbStatus::Unknown, pck.fmspc, pck.pce_id);
         appraisal.valid_until = leaf_cert.validity().not_after.timestamp().try_into().ok();
         appraisal.notes.push(
@@ -326,6 +319,14 @@ impl IntelVerifier {
             notes,
         }
     }
+}
+
+fn pck_extension(leaf: &[u8]) -> Result<dcap_qvl::intel::PckExtension, VerifyError> {
+    dcap_qvl::intel::parse_pck_extension(leaf).map_err(|e| {
+        VerifyError::Chain(format!(
+            "the PCK certificate's SGX extension does not parse: {e:#}"
+        ))
+    })
 }
 
 /// The quote signature: the attestation key over the header and body.
