@@ -143,14 +143,18 @@ impl IntelVerifier {
         // dcap-qvl verified the PCK chain; read what it certifies, and the window it is valid in.
         let chain = quote.signature.qe.certification.pck_chain_der()?;
         let (mut not_before, mut not_after) = collateral.window();
+        let mut pck = None;
         for der in &chain {
             let (_, cert) = X509Certificate::from_der(der).map_err(|e| {
                 VerifyError::Chain(format!("a PCK chain certificate does not parse: {e}"))
             })?;
             not_before = not_before.max(cert.validity().not_before.timestamp());
             not_after = not_after.min(cert.validity().not_after.timestamp());
+            if pck.is_none() {
+                pck = Some(super::pck::facts(&cert)?);
+            }
         }
-        let pck = pck_extension(&chain[0])?;
+        let pck = pck.ok_or_else(|| VerifyError::Chain("the PCK chain is empty".into()))?;
         let pce_id = hex::encode(&pck.pce_id);
         if !pce_id.eq_ignore_ascii_case(collateral.pce_id()) {
             return Err(VerifyError::Collateral(format!(
@@ -249,7 +253,7 @@ impl IntelVerifier {
             ));
         }
         verify_quote_signature(quote, raw)?;
-        let pck = pck_extension(&leaf)?;
+        let pck = super::pck::facts(&leaf_cert)?;
         let mut appraisal = self.appraisal(quote, TcbStatus::Unknown, pck.fmspc, pck.pce_id);
         appraisal.valid_until = leaf_cert.validity().not_after.timestamp().try_into().ok();
         appraisal.notes.push(
@@ -319,14 +323,6 @@ impl IntelVerifier {
             notes,
         }
     }
-}
-
-fn pck_extension(leaf: &[u8]) -> Result<dcap_qvl::intel::PckExtension, VerifyError> {
-    dcap_qvl::intel::parse_pck_extension(leaf).map_err(|e| {
-        VerifyError::Chain(format!(
-            "the PCK certificate's SGX extension does not parse: {e:#}"
-        ))
-    })
 }
 
 /// The quote signature: the attestation key over the header and body.
