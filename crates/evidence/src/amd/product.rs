@@ -40,7 +40,7 @@ impl Product {
         match (family, model) {
             (0x19, 0x00..=0x0f) => Some(Product::Milan),
             (0x19, 0x10..=0x1f | 0xa0..=0xaf) => Some(Product::Genoa),
-            (0x1a, 0x00..=0x11) => Some(Product::Turin),
+            (0x1a, 0x00..=0x1f) => Some(Product::Turin),
             _ => None,
         }
     }
