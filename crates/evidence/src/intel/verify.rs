@@ -227,7 +227,10 @@ impl IntelVerifier {
         }
         let qe = &quote.signature.qe;
         let chain = qe.certification.pck_chain_der()?;
-        let leaf = verify_pck_chain(&chain, &self.root_der, at)?;
+        let leaf = match verify_pck_chain(&chain, &self.root_der, at) {
+            Ok(leaf) => leaf,
+            Err(e) => return Err(simulation_root(&chain, self.simulated).unwrap_or(e)),
+        };
         let (_, leaf_cert) = X509Certificate::from_der(&leaf)
             .map_err(|e| VerifyError::Chain(format!("the PCK certificate does not parse: {e}")))?;
         UnparsedPublicKey::new(
@@ -339,6 +342,28 @@ fn verify_quote_signature(quote: &Quote, raw: &[u8]) -> Result<(), VerifyError> 
                     .into(),
             )
         })
+}
+
+/// Subject marker of every certificate the Enclave OS simulator issues.
+const SIM_MARKER: &str = "Enclave OS Simulated";
+
+/// When a chain that failed to verify ends in an Enclave OS simulation root, say so: the fix is to
+/// trust that root explicitly, never to accept it silently.
+fn simulation_root(chain: &[Vec<u8>], trusting_a_sim_root: bool) -> Option<VerifyError> {
+    let (_, root) = X509Certificate::from_der(chain.last()?).ok()?;
+    let subject = root.subject().to_string();
+    if !subject.contains(SIM_MARKER) {
+        return None;
+    }
+    Some(VerifyError::Simulated(if trusting_a_sim_root {
+        format!(
+            "the quote was signed by the simulation root '{subject}', which is not the simulation              root this verifier trusts (another simulation directory?)"
+        )
+    } else {
+        format!(
+            "the quote was produced by a simulated TEE and signed by the simulation root              '{subject}', not by Intel; it proves nothing about hardware. To check it anyway,              trust that simulation root explicitly with --trust-sim <simulation dir or its              root.crt.pem>"
+        )
+    }))
 }
 
 /// Verify the PCK chain (leaf first) to `root_der` at `at`; returns the leaf.

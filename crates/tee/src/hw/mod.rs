@@ -1,0 +1,1 @@
+//! Hardware providers, each written against its documented interface.
