@@ -7,6 +7,8 @@ use clap::{Args, Subcommand};
 use enclave_evidence::amd::Product;
 use enclave_evidence::intel::{Collateral, IntelVerifier};
 use enclave_evidence::{Evidence, Inputs, Policy, Verifier, input, time};
+use enclave_tee::Bundle;
+use enclave_tee::sim::SimPki;
 use serde_json::{Value, json};
 
 use crate::render;
@@ -25,12 +27,40 @@ pub(crate) enum EvidenceCommand {
     /// Verify evidence offline and appraise it against a policy. Exit status 0 only when it
     /// verifies and the policy holds.
     Verify(VerifyArgs),
+    /// Produce evidence for 64 bytes of report data from this machine's TEE (or the simulator)
+    /// and write it, with what a verifier needs, into a directory.
+    Collect(CollectArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct CollectArgs {
+    /// The report data to bind: up to 64 bytes of hex, zero-padded.
+    #[arg(long)]
+    report_data: String,
+    /// The TEE: auto (hardware only), sim-sgx, sim-tdx, tdx, snp or sgx.
+    #[arg(long, default_value = "auto")]
+    tee: String,
+    /// Simulation directory for sim-* (default: $ENCLAVE_OS_SIM_DIR, else
+    /// $XDG_DATA_HOME/enclave-os/sim, else ~/.local/share/enclave-os/sim).
+    #[arg(long)]
+    sim_dir: Option<PathBuf>,
+    /// Directory to write the evidence bundle into.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
 pub(crate) struct VerifyArgs {
-    /// The evidence: a DCAP quote, an SEV-SNP report or an Azure HCL report (binary, hex or base64).
+    /// The evidence: a directory written by `evidence collect`, or a file holding a DCAP quote,
+    /// an SEV-SNP report or an Azure HCL report (binary, hex or base64).
     file: PathBuf,
+    /// Trust this simulation root: a simulation directory or its root.crt.pem. Simulated evidence
+    /// is rejected without it, and marked `simulated` with it.
+    #[arg(long)]
+    trust_sim: Option<PathBuf>,
     /// Intel DCAP collateral (JSON). Without it a quote's signature chain is verified but its TCB
     /// status is Unknown.
     #[arg(long)]
@@ -83,6 +113,7 @@ pub(crate) fn run(cmd: EvidenceCommand) -> ExitCode {
     match cmd {
         EvidenceCommand::Show { file, json } => show(&file, json),
         EvidenceCommand::Verify(args) => verify(&args),
+        EvidenceCommand::Collect(args) => collect(&args),
     }
 }
 
@@ -126,7 +157,15 @@ struct Prepared {
 }
 
 fn prepare(a: &VerifyArgs) -> Result<Prepared, InputError> {
-    let raw = load_evidence(&a.file)?;
+    let bundle = if a.file.is_dir() {
+        Some(Bundle::read_dir(&a.file).map_err(|e| InputError(e.to_string()))?)
+    } else {
+        None
+    };
+    let raw = match &bundle {
+        Some(b) => b.evidence.clone(),
+        None => load_evidence(&a.file)?,
+    };
     let evidence = Evidence::decode(&raw)
         .map_err(|e| InputError(format!("evidence {}: {e}", a.file.display())))?;
     let at = match &a.at {
@@ -134,6 +173,15 @@ fn prepare(a: &VerifyArgs) -> Result<Prepared, InputError> {
         None => time::now(),
     };
     let mut inputs = Inputs::default();
+    if let Some(b) = &bundle {
+        if let Some(c) = &b.collateral {
+            inputs.collateral =
+                Some(Collateral::from_json(c.as_bytes()).map_err(|e| {
+                    InputError(format!("{}/collateral.json: {e}", a.file.display()))
+                })?);
+        }
+        inputs.amd.certs.extend(b.certificates.iter().cloned());
+    }
     if let Some(p) = &a.collateral {
         let c = Collateral::from_json(&read(p, "collateral")?)
             .map_err(|e| InputError(format!("collateral {}: {e}", p.display())))?;
@@ -155,6 +203,23 @@ fn prepare(a: &VerifyArgs) -> Result<Prepared, InputError> {
         inputs.amd.crl = Some(der);
     }
     let mut verifier = Verifier::default();
+    if let Some(p) = &a.trust_sim {
+        let path = if p.is_dir() {
+            SimPki::root_path(p)
+        } else {
+            p.clone()
+        };
+        let root = certs(&path, "simulation root")?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                InputError(format!(
+                    "simulation root {}: holds no certificate",
+                    path.display()
+                ))
+            })?;
+        verifier = Verifier::with_intel(IntelVerifier::with_root(root, true));
+    }
     if let Some(p) = &a.root {
         let root = certs(p, "root")?
             .into_iter()
@@ -262,4 +327,65 @@ fn verify(a: &VerifyArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::from(EXIT_REJECTED),
     }
+}
+
+fn collect(a: &CollectArgs) -> ExitCode {
+    let report_data = match parse_report_data(&a.report_data) {
+        Ok(rd) => rd,
+        Err(m) => return fail_input(&format!("--report-data: {m}"), a.json),
+    };
+    let sim_dir = a
+        .sim_dir
+        .clone()
+        .unwrap_or_else(enclave_tee::hw::detect::default_sim_dir);
+    let tee = match enclave_tee::hw::detect::open(&a.tee, &sim_dir) {
+        Ok(t) => t,
+        Err(e) => return fail_input(&format!("--tee {}: {e}", a.tee), a.json),
+    };
+    let bundle = match tee.evidence(&report_data) {
+        Ok(b) => b,
+        Err(e) => return fail_input(&format!("{}: {e}", tee.name()), a.json),
+    };
+    if let Err(e) = bundle.write_dir(&a.out) {
+        return fail_input(&format!("--out: {e}"), a.json);
+    }
+    let measurement = hex::encode(tee.measurement());
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "tee": tee.kind().as_str(),
+                "backend": tee.name(),
+                "simulated": tee.simulated(),
+                "out": a.out.display().to_string(),
+                "report_data": hex::encode(report_data),
+                "measurement": measurement,
+                "sim_dir": tee.simulated().then(|| sim_dir.display().to_string()),
+            })
+        );
+    } else {
+        println!("wrote {} evidence to {}", tee.name(), a.out.display());
+        println!("measurement:  {measurement}");
+        println!("report_data:  {}", hex::encode(report_data));
+        if tee.simulated() {
+            println!(
+                "SIMULATED: signed by the simulation root in {}; verify with\n  enclave-os evidence verify {} --trust-sim {}",
+                sim_dir.display(),
+                a.out.display(),
+                sim_dir.display()
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn parse_report_data(s: &str) -> Result<[u8; 64], String> {
+    let bytes =
+        hex::decode(s.trim().trim_start_matches("0x")).map_err(|e| format!("not hex: {e}"))?;
+    if bytes.len() > 64 {
+        return Err(format!("{} bytes; at most 64", bytes.len()));
+    }
+    let mut rd = [0u8; 64];
+    rd[..bytes.len()].copy_from_slice(&bytes);
+    Ok(rd)
 }

@@ -357,11 +357,11 @@ fn simulation_root(chain: &[Vec<u8>], trusting_a_sim_root: bool) -> Option<Verif
     }
     Some(VerifyError::Simulated(if trusting_a_sim_root {
         format!(
-            "the quote was signed by the simulation root '{subject}', which is not the simulation              root this verifier trusts (another simulation directory?)"
+            "the quote was signed by the simulation root '{subject}', which is not the simulation root this verifier trusts (another simulation directory?)"
         )
     } else {
         format!(
-            "the quote was produced by a simulated TEE and signed by the simulation root              '{subject}', not by Intel; it proves nothing about hardware. To check it anyway,              trust that simulation root explicitly with --trust-sim <simulation dir or its              root.crt.pem>"
+            "the quote was produced by a simulated TEE and signed by the simulation root '{subject}', not by Intel; it proves nothing about hardware. To check it anyway, trust that simulation root explicitly with --trust-sim <simulation dir or its root.crt.pem>"
         )
     }))
 }
