@@ -93,7 +93,7 @@ pub(crate) fn appraisal_json(a: &Appraisal, at: i64) -> Value {
 pub(crate) fn appraisal_text(a: &Appraisal, at: i64) -> String {
     let mut o = String::new();
     let origin = if a.simulated {
-        "SIMULATED TEE (trusted simulation root; not hardware evidence)"
+        "SIMULATED: a trusted simulation root, not hardware evidence"
     } else {
         "hardware vendor root"
     };
