@@ -1,8 +1,9 @@
 //! `enclave-os evidence` end to end: the real binary on the real vectors.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
+mod common;
 
+use common::*;
 use serde_json::Value;
 
 fn vector(rel: &str) -> String {
@@ -10,26 +11,6 @@ fn vector(rel: &str) -> String {
         "{}/../../testdata/vectors/{rel}",
         env!("CARGO_MANIFEST_DIR")
     )
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_enclave-os"))
-        .args(args)
-        .output()
-        .expect("run enclave-os")
-}
-
-fn json(args: &[&str]) -> (i32, Value) {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = run(&all);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    (out.status.code().unwrap(), v)
 }
 
 struct Case {

@@ -50,6 +50,16 @@ impl Bundle {
     /// Write the bundle into `dir` (created if missing).
     pub fn write_dir(&self, dir: &Path) -> Result<(), TeeError> {
         std::fs::create_dir_all(dir).map_err(|e| TeeError::io(dir, e))?;
+        // A reused directory: mark it incomplete first, and leave no companion file of an earlier
+        // bundle behind for a verifier to pick up with this evidence.
+        for stale in ["bundle.json", "collateral.json", "certificates.pem"] {
+            match std::fs::remove_file(dir.join(stale)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(TeeError::io(dir.join(stale), e));
+                }
+                _ => {}
+            }
+        }
         fsutil::write_atomic(&dir.join("evidence.bin"), &self.evidence, 0o644)?;
         if let Some(c) = &self.collateral {
             fsutil::write_atomic(&dir.join("collateral.json"), c.as_bytes(), 0o644)?;

@@ -235,4 +235,11 @@ fn bundles_round_trip_through_a_directory() {
     bundle.write_dir(&out).unwrap();
     assert!(Bundle::is_bundle_dir(&out));
     assert_eq!(Bundle::read_dir(&out).unwrap(), bundle);
+    // Reusing the directory for a bundle without collateral leaves none of the old behind.
+    let bare = Bundle {
+        collateral: None,
+        ..bundle
+    };
+    bare.write_dir(&out).unwrap();
+    assert_eq!(Bundle::read_dir(&out).unwrap().collateral, None);
 }
