@@ -65,6 +65,9 @@ pub(crate) struct VerifyArgs {
     /// status is Unknown.
     #[arg(long)]
     collateral: Option<PathBuf>,
+    /// For an Azure TDX HCL report: the TD quote made from its TDREPORT.
+    #[arg(long)]
+    quote: Option<PathBuf>,
     /// The VCEK or VLEK certificate (PEM or DER) for an SEV-SNP report.
     #[arg(long)]
     vcek: Option<PathBuf>,
@@ -138,6 +141,7 @@ fn show(file: &Path, json: bool) -> ExitCode {
     let mut value = serde_json::to_value(&evidence).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {
         map.insert("tee".into(), json!(evidence.tee().as_str()));
+        map.insert("simulated".into(), json!(evidence.claims_simulation()));
     }
     if json {
         println!("{value}");
@@ -187,6 +191,9 @@ fn prepare(a: &VerifyArgs) -> Result<Prepared, InputError> {
             .map_err(|e| InputError(format!("collateral {}: {e}", p.display())))?;
         inputs.collateral = Some(c);
     }
+    if let Some(p) = &a.quote {
+        inputs.td_quote = Some(load_evidence(p)?);
+    }
     if let Some(p) = &a.vcek {
         inputs.amd.certs.extend(certs(p, "VCEK")?);
     }
@@ -225,11 +232,12 @@ fn prepare(a: &VerifyArgs) -> Result<Prepared, InputError> {
             .into_iter()
             .next()
             .ok_or_else(|| InputError(format!("root {}: holds no certificate", p.display())))?;
-        match evidence {
-            Evidence::DcapQuote(_) => {
-                verifier = Verifier::with_intel(IntelVerifier::with_root(root, false));
-            }
-            _ => inputs.amd.root = Some(root),
+        // The root anchors whichever vendor signed: Intel for quotes (including an Azure TDX
+        // report's --quote), AMD otherwise.
+        if matches!(evidence, Evidence::DcapQuote(_)) || a.quote.is_some() {
+            verifier = Verifier::with_intel(IntelVerifier::with_root(root, false));
+        } else {
+            inputs.amd.root = Some(root);
         }
     }
     let policy = match &a.policy {

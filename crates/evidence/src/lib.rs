@@ -83,6 +83,26 @@ impl Evidence {
         }
     }
 
+    /// Whether the evidence says it comes from the Enclave OS simulator (its certificate chain
+    /// ends in a simulation root). Unverified: a hint for display, never a basis for trust.
+    pub fn claims_simulation(&self) -> bool {
+        let Evidence::DcapQuote(q) = self else {
+            return false;
+        };
+        q.signature
+            .qe
+            .certification
+            .pck_chain_der()
+            .ok()
+            .and_then(|chain| chain.last().cloned())
+            .and_then(|root| {
+                x509_parser::parse_x509_certificate(&root)
+                    .ok()
+                    .map(|(_, c)| c.subject().to_string().contains(intel::verify::SIM_MARKER))
+            })
+            .unwrap_or(false)
+    }
+
     /// The TEE kind this evidence claims to come from.
     pub fn tee(&self) -> TeeKind {
         match self {
@@ -105,6 +125,8 @@ pub struct Inputs {
     pub collateral: Option<Collateral>,
     /// AMD certificates, product, CRL and root.
     pub amd: AmdInputs,
+    /// For an Azure TDX HCL report: the TD quote made from its TDREPORT.
+    pub td_quote: Option<Vec<u8>>,
 }
 
 /// Verifies evidence of every kind. Holds the Intel root and the warm appraisal cache, so keep one
@@ -145,11 +167,25 @@ impl Verifier {
                     a.runtime_claims = Some(hcl.runtime_claims.clone());
                     Ok(a)
                 }
-                HwReport::Tdx(_) => Err(VerifyError::input(
-                    "evidence",
-                    "an Azure TDX HCL report carries a TDREPORT, which is MAC'd for the CPU that \
-                     made it and cannot be verified remotely; verify the TD quote produced from it",
-                )),
+                HwReport::Tdx(td) => {
+                    let quote_raw = inputs.td_quote.as_deref().ok_or_else(|| {
+                        VerifyError::input(
+                            "evidence",
+                            "an Azure TDX HCL report carries a TDREPORT, which is MAC'd for the \
+                             CPU that made it and cannot be verified remotely; supply the TD quote \
+                             made from it (--quote)",
+                        )
+                    })?;
+                    let mut a = self
+                        .intel
+                        .verify(quote_raw, inputs.collateral.as_ref(), at)?;
+                    let quote = Quote::decode(quote_raw)?;
+                    azure::hcl::check_quote_matches(td, &quote)?;
+                    hcl.check_binding()?;
+                    a.tee = TeeKind::AzureTdx;
+                    a.runtime_claims = Some(hcl.runtime_claims.clone());
+                    Ok(a)
+                }
             },
         }
     }

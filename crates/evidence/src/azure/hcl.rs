@@ -263,3 +263,41 @@ impl HclReport {
         Ok(())
     }
 }
+
+/// Check that a TD quote was made from this TDREPORT: every field the quote's body shares with it
+/// must be equal. The quote is verified separately; this ties the HCL report's runtime claims to it.
+pub fn check_quote_matches(
+    td: &TdReport,
+    quote: &crate::intel::Quote,
+) -> Result<(), crate::error::VerifyError> {
+    use crate::intel::quote::Body;
+    let body = match &quote.body {
+        Body::Td10(b) | Body::Td15(b) => b,
+        Body::Sgx(_) => {
+            return Err(crate::error::VerifyError::input(
+                "quote",
+                "an SGX quote cannot vouch for a TDX HCL report",
+            ));
+        }
+    };
+    let rtmr: Vec<String> = body.rtmr.iter().map(hex::encode).collect();
+    let pairs: [(&str, bool); 10] = [
+        ("report_data", body.report_data == td.report_data),
+        ("MRTD", body.mr_td == td.mr_td),
+        ("RTMRs", rtmr == td.rtmr),
+        ("MRCONFIGID", body.mr_config_id == td.mr_config_id),
+        ("MROWNER", body.mr_owner == td.mr_owner),
+        ("MROWNERCONFIG", body.mr_owner_config == td.mr_owner_config),
+        ("TDATTRIBUTES", body.td_attributes == td.td_attributes),
+        ("XFAM", body.xfam == td.xfam),
+        ("MRSEAM", body.mr_seam == td.mr_seam),
+        ("TEE_TCB_SVN", body.tee_tcb_svn == td.tee_tcb_svn),
+    ];
+    match pairs.iter().find(|(_, same)| !same) {
+        Some((field, _)) => Err(crate::error::VerifyError::Binding(format!(
+            "the TD quote's {field} differs from the HCL report's TDREPORT: the quote was not made \
+             from this report"
+        ))),
+        None => Ok(()),
+    }
+}

@@ -69,10 +69,16 @@ impl IntelVerifier {
 
     /// A verifier that trusts `root_der`. `simulated` marks every appraisal it makes, so that
     /// evidence from a simulation root can never pass for hardware evidence.
+    ///
+    /// A root that is an Enclave OS simulation root marks appraisals simulated whatever
+    /// `simulated` says: simulated evidence can never be reported as hardware evidence.
     pub fn with_root(root_der: Vec<u8>, simulated: bool) -> Self {
+        let is_sim_root = X509Certificate::from_der(&root_der)
+            .map(|(_, c)| c.subject().to_string().contains(SIM_MARKER))
+            .unwrap_or(false);
         Self {
             root_der,
-            simulated,
+            simulated: simulated || is_sim_root,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -345,7 +351,7 @@ fn verify_quote_signature(quote: &Quote, raw: &[u8]) -> Result<(), VerifyError> 
 }
 
 /// Subject marker of every certificate the Enclave OS simulator issues.
-const SIM_MARKER: &str = "Enclave OS Simulated";
+pub const SIM_MARKER: &str = "Enclave OS Simulated";
 
 /// When a chain that failed to verify ends in an Enclave OS simulation root, say so: the fix is to
 /// trust that root explicitly, never to accept it silently.

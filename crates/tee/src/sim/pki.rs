@@ -55,8 +55,8 @@ struct Manifest {
 const FORMAT: &str = "enclave-os-sim-pki/v1";
 const ROOT_CN: &str = "Enclave OS Simulated SGX Root CA";
 const ORG: &str = "Enclave OS simulation (not Intel)";
-/// Marker carried in every simulation certificate's subject.
-pub const SIM_MARKER: &str = "Enclave OS Simulated";
+/// Marker carried in every simulation certificate's subject; verifiers recognise it.
+pub use enclave_evidence::intel::verify::SIM_MARKER;
 
 /// A certificate and its private key (PKCS#8, zeroized on drop).
 pub(crate) struct Credential {
