@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use enclave_evidence::amd::Product;
 use enclave_evidence::intel::{Collateral, IntelVerifier};
 use enclave_evidence::{Evidence, Inputs, Policy, Verifier, input, time};
+use enclave_ratls::RatlsCertificate;
 use enclave_tee::Bundle;
 use enclave_tee::sim::SimPki;
 use serde_json::{Value, json};
@@ -54,8 +55,9 @@ pub(crate) struct CollectArgs {
 
 #[derive(Args)]
 pub(crate) struct VerifyArgs {
-    /// The evidence: a directory written by `evidence collect`, or a file holding a DCAP quote,
-    /// an SEV-SNP report or an Azure HCL report (binary, hex or base64).
+    /// The evidence: a directory written by `evidence collect`; a file holding a DCAP quote, an
+    /// SEV-SNP report or an Azure HCL report (binary, hex or base64); or an RA-TLS certificate
+    /// (PEM or DER), whose key binding and validity are checked too.
     file: PathBuf,
     /// Trust this simulation root: a simulation directory or its root.crt.pem. Simulated evidence
     /// is rejected without it, and marked `simulated` with it.
@@ -107,6 +109,35 @@ fn load_evidence(path: &Path) -> Result<Vec<u8>, InputError> {
     input::evidence_bytes(&raw).map_err(|e| InputError(format!("evidence {}: {e}", path.display())))
 }
 
+/// An RA-TLS certificate, if that is what the file holds (PEM, or DER with evidence in it).
+fn ratls_certificate(path: &Path) -> Result<Option<RatlsCertificate>, InputError> {
+    let contents = read(path, "evidence")?;
+    let looks_pem = contents
+        .trim_ascii_start()
+        .starts_with(b"-----BEGIN CERTIFICATE");
+    let der = if looks_pem {
+        input::pem_certificates(&contents)
+            .map_err(|e| InputError(format!("certificate {}: {e}", path.display())))?
+            .into_iter()
+            .next()
+    } else if contents.starts_with(&[0x30, 0x82]) && x509_like(&contents) {
+        Some(contents)
+    } else {
+        None
+    };
+    match der {
+        None => Ok(None),
+        Some(der) => RatlsCertificate::parse(&der)
+            .map(Some)
+            .map_err(|e| InputError(format!("certificate {}: {e}", path.display()))),
+    }
+}
+
+/// A DER SEQUENCE whose stated length is the whole file: a certificate, not evidence.
+fn x509_like(der: &[u8]) -> bool {
+    der.len() >= 4 && usize::from(u16::from_be_bytes([der[2], der[3]])) + 4 == der.len()
+}
+
 fn certs(path: &Path, what: &str) -> Result<Vec<Vec<u8>>, InputError> {
     input::certificates(&read(path, what)?)
         .map_err(|e| InputError(format!("{what} {}: {e}", path.display())))
@@ -153,6 +184,7 @@ fn show(file: &Path, json: bool) -> ExitCode {
 
 struct Prepared {
     raw: Vec<u8>,
+    cert: Option<RatlsCertificate>,
     tee: String,
     verifier: Verifier,
     inputs: Inputs,
@@ -166,9 +198,14 @@ fn prepare(a: &VerifyArgs) -> Result<Prepared, InputError> {
     } else {
         None
     };
-    let raw = match &bundle {
-        Some(b) => b.evidence.clone(),
-        None => load_evidence(&a.file)?,
+    let cert = match &bundle {
+        Some(_) => None,
+        None => ratls_certificate(&a.file)?,
+    };
+    let raw = match (&bundle, &cert) {
+        (Some(b), _) => b.evidence.clone(),
+        (None, Some(c)) => c.evidence().to_vec(),
+        (None, None) => load_evidence(&a.file)?,
     };
     let evidence = Evidence::decode(&raw)
         .map_err(|e| InputError(format!("evidence {}: {e}", a.file.display())))?;
@@ -253,6 +290,7 @@ fn prepare(a: &VerifyArgs) -> Result<Prepared, InputError> {
     };
     Ok(Prepared {
         raw,
+        cert,
         tee: evidence.tee().as_str().to_string(),
         verifier,
         inputs,
@@ -290,6 +328,39 @@ fn verify(a: &VerifyArgs) -> ExitCode {
         }
     };
     let mut appraisal = appraisal;
+    let mut certificate = None;
+    if let Some(cert) = &p.cert {
+        let checked = cert
+            .check_validity(p.at)
+            .and_then(|()| cert.check_key_binding(&appraisal.report_data));
+        match checked {
+            Ok(binding) => {
+                certificate = Some(json!({
+                    "subject": cert.subject,
+                    "not_before": time::fmt(cert.not_before),
+                    "not_after": time::fmt(cert.not_after),
+                    "key_binding": binding,
+                    "config_root": cert.config_root.map(hex::encode),
+                }));
+            }
+            Err(e) => {
+                if a.json {
+                    let mut v = render::appraisal_json(&appraisal, p.at);
+                    if let Some(map) = v.as_object_mut() {
+                        map.insert("verified".into(), json!(false));
+                        map.insert("error".into(), json!(e.to_string()));
+                    }
+                    println!("{v}");
+                } else {
+                    eprintln!(
+                        "error: RA-TLS certificate {} rejected: {e}",
+                        a.file.display()
+                    );
+                }
+                return ExitCode::from(EXIT_REJECTED);
+            }
+        }
+    }
     let verdict = match &p.policy {
         Some(policy) => policy.check(&appraisal),
         None => {
@@ -305,6 +376,9 @@ fn verify(a: &VerifyArgs) -> ExitCode {
     };
     if a.json {
         let mut v = render::appraisal_json(&appraisal, p.at);
+        if let (Some(c), Some(map)) = (&certificate, v.as_object_mut()) {
+            map.insert("certificate".into(), c.clone());
+        }
         if let (Err(violation), Some(map)) = (&verdict, v.as_object_mut()) {
             map.insert("verified".into(), json!(false));
             map.insert("error".into(), json!(violation.to_string()));
@@ -313,7 +387,19 @@ fn verify(a: &VerifyArgs) -> ExitCode {
         println!("{v}");
     } else {
         match &verdict {
-            Ok(()) => print!("{}", render::appraisal_text(&appraisal, p.at)),
+            Ok(()) => {
+                print!("{}", render::appraisal_text(&appraisal, p.at));
+                if let Some(c) = &certificate {
+                    println!("certificate:");
+                    print!(
+                        "{}",
+                        render::fields(c)
+                            .lines()
+                            .map(|l| format!("  {l}\n"))
+                            .collect::<String>()
+                    );
+                }
+            }
             Err(violation) => {
                 eprint!(
                     "{}",

@@ -346,3 +346,27 @@ fn bad_input_is_one_line_naming_the_problem() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn ratls_certificates_from_other_implementations() {
+    let gramine = vector("ratls/gramine-cert.pem");
+    let (code, v) = json(&["evidence", "verify", &gramine]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["status"], "Unknown");
+    assert_eq!(v["certificate"]["key_binding"]["method"], "dice-claims");
+
+    let rats = vector("ratls/rats-tls-cert.pem");
+    let (code, v) = json(&["evidence", "verify", &rats]);
+    assert_eq!((code, v["verified"].as_bool()), (1, Some(false)));
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("expired at 2024-02-22T17:10:22Z"),
+        "{v}"
+    );
+    let (code, v) = json(&["evidence", "verify", &rats, "--at", "2023-03-01T00:00:00Z"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["certificate"]["key_binding"]["method"], "dice-claims");
+}

@@ -1,0 +1,154 @@
+//! Reading an RA-TLS certificate and checking that its evidence binds its key.
+
+use serde::Serialize;
+use thiserror::Error;
+use x509_parser::prelude::*;
+
+use crate::dice::{self, HashAlg, TaggedEvidence};
+use crate::oid;
+
+/// Why an RA-TLS certificate was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RatlsError {
+    /// The certificate does not parse, or carries no evidence.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// The DICE tagged-evidence extension is malformed.
+    #[error("DICE tagged evidence: {0}")]
+    Dice(String),
+    /// The evidence does not bind the certificate's key.
+    #[error("key binding: {0}")]
+    Binding(String),
+    /// The certificate is not valid at the verification time.
+    #[error("certificate validity: {0}")]
+    Validity(String),
+}
+
+/// How the evidence was found to bind the certificate's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "method", rename_all = "kebab-case")]
+pub enum KeyBinding {
+    /// TCG DICE claims: `pubkey-hash` is the hash of the certificate's SubjectPublicKeyInfo, and
+    /// the evidence's report_data[0..32] is SHA-256 of the claims.
+    DiceClaims {
+        /// The algorithm of `pubkey-hash`.
+        alg: HashAlg,
+    },
+}
+
+/// A parsed RA-TLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RatlsCertificate {
+    /// The subject, as text.
+    pub subject: String,
+    /// The SubjectPublicKeyInfo, DER.
+    pub spki: Vec<u8>,
+    /// notBefore, unix seconds.
+    pub not_before: i64,
+    /// notAfter, unix seconds.
+    pub not_after: i64,
+    /// The DICE tagged evidence, when the certificate carries it.
+    pub dice: Option<TaggedEvidence>,
+    /// Raw evidence from an Enclave OS evidence extension (SGX or TDX quote, SNP report), when
+    /// present.
+    pub raw_evidence: Option<Vec<u8>>,
+    /// The config Merkle root, when present.
+    pub config_root: Option<[u8; 32]>,
+}
+
+impl RatlsCertificate {
+    /// Parse a DER certificate and find its evidence.
+    pub fn parse(der: &[u8]) -> Result<Self, RatlsError> {
+        let (rest, cert) = X509Certificate::from_der(der)
+            .map_err(|e| RatlsError::Certificate(format!("not an X.509 certificate: {e}")))?;
+        if !rest.is_empty() {
+            return Err(RatlsError::Certificate(
+                "trailing bytes after the certificate".into(),
+            ));
+        }
+        let (mut dice, mut raw_evidence, mut config_root) = (None, None, None);
+        for ext in cert.extensions() {
+            match ext.oid.to_id_string().as_str() {
+                oid::DICE_TAGGED_EVIDENCE => dice = Some(dice::decode(ext.value)?),
+                oid::SGX_QUOTE | oid::TDX_QUOTE | oid::SNP_REPORT => {
+                    raw_evidence = Some(ext.value.to_vec())
+                }
+                oid::CONFIG_ROOT => {
+                    config_root = Some(ext.value.try_into().map_err(|_| {
+                        RatlsError::Certificate("the config root extension is not 32 bytes".into())
+                    })?)
+                }
+                _ => {}
+            }
+        }
+        if dice.is_none() && raw_evidence.is_none() {
+            return Err(RatlsError::Certificate(
+                "no attestation evidence extension (DICE 2.23.133.5.4.9, or an SGX, TDX or SNP evidence OID): not an RA-TLS certificate".into(),
+            ));
+        }
+        Ok(Self {
+            subject: cert.subject().to_string(),
+            spki: cert.public_key().raw.to_vec(),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+            dice,
+            raw_evidence,
+            config_root,
+        })
+    }
+
+    /// The evidence to verify: the DICE-wrapped quote, else the raw evidence extension.
+    pub fn evidence(&self) -> &[u8] {
+        match (&self.dice, &self.raw_evidence) {
+            (Some(d), _) => &d.evidence,
+            (None, Some(raw)) => raw,
+            (None, None) => &[],
+        }
+    }
+
+    /// Check that evidence whose report_data is `report_data` binds this certificate's key.
+    pub fn check_key_binding(&self, report_data: &[u8; 64]) -> Result<KeyBinding, RatlsError> {
+        let Some(d) = &self.dice else {
+            return Err(RatlsError::Binding(
+                "the certificate carries no DICE claims, and the Enclave OS binding of raw evidence \
+                 extensions is not implemented yet"
+                    .into(),
+            ));
+        };
+        let (alg, claimed) = &d.pubkey_hash;
+        if alg.digest(&self.spki) != *claimed {
+            return Err(RatlsError::Binding(format!(
+                "the DICE pubkey-hash ({alg:?}) is not the hash of this certificate's public key"
+            )));
+        }
+        let claims_hash = HashAlg::Sha256.digest(&d.claims);
+        if report_data[..32] != claims_hash[..] {
+            return Err(RatlsError::Binding(
+                "the evidence's report_data does not begin with SHA-256 of the DICE claims: the \
+                 evidence was not made for these claims"
+                    .into(),
+            ));
+        }
+        Ok(KeyBinding::DiceClaims { alg: *alg })
+    }
+
+    /// Check that the certificate is valid at `at` (unix seconds).
+    pub fn check_validity(&self, at: i64) -> Result<(), RatlsError> {
+        use enclave_evidence::time::fmt;
+        if at > self.not_after {
+            return Err(RatlsError::Validity(format!(
+                "the certificate expired at {} (verification time {})",
+                fmt(self.not_after),
+                fmt(at)
+            )));
+        }
+        if at < self.not_before {
+            return Err(RatlsError::Validity(format!(
+                "the certificate is not valid until {} (verification time {})",
+                fmt(self.not_before),
+                fmt(at)
+            )));
+        }
+        Ok(())
+    }
+}

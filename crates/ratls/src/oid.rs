@@ -1,0 +1,14 @@
+//! Object identifiers of RA-TLS certificate extensions (see `docs/ratls.md`).
+
+/// TCG DICE tagged evidence (conceptual message wrapper), read by Gramine and rats-tls verifiers.
+pub const DICE_TAGGED_EVIDENCE: &str = "2.23.133.5.4.9";
+/// An SGX DCAP quote, raw.
+pub const SGX_QUOTE: &str = "1.2.840.113741.1.13.1.0";
+/// A TDX DCAP quote, raw.
+pub const TDX_QUOTE: &str = "1.2.840.113741.1.5.5.1.6";
+/// An SEV-SNP report, raw (ours: the seed's arc has none).
+pub const SNP_REPORT: &str = "1.3.6.1.4.1.65230.4.1";
+/// The SEV-SNP report's VCEK or VLEK, ASK and ARK (DER, concatenated).
+pub const SNP_CERTS: &str = "1.3.6.1.4.1.65230.4.2";
+/// The config Merkle root.
+pub const CONFIG_ROOT: &str = "1.3.6.1.4.1.65230.1.1";
