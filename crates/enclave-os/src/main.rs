@@ -4,6 +4,7 @@
 //! renders the result for a person or, with `--json`, for a script. Errors become one line naming
 //! the input and the reason, and a non-zero exit status.
 
+mod ca_cmd;
 mod evidence_cmd;
 mod render;
 
@@ -22,11 +23,16 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Decode and verify hardware attestation evidence (SGX, TDX, SEV-SNP, Azure CVM).
     #[command(subcommand)]
     Evidence(evidence_cmd::EvidenceCommand),
+    /// The operator's private PKI.
+    #[command(subcommand)]
+    Ca(ca_cmd::CaCommand),
 }
 
 /// Exit status when verification or appraisal fails.
@@ -38,5 +44,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Evidence(cmd) => evidence_cmd::run(cmd),
+        Command::Ca(cmd) => ca_cmd::run(cmd),
     }
 }

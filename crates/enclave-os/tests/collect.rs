@@ -211,3 +211,32 @@ fn collect_errors_name_the_problem() {
         );
     }
 }
+
+#[test]
+fn ca_init_writes_a_chain_openssl_accepts_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ca");
+    let (code, v) = json(&[
+        "ca",
+        "init",
+        "--out",
+        out.to_str().unwrap(),
+        "--org",
+        "Example Corp",
+    ]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["root_sha256"].as_str().unwrap().len(), 64);
+    // A verifier nobody here wrote accepts the chain.
+    // .ci/run installs openssl.
+    if let Ok(o) = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(out.join("root.crt.pem"))
+        .arg(out.join("intermediary.crt.pem"))
+        .output()
+    {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    }
+    let o = run(&["ca", "init", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+}

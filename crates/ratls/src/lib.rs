@@ -12,3 +12,4 @@ pub mod dice;
 pub mod oid;
 
 pub use cert::{KeyBinding, RatlsCertificate, RatlsError};
+pub mod ca;
