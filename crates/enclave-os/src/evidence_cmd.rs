@@ -330,9 +330,12 @@ fn verify(a: &VerifyArgs) -> ExitCode {
     let mut appraisal = appraisal;
     let mut certificate = None;
     if let Some(cert) = &p.cert {
-        let checked = cert
-            .check_validity(p.at)
-            .and_then(|()| cert.check_key_binding(&appraisal.report_data));
+        let checked = cert.check_validity(p.at).and_then(|()| {
+            cert.check_key_binding(
+                &appraisal.report_data,
+                &enclave_ratls::binding::Freshness::Deterministic,
+            )
+        });
         match checked {
             Ok(binding) => {
                 certificate = Some(json!({

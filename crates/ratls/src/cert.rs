@@ -19,15 +19,29 @@ pub enum RatlsError {
     /// The evidence does not bind the certificate's key.
     #[error("key binding: {0}")]
     Binding(String),
-    /// The certificate is not valid at the verification time.
+    /// The certificate is not valid at the verification time, or lives longer than allowed.
     #[error("certificate validity: {0}")]
     Validity(String),
+    /// The certificate does not chain to the operator's root.
+    #[error("certificate chain: {0}")]
+    Chain(String),
+    /// The evidence did not verify, or the policy rejected it.
+    #[error("{0}")]
+    Evidence(#[from] enclave_evidence::VerifyError),
+    /// The certificate certifies another configuration than expected.
+    #[error("config root: {0}")]
+    ConfigRoot(String),
 }
 
 /// How the evidence was found to bind the certificate's key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "method", rename_all = "kebab-case")]
 pub enum KeyBinding {
+    /// Enclave OS: report_data = SHA-512(SHA-256(SPKI) || binding).
+    EnclaveOs {
+        /// `deterministic` (binding = notBefore) or `nonce` (binding = the client's nonce).
+        mode: &'static str,
+    },
     /// TCG DICE claims: `pubkey-hash` is the hash of the certificate's SubjectPublicKeyInfo, and
     /// the evidence's report_data[0..32] is SHA-256 of the claims.
     DiceClaims {
@@ -54,6 +68,8 @@ pub struct RatlsCertificate {
     pub raw_evidence: Option<Vec<u8>>,
     /// The config Merkle root, when present.
     pub config_root: Option<[u8; 32]>,
+    /// The SNP endorsement key, ASK and ARK (concatenated DER), when present.
+    pub snp_certs: Option<Vec<u8>>,
 }
 
 impl RatlsCertificate {
@@ -66,13 +82,14 @@ impl RatlsCertificate {
                 "trailing bytes after the certificate".into(),
             ));
         }
-        let (mut dice, mut raw_evidence, mut config_root) = (None, None, None);
+        let (mut dice, mut raw_evidence, mut config_root, mut snp_certs) = (None, None, None, None);
         for ext in cert.extensions() {
             match ext.oid.to_id_string().as_str() {
                 oid::DICE_TAGGED_EVIDENCE => dice = Some(dice::decode(ext.value)?),
                 oid::SGX_QUOTE | oid::TDX_QUOTE | oid::SNP_REPORT => {
                     raw_evidence = Some(ext.value.to_vec())
                 }
+                oid::SNP_CERTS => snp_certs = Some(ext.value.to_vec()),
                 oid::CONFIG_ROOT => {
                     config_root = Some(ext.value.try_into().map_err(|_| {
                         RatlsError::Certificate("the config root extension is not 32 bytes".into())
@@ -94,25 +111,65 @@ impl RatlsCertificate {
             dice,
             raw_evidence,
             config_root,
+            snp_certs,
         })
     }
 
-    /// The evidence to verify: the DICE-wrapped quote, else the raw evidence extension.
+    /// The evidence to verify: the raw evidence extension, else the DICE-wrapped quote.
+    /// (When both are present, [`Self::check_key_binding`] requires them to be identical.)
     pub fn evidence(&self) -> &[u8] {
-        match (&self.dice, &self.raw_evidence) {
-            (Some(d), _) => &d.evidence,
-            (None, Some(raw)) => raw,
+        match (&self.raw_evidence, &self.dice) {
+            (Some(raw), _) => raw,
+            (None, Some(d)) => &d.evidence,
             (None, None) => &[],
         }
     }
 
     /// Check that evidence whose report_data is `report_data` binds this certificate's key.
-    pub fn check_key_binding(&self, report_data: &[u8; 64]) -> Result<KeyBinding, RatlsError> {
+    ///
+    /// Enclave OS certificates (raw evidence extension) bind by `freshness`; certificates that
+    /// carry only DICE claims (Gramine, rats-tls) bind by their claims.
+    pub fn check_key_binding(
+        &self,
+        report_data: &[u8; 64],
+        freshness: &crate::binding::Freshness,
+    ) -> Result<KeyBinding, RatlsError> {
+        use crate::binding::{Freshness, report_data as expected_report_data};
+        if self.raw_evidence.is_some() {
+            let binding = freshness.binding(self.not_before);
+            let expected = expected_report_data(&self.spki, &binding);
+            if expected != *report_data {
+                return Err(RatlsError::Binding(match freshness {
+                    Freshness::Deterministic => "report_data is not SHA-512(SHA-256(SPKI) || notBefore): the evidence was not made for this certificate's key and time".into(),
+                    Freshness::Nonce(_) => "report_data is not SHA-512(SHA-256(SPKI) || nonce): the evidence does not bind this key and the nonce this client sent".into(),
+                }));
+            }
+            // The DICE copy, when present, must tell the same story about the same evidence.
+            if let Some(d) = &self.dice {
+                if self.raw_evidence.as_deref() != Some(d.evidence.as_slice()) {
+                    return Err(RatlsError::Binding(
+                        "the DICE copy of the evidence differs from the evidence extension".into(),
+                    ));
+                }
+                let (alg, claimed) = &d.pubkey_hash;
+                if alg.digest(&self.spki) != *claimed
+                    || d.nonce.as_deref() != Some(binding.as_slice())
+                {
+                    return Err(RatlsError::Binding(
+                        "the DICE claims disagree with the certificate's key or binding".into(),
+                    ));
+                }
+            }
+            return Ok(KeyBinding::EnclaveOs {
+                mode: match freshness {
+                    Freshness::Deterministic => "deterministic",
+                    Freshness::Nonce(_) => "nonce",
+                },
+            });
+        }
         let Some(d) = &self.dice else {
             return Err(RatlsError::Binding(
-                "the certificate carries no DICE claims, and the Enclave OS binding of raw evidence \
-                 extensions is not implemented yet"
-                    .into(),
+                "the certificate carries no evidence".into(),
             ));
         };
         let (alg, claimed) = &d.pubkey_hash;

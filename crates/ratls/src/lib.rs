@@ -7,9 +7,13 @@
 //! Not yet here (it comes with the rest of the RA-TLS work): issuing certificates, the rustls
 //! server and client configurations, freshness modes and `enclave-os verify`.
 
+pub mod binding;
 pub mod cert;
 pub mod dice;
 pub mod oid;
 
 pub use cert::{KeyBinding, RatlsCertificate, RatlsError};
+pub use verify::{RatlsVerifier, Report, Role};
 pub mod ca;
+pub mod issue;
+pub mod verify;

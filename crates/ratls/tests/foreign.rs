@@ -30,7 +30,12 @@ fn check(name: &str, at: i64) -> enclave_evidence::Appraisal {
         TcbStatus::Unknown,
         "no collateral: the status is not guessed"
     );
-    let binding = c.check_key_binding(&a.report_data).unwrap();
+    let binding = c
+        .check_key_binding(
+            &a.report_data,
+            &enclave_ratls::binding::Freshness::Deterministic,
+        )
+        .unwrap();
     assert!(matches!(
         binding,
         KeyBinding::DiceClaims {
@@ -75,7 +80,10 @@ fn a_key_binding_that_does_not_hold_is_rejected() {
     other.spki[last] ^= 1;
     assert!(
         other
-            .check_key_binding(&a.report_data)
+            .check_key_binding(
+                &a.report_data,
+                &enclave_ratls::binding::Freshness::Deterministic
+            )
             .unwrap_err()
             .to_string()
             .contains("pubkey-hash")
@@ -84,7 +92,7 @@ fn a_key_binding_that_does_not_hold_is_rejected() {
     let mut rd = a.report_data;
     rd[0] ^= 1;
     assert!(
-        c.check_key_binding(&rd)
+        c.check_key_binding(&rd, &enclave_ratls::binding::Freshness::Deterministic)
             .unwrap_err()
             .to_string()
             .contains("SHA-256 of the DICE claims")
@@ -93,7 +101,13 @@ fn a_key_binding_that_does_not_hold_is_rejected() {
     if let Some(d) = c.dice.as_mut() {
         d.claims.push(0);
     }
-    assert!(c.check_key_binding(&a.report_data).is_err());
+    assert!(
+        c.check_key_binding(
+            &a.report_data,
+            &enclave_ratls::binding::Freshness::Deterministic
+        )
+        .is_err()
+    );
 }
 
 #[test]

@@ -1,0 +1,230 @@
+//! Issuing RA-TLS leaf certificates inside the TEE: a fresh P-256 key, evidence binding it, and the
+//! configuration it runs under, signed by the operator's intermediary CA.
+
+use rcgen::{
+    CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer,
+    KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType, SerialNumber,
+};
+use ring::rand::{SecureRandom, SystemRandom};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::binding::{self, Freshness};
+use crate::cert::RatlsError;
+use crate::oid;
+use enclave_tee::{Tee, TeeKind};
+
+/// The longest lifetime a leaf may have: a day, so that evidence is never older than that.
+pub const MAX_LIFETIME_SECS: i64 = 24 * 3600;
+
+/// The operator's intermediary CA, as the runtime holds it (unsealed in memory).
+pub struct IntermediaryCa {
+    cert_der: Vec<u8>,
+    key: KeyPair,
+}
+
+impl std::fmt::Debug for IntermediaryCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntermediaryCa").finish_non_exhaustive()
+    }
+}
+
+impl IntermediaryCa {
+    /// Load from PEM text (as `enclave-os ca init` writes).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, RatlsError> {
+        let cert_der = enclave_evidence::input::pem_certificates(cert_pem.as_bytes())
+            .map_err(RatlsError::Certificate)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                RatlsError::Certificate("the intermediary file holds no certificate".into())
+            })?;
+        let key = KeyPair::from_pem(key_pem)
+            .map_err(|e| RatlsError::Certificate(format!("intermediary key: {e}")))?;
+        Ok(Self { cert_der, key })
+    }
+
+    /// The intermediary certificate (DER), sent after the leaf.
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+}
+
+/// What a leaf certifies beyond its key.
+#[derive(Debug, Clone, Default)]
+pub struct LeafSpec {
+    /// DNS names (or IP addresses) served.
+    pub names: Vec<String>,
+    /// Lifetime in seconds (at most [`MAX_LIFETIME_SECS`]).
+    pub lifetime_secs: i64,
+    /// The config Merkle root.
+    pub config_root: Option<[u8; 32]>,
+    /// Module hashes: (OID under 1.3.6.1.4.1.65230.2, value), for example (1, egress bundle hash).
+    pub modules: Vec<(u64, [u8; 32])>,
+}
+
+/// An issued leaf: certificate and private key (zeroized on drop).
+pub struct Leaf {
+    /// The certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// The private key, PKCS#8 DER.
+    pub key_der: Zeroizing<Vec<u8>>,
+    /// notBefore, unix seconds.
+    pub not_before: i64,
+    /// notAfter, unix seconds.
+    pub not_after: i64,
+}
+
+impl std::fmt::Debug for Leaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leaf")
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+fn arcs(dotted: &str) -> Vec<u64> {
+    dotted.split('.').filter_map(|a| a.parse().ok()).collect()
+}
+
+/// A non-critical extension whose extnValue OCTET STRING holds `value`'s raw bytes: a TLS client
+/// that knows nothing of RA-TLS still accepts the certificate.
+fn ext(dotted: &str, value: Vec<u8>) -> CustomExtension {
+    CustomExtension::from_oid_content(&arcs(dotted), value)
+}
+
+/// TCG DICE tagged evidence for a DCAP quote, with the `pubkey-hash` and `nonce` claims.
+fn dice(quote: &[u8], spki: &[u8], binding: &[u8]) -> Result<Vec<u8>, RatlsError> {
+    use ciborium::value::{Integer, Value};
+    let spki_hash = ring::digest::digest(&ring::digest::SHA256, spki)
+        .as_ref()
+        .to_vec();
+    // Canonical CBOR map order: shorter keys first.
+    let claims = Value::Map(vec![
+        (Value::Text("nonce".into()), Value::Bytes(binding.to_vec())),
+        (
+            Value::Text("pubkey-hash".into()),
+            Value::Array(vec![
+                Value::Integer(Integer::from(1u8)),
+                Value::Bytes(spki_hash),
+            ]),
+        ),
+    ]);
+    let mut claims_bytes = Vec::new();
+    ciborium::ser::into_writer(&claims, &mut claims_bytes)
+        .map_err(|e| RatlsError::Dice(e.to_string()))?;
+    let tagged = Value::Tag(
+        crate::dice::TAG_DCAP_QUOTE,
+        Box::new(Value::Array(vec![
+            Value::Bytes(quote.to_vec()),
+            Value::Bytes(claims_bytes),
+        ])),
+    );
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(&tagged, &mut out).map_err(|e| RatlsError::Dice(e.to_string()))?;
+    Ok(out)
+}
+
+/// Issue a leaf: generate its key, get evidence from `tee` binding it, and sign with `ca`.
+pub fn issue(
+    tee: &dyn Tee,
+    ca: &IntermediaryCa,
+    spec: &LeafSpec,
+    freshness: &Freshness,
+) -> Result<Leaf, RatlsError> {
+    let lifetime = spec.lifetime_secs;
+    if !(60..=MAX_LIFETIME_SECS).contains(&lifetime) {
+        return Err(RatlsError::Certificate(format!(
+            "a leaf lifetime of {lifetime} s is outside 60 s to {MAX_LIFETIME_SECS} s"
+        )));
+    }
+    let gen_err = |e: rcgen::Error| RatlsError::Certificate(format!("certificate generation: {e}"));
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
+    let spki = key.subject_public_key_info();
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let not_before = OffsetDateTime::from_unix_timestamp(now)
+        .map_err(|e| RatlsError::Certificate(e.to_string()))?;
+    let not_after = OffsetDateTime::from_unix_timestamp(now + lifetime)
+        .map_err(|e| RatlsError::Certificate(e.to_string()))?;
+    let bind = freshness.binding(now);
+    let bundle = tee
+        .evidence(&binding::report_data(&spki, &bind))
+        .map_err(|e| RatlsError::Certificate(format!("evidence from {}: {e}", tee.name())))?;
+
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        spec.names.first().map_or("enclave-os", String::as_str),
+    );
+    dn.push(DnType::OrganizationName, "Enclave OS RA-TLS");
+    p.distinguished_name = dn;
+    p.not_before = not_before;
+    p.not_after = not_after;
+    let mut serial = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut serial)
+        .map_err(|_| RatlsError::Certificate("the system random generator failed".into()))?;
+    serial[0] &= 0x7f;
+    p.serial_number = Some(SerialNumber::from_slice(&serial));
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    for name in &spec.names {
+        let san = match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                name.clone()
+                    .try_into()
+                    .map_err(|e| RatlsError::Certificate(format!("server name '{name}': {e}")))?,
+            ),
+        };
+        p.subject_alt_names.push(san);
+    }
+    match bundle.tee {
+        TeeKind::Sgx => {
+            p.custom_extensions
+                .push(ext(oid::SGX_QUOTE, bundle.evidence.clone()));
+            p.custom_extensions.push(ext(
+                oid::DICE_TAGGED_EVIDENCE,
+                dice(&bundle.evidence, &spki, &bind)?,
+            ));
+        }
+        TeeKind::Tdx => {
+            p.custom_extensions
+                .push(ext(oid::TDX_QUOTE, bundle.evidence.clone()));
+            p.custom_extensions.push(ext(
+                oid::DICE_TAGGED_EVIDENCE,
+                dice(&bundle.evidence, &spki, &bind)?,
+            ));
+        }
+        TeeKind::Snp | TeeKind::AzureSnp | TeeKind::AzureTdx => {
+            p.custom_extensions
+                .push(ext(oid::SNP_REPORT, bundle.evidence.clone()));
+            if !bundle.certificates.is_empty() {
+                p.custom_extensions
+                    .push(ext(oid::SNP_CERTS, bundle.certificates.concat()));
+            }
+        }
+    }
+    if let Some(root) = spec.config_root {
+        p.custom_extensions
+            .push(ext(oid::CONFIG_ROOT, root.to_vec()));
+    }
+    for (arc, value) in &spec.modules {
+        p.custom_extensions
+            .push(ext(&format!("1.3.6.1.4.1.65230.2.{arc}"), value.to_vec()));
+    }
+    let issuer = Issuer::from_ca_cert_der(&ca.cert_der.as_slice().into(), &ca.key)
+        .map_err(|e| RatlsError::Certificate(format!("intermediary certificate: {e}")))?;
+    let cert = p.signed_by(&key, &issuer).map_err(gen_err)?;
+    Ok(Leaf {
+        cert_der: cert.der().to_vec(),
+        key_der: Zeroizing::new(key.serialize_der()),
+        not_before: now,
+        not_after: now + lifetime,
+    })
+}
