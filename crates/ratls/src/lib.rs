@@ -16,4 +16,5 @@ pub use cert::{KeyBinding, RatlsCertificate, RatlsError};
 pub use verify::{RatlsVerifier, Report, Role};
 pub mod ca;
 pub mod issue;
+pub mod tls;
 pub mod verify;

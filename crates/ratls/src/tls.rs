@@ -1,0 +1,352 @@
+//! RA-TLS over rustls: the server's certificate resolver and the peers' certificate verifiers.
+//!
+//! Freshness modes (see `docs/ratls.md`):
+//!
+//! - *deterministic* (default): the server caches one leaf bound to its own notBefore and renews
+//!   it when a quarter of its lifetime remains, or when the configuration changes;
+//! - *challenge*: the client offers the ALPN protocol `enclave-os-nonce/<hex nonce>`; the server's
+//!   resolver sees it in the ClientHello and issues a fresh leaf whose evidence binds that nonce.
+//!   The server does not select the protocol, so the connection negotiates no ALPN from it.
+
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::binding::Freshness;
+use crate::issue::{IntermediaryCa, LeafSpec, issue};
+use crate::verify::{RatlsVerifier, Report, Role};
+use enclave_tee::Tee;
+
+/// The ALPN prefix that carries a challenge nonce.
+pub const NONCE_ALPN_PREFIX: &[u8] = b"enclave-os-nonce/";
+/// The longest nonce accepted, in bytes (the ALPN protocol name is at most 255 bytes).
+pub const MAX_NONCE: usize = 64;
+
+/// The one crypto provider of the tree.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The ALPN protocol a client offers to challenge the server with `nonce`.
+pub fn nonce_alpn(nonce: &[u8]) -> Vec<u8> {
+    let mut p = NONCE_ALPN_PREFIX.to_vec();
+    p.extend_from_slice(hex::encode(nonce).as_bytes());
+    p
+}
+
+fn nonce_from_alpn(hello: &ClientHello<'_>) -> Option<Vec<u8>> {
+    hello.alpn()?.find_map(|p| {
+        let hexed = p.strip_prefix(NONCE_ALPN_PREFIX)?;
+        let nonce = hex::decode(hexed).ok()?;
+        (!nonce.is_empty() && nonce.len() <= MAX_NONCE).then_some(nonce)
+    })
+}
+
+/// Issues, caches and renews the server's RA-TLS certificates.
+pub struct RatlsResolver {
+    tee: Arc<dyn Tee>,
+    ca: IntermediaryCa,
+    spec: Mutex<LeafSpec>,
+    cached: Mutex<Option<(Arc<CertifiedKey>, i64)>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl std::fmt::Debug for RatlsResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RatlsResolver")
+            .field("tee", &self.tee.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RatlsResolver {
+    /// A resolver issuing leaves from `tee`, signed by `ca`, certifying `spec`.
+    pub fn new(tee: Arc<dyn Tee>, ca: IntermediaryCa, spec: LeafSpec) -> Self {
+        Self {
+            tee,
+            ca,
+            spec: Mutex::new(spec),
+            cached: Mutex::new(None),
+            provider: provider(),
+        }
+    }
+
+    /// Change what the leaves certify (a new configuration): the cached leaf is replaced.
+    pub fn set_spec(&self, spec: LeafSpec) {
+        if let Ok(mut s) = self.spec.lock() {
+            *s = spec;
+        }
+        if let Ok(mut c) = self.cached.lock() {
+            *c = None;
+        }
+    }
+
+    fn certified(&self, freshness: &Freshness) -> Result<(Arc<CertifiedKey>, i64), String> {
+        let spec = self
+            .spec
+            .lock()
+            .map_err(|_| "spec lock poisoned".to_string())?
+            .clone();
+        let leaf =
+            issue(self.tee.as_ref(), &self.ca, &spec, freshness).map_err(|e| e.to_string())?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.to_vec()));
+        let signing = self
+            .provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| format!("leaf key: {e}"))?;
+        let chain = vec![
+            CertificateDer::from(leaf.cert_der),
+            CertificateDer::from(self.ca.cert_der().to_vec()),
+        ];
+        // Renew when a quarter of the lifetime remains.
+        let renew_at = leaf.not_after - (leaf.not_after - leaf.not_before) / 4;
+        Ok((Arc::new(CertifiedKey::new(chain, signing)), renew_at))
+    }
+
+    /// The cached deterministic leaf, issuing or renewing it when needed.
+    pub fn current(&self) -> Result<Arc<CertifiedKey>, String> {
+        let now = enclave_evidence::time::now();
+        let mut cached = self
+            .cached
+            .lock()
+            .map_err(|_| "cache lock poisoned".to_string())?;
+        if let Some((ck, renew_at)) = cached.as_ref()
+            && now < *renew_at
+        {
+            return Ok(ck.clone());
+        }
+        let (ck, renew_at) = self.certified(&Freshness::Deterministic)?;
+        *cached = Some((ck.clone(), renew_at));
+        Ok(ck)
+    }
+}
+
+impl ResolvesServerCert for RatlsResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // rustls has no way to carry a reason out of a resolver: a failure aborts the handshake
+        // (the client sees no certificate), and is reported to stderr for the operator.
+        let result = match nonce_from_alpn(&hello) {
+            Some(nonce) => self.certified(&Freshness::Nonce(nonce)).map(|(ck, _)| ck),
+            None => self.current(),
+        };
+        match result {
+            Ok(ck) => Some(ck),
+            Err(e) => {
+                eprintln!("enclave-os: cannot issue an RA-TLS certificate: {e}");
+                None
+            }
+        }
+    }
+}
+
+fn algorithms(provider: &CryptoProvider) -> WebPkiSupportedAlgorithms {
+    provider.signature_verification_algorithms
+}
+
+/// Verifies a server's RA-TLS certificate in the handshake, and keeps the report for the caller.
+#[derive(Debug)]
+pub struct RatlsServerVerifier {
+    inner: RatlsVerifier,
+    freshness: Freshness,
+    provider: Arc<CryptoProvider>,
+    report: Mutex<Option<Result<Report, String>>>,
+}
+
+impl RatlsServerVerifier {
+    /// Verify with `inner`, expecting `freshness`.
+    pub fn new(inner: RatlsVerifier, freshness: Freshness) -> Self {
+        Self {
+            inner,
+            freshness,
+            provider: provider(),
+            report: Mutex::new(None),
+        }
+    }
+
+    /// The outcome of the last certificate verified: the report, or why it was rejected.
+    pub fn last(&self) -> Option<Result<Report, String>> {
+        self.report.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+fn reject(e: crate::cert::RatlsError) -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+        Arc::new(e),
+    )))
+}
+
+impl ServerCertVerifier for RatlsServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let at = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let result =
+            self.inner
+                .verify(end_entity, intermediates, at, &self.freshness, Role::Server);
+        if let Ok(mut r) = self.report.lock() {
+            *r = Some(result.clone().map_err(|e| e.to_string()));
+        }
+        result
+            .map(|_| ServerCertVerified::assertion())
+            .map_err(reject)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms(&self.provider))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms(&self.provider))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        algorithms(&self.provider).supported_schemes()
+    }
+}
+
+/// Verifies a client's RA-TLS certificate (mutual RA-TLS). Client certificates are always
+/// deterministic-mode leaves.
+#[derive(Debug)]
+pub struct RatlsClientVerifier {
+    inner: RatlsVerifier,
+    provider: Arc<CryptoProvider>,
+    report: Mutex<Option<Result<Report, String>>>,
+}
+
+impl RatlsClientVerifier {
+    /// Verify client certificates with `inner`.
+    pub fn new(inner: RatlsVerifier) -> Self {
+        Self {
+            inner,
+            provider: provider(),
+            report: Mutex::new(None),
+        }
+    }
+
+    /// The outcome of the last client certificate verified.
+    pub fn last(&self) -> Option<Result<Report, String>> {
+        self.report.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+impl ClientCertVerifier for RatlsClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let at = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let result = self.inner.verify(
+            end_entity,
+            intermediates,
+            at,
+            &Freshness::Deterministic,
+            Role::Client,
+        );
+        if let Ok(mut r) = self.report.lock() {
+            *r = Some(result.clone().map_err(|e| e.to_string()));
+        }
+        result
+            .map(|_| ClientCertVerified::assertion())
+            .map_err(reject)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms(&self.provider))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms(&self.provider))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        algorithms(&self.provider).supported_schemes()
+    }
+}
+
+/// Presents the client's own RA-TLS certificate (mutual RA-TLS).
+#[derive(Debug)]
+pub struct RatlsClientCert(pub Arc<RatlsResolver>);
+
+impl rustls::client::ResolvesClientCert for RatlsClientCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.0.current().ok()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// A server configuration serving RA-TLS certificates from `resolver`, optionally requiring
+/// RA-TLS client certificates.
+pub fn server_config(
+    resolver: Arc<RatlsResolver>,
+    clients: Option<Arc<RatlsClientVerifier>>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
+    let builder = match clients {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    Ok(builder.with_cert_resolver(resolver))
+}
+
+/// A client configuration verifying servers with `verifier`, offering `nonce` as a challenge
+/// when given, and presenting `own` as its client certificate when given.
+pub fn client_config(
+    verifier: Arc<RatlsServerVerifier>,
+    nonce: Option<&[u8]>,
+    own: Option<Arc<RatlsResolver>>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match own {
+        Some(r) => builder.with_client_cert_resolver(Arc::new(RatlsClientCert(r))),
+        None => builder.with_no_client_auth(),
+    };
+    if let Some(n) = nonce {
+        config.alpn_protocols = vec![nonce_alpn(n)];
+    }
+    Ok(config)
+}

@@ -1,0 +1,298 @@
+//! RA-TLS over real TLS on loopback: every mode, mutual RA-TLS, rejections, and a TLS client
+//! nobody here wrote (openssl).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use enclave_evidence::intel::IntelVerifier;
+use enclave_evidence::{TeeKind, Verifier};
+use enclave_ratls::binding::Freshness;
+use enclave_ratls::issue::{IntermediaryCa, LeafSpec};
+use enclave_ratls::tls::{
+    RatlsClientVerifier, RatlsResolver, RatlsServerVerifier, client_config, server_config,
+};
+use enclave_ratls::{KeyBinding, RatlsVerifier};
+use enclave_tee::Tee;
+use enclave_tee::sim::{Flavour, SimTee};
+
+struct Pki {
+    dir: tempfile::TempDir,
+    root: Vec<u8>,
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let files = enclave_ratls::ca::init(&dir.path().join("ca"), "Test Operator").unwrap();
+    let root = enclave_evidence::input::pem_certificates(&std::fs::read(&files.root_cert).unwrap())
+        .unwrap()
+        .remove(0);
+    Pki { dir, root }
+}
+
+fn ca(p: &Pki) -> IntermediaryCa {
+    let d = p.dir.path().join("ca");
+    IntermediaryCa::from_pem(
+        &std::fs::read_to_string(d.join("intermediary.crt.pem")).unwrap(),
+        &std::fs::read_to_string(d.join("intermediary.key.pem")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn resolver(p: &Pki, flavour: Flavour, config_root: [u8; 32]) -> (Arc<RatlsResolver>, Arc<SimTee>) {
+    let tee = Arc::new(SimTee::open(&p.dir.path().join("sim"), flavour).unwrap());
+    let spec = LeafSpec {
+        names: vec!["localhost".into()],
+        lifetime_secs: 3600,
+        config_root: Some(config_root),
+        modules: vec![],
+    };
+    (
+        Arc::new(RatlsResolver::new(tee.clone() as Arc<dyn Tee>, ca(p), spec)),
+        tee,
+    )
+}
+
+fn verifier(p: &Pki, tee: &SimTee) -> RatlsVerifier {
+    RatlsVerifier::new(Verifier::with_intel(IntelVerifier::with_root(
+        tee.pki().root_der().to_vec(),
+        true,
+    )))
+    .with_operator_root(p.root.clone())
+}
+
+/// Serve `n` connections: each reads one line and answers "hello\n". Bounded by timeouts.
+fn serve(config: rustls::ServerConfig, n: usize) -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = Arc::new(config);
+    let handle = std::thread::spawn(move || {
+        for _ in 0..n {
+            let Ok((tcp, _)) = listener.accept() else {
+                return;
+            };
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                return;
+            };
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut buf = [0u8; 64];
+            if let Ok(k) = tls.read(&mut buf)
+                && k > 0
+            {
+                let _ = tls.write_all(b"hello\n");
+                let _ = tls.flush();
+            }
+        }
+    });
+    (port, handle)
+}
+
+/// Connect, say hi, and return what the server answered (or the TLS error).
+fn call(port: u16, config: rustls::ClientConfig) -> Result<String, String> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap())
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"hi\n").map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    tls.read_to_string(&mut out).ok();
+    if out.is_empty() {
+        return Err("no answer".into());
+    }
+    Ok(out)
+}
+
+#[test]
+fn deterministic_mode_over_tls() {
+    let p = pki();
+    let (res, tee) = resolver(&p, Flavour::Tdx, [3; 32]);
+    let (port, server) = serve(server_config(res, None).unwrap(), 2);
+    let v = Arc::new(RatlsServerVerifier::new(
+        verifier(&p, &tee).with_config_root([3; 32]),
+        Freshness::Deterministic,
+    ));
+    assert_eq!(
+        call(port, client_config(v.clone(), None, None).unwrap()).unwrap(),
+        "hello\n"
+    );
+    let report = v.last().unwrap().unwrap();
+    assert_eq!(report.appraisal.tee, TeeKind::Tdx);
+    assert!(report.appraisal.simulated && report.chain_verified);
+    assert_eq!(
+        report.key_binding,
+        KeyBinding::EnclaveOs {
+            mode: "deterministic"
+        }
+    );
+    // The cached leaf is served again: same certificate, same evidence.
+    let v2 = Arc::new(RatlsServerVerifier::new(
+        verifier(&p, &tee),
+        Freshness::Deterministic,
+    ));
+    call(port, client_config(v2.clone(), None, None).unwrap()).unwrap();
+    assert_eq!(v2.last().unwrap().unwrap().not_before, report.not_before);
+    server.join().unwrap();
+}
+
+#[test]
+fn challenge_mode_binds_the_clients_nonce() {
+    let p = pki();
+    let (res, tee) = resolver(&p, Flavour::Sgx, [3; 32]);
+    let (port, server) = serve(server_config(res, None).unwrap(), 1);
+    let nonce = b"0123456789abcdef0123456789abcdef".to_vec();
+    let v = Arc::new(RatlsServerVerifier::new(
+        verifier(&p, &tee),
+        Freshness::Nonce(nonce.clone()),
+    ));
+    call(port, client_config(v.clone(), Some(&nonce), None).unwrap()).unwrap();
+    assert_eq!(
+        v.last().unwrap().unwrap().key_binding,
+        KeyBinding::EnclaveOs { mode: "nonce" }
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn a_client_expecting_a_nonce_rejects_a_cached_certificate() {
+    let p = pki();
+    let (res, tee) = resolver(&p, Flavour::Sgx, [3; 32]);
+    let (port, server) = serve(server_config(res, None).unwrap(), 1);
+    // Expect a nonce but do not send it: the server's cached (deterministic) leaf must fail.
+    let v = Arc::new(RatlsServerVerifier::new(
+        verifier(&p, &tee),
+        Freshness::Nonce(b"fresh".to_vec()),
+    ));
+    assert!(call(port, client_config(v.clone(), None, None).unwrap()).is_err());
+    assert!(v.last().unwrap().unwrap_err().contains("nonce"));
+    server.join().unwrap();
+}
+
+#[test]
+fn wrong_config_root_and_untrusted_simulation_are_rejected_in_the_handshake() {
+    let p = pki();
+    let (res, tee) = resolver(&p, Flavour::Tdx, [3; 32]);
+    let (port, server) = serve(server_config(res, None).unwrap(), 3);
+    let v = Arc::new(RatlsServerVerifier::new(
+        verifier(&p, &tee).with_config_root([4; 32]),
+        Freshness::Deterministic,
+    ));
+    assert!(call(port, client_config(v.clone(), None, None).unwrap()).is_err());
+    assert!(v.last().unwrap().unwrap_err().contains("config root"));
+
+    let untrusted = RatlsVerifier::new(Verifier::default()).with_operator_root(p.root.clone());
+    let v = Arc::new(RatlsServerVerifier::new(
+        untrusted,
+        Freshness::Deterministic,
+    ));
+    assert!(call(port, client_config(v.clone(), None, None).unwrap()).is_err());
+    assert!(v.last().unwrap().unwrap_err().contains("--trust-sim"));
+
+    let other = pki();
+    let v = Arc::new(RatlsServerVerifier::new(
+        verifier(&other, &tee),
+        Freshness::Deterministic,
+    ));
+    assert!(call(port, client_config(v.clone(), None, None).unwrap()).is_err());
+    assert!(v.last().unwrap().unwrap_err().contains("operator root"));
+    server.join().unwrap();
+}
+
+#[test]
+fn mutual_ratls() {
+    let p = pki();
+    let (server_res, tee) = resolver(&p, Flavour::Tdx, [3; 32]);
+    let (client_res, _) = resolver(&p, Flavour::Sgx, [5; 32]);
+    let clients = Arc::new(RatlsClientVerifier::new(
+        verifier(&p, &tee).with_config_root([5; 32]),
+    ));
+    let (port, server) = serve(server_config(server_res, Some(clients.clone())).unwrap(), 2);
+    let v = Arc::new(RatlsServerVerifier::new(
+        verifier(&p, &tee),
+        Freshness::Deterministic,
+    ));
+    assert_eq!(
+        call(
+            port,
+            client_config(v.clone(), None, Some(client_res)).unwrap()
+        )
+        .unwrap(),
+        "hello\n"
+    );
+    let client_report = clients.last().unwrap().unwrap();
+    assert_eq!(client_report.appraisal.tee, TeeKind::Sgx);
+    // Without a client certificate, the server refuses.
+    let answered = call(port, client_config(v, None, None).unwrap());
+    assert!(answered.is_err(), "{answered:?}");
+    server.join().unwrap();
+}
+
+#[test]
+fn openssl_connects_and_sees_the_extensions() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        panic!("openssl is required (.ci/run installs it)");
+    }
+    let p = pki();
+    let (res, _) = resolver(&p, Flavour::Tdx, [3; 32]);
+    let (port, server) = serve(server_config(res, None).unwrap(), 1);
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "localhost",
+            "-showcerts",
+            "-CAfile",
+        ])
+        .arg(p.dir.path().join("ca/root.crt.pem"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(b"hi\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    server.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    // openssl x509 -text on the leaf it received shows our extensions.
+    let leaf_pem: String = text
+        .split("-----BEGIN CERTIFICATE-----")
+        .nth(1)
+        .map(|rest| {
+            format!(
+                "-----BEGIN CERTIFICATE-----{}-----END CERTIFICATE-----\n",
+                rest.split("-----END CERTIFICATE-----").next().unwrap()
+            )
+        })
+        .unwrap();
+    let mut x509 = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    x509.stdin
+        .take()
+        .unwrap()
+        .write_all(leaf_pem.as_bytes())
+        .unwrap();
+    let shown = String::from_utf8_lossy(&x509.wait_with_output().unwrap().stdout).to_string();
+    for oid in [
+        "1.2.840.113741.1.5.5.1.6",
+        "2.23.133.5.4.9",
+        "1.3.6.1.4.1.65230.1.1",
+    ] {
+        assert!(shown.contains(oid), "{oid} not shown:\n{shown}");
+    }
+}
