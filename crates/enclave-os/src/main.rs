@@ -7,6 +7,7 @@
 mod ca_cmd;
 mod evidence_cmd;
 mod render;
+mod verify_cmd;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,9 @@ enum Command {
     /// The operator's private PKI.
     #[command(subcommand)]
     Ca(ca_cmd::CaCommand),
+    /// Connect to an RA-TLS server and check, in the handshake, what runs there and how it is
+    /// configured. Exit status 0 only when everything verifies.
+    Verify(verify_cmd::VerifyUrlArgs),
 }
 
 /// Exit status when verification or appraisal fails.
@@ -45,5 +49,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Evidence(cmd) => evidence_cmd::run(cmd),
         Command::Ca(cmd) => ca_cmd::run(cmd),
+        Command::Verify(args) => verify_cmd::run(&args),
     }
 }

@@ -1,0 +1,265 @@
+//! `enclave-os verify https://HOST:PORT`: an RA-TLS handshake that checks what runs there.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use enclave_evidence::intel::{Collateral, IntelVerifier};
+use enclave_evidence::{Policy, Verifier, input, time};
+use enclave_ratls::RatlsVerifier;
+use enclave_ratls::binding::Freshness;
+use enclave_ratls::tls::{RatlsServerVerifier, client_config};
+use enclave_tee::sim::SimPki;
+use ring::rand::SecureRandom;
+use serde_json::json;
+
+use crate::{EXIT_REJECTED, EXIT_USAGE, render};
+
+/// How the server's evidence is made fresh.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum Mode {
+    /// The server's cached certificate, bound to its own notBefore.
+    Deterministic,
+    /// A fresh certificate bound to a nonce this client sends in the handshake.
+    Challenge,
+}
+
+#[derive(Args)]
+pub(crate) struct VerifyUrlArgs {
+    /// The server: https://HOST:PORT.
+    url: String,
+    /// The operator's root CA (PEM): the server's chain must lead to it. Without it the chain is
+    /// not checked, and the report says so.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Appraisal policy (TOML): measurements, TCB, debug, simulation.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// The config Merkle root the server must certify (hex), as `enclave-os measure` computes it.
+    #[arg(long)]
+    config_root: Option<String>,
+    /// Freshness mode.
+    #[arg(long, value_enum, default_value = "deterministic")]
+    mode: Mode,
+    /// Trust this simulation root (a simulation directory or its root.crt.pem).
+    #[arg(long)]
+    trust_sim: Option<PathBuf>,
+    /// DCAP collateral (JSON) to appraise the server's TCB with; for a simulation directory it
+    /// is read from there. Without it the TCB status is Unknown.
+    #[arg(long)]
+    collateral: Option<PathBuf>,
+    /// Seconds to wait for the connection and the handshake.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn usage(msg: String, json_out: bool) -> ExitCode {
+    if json_out {
+        println!("{}", json!({ "verified": false, "error": msg }));
+    } else {
+        eprintln!("error: {msg}");
+    }
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn host_port(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("'{url}' is not an https:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
+            h.trim_start_matches('[').trim_end_matches(']').to_string(),
+            p.parse().map_err(|_| format!("'{p}' is not a port"))?,
+        ),
+        _ => (authority.to_string(), 443),
+    };
+    if host.is_empty() {
+        return Err(format!("'{url}' names no host"));
+    }
+    Ok((host, port))
+}
+
+fn first_cert(path: &PathBuf, what: &str) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    input::certificates(&bytes)
+        .map_err(|e| format!("{what} {}: {e}", path.display()))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{what} {}: holds no certificate", path.display()))
+}
+
+fn build(a: &VerifyUrlArgs) -> Result<(RatlsVerifier, Freshness, Option<Vec<u8>>), String> {
+    let mut evidence = Verifier::default();
+    let mut collateral_path = a.collateral.clone();
+    if let Some(p) = &a.trust_sim {
+        let root_path = if p.is_dir() {
+            SimPki::root_path(p)
+        } else {
+            p.clone()
+        };
+        evidence = Verifier::with_intel(IntelVerifier::with_root(
+            first_cert(&root_path, "simulation root")?,
+            true,
+        ));
+        if collateral_path.is_none() && p.is_dir() {
+            // The simulator keeps the collateral it issued beside its PKI.
+            collateral_path = ["collateral-tdx.json", "collateral-sgx.json"]
+                .iter()
+                .map(|n| p.join(n))
+                .find(|c| c.is_file());
+        }
+    }
+    let mut v = RatlsVerifier::new(evidence);
+    if let Some(p) = &a.root {
+        v = v.with_operator_root(first_cert(p, "root")?);
+    }
+    if let Some(p) = &collateral_path {
+        let bytes = std::fs::read(p).map_err(|e| format!("collateral {}: {e}", p.display()))?;
+        v = v.with_collateral(
+            Collateral::from_json(&bytes)
+                .map_err(|e| format!("collateral {}: {e}", p.display()))?,
+        );
+    }
+    if let Some(p) = &a.policy {
+        let text =
+            std::fs::read_to_string(p).map_err(|e| format!("policy {}: {e}", p.display()))?;
+        v = v.with_policy(
+            Policy::from_toml(&text, &p.display().to_string()).map_err(|e| e.to_string())?,
+        );
+    }
+    if let Some(h) = &a.config_root {
+        let root: [u8; 32] = hex::decode(h.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("--config-root: '{h}' is not 32 bytes of hex"))?;
+        v = v.with_config_root(root);
+    }
+    let (freshness, nonce) = match a.mode {
+        Mode::Deterministic => (Freshness::Deterministic, None),
+        Mode::Challenge => {
+            let mut n = [0u8; 32];
+            ring::rand::SystemRandom::new()
+                .fill(&mut n)
+                .map_err(|_| "the system random generator failed".to_string())?;
+            (Freshness::Nonce(n.to_vec()), Some(n.to_vec()))
+        }
+    };
+    Ok((v, freshness, nonce))
+}
+
+/// Connect and complete the handshake; the verifier records what it found.
+fn handshake(
+    host: &str,
+    port: u16,
+    config: rustls::ClientConfig,
+    timeout: Duration,
+) -> Result<(), String> {
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{host}:{port}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host}:{port}: no address"))?;
+    let mut tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    tcp.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host}: {e}"))?;
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+    }
+    // Close politely; the verdict is already in.
+    conn.send_close_notify();
+    let _ = conn.complete_io(&mut tcp);
+    let _ = tcp.flush();
+    let mut sink = [0u8; 1];
+    let _ = tcp.read(&mut sink);
+    Ok(())
+}
+
+pub(crate) fn run(a: &VerifyUrlArgs) -> ExitCode {
+    let (host, port) = match host_port(&a.url) {
+        Ok(hp) => hp,
+        Err(e) => return usage(e, a.json),
+    };
+    let (inner, freshness, nonce) = match build(a) {
+        Ok(b) => b,
+        Err(e) => return usage(e, a.json),
+    };
+    let verifier = Arc::new(RatlsServerVerifier::new(inner, freshness));
+    let config = match client_config(verifier.clone(), nonce.as_deref(), None) {
+        Ok(c) => c,
+        Err(e) => return usage(e.to_string(), a.json),
+    };
+    let outcome = handshake(&host, port, config, Duration::from_secs(a.timeout));
+    let now = time::now();
+    match (verifier.last(), outcome) {
+        (Some(Ok(report)), Ok(())) => {
+            if a.json {
+                let mut v = render::appraisal_json(&report.appraisal, now);
+                if let Some(map) = v.as_object_mut() {
+                    map.insert("url".into(), json!(a.url));
+                    map.insert("key_binding".into(), json!(report.key_binding));
+                    map.insert("chain_verified".into(), json!(report.chain_verified));
+                    map.insert("config_root".into(), json!(report.config_root));
+                    map.insert("certificate".into(), json!({"subject": report.subject, "not_before": report.not_before, "not_after": report.not_after}));
+                }
+                println!("{v}");
+            } else {
+                println!("server:       {}", a.url);
+                print!("{}", render::appraisal_text(&report.appraisal, now));
+                println!(
+                    "key binding:  {}",
+                    serde_json::to_string(&report.key_binding).unwrap_or_default()
+                );
+                println!(
+                    "chain:        {}",
+                    if report.chain_verified {
+                        "verified to the operator root"
+                    } else {
+                        "NOT checked (no --root given)"
+                    }
+                );
+                println!(
+                    "config root:  {}",
+                    report.config_root.as_deref().unwrap_or("(none)")
+                );
+                println!(
+                    "certificate:  {} valid {} to {}",
+                    report.subject, report.not_before, report.not_after
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        (Some(Err(reason)), _) => rejected(a, &format!("rejected: {reason}")),
+        (Some(Ok(_)), Err(e)) => rejected(
+            a,
+            &format!("the certificate verified but the handshake then failed: {e}"),
+        ),
+        (None, Err(e)) => rejected(a, &format!("no RA-TLS handshake: {e}")),
+        (None, Ok(())) => rejected(a, "the server presented no certificate"),
+    }
+}
+
+fn rejected(a: &VerifyUrlArgs, msg: &str) -> ExitCode {
+    if a.json {
+        println!(
+            "{}",
+            json!({ "verified": false, "url": a.url, "error": msg })
+        );
+    } else {
+        eprintln!("error: {}: {msg}", a.url);
+    }
+    ExitCode::from(EXIT_REJECTED)
+}
