@@ -267,3 +267,45 @@ fn lifetimes_longer_than_a_day_are_refused_at_issue() {
             .contains("lifetime")
     );
 }
+
+/// The binding recomputed by scripts/ratls-binding.py: openssl and Python's standard library
+/// only, none of our code.
+#[test]
+fn an_independent_script_recomputes_the_binding() {
+    for flavour in [Flavour::Sgx, Flavour::Tdx] {
+        let s = setup(flavour);
+        let leaf = issue(&s.tee, &s.ca, &spec(), &Freshness::Deterministic).unwrap();
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            base64_lines(&leaf.cert_der)
+        );
+        let path = s._dir.path().join("leaf.pem");
+        std::fs::write(&path, pem).unwrap();
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/ratls-binding.py"
+        );
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("report_data matches"), "{text}");
+    }
+}
+
+fn base64_lines(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    b64.as_bytes()
+        .chunks(64)
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
