@@ -26,6 +26,8 @@ pub(crate) enum Mode {
     Deterministic,
     /// A fresh certificate bound to a nonce this client sends in the handshake.
     Challenge,
+    /// After the handshake, evidence fetched over the connection, bound to its TLS exporter.
+    Channel,
 }
 
 #[derive(Args)]
@@ -143,7 +145,8 @@ fn build(a: &VerifyUrlArgs) -> Result<(RatlsVerifier, Freshness, Option<Vec<u8>>
         v = v.with_config_root(root);
     }
     let (freshness, nonce) = match a.mode {
-        Mode::Deterministic => (Freshness::Deterministic, None),
+        // The certificate itself is deterministic; the channel evidence comes after.
+        Mode::Deterministic | Mode::Channel => (Freshness::Deterministic, None),
         Mode::Challenge => {
             let mut n = [0u8; 32];
             ring::rand::SystemRandom::new()
@@ -155,13 +158,21 @@ fn build(a: &VerifyUrlArgs) -> Result<(RatlsVerifier, Freshness, Option<Vec<u8>>
     Ok((v, freshness, nonce))
 }
 
-/// Connect and complete the handshake; the verifier records what it found.
+/// What a channel-bound request brought back: the server's leaf, the exporter, the body.
+type Channel = (Vec<u8>, [u8; 32], Vec<u8>);
+
+/// The largest attestation response read.
+const MAX_RESPONSE: usize = 1 << 20;
+
+/// Connect and complete the handshake (the verifier records what it found); in channel mode,
+/// then fetch the evidence bound to this connection.
 fn handshake(
     host: &str,
     port: u16,
     config: rustls::ClientConfig,
     timeout: Duration,
-) -> Result<(), String> {
+    channel: bool,
+) -> Result<Option<Channel>, String> {
     let addr = (host, port)
         .to_socket_addrs()
         .map_err(|e| format!("{host}:{port}: {e}"))?
@@ -179,13 +190,57 @@ fn handshake(
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
     }
-    // Close politely; the verdict is already in.
-    conn.send_close_notify();
-    let _ = conn.complete_io(&mut tcp);
-    let _ = tcp.flush();
-    let mut sink = [0u8; 1];
-    let _ = tcp.read(&mut sink);
-    Ok(())
+    if !channel {
+        // Close politely; the verdict is already in.
+        conn.send_close_notify();
+        let _ = conn.complete_io(&mut tcp);
+        return Ok(None);
+    }
+    let exporter = enclave_ratls::channel::exporter(&conn).map_err(|e| e.to_string())?;
+    let leaf = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .ok_or("the server presented no certificate")?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    write!(
+        tls,
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+        enclave_ratls::channel::PATH
+    )
+    .map_err(|e| format!("sending the attestation request: {e}"))?;
+    tls.flush().map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match tls.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(k) if response.len() + k <= MAX_RESPONSE => response.extend_from_slice(&chunk[..k]),
+            Ok(_) => return Err("the attestation response is larger than 1 MiB".into()),
+            // A server that closes without close_notify still sent a whole HTTP response.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(format!("reading the attestation response: {e}")),
+        }
+    }
+    let head_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| {
+            format!(
+                "the attestation response is not HTTP ({} bytes: {:?})",
+                response.len(),
+                String::from_utf8_lossy(&response[..response.len().min(80)])
+            )
+        })?;
+    let status = String::from_utf8_lossy(&response[..head_end]);
+    if !status.starts_with("HTTP/1.1 200") && !status.starts_with("HTTP/1.0 200") {
+        return Err(format!(
+            "the server answered {} for {}",
+            status.lines().next().unwrap_or_default(),
+            enclave_ratls::channel::PATH
+        ));
+    }
+    Ok(Some((leaf, exporter, response[head_end + 4..].to_vec())))
 }
 
 pub(crate) fn run(a: &VerifyUrlArgs) -> ExitCode {
@@ -202,46 +257,31 @@ pub(crate) fn run(a: &VerifyUrlArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage(e.to_string(), a.json),
     };
-    let outcome = handshake(&host, port, config, Duration::from_secs(a.timeout));
+    let outcome = handshake(
+        &host,
+        port,
+        config,
+        Duration::from_secs(a.timeout),
+        matches!(a.mode, Mode::Channel),
+    );
     let now = time::now();
-    match (verifier.last(), outcome) {
-        (Some(Ok(report)), Ok(())) => {
-            if a.json {
-                let mut v = render::appraisal_json(&report.appraisal, now);
-                if let Some(map) = v.as_object_mut() {
-                    map.insert("url".into(), json!(a.url));
-                    map.insert("key_binding".into(), json!(report.key_binding));
-                    map.insert("chain_verified".into(), json!(report.chain_verified));
-                    map.insert("config_root".into(), json!(report.config_root));
-                    map.insert("certificate".into(), json!({"subject": report.subject, "not_before": report.not_before, "not_after": report.not_after}));
+    let outcome = match outcome {
+        Ok(Some((leaf, exporter, body))) => {
+            match enclave_ratls::channel::verify(verifier.inner(), &body, &leaf, &exporter, now) {
+                Ok(mut channel_report) => {
+                    // The certificate's chain was checked in the handshake.
+                    channel_report.chain_verified =
+                        matches!(verifier.last(), Some(Ok(ref r)) if r.chain_verified);
+                    return report_ok(a, &channel_report, now);
                 }
-                println!("{v}");
-            } else {
-                println!("server:       {}", a.url);
-                print!("{}", render::appraisal_text(&report.appraisal, now));
-                println!(
-                    "key binding:  {}",
-                    serde_json::to_string(&report.key_binding).unwrap_or_default()
-                );
-                println!(
-                    "chain:        {}",
-                    if report.chain_verified {
-                        "verified to the operator root"
-                    } else {
-                        "NOT checked (no --root given)"
-                    }
-                );
-                println!(
-                    "config root:  {}",
-                    report.config_root.as_deref().unwrap_or("(none)")
-                );
-                println!(
-                    "certificate:  {} valid {} to {}",
-                    report.subject, report.not_before, report.not_after
-                );
+                Err(e) => return rejected(a, &format!("rejected: {e}")),
             }
-            ExitCode::SUCCESS
         }
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    match (verifier.last(), outcome) {
+        (Some(Ok(report)), Ok(())) => report_ok(a, &report, now),
         (Some(Err(reason)), _) => rejected(a, &format!("rejected: {reason}")),
         (Some(Ok(_)), Err(e)) => rejected(
             a,
@@ -250,6 +290,47 @@ pub(crate) fn run(a: &VerifyUrlArgs) -> ExitCode {
         (None, Err(e)) => rejected(a, &format!("no RA-TLS handshake: {e}")),
         (None, Ok(())) => rejected(a, "the server presented no certificate"),
     }
+}
+
+fn report_ok(a: &VerifyUrlArgs, report: &enclave_ratls::Report, now: i64) -> ExitCode {
+    if a.json {
+        let mut v = render::appraisal_json(&report.appraisal, now);
+        if let Some(map) = v.as_object_mut() {
+            map.insert("url".into(), json!(a.url));
+            map.insert("key_binding".into(), json!(report.key_binding));
+            map.insert("chain_verified".into(), json!(report.chain_verified));
+            map.insert("config_root".into(), json!(report.config_root));
+            map.insert(
+                "certificate".into(),
+                json!({"subject": report.subject, "not_before": report.not_before, "not_after": report.not_after}),
+            );
+        }
+        println!("{v}");
+    } else {
+        println!("server:       {}", a.url);
+        print!("{}", render::appraisal_text(&report.appraisal, now));
+        println!(
+            "key binding:  {}",
+            serde_json::to_string(&report.key_binding).unwrap_or_default()
+        );
+        println!(
+            "chain:        {}",
+            if report.chain_verified {
+                "verified to the operator root"
+            } else {
+                "NOT checked (no --root given)"
+            }
+        );
+        println!(
+            "config root:  {}",
+            report.config_root.as_deref().unwrap_or("(none)")
+        );
+        println!(
+            "certificate:  {} valid {} to {}",
+            report.subject, report.not_before, report.not_after
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn rejected(a: &VerifyUrlArgs, msg: &str) -> ExitCode {

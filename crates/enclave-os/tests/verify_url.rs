@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,25 +34,40 @@ fn server(dir: &Path, config_root: [u8; 32], n: usize) -> u16 {
     let resolver = Arc::new(RatlsResolver::new(tee as Arc<dyn Tee>, ca, spec));
     // As a server does at start: issue the first certificate before taking connections.
     resolver.current().unwrap();
-    let config = Arc::new(server_config(resolver, None).unwrap());
+    let config = Arc::new(server_config(resolver.clone(), None).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for _ in 0..n {
-            let Ok((mut tcp, _)) = listener.accept() else {
+            let Ok((tcp, _)) = listener.accept() else {
                 return;
             };
             tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let Ok(mut conn) = rustls::ServerConnection::new(config.clone()) else {
+            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
                 return;
             };
-            while conn.is_handshaking() {
-                if conn.complete_io(&mut tcp).is_err() {
-                    break;
-                }
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            // Deterministic and challenge clients close after the handshake; channel clients ask
+            // for the attestation path.
+            let mut req = [0u8; 1024];
+            let Ok(k) = tls.read(&mut req) else {
+                continue;
+            };
+            let wanted = format!("GET {} ", enclave_ratls::channel::PATH);
+            if req[..k].starts_with(wanted.as_bytes()) {
+                let exporter = enclave_ratls::channel::exporter(&tls.conn).unwrap();
+                let spki = resolver.current_spki().unwrap();
+                let body =
+                    enclave_ratls::channel::respond(resolver.tee().as_ref(), &spki, &exporter)
+                        .unwrap();
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
             }
-            let mut buf = [0u8; 16];
-            let _ = tcp.read(&mut buf);
         }
     });
     port
@@ -61,7 +76,7 @@ fn server(dir: &Path, config_root: [u8; 32], n: usize) -> u16 {
 #[test]
 fn verify_reports_the_server_in_each_mode_and_names_mismatches() {
     let dir = tempfile::tempdir().unwrap();
-    let port = server(dir.path(), [0xab; 32], 6);
+    let port = server(dir.path(), [0xab; 32], 7);
     let url = format!("https://localhost:{port}");
     let sim = dir.path().join("sim");
     let root = dir.path().join("ca/root.crt.pem");
@@ -74,7 +89,11 @@ fn verify_reports_the_server_in_each_mode_and_names_mismatches() {
         root.to_str().unwrap(),
     ];
 
-    for (mode, binding) in [("deterministic", "deterministic"), ("challenge", "nonce")] {
+    for (mode, binding) in [
+        ("channel", "channel"),
+        ("deterministic", "deterministic"),
+        ("challenge", "nonce"),
+    ] {
         let mut args = base.to_vec();
         args.extend(["--mode", mode]);
         let (code, v) = json(&args);

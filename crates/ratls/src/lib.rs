@@ -9,6 +9,7 @@
 
 pub mod binding;
 pub mod cert;
+pub mod channel;
 pub mod dice;
 pub mod oid;
 

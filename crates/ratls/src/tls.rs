@@ -110,6 +110,24 @@ impl RatlsResolver {
         Ok((Arc::new(CertifiedKey::new(chain, signing)), renew_at))
     }
 
+    /// The TEE this resolver issues from.
+    pub fn tee(&self) -> &Arc<dyn Tee> {
+        &self.tee
+    }
+
+    /// The SubjectPublicKeyInfo (DER) of the cached deterministic leaf: what channel-bound
+    /// evidence binds.
+    pub fn current_spki(&self) -> Result<Vec<u8>, String> {
+        let ck = self.current()?;
+        let leaf = ck
+            .cert
+            .first()
+            .ok_or("the certified key has no certificate")?;
+        crate::cert::RatlsCertificate::parse(leaf)
+            .map(|c| c.spki)
+            .map_err(|e| e.to_string())
+    }
+
     /// The cached deterministic leaf, issuing or renewing it when needed.
     pub fn current(&self) -> Result<Arc<CertifiedKey>, String> {
         let now = enclave_evidence::time::now();
@@ -173,6 +191,11 @@ impl RatlsServerVerifier {
     /// The outcome of the last certificate verified: the report, or why it was rejected.
     pub fn last(&self) -> Option<Result<Report, String>> {
         self.report.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// The RA-TLS verifier inside (for channel-bound evidence after the handshake).
+    pub fn inner(&self) -> &RatlsVerifier {
+        &self.inner
     }
 }
 

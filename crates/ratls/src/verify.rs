@@ -142,14 +142,8 @@ impl RatlsVerifier {
     ) -> Result<Report, RatlsError> {
         let chain_verified = self.verify_chain(leaf, intermediates, at, role)?;
         let cert = RatlsCertificate::parse(leaf)?;
-        let mut inputs = Inputs {
-            collateral: self.collateral.clone(),
-            ..Inputs::default()
-        };
-        if let Some(certs) = &cert.snp_certs {
-            inputs.amd.certs = split_der(certs);
-        }
-        let appraisal = self.evidence.verify(cert.evidence(), &inputs, at)?;
+        let snp_certs = cert.snp_certs.as_deref().map(split_der).unwrap_or_default();
+        let appraisal = self.appraise(cert.evidence(), snp_certs, at)?;
         let key_binding = cert.check_key_binding(&appraisal.report_data, freshness)?;
         cert.check_validity(at)?;
         if matches!(key_binding, KeyBinding::EnclaveOs { .. })
@@ -160,6 +154,39 @@ impl RatlsVerifier {
                 cert.not_after - cert.not_before
             )));
         }
+        self.check_policy(&appraisal, &cert)?;
+        Ok(Report {
+            appraisal,
+            key_binding,
+            chain_verified,
+            subject: cert.subject.clone(),
+            not_before: enclave_evidence::time::fmt(cert.not_before),
+            not_after: enclave_evidence::time::fmt(cert.not_after),
+            config_root: cert.config_root.map(hex::encode),
+        })
+    }
+
+    /// Verify evidence (with SNP certificates when it is an SNP report) at `at`.
+    pub fn appraise(
+        &self,
+        evidence: &[u8],
+        snp_certs: Vec<Vec<u8>>,
+        at: i64,
+    ) -> Result<Appraisal, RatlsError> {
+        let mut inputs = Inputs {
+            collateral: self.collateral.clone(),
+            ..Inputs::default()
+        };
+        inputs.amd.certs = snp_certs;
+        Ok(self.evidence.verify(evidence, &inputs, at)?)
+    }
+
+    /// The config root and the appraisal policy.
+    pub fn check_policy(
+        &self,
+        appraisal: &Appraisal,
+        cert: &RatlsCertificate,
+    ) -> Result<(), RatlsError> {
         if let Some(expected) = &self.config_root {
             match &cert.config_root {
                 Some(actual) if actual == expected => {}
@@ -179,18 +206,10 @@ impl RatlsVerifier {
         }
         if let Some(policy) = &self.policy {
             policy
-                .check(&appraisal)
+                .check(appraisal)
                 .map_err(|v| RatlsError::Evidence(VerifyError::Policy(v)))?;
         }
-        Ok(Report {
-            appraisal,
-            key_binding,
-            chain_verified,
-            subject: cert.subject.clone(),
-            not_before: enclave_evidence::time::fmt(cert.not_before),
-            not_after: enclave_evidence::time::fmt(cert.not_after),
-            config_root: cert.config_root.map(hex::encode),
-        })
+        Ok(())
     }
 }
 

@@ -296,3 +296,94 @@ fn openssl_connects_and_sees_the_extensions() {
         assert!(shown.contains(oid), "{oid} not shown:\n{shown}");
     }
 }
+
+/// A server that answers `GET /.well-known/enclave-os/attestation` with channel-bound evidence.
+fn serve_channel(resolver: Arc<RatlsResolver>, n: usize) -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = Arc::new(server_config(resolver.clone(), None).unwrap());
+    let handle = std::thread::spawn(move || {
+        for _ in 0..n {
+            let Ok((tcp, _)) = listener.accept() else {
+                return;
+            };
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                return;
+            };
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut req = [0u8; 1024];
+            let Ok(k) = tls.read(&mut req) else { continue };
+            let request = String::from_utf8_lossy(&req[..k]).to_string();
+            let (status, body) =
+                if request.starts_with(&format!("GET {} ", enclave_ratls::channel::PATH)) {
+                    let exporter = enclave_ratls::channel::exporter(&tls.conn).unwrap();
+                    let spki = resolver.current_spki().unwrap();
+                    (
+                        "200 OK",
+                        enclave_ratls::channel::respond(resolver.tee().as_ref(), &spki, &exporter)
+                            .unwrap(),
+                    )
+                } else {
+                    ("404 Not Found", String::new())
+                };
+            let _ = write!(
+                tls,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tls.flush();
+        }
+    });
+    (port, handle)
+}
+
+/// Handshake, then fetch channel evidence; returns (leaf, exporter, body).
+fn fetch_channel(port: u16, v: Arc<RatlsServerVerifier>) -> (Vec<u8>, [u8; 32], Vec<u8>) {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn = rustls::ClientConnection::new(
+        Arc::new(client_config(v, None, None).unwrap()),
+        "localhost".try_into().unwrap(),
+    )
+    .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        enclave_ratls::channel::PATH
+    )
+    .unwrap();
+    tls.flush().unwrap();
+    let mut response = Vec::new();
+    tls.read_to_end(&mut response).ok();
+    let exporter = enclave_ratls::channel::exporter(&tls.conn).unwrap();
+    let leaf = tls.conn.peer_certificates().unwrap()[0].to_vec();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    (leaf, exporter, response[split..].to_vec())
+}
+
+#[test]
+fn channel_bound_evidence_binds_the_connection_and_a_relay_fails() {
+    let p = pki();
+    let (res, tee) = resolver(&p, Flavour::Tdx, [3; 32]);
+    res.current().unwrap();
+    let (port, server) = serve_channel(res, 2);
+    let v = Arc::new(RatlsServerVerifier::new(
+        verifier(&p, &tee),
+        Freshness::Deterministic,
+    ));
+    let (leaf, exporter, body) = fetch_channel(port, v.clone());
+    let now = enclave_evidence::time::now();
+    let r =
+        enclave_ratls::channel::verify(&verifier(&p, &tee), &body, &leaf, &exporter, now).unwrap();
+    assert_eq!(r.key_binding, KeyBinding::EnclaveOs { mode: "channel" });
+    assert_eq!(r.appraisal.tee, TeeKind::Tdx);
+    // Evidence fetched on one connection, presented as if for another: rejected.
+    let (leaf2, exporter2, _) = fetch_channel(port, v);
+    assert_ne!(exporter, exporter2);
+    let err = enclave_ratls::channel::verify(&verifier(&p, &tee), &body, &leaf2, &exporter2, now)
+        .unwrap_err();
+    assert!(err.to_string().contains("another connection"), "{err}");
+    server.join().unwrap();
+}
