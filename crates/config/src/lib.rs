@@ -6,9 +6,12 @@
 //! checks in its TLS handshake exactly how the instance is configured; the manifest (names and
 //! leaf hashes) and inclusion proofs let it check one input without seeing the others.
 //!
-//! This crate holds the tree, its proofs and its manifest. It is not the `enclave.toml` parser
-//! (which turns a configuration file into leaves) and knows nothing of certificates.
+//! This crate holds `enclave.toml` (parsed and validated, errors naming file, line and field), the
+//! tree its inputs make, the tree's proofs and its manifest. It knows nothing of certificates or
+//! of running anything.
 
+pub mod file;
 pub mod merkle;
 
+pub use file::{ConfigError, EnclaveConfig, LoadedConfig};
 pub use merkle::{ConfigTree, InclusionProof, Leaf, Manifest, TreeError};

@@ -6,6 +6,7 @@
 
 mod ca_cmd;
 mod evidence_cmd;
+mod measure_cmd;
 mod render;
 mod verify_cmd;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Connect to an RA-TLS server and check, in the handshake, what runs there and how it is
     /// configured. Exit status 0 only when everything verifies.
     Verify(verify_cmd::VerifyUrlArgs),
+    /// Compute the config Merkle root of an enclave.toml offline, so operators and clients can
+    /// pin it before anything runs.
+    Measure(measure_cmd::MeasureArgs),
 }
 
 /// Exit status when verification or appraisal fails.
@@ -50,5 +54,6 @@ fn main() -> ExitCode {
         Command::Evidence(cmd) => evidence_cmd::run(cmd),
         Command::Ca(cmd) => ca_cmd::run(cmd),
         Command::Verify(args) => verify_cmd::run(&args),
+        Command::Measure(args) => measure_cmd::run(&args),
     }
 }

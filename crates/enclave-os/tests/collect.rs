@@ -240,3 +240,33 @@ fn ca_init_writes_a_chain_openssl_accepts_and_never_overwrites() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
 }
+
+#[test]
+fn measure_computes_the_config_root_offline() {
+    let example = format!(
+        "{}/../../examples/dev/enclave.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (code, v) = json(&["measure", &example]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["root"].as_str().unwrap().len(), 64);
+    // The manifest it prints recomputes to the same root.
+    let m: enclave_config::Manifest = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(
+        hex::encode(m.verify().unwrap()),
+        v["root"].as_str().unwrap()
+    );
+    let text = run(&["measure", &example]);
+    assert!(String::from_utf8_lossy(&text.stdout).starts_with("config root: "));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("enclave.toml");
+    std::fs::write(&bad, "tee = \"sim-tdx\"\nlisten = 8443\n").unwrap();
+    let o = run(&["measure", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("enclave.toml") && err.contains("line 2") && err.contains("listen"),
+        "{err}"
+    );
+}
