@@ -17,7 +17,7 @@ fn the_example_parses_and_measures() {
         "/../../examples/dev/enclave.toml"
     ));
     let c = LoadedConfig::load(path).unwrap();
-    assert_eq!(c.config.tee, "sim-tdx");
+    assert_eq!(c.config.tee, "sim-sgx");
     let t = c.tree("0.1.0").unwrap();
     assert!(t.leaves().iter().any(|l| l.name == "runtime/version"));
     assert_eq!(t.root(), c.tree("0.1.0").unwrap().root(), "deterministic");

@@ -8,6 +8,7 @@ mod ca_cmd;
 mod evidence_cmd;
 mod measure_cmd;
 mod render;
+mod run_cmd;
 mod verify_cmd;
 
 use std::process::ExitCode;
@@ -41,6 +42,9 @@ enum Command {
     /// Compute the config Merkle root of an enclave.toml offline, so operators and clients can
     /// pin it before anything runs.
     Measure(measure_cmd::MeasureArgs),
+    /// Run the RA-TLS listener for an enclave.toml (today: attested certificates, the config
+    /// manifest and proofs, channel-bound attestation; see the README for what is not built yet).
+    Run(run_cmd::RunArgs),
 }
 
 /// Exit status when verification or appraisal fails.
@@ -55,5 +59,6 @@ fn main() -> ExitCode {
         Command::Ca(cmd) => ca_cmd::run(cmd),
         Command::Verify(args) => verify_cmd::run(&args),
         Command::Measure(args) => measure_cmd::run(&args),
+        Command::Run(args) => run_cmd::run(&args),
     }
 }

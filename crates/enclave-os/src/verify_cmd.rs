@@ -171,7 +171,7 @@ fn handshake(
     port: u16,
     config: rustls::ClientConfig,
     timeout: Duration,
-    channel: bool,
+    request: Option<&str>,
 ) -> Result<Option<Channel>, String> {
     let addr = (host, port)
         .to_socket_addrs()
@@ -190,12 +190,12 @@ fn handshake(
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
     }
-    if !channel {
+    let Some(path) = request else {
         // Close politely; the verdict is already in.
         conn.send_close_notify();
         let _ = conn.complete_io(&mut tcp);
         return Ok(None);
-    }
+    };
     let exporter = enclave_ratls::channel::exporter(&conn).map_err(|e| e.to_string())?;
     let leaf = conn
         .peer_certificates()
@@ -205,8 +205,7 @@ fn handshake(
     let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
     write!(
         tls,
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
-        enclave_ratls::channel::PATH
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| format!("sending the attestation request: {e}"))?;
     tls.flush().map_err(|e| e.to_string())?;
@@ -235,9 +234,8 @@ fn handshake(
     let status = String::from_utf8_lossy(&response[..head_end]);
     if !status.starts_with("HTTP/1.1 200") && !status.starts_with("HTTP/1.0 200") {
         return Err(format!(
-            "the server answered {} for {}",
-            status.lines().next().unwrap_or_default(),
-            enclave_ratls::channel::PATH
+            "the server answered {} for {path}",
+            status.lines().next().unwrap_or_default()
         ));
     }
     Ok(Some((leaf, exporter, response[head_end + 4..].to_vec())))
@@ -257,13 +255,9 @@ pub(crate) fn run(a: &VerifyUrlArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage(e.to_string(), a.json),
     };
-    let outcome = handshake(
-        &host,
-        port,
-        config,
-        Duration::from_secs(a.timeout),
-        matches!(a.mode, Mode::Channel),
-    );
+    let timeout = Duration::from_secs(a.timeout);
+    let request = matches!(a.mode, Mode::Channel).then_some(enclave_ratls::channel::PATH);
+    let outcome = handshake(&host, port, config.clone(), timeout, request);
     let now = time::now();
     let outcome = match outcome {
         Ok(Some((leaf, exporter, body))) => {
@@ -272,7 +266,8 @@ pub(crate) fn run(a: &VerifyUrlArgs) -> ExitCode {
                     // The certificate's chain was checked in the handshake.
                     channel_report.chain_verified =
                         matches!(verifier.last(), Some(Ok(ref r)) if r.chain_verified);
-                    return report_ok(a, &channel_report, now);
+                    let leaves = manifest_leaves(&host, port, config, timeout, &channel_report);
+                    return report_ok(a, &channel_report, leaves, now);
                 }
                 Err(e) => return rejected(a, &format!("rejected: {e}")),
             }
@@ -281,7 +276,10 @@ pub(crate) fn run(a: &VerifyUrlArgs) -> ExitCode {
         Err(e) => Err(e),
     };
     match (verifier.last(), outcome) {
-        (Some(Ok(report)), Ok(())) => report_ok(a, &report, now),
+        (Some(Ok(report)), Ok(())) => {
+            let leaves = manifest_leaves(&host, port, config, timeout, &report);
+            report_ok(a, &report, leaves, now)
+        }
         (Some(Err(reason)), _) => rejected(a, &format!("rejected: {reason}")),
         (Some(Ok(_)), Err(e)) => rejected(
             a,
@@ -292,7 +290,42 @@ pub(crate) fn run(a: &VerifyUrlArgs) -> ExitCode {
     }
 }
 
-fn report_ok(a: &VerifyUrlArgs, report: &enclave_ratls::Report, now: i64) -> ExitCode {
+/// Where the runtime serves the config manifest.
+const MANIFEST_PATH: &str = "/.well-known/enclave-os/manifest";
+
+/// The named leaves of the server's config, from its manifest, checked against the config root
+/// its certificate carries. Best effort: a server that serves no manifest just has no names.
+fn manifest_leaves(
+    host: &str,
+    port: u16,
+    config: rustls::ClientConfig,
+    timeout: Duration,
+    report: &enclave_ratls::Report,
+) -> Result<Vec<enclave_config::Leaf>, String> {
+    let certified = report
+        .config_root
+        .as_deref()
+        .ok_or("the certificate carries no config root")?;
+    let (_, _, body) =
+        handshake(host, port, config, timeout, Some(MANIFEST_PATH))?.ok_or("no manifest")?;
+    let manifest: enclave_config::Manifest =
+        serde_json::from_slice(&body).map_err(|e| format!("the manifest is not JSON: {e}"))?;
+    let root = manifest.verify().map_err(|e| e.to_string())?;
+    if hex::encode(root) != certified {
+        return Err(format!(
+            "the served manifest gives root {}, but the certificate certifies {certified}",
+            hex::encode(root)
+        ));
+    }
+    Ok(manifest.leaves)
+}
+
+fn report_ok(
+    a: &VerifyUrlArgs,
+    report: &enclave_ratls::Report,
+    leaves: Result<Vec<enclave_config::Leaf>, String>,
+    now: i64,
+) -> ExitCode {
     if a.json {
         let mut v = render::appraisal_json(&report.appraisal, now);
         if let Some(map) = v.as_object_mut() {
@@ -300,6 +333,10 @@ fn report_ok(a: &VerifyUrlArgs, report: &enclave_ratls::Report, now: i64) -> Exi
             map.insert("key_binding".into(), json!(report.key_binding));
             map.insert("chain_verified".into(), json!(report.chain_verified));
             map.insert("config_root".into(), json!(report.config_root));
+            match &leaves {
+                Ok(l) => map.insert("config_leaves".into(), json!(l)),
+                Err(e) => map.insert("config_leaves_error".into(), json!(e)),
+            };
             map.insert(
                 "certificate".into(),
                 json!({"subject": report.subject, "not_before": report.not_before, "not_after": report.not_after}),
@@ -325,6 +362,14 @@ fn report_ok(a: &VerifyUrlArgs, report: &enclave_ratls::Report, now: i64) -> Exi
             "config root:  {}",
             report.config_root.as_deref().unwrap_or("(none)")
         );
+        match &leaves {
+            Ok(l) => {
+                for leaf in l {
+                    println!("  {:<32} {}", leaf.name, hex::encode(leaf.value_hash));
+                }
+            }
+            Err(e) => println!("  (named leaves unavailable: {e})"),
+        }
         println!(
             "certificate:  {} valid {} to {}",
             report.subject, report.not_before, report.not_after

@@ -1,0 +1,144 @@
+//! `enclave-os run` as a process on the simulated TEE, checked by `enclave-os verify` in every
+//! mode, against the root `enclave-os measure` computes offline.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(config: &std::path::Path, port: u16) -> Server {
+    let child = Command::new(BIN)
+        .args([
+            "run",
+            config.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the runtime did not start listening in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+#[test]
+fn run_then_verify_in_every_mode_and_stop_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enclave.toml");
+    std::fs::write(&config, "tee = \"sim-sgx\"\nstate_dir = \"state\"\nattestation_servers = [\"https://as.example\"]\n").unwrap();
+    let (_, measured) = json(&["measure", config.to_str().unwrap()]);
+    let root_hex = measured["root"].as_str().unwrap().to_string();
+
+    let port = free_port();
+    let mut server = start(&config, port);
+    let url = format!("https://127.0.0.1:{port}");
+    let sim = dir.path().join("state/sim");
+    let ca_root = dir.path().join("state/dev-ca/root.crt.pem");
+    for mode in ["deterministic", "challenge", "channel"] {
+        let (code, v) = json(&[
+            "verify",
+            &url,
+            "--trust-sim",
+            sim.to_str().unwrap(),
+            "--root",
+            ca_root.to_str().unwrap(),
+            "--mode",
+            mode,
+            "--config-root",
+            &root_hex,
+        ]);
+        assert_eq!(code, 0, "{mode}: {v}");
+        assert_eq!(v["tee"], "sgx");
+        assert_eq!(v["simulated"], true);
+        assert_eq!(v["config_root"], root_hex.as_str());
+        let names: Vec<&str> = v["config_leaves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            names.contains(&"attestation/servers") && names.contains(&"runtime/version"),
+            "{names:?}"
+        );
+    }
+    // A client pinning another config root is refused, naming it.
+    let (code, v) = json(&[
+        "verify",
+        &url,
+        "--trust-sim",
+        sim.to_str().unwrap(),
+        "--config-root",
+        &"00".repeat(32),
+    ]);
+    assert_eq!(code, 1);
+    assert!(v["error"].as_str().unwrap().contains("config root"), "{v}");
+
+    // SIGTERM: a clean stop.
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the runtime did not stop within 15 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(server.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("created a development CA") && err.contains("shutting down"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_refuses_a_bad_configuration_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enclave.toml");
+    std::fs::write(&config, "tee = \"sim-sgx\"\nlisten = [\"nowhere\"]\n").unwrap();
+    let o = run(&["run", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("listen[0]"));
+}

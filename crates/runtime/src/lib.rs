@@ -1,0 +1,249 @@
+//! The Enclave OS runtime: `enclave-os run enclave.toml`.
+//!
+//! What it does today: choose the TEE, set up the operator's intermediary CA (or a development CA
+//! on first run, saying so), compute the config tree, issue the RA-TLS leaf that carries the
+//! evidence and the config root, and serve on the RA-TLS listener:
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /healthz`, `GET /readyz` | liveness and readiness |
+//! | `GET /.well-known/enclave-os/manifest` | the config manifest: names and leaf hashes |
+//! | `GET /.well-known/enclave-os/proof/<name>` | an inclusion proof for one configuration input |
+//! | `GET /.well-known/enclave-os/attestation` | channel-bound evidence for this connection |
+//!
+//! Not yet (the runtime issue): sealing the intermediary CA and a master key, the sealed key-value
+//! store with rollback protection, the authenticated management API, metrics, structured logs.
+//! The intermediary CA's key stays in a plain 0600 file until then.
+
+mod http;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use enclave_config::{ConfigTree, LoadedConfig};
+use enclave_ratls::issue::{IntermediaryCa, LeafSpec};
+use enclave_ratls::tls::{RatlsResolver, server_config};
+use enclave_tee::Tee;
+use thiserror::Error;
+
+/// Why the runtime could not start or stopped.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    /// The configuration is unusable.
+    #[error("{0}")]
+    Config(#[from] enclave_config::ConfigError),
+    /// The TEE could not be used.
+    #[error("TEE: {0}")]
+    Tee(#[from] enclave_tee::TeeError),
+    /// The CA could not be set up.
+    #[error("CA: {0}")]
+    Ca(String),
+    /// The listener failed.
+    #[error("listener {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Command-line overrides of the configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen HOST:PORT`.
+    pub listen: Option<String>,
+    /// `--state-dir DIR`.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// What the runtime serves.
+pub(crate) struct State {
+    pub tee: Arc<dyn Tee>,
+    pub resolver: Arc<RatlsResolver>,
+    pub tree: ConfigTree,
+}
+
+/// A prepared runtime: TEE open, CA loaded, first certificate issued.
+pub struct Runtime {
+    state: Arc<State>,
+    listen: SocketAddr,
+    /// The root clients pass as `--root`.
+    pub ca_root: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+}
+
+fn ca_err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Ca(e.to_string())
+}
+
+fn read(path: &Path) -> Result<String, RuntimeError> {
+    std::fs::read_to_string(path).map_err(|e| ca_err(format!("{}: {e}", path.display())))
+}
+
+/// The module hashes that go into certificates, from the tree's leaves.
+fn modules(tree: &ConfigTree) -> Vec<(u64, [u8; 32])> {
+    let leaf = |name: &str| {
+        tree.leaves()
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.value_hash)
+    };
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for l in tree
+        .leaves()
+        .iter()
+        .filter(|l| l.name.starts_with("workload/") && l.name.ends_with("/code"))
+    {
+        ctx.update(l.name.as_bytes());
+        ctx.update(&l.value_hash);
+    }
+    let mut workloads = [0u8; 32];
+    workloads.copy_from_slice(ctx.finish().as_ref());
+    let mut out = vec![(5, workloads)];
+    if let Some(h) = leaf("egress/ca-bundle") {
+        out.push((1, h));
+    }
+    if let Some(h) = leaf("attestation/servers") {
+        out.push((7, h));
+    }
+    out
+}
+
+impl Runtime {
+    /// Open the TEE, set up the CA, build the config tree and issue the first certificate.
+    pub fn prepare(config: LoadedConfig, overrides: &Overrides) -> Result<Self, RuntimeError> {
+        let c = &config.config;
+        let listen_text = overrides
+            .listen
+            .clone()
+            .unwrap_or_else(|| c.listen.first().cloned().unwrap_or_default());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| RuntimeError::Listen {
+            addr: listen_text.clone(),
+            reason: "not HOST:PORT with an IP address".into(),
+        })?;
+        let state_dir = overrides
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| config.resolve(&c.state_dir));
+        std::fs::create_dir_all(&state_dir)
+            .map_err(|e| ca_err(format!("{}: {e}", state_dir.display())))?;
+        let tee: Arc<dyn Tee> = Arc::from(enclave_tee::hw::detect::open(
+            &c.tee,
+            &state_dir.join("sim"),
+        )?);
+
+        let (ca, ca_root) = match (&c.ca.certificate, &c.ca.key) {
+            (Some(cert), Some(key)) => {
+                let ca = IntermediaryCa::from_pem(
+                    &read(&config.resolve(cert))?,
+                    &read(&config.resolve(key))?,
+                )
+                .map_err(ca_err)?;
+                (ca, config.resolve(cert))
+            }
+            (None, None) => {
+                let dir = state_dir.join("dev-ca");
+                if !dir.join("root.crt.pem").exists() {
+                    enclave_ratls::ca::init(&dir, "Enclave OS development (not for production)")
+                        .map_err(ca_err)?;
+                    eprintln!(
+                        "enclave-os: no CA configured: created a development CA in {} (clients: --root {})",
+                        dir.display(),
+                        dir.join("root.crt.pem").display()
+                    );
+                }
+                let ca = IntermediaryCa::from_pem(
+                    &read(&dir.join("intermediary.crt.pem"))?,
+                    &read(&dir.join("intermediary.key.pem"))?,
+                )
+                .map_err(ca_err)?;
+                (ca, dir.join("root.crt.pem"))
+            }
+            _ => return Err(ca_err("ca.certificate and ca.key go together")),
+        };
+
+        let tree = LoadedConfig::tree(&config, env!("CARGO_PKG_VERSION"))?;
+        let mut names = vec!["localhost".to_string(), listen.ip().to_string()];
+        names.extend(c.workloads.iter().flat_map(|w| w.hostnames.iter().cloned()));
+        names.dedup();
+        let spec = LeafSpec {
+            names,
+            lifetime_secs: 12 * 3600,
+            config_root: Some(*tree.root()),
+            modules: modules(&tree),
+        };
+        let resolver = Arc::new(RatlsResolver::new(tee.clone(), ca, spec));
+        resolver.current().map_err(ca_err)?;
+        Ok(Self {
+            state: Arc::new(State {
+                tee,
+                resolver,
+                tree,
+            }),
+            listen,
+            ca_root,
+            state_dir,
+        })
+    }
+
+    /// The config root served.
+    pub fn config_root(&self) -> [u8; 32] {
+        *self.state.tree.root()
+    }
+
+    /// The TEE in use.
+    pub fn tee(&self) -> &dyn Tee {
+        self.state.tee.as_ref()
+    }
+
+    /// Serve until `shutdown` completes; connections in flight get `grace` to finish.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let listen_err = |reason: String| RuntimeError::Listen {
+            addr: self.listen.to_string(),
+            reason,
+        };
+        let listener = tokio::net::TcpListener::bind(self.listen)
+            .await
+            .map_err(|e| listen_err(e.to_string()))?;
+        let tls = server_config(self.state.resolver.clone(), None)
+            .map_err(|e| listen_err(e.to_string()))?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        eprintln!(
+            "enclave-os: serving RA-TLS on {} ({}{}), config root {}",
+            self.listen,
+            self.state.tee.name(),
+            if self.state.tee.simulated() {
+                ", SIMULATED"
+            } else {
+                ""
+            },
+            hex::encode(self.config_root())
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let Ok((tcp, _)) = accepted else { continue };
+                    let acceptor = acceptor.clone();
+                    let state = self.state.clone();
+                    tasks.spawn(http::connection(acceptor, tcp, state));
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        eprintln!("enclave-os: shutting down; finishing requests in flight");
+        let _ =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        Ok(())
+    }
+}
