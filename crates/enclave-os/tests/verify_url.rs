@@ -76,7 +76,8 @@ fn server(dir: &Path, config_root: [u8; 32], n: usize) -> u16 {
 #[test]
 fn verify_reports_the_server_in_each_mode_and_names_mismatches() {
     let dir = tempfile::tempdir().unwrap();
-    let port = server(dir.path(), [0xab; 32], 7);
+    // Each successful verify makes two connections (the check, then the manifest).
+    let port = server(dir.path(), [0xab; 32], 64);
     let url = format!("https://localhost:{port}");
     let sim = dir.path().join("sim");
     let root = dir.path().join("ca/root.crt.pem");
