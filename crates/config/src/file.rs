@@ -67,6 +67,10 @@ fn default_tee() -> String {
     "auto".into()
 }
 
+fn default_seal_policy() -> String {
+    "measurement".into()
+}
+
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".enclave-os/state")
 }
@@ -194,6 +198,10 @@ pub struct EnclaveConfig {
     /// Where sealed state lives.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// What sealed state is bound to: `measurement` (this exact build; a new build needs an
+    /// explicit migration) or `signer` (survives updates signed by the same signer).
+    #[serde(default = "default_seal_policy")]
+    pub seal_policy: String,
     /// CA material for the first run.
     #[serde(default)]
     pub ca: CaConfig,
@@ -256,6 +264,12 @@ impl LoadedConfig {
             return Err(invalid(
                 "tee".into(),
                 format!("'{}' is not one of {}", config.tee, TEES.join(", ")),
+            ));
+        }
+        if !["measurement", "signer"].contains(&config.seal_policy.as_str()) {
+            return Err(invalid(
+                "seal_policy".into(),
+                format!("'{}' is neither measurement nor signer", config.seal_policy),
             ));
         }
         for (i, l) in config.listen.iter().enumerate() {

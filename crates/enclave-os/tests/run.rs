@@ -131,6 +131,85 @@ fn run_then_verify_in_every_mode_and_stop_on_sigterm() {
         err.contains("created a development CA") && err.contains("shutting down"),
         "{err}"
     );
+
+    // The intermediary key is sealed; no plaintext copy we made is left.
+    use std::os::unix::fs::PermissionsExt;
+    let sealed = dir.path().join("state/ca/intermediary.key.sealed");
+    assert_eq!(
+        std::fs::metadata(&sealed).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        !dir.path()
+            .join("state/dev-ca/intermediary.key.pem")
+            .exists()
+    );
+    assert!(
+        !std::fs::read(&sealed)
+            .unwrap()
+            .windows(11)
+            .any(|w| w == b"PRIVATE KEY")
+    );
+
+    // A restart unseals the same CA: clients keep their pinned root.
+    let port = free_port();
+    let _again = start(&config, port);
+    let url = format!("https://127.0.0.1:{port}");
+    let (code, v) = json(&[
+        "verify",
+        &url,
+        "--trust-sim",
+        sim.to_str().unwrap(),
+        "--root",
+        ca_root.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["chain_verified"], true);
+}
+
+#[test]
+fn a_tee_without_a_sealing_key_cannot_keep_the_ca_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enclave.toml");
+    std::fs::write(&config, "tee = \"sim-tdx\"\nstate_dir = \"state\"\n").unwrap();
+    let o = run(&[
+        "run",
+        config.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot seal the intermediary CA key on sim-tdx") && err.contains("vault"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_damaged_sealed_ca_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enclave.toml");
+    std::fs::write(&config, "tee = \"sim-sgx\"\nstate_dir = \"state\"\n").unwrap();
+    let port = free_port();
+    drop(start(&config, port));
+    let sealed = dir.path().join("state/ca/intermediary.key.sealed");
+    let mut blob = std::fs::read(&sealed).unwrap();
+    let last = blob.len() - 1;
+    blob[last] ^= 1;
+    std::fs::write(&sealed, blob).unwrap();
+    let o = run(&[
+        "run",
+        config.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("intermediary.key.sealed") && err.contains("authentication failed"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -11,19 +11,22 @@
 //! | `GET /.well-known/enclave-os/proof/<name>` | an inclusion proof for one configuration input |
 //! | `GET /.well-known/enclave-os/attestation` | channel-bound evidence for this connection |
 //!
-//! Not yet (the runtime issue): sealing the intermediary CA and a master key, the sealed key-value
-//! store with rollback protection, the authenticated management API, metrics, structured logs.
-//! The intermediary CA's key stays in a plain 0600 file until then.
+//! The intermediary CA's key is imported once and kept sealed to the TEE (`provision`).
+//!
+//! Not yet (the runtime issue): a sealed master key, the sealed key-value store with rollback
+//! protection, the authenticated management API, metrics, structured logs, migration between
+//! builds.
 
 mod http;
+mod provision;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use enclave_config::{ConfigTree, LoadedConfig};
-use enclave_ratls::issue::{IntermediaryCa, LeafSpec};
+use enclave_ratls::issue::LeafSpec;
 use enclave_ratls::tls::{RatlsResolver, server_config};
 use enclave_tee::Tee;
 use thiserror::Error;
@@ -80,10 +83,6 @@ fn ca_err(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Ca(e.to_string())
 }
 
-fn read(path: &Path) -> Result<String, RuntimeError> {
-    std::fs::read_to_string(path).map_err(|e| ca_err(format!("{}: {e}", path.display())))
-}
-
 /// The module hashes that go into certificates, from the tree's leaves.
 fn modules(tree: &ConfigTree) -> Vec<(u64, [u8; 32])> {
     let leaf = |name: &str| {
@@ -136,35 +135,16 @@ impl Runtime {
             &state_dir.join("sim"),
         )?);
 
-        let (ca, ca_root) = match (&c.ca.certificate, &c.ca.key) {
-            (Some(cert), Some(key)) => {
-                let ca = IntermediaryCa::from_pem(
-                    &read(&config.resolve(cert))?,
-                    &read(&config.resolve(key))?,
-                )
-                .map_err(ca_err)?;
-                (ca, config.resolve(cert))
-            }
-            (None, None) => {
-                let dir = state_dir.join("dev-ca");
-                if !dir.join("root.crt.pem").exists() {
-                    enclave_ratls::ca::init(&dir, "Enclave OS development (not for production)")
-                        .map_err(ca_err)?;
-                    eprintln!(
-                        "enclave-os: no CA configured: created a development CA in {} (clients: --root {})",
-                        dir.display(),
-                        dir.join("root.crt.pem").display()
-                    );
-                }
-                let ca = IntermediaryCa::from_pem(
-                    &read(&dir.join("intermediary.crt.pem"))?,
-                    &read(&dir.join("intermediary.key.pem"))?,
-                )
-                .map_err(ca_err)?;
-                (ca, dir.join("root.crt.pem"))
-            }
+        let policy = enclave_tee::SealPolicy::parse(&c.seal_policy).map_err(ca_err)?;
+        let source = match (&c.ca.certificate, &c.ca.key) {
+            (Some(cert), Some(key)) => provision::Source::Files {
+                cert: config.resolve(cert),
+                key: config.resolve(key),
+            },
+            (None, None) => provision::Source::Development,
             _ => return Err(ca_err("ca.certificate and ca.key go together")),
         };
+        let (ca, ca_root) = provision::intermediary(&state_dir, tee.as_ref(), policy, source)?;
 
         let tree = LoadedConfig::tree(&config, env!("CARGO_PKG_VERSION"))?;
         let mut names = vec!["localhost".to_string(), listen.ip().to_string()];

@@ -1,0 +1,139 @@
+//! The operator's intermediary CA: imported once, then kept sealed to the TEE.
+//!
+//! First run: the intermediary certificate and key come from `enclave.toml` (`[ca]`), or, when
+//! none is configured, from a development CA created in `<state_dir>/dev-ca` (and the runtime says
+//! so). The key is sealed to the TEE under the configured policy into
+//! `<state_dir>/ca/intermediary.key.sealed`; a development CA's plaintext key file is deleted, an
+//! operator's is reported as no longer needed. Later runs unseal it; the plaintext is never read
+//! again. A TEE without a sealing key (TDX) cannot do this, and the runtime says why.
+
+use std::path::{Path, PathBuf};
+
+use enclave_ratls::issue::IntermediaryCa;
+use enclave_tee::{SealPolicy, Tee};
+use zeroize::Zeroizing;
+
+use crate::RuntimeError;
+
+const CONTEXT: &str = "runtime/ca/intermediary-key";
+
+fn err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Ca(e.to_string())
+}
+
+fn read(path: &Path) -> Result<Zeroizing<String>, RuntimeError> {
+    std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|e| err(format!("{}: {e}", path.display())))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), RuntimeError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| err(format!("{}: {e}", tmp.display())))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| err(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(format!("{}: {e}", path.display())))
+}
+
+/// Where the CA comes from on the first run.
+pub(crate) enum Source {
+    /// The operator's files.
+    Files { cert: PathBuf, key: PathBuf },
+    /// No CA configured: a development CA.
+    Development,
+}
+
+/// The intermediary CA, unsealed, and the root certificate clients should pin.
+pub(crate) fn intermediary(
+    state_dir: &Path,
+    tee: &dyn Tee,
+    policy: SealPolicy,
+    source: Source,
+) -> Result<(IntermediaryCa, PathBuf), RuntimeError> {
+    let dir = state_dir.join("ca");
+    let sealed_path = dir.join("intermediary.key.sealed");
+    let cert_path = dir.join("intermediary.crt.pem");
+    let root_hint = dir.join("root.crt.pem");
+    let sealing = |what: &str| {
+        tee.sealing_key(policy).map_err(|e| {
+            err(format!(
+                "cannot {what} the intermediary CA key on {}: {e}",
+                tee.name()
+            ))
+        })
+    };
+    if sealed_path.exists() {
+        let blob = std::fs::read(&sealed_path)
+            .map_err(|e| err(format!("{}: {e}", sealed_path.display())))?;
+        let key_pem = sealing("unseal")?
+            .unseal(CONTEXT, &blob)
+            .map_err(|e| err(format!("{}: {e}", sealed_path.display())))?;
+        let key_pem = Zeroizing::new(
+            String::from_utf8(key_pem.to_vec()).map_err(|_| err("the unsealed key is not PEM"))?,
+        );
+        let ca = IntermediaryCa::from_pem(&read(&cert_path)?, &key_pem).map_err(err)?;
+        return Ok((ca, root_hint));
+    }
+
+    // First run: import, seal, and leave no plaintext key behind that we created.
+    std::fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+    let (cert_pem, key_pem, root_src, dev_key) = match source {
+        Source::Files { cert, key } => {
+            let root_beside = cert.with_file_name("root.crt.pem");
+            (
+                read(&cert)?,
+                read(&key)?,
+                root_beside.exists().then_some(root_beside),
+                None,
+            )
+        }
+        Source::Development => {
+            let dev = state_dir.join("dev-ca");
+            if !dev.join("intermediary.key.pem").exists() {
+                enclave_ratls::ca::init(&dev, "Enclave OS development (not for production)")
+                    .map_err(err)?;
+            }
+            eprintln!(
+                "enclave-os: no CA configured: created a development CA in {} (clients pin {})",
+                dev.display(),
+                root_hint.display()
+            );
+            let key = dev.join("intermediary.key.pem");
+            (
+                read(&dev.join("intermediary.crt.pem"))?,
+                read(&key)?,
+                Some(dev.join("root.crt.pem")),
+                Some(key),
+            )
+        }
+    };
+    let ca = IntermediaryCa::from_pem(&cert_pem, &key_pem).map_err(err)?;
+    let blob = sealing("seal")?
+        .seal(CONTEXT, key_pem.as_bytes())
+        .map_err(err)?;
+    std::fs::write(&cert_path, cert_pem.as_bytes())
+        .map_err(|e| err(format!("{}: {e}", cert_path.display())))?;
+    if let Some(root) = root_src {
+        std::fs::copy(&root, &root_hint).map_err(|e| err(format!("{}: {e}", root.display())))?;
+    }
+    write_private(&sealed_path, &blob)?;
+    match dev_key {
+        Some(path) => {
+            std::fs::remove_file(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        }
+        None => eprintln!(
+            "enclave-os: the intermediary CA key is now sealed to this TEE in {}; the plaintext key file is no longer needed: remove it",
+            sealed_path.display()
+        ),
+    }
+    Ok((ca, root_hint))
+}
