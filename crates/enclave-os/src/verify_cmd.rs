@@ -54,6 +54,10 @@ pub(crate) struct VerifyUrlArgs {
     /// is read from there. Without it the TCB status is Unknown.
     #[arg(long)]
     collateral: Option<PathBuf>,
+    /// The server name to ask for (SNI), when it differs from the URL's host: a workload's
+    /// hostname gets the workload's own certificate.
+    #[arg(long)]
+    server_name: Option<String>,
     /// Seconds to wait for the connection and the handshake.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
@@ -172,6 +176,7 @@ fn handshake(
     config: rustls::ClientConfig,
     timeout: Duration,
     request: Option<&str>,
+    sni: Option<&str>,
 ) -> Result<Option<Channel>, String> {
     let addr = (host, port)
         .to_socket_addrs()
@@ -183,8 +188,9 @@ fn handshake(
         .map_err(|e| e.to_string())?;
     tcp.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|e| format!("{host}: {e}"))?;
+    let sni = sni.unwrap_or(host);
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string())
+        .map_err(|e| format!("{sni}: {e}"))?;
     let mut conn =
         rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
     while conn.is_handshaking() {
@@ -257,7 +263,8 @@ pub(crate) fn run(a: &VerifyUrlArgs) -> ExitCode {
     };
     let timeout = Duration::from_secs(a.timeout);
     let request = matches!(a.mode, Mode::Channel).then_some(enclave_ratls::channel::PATH);
-    let outcome = handshake(&host, port, config.clone(), timeout, request);
+    let sni = a.server_name.as_deref();
+    let outcome = handshake(&host, port, config.clone(), timeout, request, sni);
     let now = time::now();
     let outcome = match outcome {
         Ok(Some((leaf, exporter, body))) => {
@@ -307,7 +314,7 @@ fn manifest_leaves(
         .as_deref()
         .ok_or("the certificate carries no config root")?;
     let (_, _, body) =
-        handshake(host, port, config, timeout, Some(MANIFEST_PATH))?.ok_or("no manifest")?;
+        handshake(host, port, config, timeout, Some(MANIFEST_PATH), None)?.ok_or("no manifest")?;
     let manifest: enclave_config::Manifest =
         serde_json::from_slice(&body).map_err(|e| format!("the manifest is not JSON: {e}"))?;
     let root = manifest.verify().map_err(|e| e.to_string())?;
@@ -333,6 +340,7 @@ fn report_ok(
             map.insert("key_binding".into(), json!(report.key_binding));
             map.insert("chain_verified".into(), json!(report.chain_verified));
             map.insert("config_root".into(), json!(report.config_root));
+            map.insert("workload".into(), json!(report.workload));
             match &leaves {
                 Ok(l) => map.insert("config_leaves".into(), json!(l)),
                 Err(e) => map.insert("config_leaves_error".into(), json!(e)),
@@ -369,6 +377,18 @@ fn report_ok(
                 }
             }
             Err(e) => println!("  (named leaves unavailable: {e})"),
+        }
+        if let Some(w) = &report.workload {
+            println!(
+                "workload:     code {} config root {} keys {}{}",
+                hex::encode(w.code_digest),
+                hex::encode(w.config_root),
+                w.key_source,
+                w.image
+                    .as_deref()
+                    .map(|i| format!(" image {i}"))
+                    .unwrap_or_default()
+            );
         }
         println!(
             "certificate:  {} valid {} to {}",

@@ -221,3 +221,45 @@ fn run_refuses_a_bad_configuration_naming_it() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("listen[0]"));
 }
+
+#[test]
+fn a_workload_hostname_gets_the_workloads_own_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.bin"), b"the app, version 1").unwrap();
+    let config = dir.path().join("enclave.toml");
+    std::fs::write(
+        &config,
+        "tee = \"sim-sgx\"\nstate_dir = \"state\"\n[[workload]]\nname = \"app\"\nkind = \"process\"\nsource = \"app.bin\"\nhostnames = [\"app.test\"]\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let _server = start(&config, port);
+    let url = format!("https://127.0.0.1:{port}");
+    let sim = dir.path().join("state/sim");
+    let root = dir.path().join("state/ca/root.crt.pem");
+    let base = [
+        "verify",
+        url.as_str(),
+        "--trust-sim",
+        sim.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+    ];
+
+    let mut args = base.to_vec();
+    args.extend(["--server-name", "app.test"]);
+    let (code, v) = json(&args);
+    assert_eq!(code, 0, "{v}");
+    let expected = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        b"the app, version 1",
+    ));
+    assert_eq!(v["workload"]["code_digest"], expected.as_str());
+    assert_eq!(v["workload"]["key_source"], "tee-generated");
+    assert_eq!(v["workload"]["config_root"].as_str().unwrap().len(), 64);
+
+    // Any other name gets the enclave-wide certificate, which names no workload.
+    let (code, v) = json(&base);
+    assert_eq!(code, 0, "{v}");
+    assert!(v["workload"].is_null());
+}

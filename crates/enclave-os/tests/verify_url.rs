@@ -30,6 +30,7 @@ fn server(dir: &Path, config_root: [u8; 32], n: usize) -> u16 {
         lifetime_secs: 3600,
         config_root: Some(config_root),
         modules: vec![],
+        workload: None,
     };
     let resolver = Arc::new(RatlsResolver::new(tee as Arc<dyn Tee>, ca, spec));
     // As a server does at start: issue the first certificate before taking connections.

@@ -96,6 +96,7 @@ fn benches(c: &mut Criterion) {
         lifetime_secs: 3600,
         config_root: Some([1; 32]),
         modules: vec![],
+        workload: None,
     };
     let ratls = Arc::new(RatlsResolver::new(
         tee.clone() as Arc<dyn Tee>,

@@ -70,6 +70,13 @@ pub struct RatlsCertificate {
     pub config_root: Option<[u8; 32]>,
     /// The SNP endorsement key, ASK and ARK (concatenated DER), when present.
     pub snp_certs: Option<Vec<u8>>,
+    /// A workload's identity, on a workload's own certificate.
+    pub workload: Option<crate::issue::WorkloadIdentity>,
+}
+
+fn hash32(v: &[u8], what: &str) -> Result<[u8; 32], RatlsError> {
+    v.try_into()
+        .map_err(|_| RatlsError::Certificate(format!("the {what} extension is not 32 bytes")))
 }
 
 impl RatlsCertificate {
@@ -83,6 +90,7 @@ impl RatlsCertificate {
             ));
         }
         let (mut dice, mut raw_evidence, mut config_root, mut snp_certs) = (None, None, None, None);
+        let (mut w_root, mut w_code, mut w_image, mut w_keys) = (None, None, None, None);
         for ext in cert.extensions() {
             match ext.oid.to_id_string().as_str() {
                 oid::DICE_TAGGED_EVIDENCE => dice = Some(dice::decode(ext.value)?),
@@ -90,6 +98,16 @@ impl RatlsCertificate {
                     raw_evidence = Some(ext.value.to_vec())
                 }
                 oid::SNP_CERTS => snp_certs = Some(ext.value.to_vec()),
+                oid::WORKLOAD_CONFIG_ROOT => {
+                    w_root = Some(hash32(ext.value, "workload config root")?)
+                }
+                oid::WORKLOAD_CODE => w_code = Some(hash32(ext.value, "workload code digest")?),
+                oid::WORKLOAD_IMAGE => {
+                    w_image = Some(String::from_utf8_lossy(ext.value).into_owned())
+                }
+                oid::WORKLOAD_KEY_SOURCE => {
+                    w_keys = Some(String::from_utf8_lossy(ext.value).into_owned())
+                }
                 oid::CONFIG_ROOT => {
                     config_root = Some(ext.value.try_into().map_err(|_| {
                         RatlsError::Certificate("the config root extension is not 32 bytes".into())
@@ -112,6 +130,22 @@ impl RatlsCertificate {
             raw_evidence,
             config_root,
             snp_certs,
+            workload: match (w_root, w_code, w_keys) {
+                (Some(config_root), Some(code_digest), Some(key_source)) => {
+                    Some(crate::issue::WorkloadIdentity {
+                        config_root,
+                        code_digest,
+                        image: w_image,
+                        key_source,
+                    })
+                }
+                (None, None, None) => None,
+                _ => {
+                    return Err(RatlsError::Certificate(
+                        "a workload certificate must carry its config root (3.1), code digest (3.2) and key source (3.4)".into(),
+                    ));
+                }
+            },
         })
     }
 

@@ -99,5 +99,6 @@ pub fn verify(
         not_before: enclave_evidence::time::fmt(cert.not_before),
         not_after: enclave_evidence::time::fmt(cert.not_after),
         config_root: cert.config_root.map(hex::encode),
+        workload: cert.workload.clone(),
     })
 }

@@ -61,6 +61,23 @@ pub struct LeafSpec {
     pub config_root: Option<[u8; 32]>,
     /// Module hashes: (OID under 1.3.6.1.4.1.65230.2, value), for example (1, egress bundle hash).
     pub modules: Vec<(u64, [u8; 32])>,
+    /// For a workload's own certificate: its identity (OIDs 1.3.6.1.4.1.65230.3.1 to 3.4).
+    pub workload: Option<WorkloadIdentity>,
+}
+
+/// What a workload's own certificate certifies about it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WorkloadIdentity {
+    /// The root of the workload's own config tree (its code and settings leaves).
+    #[serde(with = "hex::serde")]
+    pub config_root: [u8; 32],
+    /// SHA-256 of the code as supplied (component or executable), or the image digest.
+    #[serde(with = "hex::serde")]
+    pub code_digest: [u8; 32],
+    /// The image reference, for containers.
+    pub image: Option<String>,
+    /// Where the workload's keys come from (for example `tee-generated`).
+    pub key_source: String,
 }
 
 /// An issued leaf: certificate and private key (zeroized on drop).
@@ -213,6 +230,20 @@ pub fn issue(
     if let Some(root) = spec.config_root {
         p.custom_extensions
             .push(ext(oid::CONFIG_ROOT, root.to_vec()));
+    }
+    if let Some(w) = &spec.workload {
+        p.custom_extensions
+            .push(ext(oid::WORKLOAD_CONFIG_ROOT, w.config_root.to_vec()));
+        p.custom_extensions
+            .push(ext(oid::WORKLOAD_CODE, w.code_digest.to_vec()));
+        if let Some(image) = &w.image {
+            p.custom_extensions
+                .push(ext(oid::WORKLOAD_IMAGE, image.as_bytes().to_vec()));
+        }
+        p.custom_extensions.push(ext(
+            oid::WORKLOAD_KEY_SOURCE,
+            w.key_source.as_bytes().to_vec(),
+        ));
     }
     for (arc, value) in &spec.modules {
         p.custom_extensions

@@ -12,3 +12,11 @@ pub const SNP_REPORT: &str = "1.3.6.1.4.1.65230.4.1";
 pub const SNP_CERTS: &str = "1.3.6.1.4.1.65230.4.2";
 /// The config Merkle root.
 pub const CONFIG_ROOT: &str = "1.3.6.1.4.1.65230.1.1";
+/// Per-workload: the workload's own config root.
+pub const WORKLOAD_CONFIG_ROOT: &str = "1.3.6.1.4.1.65230.3.1";
+/// Per-workload: the code digest (SHA-256 of the bytes supplied) or image digest.
+pub const WORKLOAD_CODE: &str = "1.3.6.1.4.1.65230.3.2";
+/// Per-workload: the image reference (containers).
+pub const WORKLOAD_IMAGE: &str = "1.3.6.1.4.1.65230.3.3";
+/// Per-workload: where the workload's keys come from.
+pub const WORKLOAD_KEY_SOURCE: &str = "1.3.6.1.4.1.65230.3.4";

@@ -51,7 +51,7 @@ fn nonce_from_alpn(hello: &ClientHello<'_>) -> Option<Vec<u8>> {
 /// Issues, caches and renews the server's RA-TLS certificates.
 pub struct RatlsResolver {
     tee: Arc<dyn Tee>,
-    ca: IntermediaryCa,
+    ca: Arc<IntermediaryCa>,
     spec: Mutex<LeafSpec>,
     cached: Mutex<Option<(Arc<CertifiedKey>, i64)>>,
     provider: Arc<CryptoProvider>,
@@ -67,10 +67,10 @@ impl std::fmt::Debug for RatlsResolver {
 
 impl RatlsResolver {
     /// A resolver issuing leaves from `tee`, signed by `ca`, certifying `spec`.
-    pub fn new(tee: Arc<dyn Tee>, ca: IntermediaryCa, spec: LeafSpec) -> Self {
+    pub fn new(tee: Arc<dyn Tee>, ca: impl Into<Arc<IntermediaryCa>>, spec: LeafSpec) -> Self {
         Self {
             tee,
-            ca,
+            ca: ca.into(),
             spec: Mutex::new(spec),
             cached: Mutex::new(None),
             provider: provider(),
@@ -166,6 +166,43 @@ impl ResolvesServerCert for RatlsResolver {
 
 fn algorithms(provider: &CryptoProvider) -> WebPkiSupportedAlgorithms {
     provider.signature_verification_algorithms
+}
+
+/// Chooses the certificate by SNI: a workload's own certificate for its hostnames, the
+/// enclave-wide one otherwise.
+#[derive(Debug)]
+pub struct SniResolver {
+    enclave: Arc<RatlsResolver>,
+    workloads: Vec<(Vec<String>, Arc<RatlsResolver>)>,
+}
+
+impl SniResolver {
+    /// `enclave` serves every name not claimed by a workload.
+    pub fn new(
+        enclave: Arc<RatlsResolver>,
+        workloads: Vec<(Vec<String>, Arc<RatlsResolver>)>,
+    ) -> Self {
+        Self { enclave, workloads }
+    }
+
+    /// The resolver for `server_name`.
+    pub fn for_name(&self, server_name: Option<&str>) -> &Arc<RatlsResolver> {
+        server_name
+            .and_then(|n| {
+                self.workloads
+                    .iter()
+                    .find(|(names, _)| names.iter().any(|h| h.eq_ignore_ascii_case(n)))
+                    .map(|(_, r)| r)
+            })
+            .unwrap_or(&self.enclave)
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name().map(str::to_string);
+        self.for_name(name.as_deref()).resolve(hello)
+    }
 }
 
 /// Verifies a server's RA-TLS certificate in the handshake, and keeps the report for the caller.
@@ -341,7 +378,7 @@ impl rustls::client::ResolvesClientCert for RatlsClientCert {
 /// A server configuration serving RA-TLS certificates from `resolver`, optionally requiring
 /// RA-TLS client certificates.
 pub fn server_config(
-    resolver: Arc<RatlsResolver>,
+    resolver: Arc<dyn ResolvesServerCert>,
     clients: Option<Arc<RatlsClientVerifier>>,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())

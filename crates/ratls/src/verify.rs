@@ -27,6 +27,8 @@ pub struct Report {
     pub not_after: String,
     /// The config Merkle root the certificate carries, hex.
     pub config_root: Option<String>,
+    /// On a workload's own certificate: its identity.
+    pub workload: Option<crate::issue::WorkloadIdentity>,
 }
 
 /// Which side presented the certificate: the TLS usage its chain must allow.
@@ -163,6 +165,7 @@ impl RatlsVerifier {
             not_before: enclave_evidence::time::fmt(cert.not_before),
             not_after: enclave_evidence::time::fmt(cert.not_after),
             config_root: cert.config_root.map(hex::encode),
+            workload: cert.workload.clone(),
         })
     }
 

@@ -43,6 +43,7 @@ fn spec() -> LeafSpec {
         lifetime_secs: 3600,
         config_root: Some([7; 32]),
         modules: vec![(1, [1; 32]), (5, [5; 32]), (7, [9; 32])],
+        workload: None,
     }
 }
 

@@ -48,6 +48,7 @@ fn resolver(p: &Pki, flavour: Flavour, config_root: [u8; 32]) -> (Arc<RatlsResol
         lifetime_secs: 3600,
         config_root: Some(config_root),
         modules: vec![],
+        workload: None,
     };
     (
         Arc::new(RatlsResolver::new(tee.clone() as Arc<dyn Tee>, ca(p), spec)),

@@ -77,7 +77,7 @@ async fn route(
             };
             // Evidence generation is blocking work (a quote): keep it off the async workers.
             let result = tokio::task::spawn_blocking(move || {
-                let spki = state.resolver.current_spki()?;
+                let spki = state.enclave.current_spki()?;
                 enclave_ratls::channel::respond(state.tee.as_ref(), &spki, &exporter)
                     .map_err(|e| e.to_string())
             })

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use enclave_config::{ConfigTree, LoadedConfig};
-use enclave_ratls::issue::LeafSpec;
-use enclave_ratls::tls::{RatlsResolver, server_config};
+use enclave_ratls::issue::{LeafSpec, WorkloadIdentity};
+use enclave_ratls::tls::{RatlsResolver, SniResolver, server_config};
 use enclave_tee::Tee;
 use thiserror::Error;
 
@@ -65,8 +65,23 @@ pub struct Overrides {
 /// What the runtime serves.
 pub(crate) struct State {
     pub tee: Arc<dyn Tee>,
-    pub resolver: Arc<RatlsResolver>,
+    /// The enclave-wide certificate (what channel-bound evidence binds).
+    pub enclave: Arc<RatlsResolver>,
+    /// Chooses the enclave-wide or a workload's certificate by SNI.
+    pub resolver: Arc<SniResolver>,
     pub tree: ConfigTree,
+}
+
+/// A workload's own config tree: its leaves, under their names.
+fn workload_tree(tree: &ConfigTree, name: &str) -> Result<ConfigTree, RuntimeError> {
+    let prefix = format!("workload/{name}/");
+    Ok(ConfigTree::from_hashes(
+        tree.leaves()
+            .iter()
+            .filter(|l| l.name.starts_with(&prefix))
+            .map(|l| (l.name.clone(), l.value_hash)),
+    )
+    .map_err(enclave_config::ConfigError::from)?)
 }
 
 /// A prepared runtime: TEE open, CA loaded, first certificate issued.
@@ -155,12 +170,43 @@ impl Runtime {
             lifetime_secs: 12 * 3600,
             config_root: Some(*tree.root()),
             modules: modules(&tree),
+            workload: None,
         };
-        let resolver = Arc::new(RatlsResolver::new(tee.clone(), ca, spec));
-        resolver.current().map_err(ca_err)?;
+        let ca = Arc::new(ca);
+        let enclave = Arc::new(RatlsResolver::new(tee.clone(), ca.clone(), spec.clone()));
+        enclave.current().map_err(ca_err)?;
+        // Each workload's hostnames get its own certificate: its identity and its own config root.
+        let mut workloads = Vec::new();
+        for w in &c.workloads {
+            if w.hostnames.is_empty() {
+                continue;
+            }
+            let own = workload_tree(&tree, &w.name)?;
+            let code_digest = tree
+                .leaves()
+                .iter()
+                .find(|l| l.name == format!("workload/{}/code", w.name))
+                .map(|l| l.value_hash)
+                .unwrap_or_default();
+            let wspec = LeafSpec {
+                names: w.hostnames.clone(),
+                workload: Some(WorkloadIdentity {
+                    config_root: *own.root(),
+                    code_digest,
+                    image: w.image.clone(),
+                    key_source: "tee-generated".into(),
+                }),
+                ..spec.clone()
+            };
+            let r = Arc::new(RatlsResolver::new(tee.clone(), ca.clone(), wspec));
+            r.current().map_err(ca_err)?;
+            workloads.push((w.hostnames.clone(), r));
+        }
+        let resolver = Arc::new(SniResolver::new(enclave.clone(), workloads));
         Ok(Self {
             state: Arc::new(State {
                 tee,
+                enclave,
                 resolver,
                 tree,
             }),
