@@ -150,6 +150,23 @@ pub fn issue(
     spec: &LeafSpec,
     freshness: &Freshness,
 ) -> Result<Leaf, RatlsError> {
+    issue_at(
+        tee,
+        ca,
+        spec,
+        freshness,
+        OffsetDateTime::now_utc().unix_timestamp(),
+    )
+}
+
+/// [`issue`], with notBefore at `now` (unix seconds) instead of the clock's time.
+pub fn issue_at(
+    tee: &dyn Tee,
+    ca: &IntermediaryCa,
+    spec: &LeafSpec,
+    freshness: &Freshness,
+    now: i64,
+) -> Result<Leaf, RatlsError> {
     let lifetime = spec.lifetime_secs;
     if !(60..=MAX_LIFETIME_SECS).contains(&lifetime) {
         return Err(RatlsError::Certificate(format!(
@@ -159,7 +176,6 @@ pub fn issue(
     let gen_err = |e: rcgen::Error| RatlsError::Certificate(format!("certificate generation: {e}"));
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
     let spki = key.subject_public_key_info();
-    let now = OffsetDateTime::now_utc().unix_timestamp();
     let not_before = OffsetDateTime::from_unix_timestamp(now)
         .map_err(|e| RatlsError::Certificate(e.to_string()))?;
     let not_after = OffsetDateTime::from_unix_timestamp(now + lifetime)

@@ -12,7 +12,7 @@ use enclave_evidence::{TeeKind, Verifier};
 use enclave_ratls::binding::Freshness;
 use enclave_ratls::issue::{IntermediaryCa, LeafSpec};
 use enclave_ratls::tls::{
-    RatlsClientVerifier, RatlsResolver, RatlsServerVerifier, client_config, server_config,
+    RatlsClientVerifier, RatlsResolver, RatlsServerVerifier, client_config, provider, server_config,
 };
 use enclave_ratls::{KeyBinding, RatlsVerifier};
 use enclave_tee::Tee;
@@ -386,5 +386,94 @@ fn channel_bound_evidence_binds_the_connection_and_a_relay_fails() {
     let err = enclave_ratls::channel::verify(&verifier(&p, &tee), &body, &leaf2, &exporter2, now)
         .unwrap_err();
     assert!(err.to_string().contains("another connection"), "{err}");
+    server.join().unwrap();
+}
+
+/// Serve one fixed certificate chain (the resolver of a misbehaving server).
+fn serve_fixed(
+    leaf: &enclave_ratls::issue::Leaf,
+    ca: &IntermediaryCa,
+    cert_der: Vec<u8>,
+) -> (u16, std::thread::JoinHandle<()>) {
+    let key = provider()
+        .key_provider
+        .load_private_key(rustls::pki_types::PrivateKeyDer::Pkcs8(
+            leaf.key_der.to_vec().into(),
+        ))
+        .unwrap();
+    let ck = rustls::sign::CertifiedKey::new(
+        vec![
+            rustls::pki_types::CertificateDer::from(cert_der),
+            rustls::pki_types::CertificateDer::from(ca.cert_der().to_vec()),
+        ],
+        key,
+    );
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(ck)));
+    serve(config, 1)
+}
+
+#[test]
+fn tampered_evidence_and_stale_certificates_are_rejected_in_the_handshake() {
+    use enclave_ratls::issue::{issue, issue_at};
+    let p = pki();
+    let tee = SimTee::open(&p.dir.path().join("sim"), Flavour::Sgx).unwrap();
+    let ca = ca(&p);
+    let spec = LeafSpec {
+        names: vec!["localhost".into()],
+        lifetime_secs: 3600,
+        config_root: Some([3; 32]),
+        modules: vec![],
+        workload: None,
+    };
+
+    // Tampered evidence: one byte of the quote's body changed inside the certificate. With no
+    // operator root the broken certificate signature is not what stops it: the evidence is.
+    let leaf = issue(&tee, &ca, &spec, &Freshness::Deterministic).unwrap();
+    let c = enclave_ratls::RatlsCertificate::parse(&leaf.cert_der).unwrap();
+    let at = leaf
+        .cert_der
+        .windows(c.evidence().len())
+        .position(|w| w == c.evidence())
+        .unwrap();
+    let mut tampered = leaf.cert_der.clone();
+    tampered[at + 48 + 64] ^= 1;
+    let (port, server) = serve_fixed(&leaf, &ca, tampered);
+    let no_root = RatlsVerifier::new(Verifier::with_intel(IntelVerifier::with_root(
+        tee.pki().root_der().to_vec(),
+        true,
+    )));
+    let v = Arc::new(RatlsServerVerifier::new(no_root, Freshness::Deterministic));
+    assert!(call(port, client_config(v.clone(), None, None).unwrap()).is_err());
+    assert!(
+        v.last().unwrap().unwrap_err().contains("signature"),
+        "{:?}",
+        v.last()
+    );
+    server.join().unwrap();
+
+    // A stale certificate: issued two days ago for an hour.
+    let old = issue_at(
+        &tee,
+        &ca,
+        &spec,
+        &Freshness::Deterministic,
+        enclave_evidence::time::now() - 2 * 86_400,
+    )
+    .unwrap();
+    let (port, server) = serve_fixed(&old, &ca, old.cert_der.clone());
+    let v = Arc::new(RatlsServerVerifier::new(
+        verifier(&p, &tee),
+        Freshness::Deterministic,
+    ));
+    assert!(call(port, client_config(v.clone(), None, None).unwrap()).is_err());
+    let reason = v.last().unwrap().unwrap_err();
+    assert!(
+        reason.contains("expired") || reason.contains("Expired"),
+        "{reason}"
+    );
     server.join().unwrap();
 }
