@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -164,10 +164,6 @@ impl ResolvesServerCert for RatlsResolver {
     }
 }
 
-fn algorithms(provider: &CryptoProvider) -> WebPkiSupportedAlgorithms {
-    provider.signature_verification_algorithms
-}
-
 /// Chooses the certificate by SNI: a workload's own certificate for its hostnames, the
 /// enclave-wide one otherwise.
 #[derive(Debug)]
@@ -205,41 +201,111 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// What both verifiers share: the RA-TLS checks, the handshake signature checks of the one
+/// crypto provider, and the outcome of the last certificate checked.
+#[derive(Debug)]
+struct Core {
+    inner: RatlsVerifier,
+    provider: Arc<CryptoProvider>,
+    report: Mutex<Option<Result<Report, String>>>,
+}
+
+impl Core {
+    fn new(inner: RatlsVerifier) -> Self {
+        Self {
+            inner,
+            provider: provider(),
+            report: Mutex::new(None),
+        }
+    }
+
+    /// Run the RA-TLS checks, remember the outcome, and answer rustls.
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        freshness: &Freshness,
+        role: Role,
+    ) -> Result<(), rustls::Error> {
+        let at = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let result = self
+            .inner
+            .verify(end_entity, intermediates, at, freshness, role);
+        if let Ok(mut r) = self.report.lock() {
+            *r = Some(result.clone().map_err(|e| e.to_string()));
+        }
+        result.map(|_| ()).map_err(|e| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(e),
+            )))
+        })
+    }
+
+    fn last(&self) -> Option<Result<Report, String>> {
+        self.report.lock().ok().and_then(|r| r.clone())
+    }
+
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// Verifies a server's RA-TLS certificate in the handshake, and keeps the report for the caller.
 #[derive(Debug)]
 pub struct RatlsServerVerifier {
-    inner: RatlsVerifier,
+    core: Core,
     freshness: Freshness,
-    provider: Arc<CryptoProvider>,
-    report: Mutex<Option<Result<Report, String>>>,
 }
 
 impl RatlsServerVerifier {
     /// Verify with `inner`, expecting `freshness`.
     pub fn new(inner: RatlsVerifier, freshness: Freshness) -> Self {
         Self {
-            inner,
+            core: Core::new(inner),
             freshness,
-            provider: provider(),
-            report: Mutex::new(None),
         }
     }
 
     /// The outcome of the last certificate verified: the report, or why it was rejected.
     pub fn last(&self) -> Option<Result<Report, String>> {
-        self.report.lock().ok().and_then(|r| r.clone())
+        self.core.last()
     }
 
     /// The RA-TLS verifier inside (for channel-bound evidence after the handshake).
     pub fn inner(&self) -> &RatlsVerifier {
-        &self.inner
+        &self.core.inner
     }
-}
-
-fn reject(e: crate::cert::RatlsError) -> rustls::Error {
-    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
-        Arc::new(e),
-    )))
 }
 
 impl ServerCertVerifier for RatlsServerVerifier {
@@ -251,16 +317,15 @@ impl ServerCertVerifier for RatlsServerVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let at = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let result =
-            self.inner
-                .verify(end_entity, intermediates, at, &self.freshness, Role::Server);
-        if let Ok(mut r) = self.report.lock() {
-            *r = Some(result.clone().map_err(|e| e.to_string()));
-        }
-        result
-            .map(|_| ServerCertVerified::assertion())
-            .map_err(reject)
+        self.core
+            .check(
+                end_entity,
+                intermediates,
+                now,
+                &self.freshness,
+                Role::Server,
+            )
+            .map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -269,7 +334,7 @@ impl ServerCertVerifier for RatlsServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms(&self.provider))
+        self.core.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -278,11 +343,11 @@ impl ServerCertVerifier for RatlsServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms(&self.provider))
+        self.core.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        algorithms(&self.provider).supported_schemes()
+        self.core.schemes()
     }
 }
 
@@ -290,24 +355,20 @@ impl ServerCertVerifier for RatlsServerVerifier {
 /// deterministic-mode leaves.
 #[derive(Debug)]
 pub struct RatlsClientVerifier {
-    inner: RatlsVerifier,
-    provider: Arc<CryptoProvider>,
-    report: Mutex<Option<Result<Report, String>>>,
+    core: Core,
 }
 
 impl RatlsClientVerifier {
     /// Verify client certificates with `inner`.
     pub fn new(inner: RatlsVerifier) -> Self {
         Self {
-            inner,
-            provider: provider(),
-            report: Mutex::new(None),
+            core: Core::new(inner),
         }
     }
 
     /// The outcome of the last client certificate verified.
     pub fn last(&self) -> Option<Result<Report, String>> {
-        self.report.lock().ok().and_then(|r| r.clone())
+        self.core.last()
     }
 }
 
@@ -322,20 +383,15 @@ impl ClientCertVerifier for RatlsClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let at = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let result = self.inner.verify(
-            end_entity,
-            intermediates,
-            at,
-            &Freshness::Deterministic,
-            Role::Client,
-        );
-        if let Ok(mut r) = self.report.lock() {
-            *r = Some(result.clone().map_err(|e| e.to_string()));
-        }
-        result
-            .map(|_| ClientCertVerified::assertion())
-            .map_err(reject)
+        self.core
+            .check(
+                end_entity,
+                intermediates,
+                now,
+                &Freshness::Deterministic,
+                Role::Client,
+            )
+            .map(|()| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -344,7 +400,7 @@ impl ClientCertVerifier for RatlsClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms(&self.provider))
+        self.core.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -353,11 +409,11 @@ impl ClientCertVerifier for RatlsClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms(&self.provider))
+        self.core.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        algorithms(&self.provider).supported_schemes()
+        self.core.schemes()
     }
 }
 

@@ -163,8 +163,11 @@ impl Runtime {
 
         let tree = LoadedConfig::tree(&config, env!("CARGO_PKG_VERSION"))?;
         let mut names = vec!["localhost".to_string(), listen.ip().to_string()];
-        names.extend(c.workloads.iter().flat_map(|w| w.hostnames.iter().cloned()));
-        names.dedup();
+        for h in c.workloads.iter().flat_map(|w| &w.hostnames) {
+            if !names.contains(h) {
+                names.push(h.clone());
+            }
+        }
         let spec = LeafSpec {
             names,
             lifetime_secs: 12 * 3600,

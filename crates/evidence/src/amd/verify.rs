@@ -67,9 +67,13 @@ fn parse(der: &[u8], what: &str) -> Result<Cert, VerifyError> {
     })
 }
 
-fn check_validity(der: &[u8], what: &str, at: i64) -> Result<(), VerifyError> {
-    let (_, c) = X509Certificate::from_der(der)
-        .map_err(|e| VerifyError::input(what, format!("not an X.509 certificate: {e}")))?;
+fn x509<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>, VerifyError> {
+    X509Certificate::from_der(der)
+        .map(|(_, c)| c)
+        .map_err(|e| VerifyError::input(what, format!("not an X.509 certificate: {e}")))
+}
+
+fn check_validity(c: &X509Certificate<'_>, what: &str, at: i64) -> Result<(), VerifyError> {
     let v = c.validity();
     let (nb, na) = (v.not_before.timestamp(), v.not_after.timestamp());
     if at < nb {
@@ -142,10 +146,7 @@ struct VekFacts {
     spl: [(String, &'static str, Option<u8>); 5],
 }
 
-fn vek_facts(der: &[u8]) -> Result<VekFacts, VerifyError> {
-    let (_, c) = X509Certificate::from_der(der).map_err(|e| {
-        VerifyError::input("VCEK certificate", format!("not an X.509 certificate: {e}"))
-    })?;
+fn vek_facts(c: &X509Certificate<'_>) -> Result<VekFacts, VerifyError> {
     let mut facts = VekFacts {
         kind: SigningKey::Vcek,
         product_name: None,
@@ -238,16 +239,19 @@ fn check_crl(
             )));
         }
     }
+    let candidates = revoked_candidates
+        .iter()
+        .map(|(name, der)| Ok((*name, x509(der, name)?)))
+        .collect::<Result<Vec<_>, VerifyError>>()?;
     for revoked in crl.iter_revoked_certificates() {
-        for (name, der) in revoked_candidates {
-            let (_, c) = X509Certificate::from_der(der)
-                .map_err(|e| VerifyError::input(*name, e.to_string()))?;
-            if c.raw_serial() == revoked.raw_serial() {
-                return Err(VerifyError::Chain(format!(
-                    "the {name} (serial {}) is revoked by the CRL",
-                    c.raw_serial_as_string()
-                )));
-            }
+        if let Some((name, c)) = candidates
+            .iter()
+            .find(|(_, c)| c.raw_serial() == revoked.raw_serial())
+        {
+            return Err(VerifyError::Chain(format!(
+                "the {name} (serial {}) is revoked by the CRL",
+                c.raw_serial_as_string()
+            )));
         }
     }
     Ok(())
@@ -392,9 +396,13 @@ pub fn verify_report(
         signs(&ask_der, &vek.der, "ASK", "VCEK")?;
         chains.insert(chain_id);
     }
-    check_validity(&trusted_ark, "ARK", at)?;
-    check_validity(&ask_der, "ASK", at)?;
-    check_validity(&vek.der, "VCEK", at)?;
+    // Each certificate is parsed once from here on.
+    let ark_cert = x509(&trusted_ark, "ARK certificate")?;
+    let ask_cert = x509(&ask_der, "ASK certificate")?;
+    let vek_cert = x509(&vek.der, "VCEK certificate")?;
+    check_validity(&ark_cert, "ARK", at)?;
+    check_validity(&ask_cert, "ASK", at)?;
+    check_validity(&vek_cert, "VCEK", at)?;
     match &inputs.crl {
         Some(crl) => check_crl(
             crl,
@@ -408,7 +416,7 @@ pub fn verify_report(
     }
 
     // The endorsement key must be the kind, product, TCB and chip the report claims.
-    let facts = vek_facts(&vek.der)?;
+    let facts = vek_facts(&vek_cert)?;
     match report.signing_key {
         SigningKey::None => {
             return Err(VerifyError::Signature(
@@ -483,8 +491,6 @@ pub fn verify_report(
     let mut sig = [0u8; 96];
     sig[..48].copy_from_slice(&p384_component(&report.signature_r, "r")?);
     sig[48..].copy_from_slice(&p384_component(&report.signature_s, "s")?);
-    let (_, vek_cert) = X509Certificate::from_der(&vek.der)
-        .map_err(|e| VerifyError::input("VCEK certificate", e.to_string()))?;
     UnparsedPublicKey::new(
         &ECDSA_P384_SHA384_FIXED,
         &vek_cert.public_key().subject_public_key.data,
@@ -499,13 +505,9 @@ pub fn verify_report(
     notes.push(
         "AMD publishes no TCB status: appraise the reported TCB with a policy's snp.min_tcb".into(),
     );
-    let valid_until = [&trusted_ark, &ask_der, &vek.der]
+    let valid_until = [&ark_cert, &ask_cert, &vek_cert]
         .iter()
-        .filter_map(|d| {
-            X509Certificate::from_der(d)
-                .ok()
-                .map(|(_, c)| c.validity().not_after.timestamp())
-        })
+        .map(|c| c.validity().not_after.timestamp())
         .min()
         .and_then(|t| u64::try_from(t).ok());
     Ok(Appraisal {

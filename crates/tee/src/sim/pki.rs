@@ -210,12 +210,8 @@ fn sgx_extension(p: &Platform) -> Result<Vec<u8>, String> {
     ]))
 }
 
-const FILES: [(&str, &str); 4] = [
-    ("root", "root"),
-    ("pck-ca", "pck_ca"),
-    ("pck", "pck"),
-    ("tcb-signing", "tcb"),
-];
+/// File stems of the four certificates, in creation order.
+const FILES: [&str; 4] = ["root", "pck-ca", "pck", "tcb-signing"];
 
 impl SimPki {
     /// The root certificate's path in a simulation directory: what `--trust-sim` takes.
@@ -360,7 +356,7 @@ impl SimPki {
             (&pck_cert, &pck_key),
             (&tcb_cert, &tcb_key),
         ];
-        for ((stem, _), (cert, key)) in FILES.iter().zip(creds) {
+        for (stem, (cert, key)) in FILES.iter().zip(creds) {
             fsutil::write_atomic(
                 &dir.join(format!("{stem}.crt.pem")),
                 cert.pem().as_bytes(),
