@@ -327,3 +327,60 @@ fn azure_runtime_claims_that_do_not_match_report_data_are_rejected() {
         .unwrap_err();
     assert!(matches!(err, VerifyError::Binding(_)), "{err}");
 }
+
+/// A CRL is only believed when the ARK signed it. No AMD-signed CRL for these chips is in
+/// testdata, so the two ways a CRL can be refused are tested with CRLs made here.
+#[test]
+fn a_crl_not_signed_by_the_ark_is_refused() {
+    use rcgen::{
+        CertificateRevocationListParams, Issuer, KeyIdMethod, KeyPair, PKCS_ECDSA_P256_SHA256,
+        SerialNumber,
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let crl = |issuer: &Issuer<'_, KeyPair>| {
+        CertificateRevocationListParams {
+            this_update: now - time::Duration::days(1),
+            next_update: now + time::Duration::days(30),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(issuer)
+        .unwrap()
+        .der()
+        .to_vec()
+    };
+    let verify = |crl_der: Vec<u8>| {
+        let mut inputs = amd("amd/milan-v2-a/vcek.der", None, Some(Product::Milan));
+        inputs.amd.crl = Some(crl_der);
+        Verifier::default()
+            .verify(&read("amd/milan-v2-a/report.hex"), &inputs, AMD_AT)
+            .unwrap_err()
+    };
+
+    // Issued by someone else entirely.
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Not AMD");
+    let stranger = Issuer::new(
+        params,
+        KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
+    );
+    let err = verify(crl(&stranger));
+    assert!(err.to_string().contains("not by the ARK"), "{err}");
+
+    // Naming the ARK as issuer, but signed with another key.
+    let ark = certs("amd/chains/ask_ark_milan.pem").pop().unwrap();
+    let forged = Issuer::from_ca_cert_der(
+        &ark.as_slice().into(),
+        KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
+    )
+    .unwrap();
+    let err = verify(crl(&forged));
+    assert!(
+        matches!(err, VerifyError::Signature(_)) && err.to_string().contains("CRL"),
+        "{err}"
+    );
+}
