@@ -1,0 +1,149 @@
+//! Monotonic counters: where the store's newest version is remembered outside the database.
+//!
+//! A rollback is only detectable against something the host did not roll back with the
+//! database. What that is decides the protection:
+//!
+//! - [`FileCounter`] keeps the version in a MACed file in the state directory. It catches a
+//!   database file put back on its own. **A host that restores the whole state directory at once
+//!   (database, counter and sealed keys together) defeats it**: nothing on a disk the host controls
+//!   can tell an old copy from the newest.
+//! - A witness (in `enclave-runtime`) keeps the version in another Enclave OS instance, reached
+//!   over mutual RA-TLS. The host of this instance cannot roll it back.
+//! - A TPM NV counter would be a third; it is not built (see `docs/store.md`).
+//!
+//! Counters only move forward: `advance(to)` with `to` below the current value is refused, and a
+//! counter that cannot be read makes the store refuse to open (fail closed).
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use ring::hmac;
+use thiserror::Error;
+
+use crate::keys::{MasterKey, StoreId};
+
+/// Why a counter could not be read or advanced.
+#[derive(Debug, Error)]
+#[error("counter {counter}: {reason}")]
+pub struct CounterError {
+    /// Which counter.
+    pub counter: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A monotonic counter that remembers the store's newest version.
+pub trait Counter: Send + Sync {
+    /// What and where it is, for messages.
+    fn describe(&self) -> String;
+    /// The newest version recorded; 0 when none was.
+    fn read(&self) -> Result<u64, CounterError>;
+    /// Record `to` as the newest version. Refused when the counter is already past `to`.
+    fn advance(&self, to: u64) -> Result<(), CounterError>;
+}
+
+const MAGIC: &[u8; 8] = b"EOSCTR1\0";
+const SLOT: u64 = 64;
+
+/// A counter in a file of the state directory: two 64-byte slots written alternately, each
+/// `magic (8) | version (8) | store id (16) | HMAC-SHA256 (32)`, so a torn write leaves the other
+/// slot readable. The MAC key is derived from the master key; the file cannot be edited down.
+pub struct FileCounter {
+    path: PathBuf,
+    store: StoreId,
+    key: hmac::Key,
+}
+
+impl FileCounter {
+    /// The counter at `path` for store `store`.
+    pub fn new(path: &Path, master: &MasterKey, store: StoreId) -> Result<Self, crate::StoreError> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            store,
+            key: master.hmac_key("counter-file", "")?,
+        })
+    }
+
+    fn err(&self, reason: impl std::fmt::Display) -> CounterError {
+        CounterError {
+            counter: self.describe(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn slot(&self, version: u64) -> [u8; SLOT as usize] {
+        let mut s = [0u8; SLOT as usize];
+        s[..8].copy_from_slice(MAGIC);
+        s[8..16].copy_from_slice(&version.to_be_bytes());
+        s[16..32].copy_from_slice(&self.store.0);
+        let tag = hmac::sign(&self.key, &s[..32]);
+        s[32..].copy_from_slice(tag.as_ref());
+        s
+    }
+
+    fn parse(&self, s: &[u8]) -> Option<u64> {
+        if s.len() != SLOT as usize || &s[..8] != MAGIC || s[16..32] != self.store.0 {
+            return None;
+        }
+        hmac::verify(&self.key, &s[..32], &s[32..]).ok()?;
+        s[8..16].try_into().ok().map(u64::from_be_bytes)
+    }
+}
+
+impl Counter for FileCounter {
+    fn describe(&self) -> String {
+        format!("the file counter {}", self.path.display())
+    }
+
+    fn read(&self) -> Result<u64, CounterError> {
+        let mut buf = Vec::new();
+        match File::open(&self.path) {
+            Ok(mut f) => f.read_to_end(&mut buf).map_err(|e| self.err(e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(self.err(e)),
+        };
+        let a = buf.get(..SLOT as usize).and_then(|s| self.parse(s));
+        let b = buf
+            .get(SLOT as usize..2 * SLOT as usize)
+            .and_then(|s| self.parse(s));
+        match (a, b) {
+            (None, None) => Err(self.err(
+                "neither slot authenticates: the file was altered or belongs to another store",
+            )),
+            (a, b) => Ok(a.unwrap_or(0).max(b.unwrap_or(0))),
+        }
+    }
+
+    fn advance(&self, to: u64) -> Result<(), CounterError> {
+        let current = self.read()?;
+        if to < current {
+            return Err(self.err(format!("cannot go back from {current} to {to}")));
+        }
+        let fresh = !self.path.exists();
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .map_err(|e| self.err(e))?;
+        // Alternate slots by parity: the slot holding the previous version stays intact.
+        let offset = (to % 2) * SLOT;
+        if fresh {
+            // Both slots valid from the start, so a later torn write always leaves one behind.
+            f.write_all(&self.slot(to)).map_err(|e| self.err(e))?;
+            f.write_all(&self.slot(to)).map_err(|e| self.err(e))?;
+        } else {
+            f.seek(SeekFrom::Start(offset)).map_err(|e| self.err(e))?;
+            f.write_all(&self.slot(to)).map_err(|e| self.err(e))?;
+        }
+        f.sync_data().map_err(|e| self.err(e))?;
+        if fresh && let Some(dir) = self.path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! The master key and the purpose-separated keys derived from it.
+
+use ring::hkdf;
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
+
+use crate::StoreError;
+
+/// The store's master key: 32 secret bytes, zeroized on drop, never printed.
+pub struct MasterKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    /// A fresh key from the system generator.
+    pub fn generate() -> Result<Self, StoreError> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        SystemRandom::new()
+            .fill(k.as_mut())
+            .map_err(|_| StoreError::Crypto("system random generator"))?;
+        Ok(Self(k))
+    }
+
+    /// A key from its bytes (as unsealed by the caller).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, StoreError> {
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| {
+            StoreError::Invalid(format!("a master key is 32 bytes, not {}", bytes.len()))
+        })?;
+        Ok(Self(Zeroizing::new(arr)))
+    }
+
+    /// The key's bytes, for sealing.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A 32-byte key for `purpose` (and `context`, such as a namespace), by HKDF-SHA256.
+    pub(crate) fn derive(
+        &self,
+        purpose: &str,
+        context: &str,
+    ) -> Result<Zeroizing<[u8; 32]>, StoreError> {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"enclave-os/kv/v1").extract(self.0.as_ref());
+        let len = (context.len() as u64).to_be_bytes();
+        let info = [purpose.as_bytes(), &len, context.as_bytes()];
+        let okm = prk
+            .expand(&info, hkdf::HKDF_SHA256)
+            .map_err(|_| StoreError::Crypto("HKDF expand"))?;
+        let mut out = Zeroizing::new([0u8; 32]);
+        okm.fill(out.as_mut())
+            .map_err(|_| StoreError::Crypto("HKDF fill"))?;
+        Ok(out)
+    }
+
+    pub(crate) fn hmac_key(&self, purpose: &str, context: &str) -> Result<hmac::Key, StoreError> {
+        Ok(hmac::Key::new(
+            hmac::HMAC_SHA256,
+            self.derive(purpose, context)?.as_ref(),
+        ))
+    }
+}
+
+/// Which store this is: 16 random bytes chosen when the store is created. Records, the state
+/// record and counters are bound to it, so nothing moves between two stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreId(pub [u8; 16]);
+
+impl StoreId {
+    /// A fresh id.
+    pub fn generate() -> Result<Self, StoreError> {
+        let mut id = [0u8; 16];
+        SystemRandom::new()
+            .fill(&mut id)
+            .map_err(|_| StoreError::Crypto("system random generator"))?;
+        Ok(Self(id))
+    }
+}
+
+impl std::fmt::Display for StoreId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// Equality that takes the same time wherever the inputs differ.
+pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}

@@ -1,0 +1,206 @@
+//! One record's encoding: what is stored under a key's keyed hash.
+//!
+//! ```text
+//! stored key   = HMAC-SHA256(K_mac[ns], key)
+//! stored value = version (8, big-endian) | nonce (12) | AES-256-GCM(K_aead[ns], plaintext, AAD)
+//! plaintext    = key length (4, big-endian) | key | value
+//! AAD          = "enclave-os/kv/v1/record" | store id (16) | ns length (2) | ns | stored key | version
+//! ```
+//!
+//! The plaintext repeats the key so that a read can confirm it, and so keys can be listed by the
+//! namespace's owner; the file shows only keyed hashes.
+
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
+
+use crate::StoreError;
+use crate::keys::{MasterKey, StoreId};
+
+/// A keyed hash of a key: what the database stores as the key.
+pub(crate) type KeyHash = [u8; 32];
+
+const HEADER: usize = 8 + NONCE_LEN;
+
+/// A namespace's two keys.
+pub(crate) struct NsKeys {
+    /// The redb table holding the namespace.
+    pub table: String,
+    mac: hmac::Key,
+    aead: LessSafeKey,
+}
+
+/// A decrypted record.
+pub(crate) struct Opened {
+    pub version: u64,
+    pub key: Vec<u8>,
+    pub value: Zeroizing<Vec<u8>>,
+}
+
+const AAD_LABEL: &[u8; 23] = b"enclave-os/kv/v1/record";
+/// The longest AAD: label, store id, length, the longest namespace, hash, version.
+const AAD_MAX: usize = 23 + 16 + 2 + 128 + 32 + 8;
+
+/// The record's AAD, built on the stack (reads are hot).
+struct RecordAad {
+    buf: [u8; AAD_MAX],
+    len: usize,
+}
+
+impl AsRef<[u8]> for RecordAad {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+fn aad(store: &StoreId, ns: &str, hash: &KeyHash, version: u64) -> RecordAad {
+    let mut a = RecordAad {
+        buf: [0; AAD_MAX],
+        len: 0,
+    };
+    // Namespaces are at most 128 bytes (checked by the store), so everything fits; the clamp
+    // keeps an unchecked caller from writing past the buffer all the same.
+    let ns = &ns.as_bytes()[..ns.len().min(128)];
+    for part in [
+        &AAD_LABEL[..],
+        &store.0,
+        &(ns.len() as u16).to_be_bytes(),
+        ns,
+        hash,
+        &version.to_be_bytes(),
+    ] {
+        a.buf[a.len..a.len + part.len()].copy_from_slice(part);
+        a.len += part.len();
+    }
+    a
+}
+
+/// The version a stored value claims, without decrypting it.
+pub(crate) fn version_of(stored: &[u8]) -> Option<u64> {
+    stored
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+}
+
+impl NsKeys {
+    pub(crate) fn new(master: &MasterKey, ns: &str) -> Result<Self, StoreError> {
+        let aead = master.derive("value-aead", ns)?;
+        Ok(Self {
+            table: format!("ns/{ns}"),
+            mac: master.hmac_key("key-mac", ns)?,
+            aead: LessSafeKey::new(
+                UnboundKey::new(&AES_256_GCM, aead.as_ref())
+                    .map_err(|_| StoreError::Crypto("AES-256-GCM key"))?,
+            ),
+        })
+    }
+
+    pub(crate) fn hash(&self, key: &[u8]) -> KeyHash {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(hmac::sign(&self.mac, key).as_ref());
+        out
+    }
+
+    pub(crate) fn seal(
+        &self,
+        store: &StoreId,
+        ns: &str,
+        hash: &KeyHash,
+        version: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| StoreError::Crypto("system random generator"))?;
+        let key_len =
+            u32::try_from(key.len()).map_err(|_| StoreError::Invalid("key too long".into()))?;
+        let mut out = Vec::with_capacity(HEADER + 4 + key.len() + value.len() + 16);
+        out.extend_from_slice(&version.to_be_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&key_len.to_be_bytes());
+        out.extend_from_slice(key);
+        out.extend_from_slice(value);
+        let body = &mut out[HEADER..];
+        let tag = self
+            .aead
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(store, ns, hash, version)),
+                body,
+            )
+            .map_err(|_| StoreError::Crypto("AES-256-GCM seal"))?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    pub(crate) fn open(
+        &self,
+        store: &StoreId,
+        ns: &str,
+        hash: &KeyHash,
+        stored: &[u8],
+    ) -> Result<Opened, String> {
+        if stored.len() < HEADER + 4 + 16 {
+            return Err(format!(
+                "{} bytes is too short to be a record",
+                stored.len()
+            ));
+        }
+        let version = version_of(stored).ok_or("no version")?;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&stored[8..HEADER]);
+        let mut body = Zeroizing::new(stored[HEADER..].to_vec());
+        let plain = self
+            .aead
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(store, ns, hash, version)),
+                body.as_mut_slice(),
+            )
+            .map_err(|_| {
+                "authentication failed: the record was altered, or moved here from another key, namespace or store"
+                    .to_string()
+            })?;
+        let plain_len = plain.len();
+        let key_len = plain
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+            .ok_or("no key length")? as usize;
+        let key = plain
+            .get(4..4 + key_len)
+            .ok_or("key length past the end")?
+            .to_vec();
+        // The value is what remains: reuse the buffer rather than copy the secret again.
+        body.truncate(plain_len);
+        body.drain(..4 + key_len);
+        Ok(Opened {
+            version,
+            key,
+            value: body,
+        })
+    }
+}
+
+/// The set-MAC element for one stored record: XORed into the store's state, so the state commits
+/// to exactly the set of records present.
+pub(crate) fn element(set_key: &hmac::Key, ns: &str, hash: &KeyHash, stored: &[u8]) -> [u8; 32] {
+    let mut ctx = hmac::Context::with_key(set_key);
+    ctx.update(&(ns.len() as u16).to_be_bytes());
+    ctx.update(ns.as_bytes());
+    ctx.update(hash);
+    ctx.update(stored);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
+pub(crate) fn xor_into(acc: &mut [u8; 32], e: &[u8; 32]) {
+    for (a, b) in acc.iter_mut().zip(e) {
+        *a ^= b;
+    }
+}
