@@ -103,8 +103,90 @@ pub struct OidcConfig {
     pub audience: String,
     /// JWKS from a file.
     pub jwks_file: Option<PathBuf>,
-    /// JWKS from a URL.
+    /// JWKS from a URL (fetched over HTTPS trusting only the egress CA bundle).
     pub jwks_url: Option<String>,
+    /// How far `exp` and `nbf` may be off, seconds (at most 300).
+    #[serde(default = "OidcConfig::default_skew")]
+    pub clock_skew_secs: u64,
+}
+
+impl OidcConfig {
+    fn default_skew() -> u64 {
+        60
+    }
+}
+
+/// The management API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementConfig {
+    /// The reserved hostname it answers on. Requests for a workload's hostname go to the
+    /// workload; every other name (an IP address included) reaches the management API.
+    #[serde(default = "ManagementConfig::default_hostname")]
+    pub hostname: String,
+}
+
+impl ManagementConfig {
+    /// The default reserved hostname.
+    pub const DEFAULT_HOSTNAME: &'static str = "manage.enclave-os.internal";
+
+    fn default_hostname() -> String {
+        Self::DEFAULT_HOSTNAME.into()
+    }
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        Self {
+            hostname: Self::default_hostname(),
+        }
+    }
+}
+
+/// Where the sealed store's rollback counter lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterKind {
+    /// A MACed file in the state directory: defeated by a host restoring the whole directory.
+    #[default]
+    File,
+    /// Another Enclave OS instance, over mutual RA-TLS: the host cannot roll it back.
+    Witness,
+}
+
+/// How this instance reaches its witness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessClientConfig {
+    /// `https://HOST:PORT` of the witness's listener.
+    pub url: String,
+    /// The operator root the witness's certificate must chain to (PEM).
+    pub root: PathBuf,
+    /// Development only: the simulation PKI directory the witness's evidence is signed under.
+    pub trust_sim: Option<PathBuf>,
+}
+
+/// The sealed key-value store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The rollback counter: `file` (default) or `witness`.
+    #[serde(default)]
+    pub counter: CounterKind,
+    /// The witness, when `counter = "witness"`.
+    pub witness: Option<WitnessClientConfig>,
+}
+
+/// Serving as a witness: keeping other instances' rollback counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// The mutual RA-TLS listener, `HOST:PORT`.
+    pub listen: String,
+    /// The operator root client certificates must chain to (PEM).
+    pub clients_root: PathBuf,
+    /// Development only: accept clients whose evidence is signed under this simulation PKI.
+    pub trust_sim: Option<PathBuf>,
 }
 
 /// Runtime limits.
@@ -185,6 +267,44 @@ pub struct Workload {
     pub limits: WorkloadLimits,
 }
 
+impl Workload {
+    /// Check the workload on its own: its name, and that it says where its code is
+    /// (`needs_source`: a file's workloads name a file; those loaded at run time bring bytes).
+    /// On failure, the field and why.
+    pub fn check(&self, needs_source: bool) -> Result<(), (&'static str, String)> {
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err((
+                "name",
+                format!(
+                    "'{}' must be 1 to 64 letters, digits, '-' or '_'",
+                    self.name
+                ),
+            ));
+        }
+        match (self.kind, &self.source, &self.image) {
+            (WorkloadKind::Wasm | WorkloadKind::Process, None, _) if needs_source => Err((
+                "source",
+                "a wasm or process workload needs its code file".into(),
+            )),
+            (WorkloadKind::Container, _, None) => Err((
+                "image",
+                "a container workload needs a digest-pinned image".into(),
+            )),
+            (WorkloadKind::Container, _, Some(image)) if !image.contains("@sha256:") => Err((
+                "image",
+                format!("'{image}' is not pinned by digest (name@sha256:…)"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// `enclave.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,6 +335,14 @@ pub struct EnclaveConfig {
     pub policy: Option<PathBuf>,
     /// The management API's token issuer.
     pub oidc: Option<OidcConfig>,
+    /// The management API.
+    #[serde(default)]
+    pub management: ManagementConfig,
+    /// The sealed key-value store.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Serving as a witness for other instances.
+    pub witness: Option<WitnessConfig>,
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
@@ -235,6 +363,20 @@ pub struct LoadedConfig {
 fn canonical_json(v: &impl Serialize) -> Vec<u8> {
     // serde_json writes struct fields in declaration order and BTreeMaps sorted: deterministic.
     serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// A workload's two leaves: its code, and its settings as canonical JSON.
+fn workload_leaves(w: &Workload, code: Vec<u8>) -> [(String, Vec<u8>); 2] {
+    let settings = serde_json::json!({
+        "kind": w.kind, "hostnames": w.hostnames, "env": w.env, "args": w.args, "limits": w.limits,
+    });
+    [
+        (format!("workload/{}/code", w.name), code),
+        (
+            format!("workload/{}/settings", w.name),
+            canonical_json(&settings),
+        ),
+    ]
 }
 
 const TEES: [&str; 6] = ["auto", "sim-sgx", "sim-tdx", "tdx", "snp", "sgx"];
@@ -283,51 +425,79 @@ impl LoadedConfig {
         let mut names = std::collections::BTreeSet::new();
         for (i, w) in config.workloads.iter().enumerate() {
             let field = |f: &str| format!("workload[{i}].{f}");
-            if w.name.is_empty()
-                || !w
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(invalid(
-                    field("name"),
-                    format!("'{}' must be letters, digits, '-' or '_'", w.name),
-                ));
-            }
+            w.check(true)
+                .map_err(|(f, reason)| invalid(field(f), reason))?;
             if !names.insert(&w.name) {
                 return Err(invalid(
                     field("name"),
                     format!("'{}' is used by two workloads", w.name),
                 ));
             }
-            match (w.kind, &w.source, &w.image) {
-                (WorkloadKind::Wasm | WorkloadKind::Process, None, _) => {
-                    return Err(invalid(
-                        field("source"),
-                        "a wasm or process workload needs its code file".into(),
-                    ));
-                }
-                (WorkloadKind::Container, _, None) => {
-                    return Err(invalid(
-                        field("image"),
-                        "a container workload needs a digest-pinned image".into(),
-                    ));
-                }
-                (WorkloadKind::Container, _, Some(image)) if !image.contains("@sha256:") => {
-                    return Err(invalid(
-                        field("image"),
-                        format!("'{image}' is not pinned by digest (name@sha256:…)"),
-                    ));
-                }
-                _ => {}
+        }
+        if let Some(o) = &config.oidc {
+            if o.jwks_file.is_none() == o.jwks_url.is_none() {
+                return Err(invalid(
+                    "oidc".into(),
+                    "give exactly one of jwks_file and jwks_url".into(),
+                ));
+            }
+            if let Some(u) = &o.jwks_url
+                && !u.starts_with("https://")
+            {
+                return Err(invalid(
+                    "oidc.jwks_url".into(),
+                    format!("'{u}' is not an https:// URL"),
+                ));
+            }
+            if o.issuer.is_empty() || o.audience.is_empty() {
+                return Err(invalid(
+                    "oidc".into(),
+                    "issuer and audience must not be empty".into(),
+                ));
+            }
+            if o.clock_skew_secs > 300 {
+                return Err(invalid(
+                    "oidc.clock_skew_secs".into(),
+                    format!("{} is more than 300 seconds", o.clock_skew_secs),
+                ));
             }
         }
-        if let Some(o) = &config.oidc
-            && o.jwks_file.is_none() == o.jwks_url.is_none()
+        let m = &config.management.hostname;
+        if m.is_empty() || m.parse::<std::net::IpAddr>().is_ok() {
+            return Err(invalid(
+                "management.hostname".into(),
+                format!("'{m}' must be a DNS name, not empty or an IP address"),
+            ));
+        }
+        for (i, w) in config.workloads.iter().enumerate() {
+            if w.hostnames.iter().any(|h| h.eq_ignore_ascii_case(m)) {
+                return Err(invalid(
+                    format!("workload[{i}].hostnames"),
+                    format!("'{m}' is reserved for the management API"),
+                ));
+            }
+        }
+        match (&config.store.counter, &config.store.witness) {
+            (CounterKind::Witness, None) => {
+                return Err(invalid(
+                    "store.witness".into(),
+                    "counter = \"witness\" needs [store.witness] with url and root".into(),
+                ));
+            }
+            (_, Some(w)) if !w.url.starts_with("https://") => {
+                return Err(invalid(
+                    "store.witness.url".into(),
+                    format!("'{}' is not an https:// URL", w.url),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(w) = &config.witness
+            && w.listen.parse::<std::net::SocketAddr>().is_err()
         {
             return Err(invalid(
-                "oidc".into(),
-                "give exactly one of jwks_file and jwks_url".into(),
+                "witness.listen".into(),
+                format!("'{}' is not HOST:PORT with an IP address", w.listen),
             ));
         }
         Ok(Self {
@@ -356,6 +526,16 @@ impl LoadedConfig {
 
     /// The config tree: every input that decides what runs and whom it trusts.
     pub fn tree(&self, runtime_version: &str) -> Result<ConfigTree, ConfigError> {
+        self.tree_with(runtime_version, &[])
+    }
+
+    /// The config tree with `loaded`: workloads loaded at run time (through the management
+    /// API), each with its code bytes, beside those of the file.
+    pub fn tree_with(
+        &self,
+        runtime_version: &str,
+        loaded: &[(Workload, Vec<u8>)],
+    ) -> Result<ConfigTree, ConfigError> {
         let c = &self.config;
         let mut leaves: Vec<(String, Vec<u8>)> = vec![
             (
@@ -382,20 +562,37 @@ impl LoadedConfig {
         if let Some(p) = &c.policy {
             leaves.push(("policy".into(), self.read("policy", p)?));
         }
+        // Sections that change whom the runtime trusts are leaves when present; absent, the
+        // defaults apply and the tree of an older configuration is unchanged.
+        if c.management != ManagementConfig::default() {
+            leaves.push(("management".into(), canonical_json(&c.management)));
+        }
+        if c.store != StoreConfig::default() {
+            leaves.push(("store".into(), canonical_json(&c.store)));
+            if let Some(w) = &c.store.witness {
+                leaves.push((
+                    "store/witness-root".into(),
+                    self.read("store.witness.root", &w.root)?,
+                ));
+            }
+        }
+        if let Some(w) = &c.witness {
+            leaves.push(("witness".into(), canonical_json(w)));
+            leaves.push((
+                "witness/clients-root".into(),
+                self.read("witness.clients_root", &w.clients_root)?,
+            ));
+        }
         for (i, w) in c.workloads.iter().enumerate() {
             let code = match (&w.source, &w.image) {
                 (Some(p), _) => self.read(&format!("workload[{i}].source"), p)?,
                 (None, Some(image)) => image.as_bytes().to_vec(),
                 (None, None) => Vec::new(),
             };
-            leaves.push((format!("workload/{}/code", w.name), code));
-            let settings = serde_json::json!({
-                "kind": w.kind, "hostnames": w.hostnames, "env": w.env, "args": w.args, "limits": w.limits,
-            });
-            leaves.push((
-                format!("workload/{}/settings", w.name),
-                canonical_json(&settings),
-            ));
+            leaves.extend(workload_leaves(w, code));
+        }
+        for (w, code) in loaded {
+            leaves.extend(workload_leaves(w, code.clone()));
         }
         Ok(ConfigTree::from_values(
             leaves.iter().map(|(n, v)| (n.as_str(), v.as_slice())),

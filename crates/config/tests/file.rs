@@ -65,6 +65,51 @@ fn mistakes_name_file_line_and_field() {
             "[[workload]]\nname = \"a\"\nkind = \"vm\"\nsource = \"x\"\n",
             vec!["line 3", "kind"],
         ),
+        (
+            "seal_policy = \"mrenclave\"\n",
+            vec!["field `seal_policy`", "neither measurement nor signer"],
+        ),
+        (
+            "[oidc]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"http://idp/jwks\"\n",
+            vec!["field `oidc.jwks_url`", "not an https://"],
+        ),
+        (
+            "[oidc]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"j\"\nclock_skew_secs = 3600\n",
+            vec!["field `oidc.clock_skew_secs`", "more than 300"],
+        ),
+        (
+            "[oidc]\nissuer = \"\"\naudience = \"a\"\njwks_file = \"j\"\n",
+            vec!["field `oidc`", "must not be empty"],
+        ),
+        (
+            "[oidc]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"j\"\nkeys = 1\n",
+            vec!["line 5", "keys"],
+        ),
+        (
+            "[management]\nhostname = \"127.0.0.1\"\n",
+            vec!["field `management.hostname`", "not empty or an IP"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\nhostnames = [\"manage.enclave-os.internal\"]\n",
+            vec!["workload[0].hostnames", "reserved for the management API"],
+        ),
+        (
+            "[store]\ncounter = \"witness\"\n",
+            vec!["field `store.witness`", "needs [store.witness]"],
+        ),
+        ("[store]\ncounter = \"tpm\"\n", vec!["line 2", "counter"]),
+        (
+            "[store]\ncounter = \"witness\"\n[store.witness]\nurl = \"http://w:1\"\nroot = \"r.pem\"\n",
+            vec!["field `store.witness.url`", "not an https://"],
+        ),
+        (
+            "[witness]\nlisten = \"anywhere\"\nclients_root = \"r.pem\"\n",
+            vec!["field `witness.listen`", "HOST:PORT"],
+        ),
+        (
+            "[limits]\nmax_connections = -1\n",
+            vec!["line 2", "max_connections"],
+        ),
     ] {
         let err = parse(text).unwrap_err().to_string();
         for n in needles {

@@ -9,6 +9,7 @@ mod evidence_cmd;
 mod measure_cmd;
 mod render;
 mod run_cmd;
+mod token_cmd;
 mod verify_cmd;
 
 use std::process::ExitCode;
@@ -42,9 +43,11 @@ enum Command {
     /// Compute the config Merkle root of an enclave.toml offline, so operators and clients can
     /// pin it before anything runs.
     Measure(measure_cmd::MeasureArgs),
-    /// Run the RA-TLS listener for an enclave.toml (today: attested certificates, the config
-    /// manifest and proofs, channel-bound attestation; see the README for what is not built yet).
+    /// Run the runtime for an enclave.toml: the RA-TLS listener, the sealed store and the
+    /// management API.
     Run(run_cmd::RunArgs),
+    /// Development helper: mint an OIDC bearer token (ES256 or RS256) for the management API.
+    Token(token_cmd::TokenArgs),
 }
 
 /// Exit status when verification or appraisal fails.
@@ -60,5 +63,6 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify_cmd::run(&args),
         Command::Measure(args) => measure_cmd::run(&args),
         Command::Run(args) => run_cmd::run(&args),
+        Command::Token(args) => token_cmd::run(&args),
     }
 }

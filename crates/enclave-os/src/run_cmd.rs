@@ -20,6 +20,30 @@ pub(crate) struct RunArgs {
     /// Keep state here instead of the file's `state_dir`.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Log lines as text or as JSON objects (one per line). The level comes from
+    /// `ENCLAVE_OS_LOG` (default `info`), in `tracing` filter syntax.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ENCLAVE_OS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    // Another subscriber already set (in-process tests) is not an error.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 async fn shutdown_signal() {
@@ -38,6 +62,7 @@ async fn shutdown_signal() {
 }
 
 pub(crate) fn run(a: &RunArgs) -> ExitCode {
+    init_logs(a.log_format);
     let config = match LoadedConfig::load(&a.config) {
         Ok(c) => c,
         Err(e) => {
@@ -57,10 +82,10 @@ pub(crate) fn run(a: &RunArgs) -> ExitCode {
         }
     };
     if runtime.tee().simulated() {
-        eprintln!(
-            "enclave-os: simulated TEE; clients verify with --trust-sim {} --root {}",
-            runtime.state_dir.join("sim").display(),
-            runtime.ca_root.display()
+        tracing::warn!(
+            trust_sim = %runtime.state_dir.join("sim").display(),
+            root = %runtime.ca_root.display(),
+            "SIMULATED TEE: nothing here is hardware-protected; clients verify with --trust-sim and --root"
         );
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use enclave_evidence::intel::{Collateral, IntelVerifier};
-use enclave_evidence::{Policy, Verifier, input, time};
+use enclave_evidence::{Policy, time};
 use enclave_ratls::RatlsVerifier;
 use enclave_ratls::binding::Freshness;
 use enclave_ratls::tls::{RatlsServerVerifier, client_config};
-use enclave_tee::sim::SimPki;
+use enclave_ratls::trust::TrustFiles;
 use ring::rand::SecureRandom;
 use serde_json::json;
 
@@ -93,47 +92,13 @@ fn host_port(url: &str) -> Result<(String, u16), String> {
     Ok((host, port))
 }
 
-fn first_cert(path: &PathBuf, what: &str) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
-    input::certificates(&bytes)
-        .map_err(|e| format!("{what} {}: {e}", path.display()))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("{what} {}: holds no certificate", path.display()))
-}
-
 fn build(a: &VerifyUrlArgs) -> Result<(RatlsVerifier, Freshness, Option<Vec<u8>>), String> {
-    let mut evidence = Verifier::default();
-    let mut collateral_path = a.collateral.clone();
-    if let Some(p) = &a.trust_sim {
-        let root_path = if p.is_dir() {
-            SimPki::root_path(p)
-        } else {
-            p.clone()
-        };
-        evidence = Verifier::with_intel(IntelVerifier::with_root(
-            first_cert(&root_path, "simulation root")?,
-            true,
-        ));
-        if collateral_path.is_none() && p.is_dir() {
-            // The simulator keeps the collateral it issued beside its PKI.
-            collateral_path = ["collateral-tdx.json", "collateral-sgx.json"]
-                .iter()
-                .map(|n| p.join(n))
-                .find(|c| c.is_file());
-        }
+    let mut v = TrustFiles {
+        root: a.root.clone(),
+        trust_sim: a.trust_sim.clone(),
+        collateral: a.collateral.clone(),
     }
-    let mut v = RatlsVerifier::new(evidence);
-    if let Some(p) = &a.root {
-        v = v.with_operator_root(first_cert(p, "root")?);
-    }
-    if let Some(p) = &collateral_path {
-        let bytes = std::fs::read(p).map_err(|e| format!("collateral {}: {e}", p.display()))?;
-        v = v.with_collateral(
-            Collateral::from_json(&bytes)
-                .map_err(|e| format!("collateral {}: {e}", p.display()))?,
-        );
-    }
+    .verifier()?;
     if let Some(p) = &a.policy {
         let text =
             std::fs::read_to_string(p).map_err(|e| format!("policy {}: {e}", p.display()))?;

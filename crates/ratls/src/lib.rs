@@ -18,4 +18,5 @@ pub use verify::{RatlsVerifier, Report, Role};
 pub mod ca;
 pub mod issue;
 pub mod tls;
+pub mod trust;
 pub mod verify;

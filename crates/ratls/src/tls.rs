@@ -164,33 +164,54 @@ impl ResolvesServerCert for RatlsResolver {
     }
 }
 
+/// A workload's hostnames and the resolver issuing its own certificate.
+type WorkloadCert = (String, Vec<String>, Arc<RatlsResolver>);
+
 /// Chooses the certificate by SNI: a workload's own certificate for its hostnames, the
-/// enclave-wide one otherwise.
+/// enclave-wide one otherwise. Workloads come and go at run time; each has its own resolver, so
+/// changing one leaves the others' certificates as they are.
 #[derive(Debug)]
 pub struct SniResolver {
     enclave: Arc<RatlsResolver>,
-    workloads: Vec<(Vec<String>, Arc<RatlsResolver>)>,
+    workloads: std::sync::RwLock<Vec<WorkloadCert>>,
 }
 
 impl SniResolver {
-    /// `enclave` serves every name not claimed by a workload.
-    pub fn new(
-        enclave: Arc<RatlsResolver>,
-        workloads: Vec<(Vec<String>, Arc<RatlsResolver>)>,
-    ) -> Self {
-        Self { enclave, workloads }
+    /// `enclave` serves every name not claimed by a workload; `workloads` are
+    /// (name, hostnames, resolver).
+    pub fn new(enclave: Arc<RatlsResolver>, workloads: Vec<WorkloadCert>) -> Self {
+        Self {
+            enclave,
+            workloads: std::sync::RwLock::new(workloads),
+        }
     }
 
     /// The resolver for `server_name`.
-    pub fn for_name(&self, server_name: Option<&str>) -> &Arc<RatlsResolver> {
+    pub fn for_name(&self, server_name: Option<&str>) -> Arc<RatlsResolver> {
+        let workloads = self.workloads.read().unwrap_or_else(|p| p.into_inner());
         server_name
             .and_then(|n| {
-                self.workloads
+                workloads
                     .iter()
-                    .find(|(names, _)| names.iter().any(|h| h.eq_ignore_ascii_case(n)))
-                    .map(|(_, r)| r)
+                    .find(|(_, names, _)| names.iter().any(|h| h.eq_ignore_ascii_case(n)))
+                    .map(|(_, _, r)| r.clone())
             })
-            .unwrap_or(&self.enclave)
+            .unwrap_or_else(|| self.enclave.clone())
+    }
+
+    /// Add workload `name` with its hostnames and resolver, replacing one of the same name.
+    pub fn set_workload(&self, name: &str, hostnames: Vec<String>, resolver: Arc<RatlsResolver>) {
+        let mut w = self.workloads.write().unwrap_or_else(|p| p.into_inner());
+        w.retain(|(n, _, _)| n != name);
+        w.push((name.to_string(), hostnames, resolver));
+    }
+
+    /// Remove workload `name`.
+    pub fn remove_workload(&self, name: &str) {
+        self.workloads
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(n, _, _)| n != name);
     }
 }
 

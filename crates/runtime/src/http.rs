@@ -1,99 +1,105 @@
-//! One RA-TLS connection: the TLS handshake (which presents the RA-TLS certificate), then HTTP/1.1.
+//! One connection: the TLS handshake (which presents the RA-TLS certificate the SNI selects),
+//! then HTTP/1.1, routed by name: a workload's hostname reaches the workload, every other name
+//! the management API. `/.well-known/enclave-os/` is the runtime's on every name.
 
-use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use axum::Router;
+use axum::http::StatusCode;
+use hyper::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use serde_json::json;
+use tower::ServiceExt;
 
 use crate::State;
+use crate::api::{Connection, error};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The workload a request is for, by SNI, or by Host when the client sent no SNI.
+fn workload_for(state: &State, sni: Option<&str>, host: Option<&str>) -> Option<String> {
+    let name = sni.or(host)?;
+    let name = name.rsplit_once(':').map_or(name, |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            name
+        }
+    });
+    crate::workloads::all(state)
+        .into_iter()
+        .find(|(w, _)| w.hostnames.iter().any(|h| h.eq_ignore_ascii_case(name)))
+        .map(|(w, _)| w.name)
+}
 
 pub(crate) async fn connection(
     acceptor: tokio_rustls::TlsAcceptor,
     tcp: tokio::net::TcpStream,
     state: Arc<State>,
+    app: Router,
+    route_workloads: bool,
 ) {
-    let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
-        return;
+    state.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            state
+                .metrics
+                .handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            state
+                .metrics
+                .handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("TLS handshake timed out");
+            return;
+        }
     };
+    let session = tls.get_ref().1;
     // The exporter of this very connection: what channel-bound evidence binds.
-    let exporter = enclave_ratls::channel::exporter(tls.get_ref().1).ok();
-    let service = hyper::service::service_fn(move |req| {
+    let conn = Connection {
+        exporter: enclave_ratls::channel::exporter(session).ok(),
+    };
+    let sni = session.server_name().map(str::to_string);
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let app = app.clone();
         let state = state.clone();
-        async move { Ok::<_, Infallible>(route(state, exporter, req).await) }
+        let sni = sni.clone();
+        async move {
+            req.extensions_mut().insert(conn);
+            let host = req
+                .headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string);
+            let reserved = req.uri().path().starts_with("/.well-known/enclave-os/");
+            let workload = if reserved || !route_workloads {
+                None
+            } else {
+                workload_for(&state, sni.as_deref(), host.as_deref())
+            };
+            let response = match workload {
+                Some(name) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "workload '{name}' is configured and certified, but this build does not run workloads yet"
+                    ),
+                ),
+                None => match app.oneshot(req.map(axum::body::Body::new)).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                },
+            };
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(tls), service)
         .await;
-}
-
-fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-fn error(status: StatusCode, reason: String) -> Response<Full<Bytes>> {
-    reply(status, json!({ "error": reason }).to_string())
-}
-
-async fn route(
-    state: Arc<State>,
-    exporter: Option<[u8; 32]>,
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{} is not served here", req.method()),
-        );
-    }
-    let path = req.uri().path().to_string();
-    match path.as_str() {
-        "/healthz" => reply(StatusCode::OK, json!({ "status": "ok" }).to_string()),
-        "/readyz" => reply(
-            StatusCode::OK,
-            json!({ "status": "ready", "tee": state.tee.name() }).to_string(),
-        ),
-        "/.well-known/enclave-os/manifest" => {
-            reply(StatusCode::OK, json!(state.tree.manifest()).to_string())
-        }
-        enclave_ratls::channel::PATH => {
-            let Some(exporter) = exporter else {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "no TLS exporter on this connection".into(),
-                );
-            };
-            // Evidence generation is blocking work (a quote): keep it off the async workers.
-            let result = tokio::task::spawn_blocking(move || {
-                let spki = state.enclave.current_spki()?;
-                enclave_ratls::channel::respond(state.tee.as_ref(), &spki, &exporter)
-                    .map_err(|e| e.to_string())
-            })
-            .await;
-            match result {
-                Ok(Ok(body)) => reply(StatusCode::OK, body),
-                Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            }
-        }
-        p => match p.strip_prefix("/.well-known/enclave-os/proof/") {
-            Some(name) => match state.tree.prove(name) {
-                Ok(proof) => reply(StatusCode::OK, json!(proof).to_string()),
-                Err(e) => error(StatusCode::NOT_FOUND, e.to_string()),
-            },
-            None => error(StatusCode::NOT_FOUND, format!("nothing is served at {p}")),
-        },
-    }
 }

@@ -1,33 +1,42 @@
 //! The Enclave OS runtime: `enclave-os run enclave.toml`.
 //!
-//! What it does today: choose the TEE, set up the operator's intermediary CA (or a development CA
-//! on first run, saying so), compute the config tree, issue the RA-TLS leaf that carries the
-//! evidence and the config root, and serve on the RA-TLS listener:
+//! It chooses the TEE, sets up the operator's intermediary CA (or a development CA on first run,
+//! saying so), opens the sealed store, computes the config tree, issues the RA-TLS leaves that
+//! carry the evidence and the config root, and serves on the RA-TLS listener (see `api` for the
+//! routes).
 //!
-//! | path | what |
-//! |---|---|
-//! | `GET /healthz`, `GET /readyz` | liveness and readiness |
-//! | `GET /.well-known/enclave-os/manifest` | the config manifest: names and leaf hashes |
-//! | `GET /.well-known/enclave-os/proof/<name>` | an inclusion proof for one configuration input |
-//! | `GET /.well-known/enclave-os/attestation` | channel-bound evidence for this connection |
+//! The intermediary CA's key is imported once and kept sealed to the TEE, and so is the sealed
+//! store's master key (`provision`). The store is opened and verified against its rollback
+//! counter before anything is served (`enclave-store`). The management API (`api`) answers on
+//! the reserved hostname; state-changing calls need an OIDC bearer token (`auth`). An instance
+//! may also serve as a witness, keeping other instances' rollback counters (`witness`).
 //!
-//! The intermediary CA's key is imported once and kept sealed to the TEE (`provision`).
-//!
-//! Not yet (the runtime issue): a sealed master key, the sealed key-value store with rollback
-//! protection, the authenticated management API, metrics, structured logs, migration between
-//! builds.
+//! Not here: running workloads (WebAssembly arrives with its own issue; a workload's hostname
+//! is certified and routed, and answers 503 until then).
 
+mod api;
+mod auth;
 mod http;
+mod https;
+mod metrics;
 mod provision;
+mod witness;
+mod workloads;
+
+pub use auth::{Authenticator, Claims};
+pub use witness::WitnessCounter;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use enclave_config::file::CounterKind;
 use enclave_config::{ConfigTree, LoadedConfig};
-use enclave_ratls::issue::{LeafSpec, WorkloadIdentity};
-use enclave_ratls::tls::{RatlsResolver, SniResolver, server_config};
+use enclave_ratls::issue::IntermediaryCa;
+use enclave_ratls::tls::{RatlsClientVerifier, RatlsResolver, SniResolver, server_config};
+use enclave_ratls::trust::TrustFiles;
+use enclave_store::{Counter, FileCounter, Store};
 use enclave_tee::Tee;
 use thiserror::Error;
 
@@ -43,6 +52,12 @@ pub enum RuntimeError {
     /// The CA could not be set up.
     #[error("CA: {0}")]
     Ca(String),
+    /// The sealed store could not be opened: a rollback, tampering, a missing key.
+    #[error("sealed store: {0}")]
+    Store(String),
+    /// The management API's token issuer could not be set up.
+    #[error("oidc: {0}")]
+    Oidc(String),
     /// The listener failed.
     #[error("listener {addr}: {reason}")]
     Listen {
@@ -62,29 +77,26 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
 }
 
-/// What the runtime serves.
+/// What the runtime serves, shared by every connection.
 pub(crate) struct State {
     pub tee: Arc<dyn Tee>,
+    pub ca: Arc<IntermediaryCa>,
     /// The enclave-wide certificate (what channel-bound evidence binds).
     pub enclave: Arc<RatlsResolver>,
+    /// The names the enclave-wide certificate carries.
+    pub enclave_names: Vec<String>,
     /// Chooses the enclave-wide or a workload's certificate by SNI.
     pub resolver: Arc<SniResolver>,
-    pub tree: ConfigTree,
+    pub config: LoadedConfig,
+    pub tree: RwLock<Arc<ConfigTree>>,
+    /// Workloads loaded at run time.
+    pub loaded: Mutex<workloads::Loaded>,
+    pub store: Arc<Store>,
+    pub auth: Option<Authenticator>,
+    pub metrics: metrics::Metrics,
 }
 
-/// A workload's own config tree: its leaves, under their names.
-fn workload_tree(tree: &ConfigTree, name: &str) -> Result<ConfigTree, RuntimeError> {
-    let prefix = format!("workload/{name}/");
-    Ok(ConfigTree::from_hashes(
-        tree.leaves()
-            .iter()
-            .filter(|l| l.name.starts_with(&prefix))
-            .map(|l| (l.name.clone(), l.value_hash)),
-    )
-    .map_err(enclave_config::ConfigError::from)?)
-}
-
-/// A prepared runtime: TEE open, CA loaded, first certificate issued.
+/// A prepared runtime: TEE open, CA and store unsealed, certificates issued.
 pub struct Runtime {
     state: Arc<State>,
     listen: SocketAddr,
@@ -98,37 +110,45 @@ fn ca_err(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Ca(e.to_string())
 }
 
-/// The module hashes that go into certificates, from the tree's leaves.
-fn modules(tree: &ConfigTree) -> Vec<(u64, [u8; 32])> {
-    let leaf = |name: &str| {
-        tree.leaves()
-            .iter()
-            .find(|l| l.name == name)
-            .map(|l| l.value_hash)
-    };
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for l in tree
-        .leaves()
-        .iter()
-        .filter(|l| l.name.starts_with("workload/") && l.name.ends_with("/code"))
-    {
-        ctx.update(l.name.as_bytes());
-        ctx.update(&l.value_hash);
+/// The JWKS bytes: from the file, or fetched over HTTPS trusting only the egress CA bundle.
+fn jwks(
+    config: &LoadedConfig,
+    o: &enclave_config::file::OidcConfig,
+) -> Result<Vec<u8>, RuntimeError> {
+    let err = |e: String| RuntimeError::Oidc(e);
+    if let Some(p) = &o.jwks_file {
+        let full = config.resolve(p);
+        return std::fs::read(&full).map_err(|e| err(format!("jwks_file {}: {e}", full.display())));
     }
-    let mut workloads = [0u8; 32];
-    workloads.copy_from_slice(ctx.finish().as_ref());
-    let mut out = vec![(5, workloads)];
-    if let Some(h) = leaf("egress/ca-bundle") {
-        out.push((1, h));
+    let url = o.jwks_url.as_deref().unwrap_or_default();
+    let bundle = config.config.egress.ca_bundle.as_ref().ok_or_else(|| {
+        err(format!(
+            "jwks_url {url} needs [egress] ca_bundle: the runtime trusts no public CA by default"
+        ))
+    })?;
+    let pem = std::fs::read(config.resolve(bundle))
+        .map_err(|e| err(format!("egress.ca_bundle {}: {e}", bundle.display())))?;
+    let tls = Arc::new(https::pinned(&pem).map_err(err)?);
+    let (base, _, path) = https::split_url(url).map_err(err)?;
+    let (_, port, _) = https::split_url(url).map_err(err)?;
+    let (status, body) = https::call(
+        &format!("https://{base}:{port}"),
+        "GET",
+        &path,
+        None,
+        tls,
+        Duration::from_secs(10),
+    )
+    .map_err(|e| err(format!("jwks_url: {e}")))?;
+    if status != 200 {
+        return Err(err(format!("jwks_url {url} answered {status}")));
     }
-    if let Some(h) = leaf("attestation/servers") {
-        out.push((7, h));
-    }
-    out
+    Ok(body)
 }
 
 impl Runtime {
-    /// Open the TEE, set up the CA, build the config tree and issue the first certificate.
+    /// Open the TEE, set up the CA, open and verify the sealed store, build the config tree and
+    /// issue the certificates.
     pub fn prepare(config: LoadedConfig, overrides: &Overrides) -> Result<Self, RuntimeError> {
         let c = &config.config;
         let listen_text = overrides
@@ -160,58 +180,104 @@ impl Runtime {
             _ => return Err(ca_err("ca.certificate and ca.key go together")),
         };
         let (ca, ca_root) = provision::intermediary(&state_dir, tee.as_ref(), policy, source)?;
-
-        let tree = LoadedConfig::tree(&config, env!("CARGO_PKG_VERSION"))?;
-        let mut names = vec!["localhost".to_string(), listen.ip().to_string()];
-        for h in c.workloads.iter().flat_map(|w| &w.hostnames) {
-            if !names.contains(h) {
-                names.push(h.clone());
-            }
-        }
-        let spec = LeafSpec {
-            names,
-            lifetime_secs: 12 * 3600,
-            config_root: Some(*tree.root()),
-            modules: modules(&tree),
-            workload: None,
-        };
         let ca = Arc::new(ca);
-        let enclave = Arc::new(RatlsResolver::new(tee.clone(), ca.clone(), spec.clone()));
+        let auth = match &c.oidc {
+            Some(o) => Some(
+                Authenticator::new(
+                    &o.issuer,
+                    &o.audience,
+                    o.clock_skew_secs,
+                    &jwks(&config, o)?,
+                )
+                .map_err(RuntimeError::Oidc)?,
+            ),
+            None => None,
+        };
+
+        // The enclave-wide certificate first: a witness counter presents it as the client
+        // certificate before the store (and so the loaded workloads) can be read.
+        let mut enclave_names = vec![
+            "localhost".to_string(),
+            listen.ip().to_string(),
+            c.management.hostname.clone(),
+        ];
+        enclave_names.dedup();
+        let file_tree = workloads::tree(&config, &workloads::Loaded::new())?;
+        let enclave = Arc::new(RatlsResolver::new(
+            tee.clone(),
+            ca.clone(),
+            workloads::enclave_spec(enclave_names.clone(), &file_tree),
+        ));
         enclave.current().map_err(ca_err)?;
-        // Each workload's hostnames get its own certificate: its identity and its own config root.
-        let mut workloads = Vec::new();
-        for w in &c.workloads {
-            if w.hostnames.is_empty() {
-                continue;
-            }
-            let own = workload_tree(&tree, &w.name)?;
-            let code_digest = tree
-                .leaves()
-                .iter()
-                .find(|l| l.name == format!("workload/{}/code", w.name))
-                .map(|l| l.value_hash)
-                .unwrap_or_default();
-            let wspec = LeafSpec {
-                names: w.hostnames.clone(),
-                workload: Some(WorkloadIdentity {
-                    config_root: *own.root(),
-                    code_digest,
-                    image: w.image.clone(),
-                    key_source: "tee-generated".into(),
-                }),
-                ..spec.clone()
-            };
-            let r = Arc::new(RatlsResolver::new(tee.clone(), ca.clone(), wspec));
+
+        let (master, id) = provision::master_key(&state_dir, tee.as_ref(), policy)?;
+        let store_dir = state_dir.join("store");
+        let counter: Box<dyn Counter> = match (&c.store.counter, &c.store.witness) {
+            (CounterKind::Witness, Some(w)) => Box::new(
+                WitnessCounter::new(
+                    &w.url,
+                    &TrustFiles {
+                        root: Some(config.resolve(&w.root)),
+                        trust_sim: w.trust_sim.as_ref().map(|p| config.resolve(p)),
+                        collateral: None,
+                    },
+                    enclave.clone(),
+                    id,
+                )
+                .map_err(|e| RuntimeError::Store(format!("store.witness: {e}")))?,
+            ),
+            _ => Box::new(
+                FileCounter::new(&store_dir.join("kv.counter"), &master, id)
+                    .map_err(|e| RuntimeError::Store(e.to_string()))?,
+            ),
+        };
+        let store = Arc::new(
+            Store::open(&store_dir.join("kv.redb"), master, id, counter)
+                .map_err(|e| RuntimeError::Store(e.to_string()))?,
+        );
+        let stats = store.stats();
+        tracing::info!(
+            store = %id,
+            version = stats.version,
+            records = stats.records,
+            counter = %store.counter(),
+            "sealed store opened and verified"
+        );
+
+        let loaded = workloads::restore(&store)?;
+        let tree = Arc::new(workloads::tree(&config, &loaded)?);
+        enclave.set_spec(workloads::enclave_spec(enclave_names.clone(), &tree));
+        enclave.current().map_err(ca_err)?;
+        // Each workload with hostnames gets its own certificate.
+        let mut certs = Vec::new();
+        let all = c
+            .workloads
+            .iter()
+            .chain(loaded.values().map(|(w, _)| w))
+            .filter(|w| !w.hostnames.is_empty());
+        for w in all {
+            let r = Arc::new(RatlsResolver::new(
+                tee.clone(),
+                ca.clone(),
+                workloads::workload_spec(&tree, w)?,
+            ));
             r.current().map_err(ca_err)?;
-            workloads.push((w.hostnames.clone(), r));
+            certs.push((w.name.clone(), w.hostnames.clone(), r));
         }
-        let resolver = Arc::new(SniResolver::new(enclave.clone(), workloads));
+        let resolver = Arc::new(SniResolver::new(enclave.clone(), certs));
         Ok(Self {
             state: Arc::new(State {
                 tee,
+                ca,
                 enclave,
+                enclave_names,
                 resolver,
-                tree,
+                config,
+                tree: RwLock::new(tree),
+                loaded: Mutex::new(loaded),
+                store,
+                auth,
+                metrics: metrics::Metrics::new(),
             }),
             listen,
             ca_root,
@@ -221,7 +287,12 @@ impl Runtime {
 
     /// The config root served.
     pub fn config_root(&self) -> [u8; 32] {
-        *self.state.tree.root()
+        *self
+            .state
+            .tree
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .root()
     }
 
     /// The TEE in use.
@@ -235,42 +306,85 @@ impl Runtime {
         shutdown: impl std::future::Future<Output = ()>,
         grace: Duration,
     ) -> Result<(), RuntimeError> {
-        let listen_err = |reason: String| RuntimeError::Listen {
-            addr: self.listen.to_string(),
+        let listen_err = |addr: &str, reason: String| RuntimeError::Listen {
+            addr: addr.to_string(),
             reason,
         };
+        let main = self.listen.to_string();
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await
-            .map_err(|e| listen_err(e.to_string()))?;
+            .map_err(|e| listen_err(&main, e.to_string()))?;
         let tls = server_config(self.state.resolver.clone(), None)
-            .map_err(|e| listen_err(e.to_string()))?;
+            .map_err(|e| listen_err(&main, e.to_string()))?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        eprintln!(
-            "enclave-os: serving RA-TLS on {} ({}{}), config root {}",
-            self.listen,
-            self.state.tee.name(),
-            if self.state.tee.simulated() {
-                ", SIMULATED"
-            } else {
-                ""
-            },
-            hex::encode(self.config_root())
+        let app = api::router(self.state.clone());
+
+        // The witness listener: mutual RA-TLS, the witness routes only.
+        let witness = match &self.state.config.config.witness {
+            Some(w) => {
+                let trust = TrustFiles {
+                    root: Some(self.state.config.resolve(&w.clients_root)),
+                    trust_sim: w.trust_sim.as_ref().map(|p| self.state.config.resolve(p)),
+                    collateral: None,
+                };
+                let clients = Arc::new(RatlsClientVerifier::new(
+                    trust.verifier().map_err(|e| listen_err(&w.listen, e))?,
+                ));
+                let tls = server_config(self.state.enclave.clone(), Some(clients))
+                    .map_err(|e| listen_err(&w.listen, e.to_string()))?;
+                let l = tokio::net::TcpListener::bind(&w.listen)
+                    .await
+                    .map_err(|e| listen_err(&w.listen, e.to_string()))?;
+                tracing::info!(listen = %w.listen, "serving as a witness over mutual RA-TLS");
+                let router =
+                    witness::router(Arc::new(witness::Witness::new(self.state.store.clone())));
+                Some((l, tokio_rustls::TlsAcceptor::from(Arc::new(tls)), router))
+            }
+            None => None,
+        };
+
+        tracing::info!(
+            listen = %self.listen,
+            tee = self.state.tee.name(),
+            simulated = self.state.tee.simulated(),
+            config_root = %hex::encode(self.config_root()),
+            management = %self.state.config.config.management.hostname,
+            "serving RA-TLS on {}",
+            self.listen
         );
+        let limit = Arc::new(tokio::sync::Semaphore::new(
+            self.state.config.config.limits.max_connections as usize,
+        ));
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
+        let (wl, wa, wr) = match witness {
+            Some((l, a, r)) => (Some(l), Some(a), Some(r)),
+            None => (None, None, None),
+        };
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => {
                     let Ok((tcp, _)) = accepted else { continue };
-                    let acceptor = acceptor.clone();
+                    let Ok(permit) = limit.clone().try_acquire_owned() else {
+                        tracing::warn!("connection limit reached; connection dropped");
+                        continue;
+                    };
+                    let (acceptor, state, app) = (acceptor.clone(), self.state.clone(), app.clone());
+                    tasks.spawn(async move {
+                        http::connection(acceptor, tcp, state, app, true).await;
+                        drop(permit);
+                    });
+                }
+                accepted = async { wl.as_ref()?.accept().await.ok() }, if wl.is_some() => {
+                    let (Some((tcp, _)), Some(a), Some(r)) = (accepted, wa.clone(), wr.clone()) else { continue };
                     let state = self.state.clone();
-                    tasks.spawn(http::connection(acceptor, tcp, state));
+                    tasks.spawn(http::connection(a, tcp, state, r, false));
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
-        eprintln!("enclave-os: shutting down; finishing requests in flight");
+        tracing::info!("shutting down; finishing requests in flight");
         let _ =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         Ok(())

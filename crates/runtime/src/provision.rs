@@ -102,10 +102,10 @@ pub(crate) fn intermediary(
                 enclave_ratls::ca::init(&dev, "Enclave OS development (not for production)")
                     .map_err(err)?;
             }
-            eprintln!(
-                "enclave-os: no CA configured: created a development CA in {} (clients pin {})",
-                dev.display(),
-                root_hint.display()
+            tracing::warn!(
+                dir = %dev.display(),
+                root = %root_hint.display(),
+                "no CA configured: created a development CA (not for production); clients pin its root"
             );
             let key = dev.join("intermediary.key.pem");
             (
@@ -130,10 +130,70 @@ pub(crate) fn intermediary(
         Some(path) => {
             std::fs::remove_file(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
         }
-        None => eprintln!(
-            "enclave-os: the intermediary CA key is now sealed to this TEE in {}; the plaintext key file is no longer needed: remove it",
-            sealed_path.display()
+        None => tracing::warn!(
+            sealed = %sealed_path.display(),
+            "the intermediary CA key is now sealed to this TEE; the plaintext key file is no longer needed: remove it"
         ),
     }
     Ok((ca, root_hint))
+}
+
+const MASTER_CONTEXT: &str = "runtime/store/master-key";
+
+/// The sealed store's master key and store id: generated on the first run and sealed to the TEE
+/// into `<state_dir>/store/master.key.sealed`; unsealed on later runs.
+pub(crate) fn master_key(
+    state_dir: &Path,
+    tee: &dyn Tee,
+    policy: SealPolicy,
+) -> Result<(enclave_store::MasterKey, enclave_store::StoreId), RuntimeError> {
+    let dir = state_dir.join("store");
+    let sealed_path = dir.join("master.key.sealed");
+    let key = |what: &str| {
+        tee.sealing_key(policy).map_err(|e| {
+            RuntimeError::Store(format!(
+                "cannot {what} the store's master key on {}: {e}",
+                tee.name()
+            ))
+        })
+    };
+    let store_err = |e: String| RuntimeError::Store(e);
+    if sealed_path.exists() {
+        let blob = std::fs::read(&sealed_path)
+            .map_err(|e| store_err(format!("{}: {e}", sealed_path.display())))?;
+        let plain = key("unseal")?
+            .unseal(MASTER_CONTEXT, &blob)
+            .map_err(|e| store_err(format!("{}: {e}", sealed_path.display())))?;
+        if plain.len() != 48 {
+            return Err(store_err(format!(
+                "{}: unsealed to {} bytes, not 48",
+                sealed_path.display(),
+                plain.len()
+            )));
+        }
+        let master = enclave_store::MasterKey::from_bytes(&plain[..32])
+            .map_err(|e| store_err(e.to_string()))?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&plain[32..]);
+        return Ok((master, enclave_store::StoreId(id)));
+    }
+    if dir.join("kv.redb").exists() {
+        return Err(store_err(format!(
+            "{} exists but its sealed master key {} is gone: refusing to start a new store over it",
+            dir.join("kv.redb").display(),
+            sealed_path.display()
+        )));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| store_err(format!("{}: {e}", dir.display())))?;
+    let master = enclave_store::MasterKey::generate().map_err(|e| store_err(e.to_string()))?;
+    let id = enclave_store::StoreId::generate().map_err(|e| store_err(e.to_string()))?;
+    let mut plain = Zeroizing::new(Vec::with_capacity(48));
+    plain.extend_from_slice(master.expose());
+    plain.extend_from_slice(&id.0);
+    let blob = key("seal")?
+        .seal(MASTER_CONTEXT, &plain)
+        .map_err(|e| store_err(e.to_string()))?;
+    write_private(&sealed_path, &blob)?;
+    tracing::info!(path = %sealed_path.display(), store = %id, "generated the store's master key and sealed it to the TEE");
+    Ok((master, id))
 }

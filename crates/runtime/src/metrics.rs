@@ -1,0 +1,145 @@
+//! Counters the runtime keeps, rendered in the Prometheus text format (version 0.0.4).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// What the runtime counts.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    started: Instant,
+    /// (route template, method, status) → requests.
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    pub auth_failures: AtomicU64,
+    pub connections: AtomicU64,
+    pub handshake_failures: AtomicU64,
+}
+
+/// Values read at render time from elsewhere.
+pub(crate) struct Gauges<'a> {
+    pub tee: &'a str,
+    pub simulated: bool,
+    pub store_version: u64,
+    pub store_records: u64,
+    pub workloads: usize,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            requests: Mutex::new(BTreeMap::new()),
+            auth_failures: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            handshake_failures: AtomicU64::new(0),
+        }
+    }
+
+    pub fn request(&self, route: &str, method: &str, status: u16) {
+        let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((route.to_string(), method.to_string(), status))
+            .or_insert(0) += 1;
+    }
+
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    pub fn render(&self, g: &Gauges<'_>) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, String)>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in lines {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        metric(
+            "enclave_os_build_info",
+            "gauge",
+            "The running build and TEE.",
+            vec![(
+                format!(
+                    "{{version=\"{}\",tee=\"{}\",simulated=\"{}\"}}",
+                    env!("CARGO_PKG_VERSION"),
+                    g.tee,
+                    g.simulated
+                ),
+                "1".into(),
+            )],
+        );
+        metric(
+            "enclave_os_uptime_seconds",
+            "gauge",
+            "Seconds since the runtime started.",
+            vec![(String::new(), self.uptime_secs().to_string())],
+        );
+        let requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((route, method, status), n)| {
+                (
+                    format!(
+                        "{{route=\"{}\",method=\"{method}\",status=\"{status}\"}}",
+                        route.replace('\\', "\\\\").replace('"', "\\\"")
+                    ),
+                    n.to_string(),
+                )
+            })
+            .collect();
+        metric(
+            "enclave_os_http_requests_total",
+            "counter",
+            "HTTP requests answered, by route template, method and status.",
+            requests,
+        );
+        for (name, help, v) in [
+            (
+                "enclave_os_auth_failures_total",
+                "Requests refused for a missing or invalid bearer token.",
+                &self.auth_failures,
+            ),
+            (
+                "enclave_os_connections_total",
+                "TCP connections accepted.",
+                &self.connections,
+            ),
+            (
+                "enclave_os_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out.",
+                &self.handshake_failures,
+            ),
+        ] {
+            metric(
+                name,
+                "counter",
+                help,
+                vec![(String::new(), v.load(Ordering::Relaxed).to_string())],
+            );
+        }
+        for (name, help, v) in [
+            (
+                "enclave_os_store_version",
+                "The sealed store's version: write transactions committed.",
+                g.store_version as i64,
+            ),
+            (
+                "enclave_os_store_records",
+                "Live records in the sealed store.",
+                g.store_records as i64,
+            ),
+            (
+                "enclave_os_workloads",
+                "Workloads configured or loaded.",
+                g.workloads as i64,
+            ),
+        ] {
+            metric(name, "gauge", help, vec![(String::new(), v.to_string())]);
+        }
+        out
+    }
+}

@@ -1,0 +1,216 @@
+//! The witness: rollback counters kept by another Enclave OS instance, over mutual RA-TLS.
+//!
+//! A host can put back an old copy of everything on its own disks, counter included. It cannot
+//! put back another machine's sealed state. So an instance may keep its store's counter in a
+//! witness: another instance, whose certificate it verifies (evidence, the operator's root), and
+//! which verifies its certificate in turn. Counter `id` is the client store's id.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /witness/v1/counters/<id>` | `{"value": n}` (0 for a counter never advanced) |
+//! | `POST /witness/v1/counters/<id>` `{"advance_to": n}` | `{"value": n}`, or 409 when the counter is past `n` |
+//!
+//! The witness keeps counters in its own sealed store (namespace `sys/witness`), so they have
+//! the witness's own rollback protection. Any client chaining to the configured root may advance
+//! any counter: a client can only move counters forward, so the worst a misbehaving instance of
+//! the same operator can do is make another refuse to start (fail closed), never accept a
+//! rollback.
+
+// A handler's error is the response it sends (axum's own pattern); it is built once per
+// request, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use enclave_ratls::binding::Freshness;
+use enclave_ratls::tls::{RatlsResolver, RatlsServerVerifier, client_config};
+use enclave_ratls::trust::TrustFiles;
+use enclave_store::{Counter, CounterError, Store, StoreId};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::https;
+
+const NAMESPACE: &str = "sys/witness";
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The witness side.
+pub(crate) struct Witness {
+    pub store: Arc<Store>,
+    /// Read-compare-write of one counter must not interleave with another.
+    lock: Mutex<()>,
+}
+
+impl Witness {
+    pub fn new(store: Arc<Store>) -> Self {
+        Self {
+            store,
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn read(&self, id: &str) -> Result<u64, String> {
+        match self
+            .store
+            .get(NAMESPACE, id.as_bytes())
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(0),
+            Some(v) => v
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| format!("counter {id} is not 8 bytes")),
+        }
+    }
+
+    fn advance(&self, id: &str, to: u64) -> Result<u64, (StatusCode, String)> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self
+            .read(id)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        if to < current {
+            return Err((
+                StatusCode::CONFLICT,
+                format!("counter {id} is at {current}; it cannot go back to {to}"),
+            ));
+        }
+        if to > current {
+            self.store
+                .put(NAMESPACE, id.as_bytes(), &to.to_be_bytes())
+                .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        }
+        Ok(to)
+    }
+}
+
+fn valid_id(id: &str) -> Result<(), Response> {
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(crate::api::error(
+            StatusCode::BAD_REQUEST,
+            format!("counter id '{id}' is not 16 bytes of hex"),
+        ))
+    }
+}
+
+async fn get_counter(State(w): State<Arc<Witness>>, Path(id): Path<String>) -> Response {
+    if let Err(r) = valid_id(&id) {
+        return r;
+    }
+    match tokio::task::spawn_blocking(move || w.read(&id)).await {
+        Ok(Ok(v)) => Json(json!({ "value": v })).into_response(),
+        Ok(Err(e)) => crate::api::error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => crate::api::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct Advance {
+    advance_to: u64,
+}
+
+async fn post_counter(
+    State(w): State<Arc<Witness>>,
+    Path(id): Path<String>,
+    Json(body): Json<Advance>,
+) -> Response {
+    if let Err(r) = valid_id(&id) {
+        return r;
+    }
+    let id2 = id.clone();
+    match tokio::task::spawn_blocking(move || w.advance(&id2, body.advance_to)).await {
+        Ok(Ok(v)) => {
+            tracing::info!(counter = %id, value = v, "witness counter advanced");
+            Json(json!({ "value": v })).into_response()
+        }
+        Ok(Err((status, e))) => crate::api::error(status, e),
+        Err(e) => crate::api::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The witness's routes (served only on its mutual RA-TLS listener).
+pub(crate) fn router(w: Arc<Witness>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/witness/v1/counters/{id}",
+            axum::routing::get(get_counter).post(post_counter),
+        )
+        .with_state(w)
+}
+
+/// The client side: a [`Counter`] kept by a witness.
+pub struct WitnessCounter {
+    url: String,
+    id: StoreId,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl WitnessCounter {
+    /// The counter for store `id` at the witness `url`, which must present an RA-TLS
+    /// certificate that `trust` accepts; this instance presents `own`.
+    pub fn new(
+        url: &str,
+        trust: &TrustFiles,
+        own: Arc<RatlsResolver>,
+        id: StoreId,
+    ) -> Result<Self, String> {
+        https::split_url(url)?;
+        let verifier = Arc::new(RatlsServerVerifier::new(
+            trust.verifier()?,
+            Freshness::Deterministic,
+        ));
+        let tls = client_config(verifier, None, Some(own)).map_err(|e| e.to_string())?;
+        Ok(Self {
+            url: url.trim_end_matches('/').to_string(),
+            id,
+            tls: Arc::new(tls),
+        })
+    }
+
+    fn err(&self, reason: impl std::fmt::Display) -> CounterError {
+        CounterError {
+            counter: self.describe(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn call(&self, method: &str, body: Option<&[u8]>) -> Result<u64, CounterError> {
+        let path = format!("/witness/v1/counters/{}", self.id);
+        let (status, reply) =
+            https::call(&self.url, method, &path, body, self.tls.clone(), TIMEOUT)
+                .map_err(|e| self.err(format!("unreachable: {e}")))?;
+        let v: serde_json::Value = serde_json::from_slice(&reply)
+            .map_err(|_| self.err(format!("answered {status} with a body that is not JSON")))?;
+        if status != 200 {
+            return Err(self.err(format!(
+                "answered {status}: {}",
+                v["error"].as_str().unwrap_or("no reason given")
+            )));
+        }
+        v["value"]
+            .as_u64()
+            .ok_or_else(|| self.err("answered without a value"))
+    }
+}
+
+impl Counter for WitnessCounter {
+    fn describe(&self) -> String {
+        format!("the witness {} (counter {})", self.url, self.id)
+    }
+
+    fn read(&self) -> Result<u64, CounterError> {
+        self.call("GET", None)
+    }
+
+    fn advance(&self, to: u64) -> Result<(), CounterError> {
+        let body = json!({ "advance_to": to }).to_string();
+        self.call("POST", Some(body.as_bytes())).map(|_| ())
+    }
+}

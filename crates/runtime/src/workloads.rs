@@ -1,0 +1,273 @@
+//! Workloads: those of `enclave.toml` and those loaded at run time through the management API,
+//! the config tree they make, and their certificates.
+//!
+//! Loading, updating or unloading one workload recomputes the tree, reissues the enclave-wide
+//! certificate (its config root and combined workloads hash change) and that workload's own
+//! certificate. Other workloads' certificates carry only their own config root, so they do not
+//! change. Workloads loaded at run time are kept in the sealed store (`sys/workloads`) and come
+//! back after a restart.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use enclave_config::file::Workload;
+use enclave_config::{ConfigTree, LoadedConfig};
+use enclave_ratls::issue::{LeafSpec, WorkloadIdentity};
+use enclave_ratls::tls::RatlsResolver;
+use enclave_store::Store;
+use serde::{Deserialize, Serialize};
+
+use crate::{RuntimeError, State};
+
+pub(crate) const NAMESPACE: &str = "sys/workloads";
+const LIFETIME_SECS: i64 = 12 * 3600;
+
+/// A workload loaded at run time, as kept in the sealed store.
+#[derive(Serialize, Deserialize)]
+struct Kept {
+    workload: Workload,
+    /// The code, base64.
+    code: String,
+}
+
+/// Runtime-loaded workloads by name: the settings and the code bytes.
+pub(crate) type Loaded = BTreeMap<String, (Workload, Vec<u8>)>;
+
+/// The workloads kept in the store.
+pub(crate) fn restore(store: &Store) -> Result<Loaded, RuntimeError> {
+    let mut out = Loaded::new();
+    for key in store
+        .keys(NAMESPACE)
+        .map_err(|e| RuntimeError::Store(e.to_string()))?
+    {
+        let Some(bytes) = store
+            .get(NAMESPACE, &key)
+            .map_err(|e| RuntimeError::Store(e.to_string()))?
+        else {
+            continue;
+        };
+        let kept: Kept = serde_json::from_slice(&bytes).map_err(|e| {
+            RuntimeError::Store(format!(
+                "loaded workload '{}' cannot be read back: {e}",
+                String::from_utf8_lossy(&key)
+            ))
+        })?;
+        let code = STANDARD
+            .decode(&kept.code)
+            .map_err(|e| RuntimeError::Store(format!("workload '{}': {e}", kept.workload.name)))?;
+        out.insert(kept.workload.name.clone(), (kept.workload, code));
+    }
+    Ok(out)
+}
+
+/// The tree of the file's configuration and the loaded workloads.
+pub(crate) fn tree(config: &LoadedConfig, loaded: &Loaded) -> Result<ConfigTree, RuntimeError> {
+    let extra: Vec<(Workload, Vec<u8>)> = loaded.values().cloned().collect();
+    Ok(config.tree_with(env!("CARGO_PKG_VERSION"), &extra)?)
+}
+
+/// The module hashes for the enclave-wide certificate: the combined workloads hash (over every
+/// workload's name and code hash), the egress bundle and the attestation servers.
+fn modules(tree: &ConfigTree) -> Vec<(u64, [u8; 32])> {
+    let leaf = |name: &str| {
+        tree.leaves()
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.value_hash)
+    };
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for l in tree
+        .leaves()
+        .iter()
+        .filter(|l| l.name.starts_with("workload/") && l.name.ends_with("/code"))
+    {
+        ctx.update(l.name.as_bytes());
+        ctx.update(&l.value_hash);
+    }
+    let mut workloads = [0u8; 32];
+    workloads.copy_from_slice(ctx.finish().as_ref());
+    let mut out = vec![(5, workloads)];
+    if let Some(h) = leaf("egress/ca-bundle") {
+        out.push((1, h));
+    }
+    if let Some(h) = leaf("attestation/servers") {
+        out.push((7, h));
+    }
+    out
+}
+
+/// What the enclave-wide certificate certifies.
+pub(crate) fn enclave_spec(names: Vec<String>, tree: &ConfigTree) -> LeafSpec {
+    LeafSpec {
+        names,
+        lifetime_secs: LIFETIME_SECS,
+        config_root: Some(*tree.root()),
+        modules: modules(tree),
+        workload: None,
+    }
+}
+
+/// What a workload's own certificate certifies: its hostnames, its code hash and its own config
+/// root (its leaves only), so that no other workload's change touches it.
+pub(crate) fn workload_spec(tree: &ConfigTree, w: &Workload) -> Result<LeafSpec, RuntimeError> {
+    let prefix = format!("workload/{}/", w.name);
+    let own = ConfigTree::from_hashes(
+        tree.leaves()
+            .iter()
+            .filter(|l| l.name.starts_with(&prefix))
+            .map(|l| (l.name.clone(), l.value_hash)),
+    )
+    .map_err(enclave_config::ConfigError::from)?;
+    let code_digest = tree
+        .leaves()
+        .iter()
+        .find(|l| l.name == format!("workload/{}/code", w.name))
+        .map(|l| l.value_hash)
+        .unwrap_or_default();
+    Ok(LeafSpec {
+        names: w.hostnames.clone(),
+        lifetime_secs: LIFETIME_SECS,
+        config_root: Some(*own.root()),
+        modules: Vec::new(),
+        workload: Some(WorkloadIdentity {
+            config_root: *own.root(),
+            code_digest,
+            image: w.image.clone(),
+            key_source: "tee-generated".into(),
+        }),
+    })
+}
+
+/// Every workload: the file's, then those loaded at run time.
+pub(crate) fn all(state: &State) -> Vec<(Workload, &'static str)> {
+    let mut out: Vec<(Workload, &'static str)> = state
+        .config
+        .config
+        .workloads
+        .iter()
+        .map(|w| (w.clone(), "enclave.toml"))
+        .collect();
+    out.extend(
+        state
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|(w, _)| (w.clone(), "api")),
+    );
+    out
+}
+
+type ApiError = (StatusCode, String);
+
+fn conflict(reason: String) -> ApiError {
+    (StatusCode::CONFLICT, reason)
+}
+
+/// Recompute the tree and the enclave-wide certificate after `loaded` changed.
+fn retree(state: &State, loaded: &Loaded) -> Result<Arc<ConfigTree>, ApiError> {
+    let tree = Arc::new(
+        tree(&state.config, loaded)
+            .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?,
+    );
+    state
+        .enclave
+        .set_spec(enclave_spec(state.enclave_names.clone(), &tree));
+    *state.tree.write().unwrap_or_else(|p| p.into_inner()) = tree.clone();
+    Ok(tree)
+}
+
+/// Load (or replace) workload `w` with `code`.
+pub(crate) fn load(state: &State, w: Workload, code: Vec<u8>) -> Result<(), ApiError> {
+    w.check(false).map_err(|(field, reason)| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{field}: {reason}"),
+        )
+    })?;
+    if state
+        .config
+        .config
+        .workloads
+        .iter()
+        .any(|f| f.name == w.name)
+    {
+        return Err(conflict(format!(
+            "workload '{}' is defined in enclave.toml; change it there",
+            w.name
+        )));
+    }
+    let reserved = &state.config.config.management.hostname;
+    for h in &w.hostnames {
+        if h.eq_ignore_ascii_case(reserved) {
+            return Err(conflict(format!(
+                "'{h}' is reserved for the management API"
+            )));
+        }
+        if let Some((other, _)) = all(state).into_iter().find(|(o, _)| {
+            o.name != w.name && o.hostnames.iter().any(|x| x.eq_ignore_ascii_case(h))
+        }) {
+            return Err(conflict(format!(
+                "hostname '{h}' is served by workload '{}'",
+                other.name
+            )));
+        }
+    }
+    let mut loaded = state.loaded.lock().unwrap_or_else(|p| p.into_inner());
+    let mut next = loaded.clone();
+    next.insert(w.name.clone(), (w.clone(), code.clone()));
+    // Check the tree before anything is kept.
+    let candidate = tree(&state.config, &next)
+        .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let spec = workload_spec(&candidate, &w)
+        .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let kept = serde_json::to_vec(&Kept {
+        workload: w.clone(),
+        code: STANDARD.encode(&code),
+    })
+    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    state
+        .store
+        .put(NAMESPACE, w.name.as_bytes(), &kept)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    *loaded = next;
+    retree(state, &loaded)?;
+    if w.hostnames.is_empty() {
+        state.resolver.remove_workload(&w.name);
+    } else {
+        let r = Arc::new(RatlsResolver::new(
+            state.tee.clone(),
+            state.ca.clone(),
+            spec,
+        ));
+        state.resolver.set_workload(&w.name, w.hostnames.clone(), r);
+    }
+    Ok(())
+}
+
+/// Unload workload `name` (loaded at run time).
+pub(crate) fn unload(state: &State, name: &str) -> Result<(), ApiError> {
+    if state.config.config.workloads.iter().any(|f| f.name == name) {
+        return Err(conflict(format!(
+            "workload '{name}' is defined in enclave.toml; remove it there"
+        )));
+    }
+    let mut loaded = state.loaded.lock().unwrap_or_else(|p| p.into_inner());
+    if !loaded.contains_key(name) {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("no workload '{name}' is loaded"),
+        ));
+    }
+    state
+        .store
+        .delete(NAMESPACE, name.as_bytes())
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    loaded.remove(name);
+    retree(state, &loaded)?;
+    state.resolver.remove_workload(name);
+    Ok(())
+}
