@@ -7,6 +7,7 @@
 mod ca_cmd;
 mod evidence_cmd;
 mod measure_cmd;
+mod migrate_cmd;
 mod render;
 mod run_cmd;
 mod token_cmd;
@@ -46,6 +47,9 @@ enum Command {
     /// Run the runtime for an enclave.toml: the RA-TLS listener, the sealed store and the
     /// management API.
     Run(run_cmd::RunArgs),
+    /// Move measurement-sealed state to a new build.
+    #[command(subcommand)]
+    Migrate(migrate_cmd::MigrateCommand),
     /// Development helper: mint an OIDC bearer token (ES256 or RS256) for the management API.
     Token(token_cmd::TokenArgs),
 }
@@ -64,5 +68,6 @@ fn main() -> ExitCode {
         Command::Measure(args) => measure_cmd::run(&args),
         Command::Run(args) => run_cmd::run(&args),
         Command::Token(args) => token_cmd::run(&args),
+        Command::Migrate(cmd) => migrate_cmd::run(cmd),
     }
 }

@@ -19,6 +19,7 @@ mod auth;
 mod http;
 mod https;
 mod metrics;
+pub mod migrate;
 mod provision;
 mod witness;
 mod workloads;
@@ -58,6 +59,9 @@ pub enum RuntimeError {
     /// The management API's token issuer could not be set up.
     #[error("oidc: {0}")]
     Oidc(String),
+    /// Moving sealed state to a new build failed.
+    #[error("migration: {0}")]
+    Migration(String),
     /// The listener failed.
     #[error("listener {addr}: {reason}")]
     Listen {

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::RuntimeError;
 
-const CONTEXT: &str = "runtime/ca/intermediary-key";
+pub(crate) const CONTEXT: &str = "runtime/ca/intermediary-key";
 
 fn err(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Ca(e.to_string())
@@ -27,7 +27,7 @@ fn read(path: &Path) -> Result<Zeroizing<String>, RuntimeError> {
         .map_err(|e| err(format!("{}: {e}", path.display())))
 }
 
-fn write_private(path: &Path, data: &[u8]) -> Result<(), RuntimeError> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), RuntimeError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -138,7 +138,7 @@ pub(crate) fn intermediary(
     Ok((ca, root_hint))
 }
 
-const MASTER_CONTEXT: &str = "runtime/store/master-key";
+pub(crate) const MASTER_CONTEXT: &str = "runtime/store/master-key";
 
 /// The sealed store's master key and store id: generated on the first run and sealed to the TEE
 /// into `<state_dir>/store/master.key.sealed`; unsealed on later runs.
