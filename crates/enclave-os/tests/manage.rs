@@ -141,9 +141,22 @@ impl Instance {
         token: Option<&str>,
         body: &[u8],
     ) -> std::io::Result<(u16, Vec<u8>)> {
+        self.call_as("127.0.0.1", tls, method, path, token, body)
+    }
+
+    /// One request over RA-TLS to `host` (SNI and Host).
+    fn call_as(
+        &self,
+        host: &str,
+        tls: &Arc<rustls::ClientConfig>,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
         let tcp = TcpStream::connect(("127.0.0.1", self.port))?;
         tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
         let conn = rustls::ClientConnection::new(tls.clone(), name.to_owned()).unwrap();
         let mut s = rustls::StreamOwned::new(conn, tcp);
         let auth = token
@@ -151,7 +164,7 @@ impl Instance {
             .unwrap_or_default();
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         )?;
         s.write_all(body)?;
@@ -171,7 +184,33 @@ impl Instance {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| std::io::Error::other("no status"))?;
-        Ok((status, out[end + 4..].to_vec()))
+        let mut body = out[end + 4..].to_vec();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            body = dechunk(&body);
+        }
+        Ok((status, body))
+    }
+}
+
+/// A chunked HTTP/1.1 body, joined.
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        b = &b[eol + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
     }
 }
 
@@ -707,4 +746,64 @@ fn measurement_sealed_state_moves_to_a_new_build_only_when_exported_to_it() {
         .call(&a.client(), "GET", "/api/v1/kv/k", Some(&t), b"")
         .unwrap();
     assert_eq!((status, body.as_slice()), (200, &b"kept"[..]));
+}
+
+#[test]
+fn wasm_components_serve_over_ra_tls_within_their_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/wasm/hello.wasm");
+    let a = Instance::new(
+        tmp.path(),
+        &format!(
+            "[[workload]]\nname = \"hello\"\nkind = \"wasm\"\nsource = \"{w}\"\nhostnames = [\"hello.test\"]\nenv = {{ GREETING = \"hi\" }}\n\
+             [[workload]]\nname = \"spin\"\nkind = \"wasm\"\nsource = \"{w}\"\nhostnames = [\"spin.test\"]\n\
+             [workload.limits]\nmemory_bytes = 16777216\nrequest_timeout_ms = 300\n",
+            w = wasm.display()
+        ),
+    );
+    let _server = a.start();
+    let tls = a.client();
+    let (status, body) = a
+        .call_as("hello.test", &tls, "GET", "/", None, b"")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, b"hi from a WebAssembly component\n");
+    let (status, body) = a
+        .call_as("hello.test", &tls, "POST", "/echo", None, b"round trip")
+        .unwrap();
+    assert_eq!((status, body.as_slice()), (200, &b"round trip"[..]));
+
+    // A runaway is stopped at its deadline, a memory hog is refused, and the other app serves on.
+    let started = Instant::now();
+    let (status, body) = a
+        .call_as("spin.test", &tls, "GET", "/loop", None, b"")
+        .unwrap();
+    assert_eq!(status, 502);
+    let reason = json_of(&body)["error"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("300 ms") && reason.contains("stopped"),
+        "{reason}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let (status, body) = a
+        .call_as("spin.test", &tls, "GET", "/hog", None, b"")
+        .unwrap();
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+    let (status, _) = a
+        .call_as("hello.test", &tls, "GET", "/", None, b"")
+        .unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = a.call_as("spin.test", &tls, "GET", "/", None, b"").unwrap();
+    assert_eq!(
+        status, 200,
+        "a fresh instance per request: the trap left nothing behind"
+    );
+
+    // The app's certificate attests the component bytes as supplied.
+    let v = verify(&a, Some("hello.test"));
+    let expected = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        &std::fs::read(&wasm).unwrap(),
+    ));
+    assert_eq!(v["workload"]["code_digest"], expected.as_str());
 }

@@ -34,6 +34,35 @@ fn workload_for(state: &State, sni: Option<&str>, host: Option<&str>) -> Option<
         .map(|(w, _)| w.name)
 }
 
+/// Hand the request to the workload's component, in a fresh instance.
+async fn serve_workload(
+    state: &State,
+    name: &str,
+    req: Request<Incoming>,
+) -> axum::response::Response {
+    let app = state
+        .apps
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .cloned();
+    let Some(app) = app else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "workload '{name}' is configured and certified, but only wasm workloads run in this build"
+            ),
+        );
+    };
+    match app.handle(req).await {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(e) => {
+            tracing::warn!(workload = %name, error = %e, "request failed");
+            error(StatusCode::BAD_GATEWAY, e.to_string())
+        }
+    }
+}
+
 pub(crate) async fn connection(
     acceptor: tokio_rustls::TlsAcceptor,
     tcp: tokio::net::TcpStream,
@@ -85,12 +114,7 @@ pub(crate) async fn connection(
                 workload_for(&state, sni.as_deref(), host.as_deref())
             };
             let response = match workload {
-                Some(name) => error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "workload '{name}' is configured and certified, but this build does not run workloads yet"
-                    ),
-                ),
+                Some(name) => serve_workload(&state, &name, req).await,
                 None => match app.oneshot(req.map(axum::body::Body::new)).await {
                     Ok(r) => r,
                     Err(never) => match never {},

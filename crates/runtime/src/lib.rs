@@ -11,8 +11,8 @@
 //! the reserved hostname; state-changing calls need an OIDC bearer token (`auth`). An instance
 //! may also serve as a witness, keeping other instances' rollback counters (`witness`).
 //!
-//! Not here: running workloads (WebAssembly arrives with its own issue; a workload's hostname
-//! is certified and routed, and answers 503 until then).
+//! WebAssembly workloads run through `enclave-wasm`; container and process workloads are
+//! certified and routed, and answer 503 until they are built.
 
 mod api;
 mod auth;
@@ -59,6 +59,9 @@ pub enum RuntimeError {
     /// The management API's token issuer could not be set up.
     #[error("oidc: {0}")]
     Oidc(String),
+    /// A workload could not be loaded.
+    #[error("{0}")]
+    Workload(String),
     /// Moving sealed state to a new build failed.
     #[error("migration: {0}")]
     Migration(String),
@@ -98,6 +101,9 @@ pub(crate) struct State {
     pub store: Arc<Store>,
     pub auth: Option<Authenticator>,
     pub metrics: metrics::Metrics,
+    /// The WebAssembly engine, and the compiled wasm workloads by name.
+    pub wasm: enclave_wasm::Host,
+    pub apps: RwLock<std::collections::HashMap<String, Arc<enclave_wasm::App>>>,
 }
 
 /// A prepared runtime: TEE open, CA and store unsealed, certificates issued.
@@ -269,6 +275,32 @@ impl Runtime {
             certs.push((w.name.clone(), w.hostnames.clone(), r));
         }
         let resolver = Arc::new(SniResolver::new(enclave.clone(), certs));
+
+        // Compile every wasm workload now: a component that cannot run stops the start.
+        let wasm = enclave_wasm::Host::new().map_err(|e| RuntimeError::Workload(e.to_string()))?;
+        let mut apps = std::collections::HashMap::new();
+        for (i, w) in c.workloads.iter().enumerate() {
+            if w.kind != enclave_config::file::WorkloadKind::Wasm {
+                continue;
+            }
+            let Some(source) = &w.source else { continue };
+            let path = config.resolve(source);
+            let code = std::fs::read(&path).map_err(|e| {
+                RuntimeError::Workload(format!("workload[{i}].source {}: {e}", path.display()))
+            })?;
+            apps.insert(
+                w.name.clone(),
+                Arc::new(workloads::compile(&wasm, w, &code)?),
+            );
+        }
+        for (w, code) in loaded.values() {
+            if w.kind == enclave_config::file::WorkloadKind::Wasm {
+                apps.insert(
+                    w.name.clone(),
+                    Arc::new(workloads::compile(&wasm, w, code)?),
+                );
+            }
+        }
         Ok(Self {
             state: Arc::new(State {
                 tee,
@@ -282,6 +314,8 @@ impl Runtime {
                 store,
                 auth,
                 metrics: metrics::Metrics::new(),
+                wasm,
+                apps: RwLock::new(apps),
             }),
             listen,
             ca_root,

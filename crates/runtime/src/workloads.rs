@@ -161,6 +161,32 @@ pub(crate) fn all(state: &State) -> Vec<(Workload, &'static str)> {
     out
 }
 
+/// Compile a wasm workload with its environment, arguments and limits.
+pub(crate) fn compile(
+    host: &enclave_wasm::Host,
+    w: &Workload,
+    code: &[u8],
+) -> Result<enclave_wasm::App, RuntimeError> {
+    let defaults = enclave_wasm::Limits::default();
+    let limits = enclave_wasm::Limits {
+        memory_bytes: w.limits.memory_bytes.map_or(defaults.memory_bytes, |m| {
+            usize::try_from(m).unwrap_or(usize::MAX)
+        }),
+        timeout: w
+            .limits
+            .request_timeout_ms
+            .map_or(defaults.timeout, std::time::Duration::from_millis),
+    };
+    host.load(
+        &w.name,
+        code,
+        w.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        w.args.clone(),
+        limits,
+    )
+    .map_err(|e| RuntimeError::Workload(e.to_string()))
+}
+
 type ApiError = (StatusCode, String);
 
 fn conflict(reason: String) -> ApiError {
@@ -216,6 +242,15 @@ pub(crate) fn load(state: &State, w: Workload, code: Vec<u8>) -> Result<(), ApiE
             )));
         }
     }
+    // A component that does not compile is refused before anything is kept.
+    let app = match w.kind {
+        enclave_config::file::WorkloadKind::Wasm => {
+            Some(Arc::new(compile(&state.wasm, &w, &code).map_err(|e| {
+                (StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            })?))
+        }
+        _ => None,
+    };
     let mut loaded = state.loaded.lock().unwrap_or_else(|p| p.into_inner());
     let mut next = loaded.clone();
     next.insert(w.name.clone(), (w.clone(), code.clone()));
@@ -235,6 +270,13 @@ pub(crate) fn load(state: &State, w: Workload, code: Vec<u8>) -> Result<(), ApiE
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     *loaded = next;
     retree(state, &loaded)?;
+    {
+        let mut apps = state.apps.write().unwrap_or_else(|p| p.into_inner());
+        match app {
+            Some(a) => apps.insert(w.name.clone(), a),
+            None => apps.remove(&w.name),
+        };
+    }
     if w.hostnames.is_empty() {
         state.resolver.remove_workload(&w.name);
     } else {
@@ -268,6 +310,11 @@ pub(crate) fn unload(state: &State, name: &str) -> Result<(), ApiError> {
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     loaded.remove(name);
     retree(state, &loaded)?;
+    state
+        .apps
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(name);
     state.resolver.remove_workload(name);
     Ok(())
 }

@@ -1,0 +1,333 @@
+//! Enclave OS WebAssembly workloads: wasi:http proxy components on wasmtime.
+//!
+//! What it is for: compiling a component once, and handling each HTTP request in a fresh
+//! instance of it, with WASI 0.2 (clocks, random, the operator's environment and arguments, no
+//! host filesystem), a memory cap and a wall-clock deadline enforced by epoch interruption. A
+//! trap, an overrun or a refusal in one request never touches another request or another app.
+//!
+//! What it is not: the listener, routing or certificates (the runtime does those), nor the SDK
+//! and HTTPS egress, which are not built yet: an outgoing request from a component is refused
+//! with `HTTP-request-denied`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use thiserror::Error;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// How often the engine's epoch advances: the granularity of deadlines.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Why a component could not be loaded or a request not handled.
+#[derive(Debug, Error)]
+pub enum WasmError {
+    /// The bytes are not a component, or it does not export `wasi:http/incoming-handler`.
+    #[error("workload '{name}': {reason}")]
+    Load {
+        /// The workload.
+        name: String,
+        /// Why, from wasmtime.
+        reason: String,
+    },
+    /// The request could not be completed: a trap, the deadline, the memory cap.
+    #[error("workload '{name}': {reason}")]
+    Request {
+        /// The workload.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Per-app limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Linear memory and tables, in bytes, per instance.
+    pub memory_bytes: usize,
+    /// Wall-clock time for one request, guest CPU included.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The engine all apps share, and the thread that advances its epoch.
+#[derive(Clone)]
+pub struct Host {
+    engine: Engine,
+    linker: Arc<Linker<AppState>>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").finish_non_exhaustive()
+    }
+}
+
+/// What one request's store holds.
+struct AppState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    hooks: Egress,
+}
+
+impl WasiView for AppState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for AppState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Outgoing HTTP. Until pinned HTTPS egress is built, every request is denied.
+struct Egress;
+
+impl WasiHttpHooks for Egress {
+    fn send_request(
+        &mut self,
+        request: hyper::Request<WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        hyper::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        tracing::warn!(uri = %request.uri(), "outgoing request denied: egress is not enabled in this build");
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+impl Host {
+    /// An engine with the component model, async support and epoch interruption, and a thread
+    /// advancing the epoch every 10 ms for as long as the host lives.
+    pub fn new() -> Result<Self, WasmError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| WasmError::Load {
+            name: "(engine)".into(),
+            reason: e.to_string(),
+        })?;
+        // All of WASI 0.2 (what `wasmtime serve` links, so components built for it run
+        // unchanged), with a context that preopens no directory and allows no socket: the
+        // filesystem and network interfaces exist but reach nothing.
+        let mut linker = Linker::new(&engine);
+        let link_err = |e: wasmtime::Error| WasmError::Load {
+            name: "(linker)".into(),
+            reason: e.to_string(),
+        };
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_err)?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .map_err(|e| WasmError::Load {
+                name: "(epoch thread)".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+
+    /// Compile `code` (a component's bytes, as supplied) for the app `name`.
+    pub fn load(
+        &self,
+        name: &str,
+        code: &[u8],
+        env: Vec<(String, String)>,
+        args: Vec<String>,
+        limits: Limits,
+    ) -> Result<App, WasmError> {
+        let load_err = |reason: String| WasmError::Load {
+            name: name.to_string(),
+            reason,
+        };
+        let component = Component::new(&self.engine, code).map_err(|e| {
+            load_err(format!(
+                "not a WebAssembly component this runtime can compile: {e:#}"
+            ))
+        })?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            load_err(format!(
+                "imports something the runtime does not provide: {e:#}"
+            ))
+        })?;
+        let pre = ProxyPre::new(pre)
+            .map_err(|e| load_err(format!("does not export wasi:http/incoming-handler: {e:#}")))?;
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, code).as_ref());
+        Ok(App {
+            name: name.to_string(),
+            pre,
+            env,
+            args,
+            limits,
+            code_sha256: digest,
+        })
+    }
+}
+
+/// A compiled app, ready to handle requests.
+pub struct App {
+    name: String,
+    pre: ProxyPre<AppState>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    limits: Limits,
+    code_sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("name", &self.name)
+            .field("code_sha256", &hex::encode(self.code_sha256))
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// SHA-256 of the component bytes as supplied: what its certificate attests.
+    pub fn code_sha256(&self) -> [u8; 32] {
+        self.code_sha256
+    }
+
+    fn error(&self, reason: impl Into<String>) -> WasmError {
+        WasmError::Request {
+            name: self.name.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Handle one request in a fresh instance.
+    pub async fn handle(
+        &self,
+        req: hyper::Request<Incoming>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, WasmError> {
+        let mut wasi = WasiCtx::builder();
+        wasi.envs(&self.env).args(&self.args);
+        let state = AppState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .instances(16)
+                .trap_on_grow_failure(true)
+                .build(),
+            hooks: Egress,
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (self.limits.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (incoming, out) = {
+            let mut http = store.data_mut().http();
+            let incoming = http
+                .new_incoming_request(Scheme::Https, req)
+                .map_err(|e| self.error(e.to_string()))?;
+            let out = http
+                .new_response_outparam(sender)
+                .map_err(|e| self.error(e.to_string()))?;
+            (incoming, out)
+        };
+        let pre = self.pre.clone();
+        let task = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, out)
+                .await
+        });
+        let timeout = self.limits.timeout;
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Err(code))) => Err(self.error(format!(
+                "the component answered with an error: {}",
+                describe(&code)
+            ))),
+            Ok(Err(_)) => {
+                // The guest returned or trapped without setting a response.
+                let reason = match task.await {
+                    Ok(Ok(())) => "the component returned without a response".to_string(),
+                    Ok(Err(e)) => trap_reason(&e, timeout),
+                    Err(e) => e.to_string(),
+                };
+                Err(self.error(reason))
+            }
+            Err(_) => {
+                task.abort();
+                Err(self.error(format!(
+                    "no response within {} ms: stopped",
+                    timeout.as_millis()
+                )))
+            }
+        }
+    }
+}
+
+fn describe(code: &ErrorCode) -> String {
+    format!("{code:?}")
+}
+
+fn trap_reason(e: &wasmtime::Error, timeout: Duration) -> String {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => {
+            format!("ran past its {} ms deadline: stopped", timeout.as_millis())
+        }
+        Some(t) => format!("trapped: {t}"),
+        None => {
+            let text = format!("{e:#}");
+            if text.contains("memory") || text.contains("grow") {
+                format!("refused memory beyond its cap: {text}")
+            } else {
+                format!("failed: {text}")
+            }
+        }
+    }
+}
