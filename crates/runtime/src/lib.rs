@@ -139,10 +139,9 @@ fn jwks(
     let pem = std::fs::read(config.resolve(bundle))
         .map_err(|e| err(format!("egress.ca_bundle {}: {e}", bundle.display())))?;
     let tls = Arc::new(https::pinned(&pem).map_err(err)?);
-    let (base, _, path) = https::split_url(url).map_err(err)?;
-    let (_, port, _) = https::split_url(url).map_err(err)?;
+    let (host, port, path) = https::split_url(url).map_err(err)?;
     let (status, body) = https::call(
-        &format!("https://{base}:{port}"),
+        &format!("https://{host}:{port}"),
         "GET",
         &path,
         None,

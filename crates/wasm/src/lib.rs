@@ -125,7 +125,11 @@ impl WasiHttpHooks for Egress {
                 >,
             > + Send,
     > {
-        tracing::warn!(uri = %request.uri(), "outgoing request denied: egress is not enabled in this build");
+        // The host only: a path or query may carry a component's secrets.
+        tracing::warn!(
+            host = request.uri().host().unwrap_or("(none)"),
+            "outgoing request denied: egress is not enabled in this build"
+        );
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
