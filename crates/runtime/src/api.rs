@@ -30,6 +30,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use enclave_config::file::{Workload, WorkloadKind, WorkloadLimits};
+use enclave_store::Op;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -233,51 +234,48 @@ async fn kv_get(Axum(s): Axum<Shared>, headers: HeaderMap, Path(key): Path<Strin
     }
 }
 
-async fn kv_put(
-    Axum(s): Axum<Shared>,
-    headers: HeaderMap,
-    Path(key): Path<String>,
-    body: Bytes,
-) -> Response {
-    let sub = match authorize(&s, &headers) {
+/// A put (`value`) or a delete (`None`) in the operator's namespace, once authorized.
+async fn kv_write(s: Shared, headers: &HeaderMap, key: String, value: Option<Bytes>) -> Response {
+    let sub = match authorize(&s, headers) {
         Ok(sub) => sub,
         Err(r) => return r,
     };
+    let action = if value.is_some() {
+        "written"
+    } else {
+        "deleted"
+    };
     let k = key.clone();
     match blocking(move || {
+        let op = match &value {
+            Some(v) => Op::Put(k.as_bytes(), v),
+            None => Op::Delete(k.as_bytes()),
+        };
         s.store
-            .put(OPERATOR_NAMESPACE, k.as_bytes(), &body)
+            .apply(OPERATOR_NAMESPACE, &[op])
             .map_err(store_error)
     })
     .await
     {
         Ok(version) => {
-            tracing::info!(%key, subject = %sub, version, "operator key written");
+            tracing::info!(%key, subject = %sub, version, action, "operator key changed");
             Json(json!({ "key": key, "version": version })).into_response()
         }
         Err(r) => r,
     }
 }
 
+async fn kv_put(
+    Axum(s): Axum<Shared>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Response {
+    kv_write(s, &headers, key, Some(body)).await
+}
+
 async fn kv_delete(Axum(s): Axum<Shared>, headers: HeaderMap, Path(key): Path<String>) -> Response {
-    let sub = match authorize(&s, &headers) {
-        Ok(sub) => sub,
-        Err(r) => return r,
-    };
-    let k = key.clone();
-    match blocking(move || {
-        s.store
-            .delete(OPERATOR_NAMESPACE, k.as_bytes())
-            .map_err(store_error)
-    })
-    .await
-    {
-        Ok(version) => {
-            tracing::info!(%key, subject = %sub, version, "operator key deleted");
-            Json(json!({ "key": key, "version": version })).into_response()
-        }
-        Err(r) => r,
-    }
+    kv_write(s, &headers, key, None).await
 }
 
 async fn workloads_list(Axum(s): Axum<Shared>) -> Response {

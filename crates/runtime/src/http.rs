@@ -28,10 +28,7 @@ fn workload_for(state: &State, sni: Option<&str>, host: Option<&str>) -> Option<
             name
         }
     });
-    crate::workloads::all(state)
-        .into_iter()
-        .find(|(w, _)| w.hostnames.iter().any(|h| h.eq_ignore_ascii_case(name)))
-        .map(|(w, _)| w.name)
+    crate::workloads::serving(state, name)
 }
 
 /// Hand the request to the workload's component, in a fresh instance.

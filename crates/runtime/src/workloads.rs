@@ -187,6 +187,22 @@ pub(crate) fn compile(
     .map_err(|e| RuntimeError::Workload(e.to_string()))
 }
 
+/// The workload serving hostname `host`, if any, without copying any workload: this runs on
+/// every request.
+pub(crate) fn serving(state: &State, host: &str) -> Option<String> {
+    let claims = |w: &Workload| w.hostnames.iter().any(|h| h.eq_ignore_ascii_case(host));
+    if let Some(w) = state.config.config.workloads.iter().find(|w| claims(w)) {
+        return Some(w.name.clone());
+    }
+    state
+        .loaded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .find(|(w, _)| claims(w))
+        .map(|(w, _)| w.name.clone())
+}
+
 type ApiError = (StatusCode, String);
 
 fn conflict(reason: String) -> ApiError {
@@ -233,12 +249,9 @@ pub(crate) fn load(state: &State, w: Workload, code: Vec<u8>) -> Result<(), ApiE
                 "'{h}' is reserved for the management API"
             )));
         }
-        if let Some((other, _)) = all(state).into_iter().find(|(o, _)| {
-            o.name != w.name && o.hostnames.iter().any(|x| x.eq_ignore_ascii_case(h))
-        }) {
+        if let Some(other) = serving(state, h).filter(|o| *o != w.name) {
             return Err(conflict(format!(
-                "hostname '{h}' is served by workload '{}'",
-                other.name
+                "hostname '{h}' is served by workload '{other}'"
             )));
         }
     }

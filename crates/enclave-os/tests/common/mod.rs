@@ -1,7 +1,9 @@
 //! Running the real `enclave-os` binary from tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -26,4 +28,36 @@ pub fn json(args: &[&str]) -> (i32, Value) {
         )
     });
     (out.status.code().unwrap(), v)
+}
+
+/// A running `enclave-os run`, killed when dropped.
+pub struct Server(pub Child);
+
+impl Server {
+    /// Stop it with SIGTERM, as an operator would, and wait for it to exit.
+    pub fn stop(mut self) {
+        let pid = self.0.id();
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nothing listens on (now).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
