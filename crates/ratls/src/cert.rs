@@ -91,6 +91,7 @@ impl RatlsCertificate {
         }
         let (mut dice, mut raw_evidence, mut config_root, mut snp_certs) = (None, None, None, None);
         let (mut w_root, mut w_code, mut w_image, mut w_keys) = (None, None, None, None);
+        let mut declared = std::collections::BTreeMap::new();
         for ext in cert.extensions() {
             match ext.oid.to_id_string().as_str() {
                 oid::DICE_TAGGED_EVIDENCE => dice = Some(dice::decode(ext.value)?),
@@ -107,6 +108,20 @@ impl RatlsCertificate {
                 }
                 oid::WORKLOAD_KEY_SOURCE => {
                     w_keys = Some(String::from_utf8_lossy(ext.value).into_owned())
+                }
+                id if id
+                    .strip_prefix(oid::WORKLOAD_DECLARED_ARC)
+                    .and_then(|rest| rest.strip_prefix('.'))
+                    .is_some() =>
+                {
+                    let index = id[oid::WORKLOAD_DECLARED_ARC.len() + 1..]
+                        .parse::<u32>()
+                        .map_err(|_| {
+                            RatlsError::Certificate(format!(
+                                "declared extension {id}: the last arc is not a 32-bit index"
+                            ))
+                        })?;
+                    declared.insert(index, ext.value.to_vec());
                 }
                 oid::CONFIG_ROOT => {
                     config_root = Some(ext.value.try_into().map_err(|_| {
@@ -137,9 +152,10 @@ impl RatlsCertificate {
                         code_digest,
                         image: w_image,
                         key_source,
+                        declared,
                     })
                 }
-                (None, None, None) => None,
+                (None, None, None) if declared.is_empty() => None,
                 _ => {
                     return Err(RatlsError::Certificate(
                         "a workload certificate must carry its config root (3.1), code digest (3.2) and key source (3.4)".into(),

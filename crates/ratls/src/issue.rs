@@ -78,6 +78,20 @@ pub struct WorkloadIdentity {
     pub image: Option<String>,
     /// Where the workload's keys come from (for example `tee-generated`).
     pub key_source: String,
+    /// Extensions the workload itself declared: index N is OID 1.3.6.1.4.1.65230.3.5.N, and
+    /// the value is the raw extension value (hex in JSON).
+    #[serde(
+        serialize_with = "hex_values",
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
+    pub declared: std::collections::BTreeMap<u32, Vec<u8>>,
+}
+
+fn hex_values<S: serde::Serializer>(
+    map: &std::collections::BTreeMap<u32, Vec<u8>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(map.iter().map(|(k, v)| (k.to_string(), hex::encode(v))))
 }
 
 /// An issued leaf: certificate and private key (zeroized on drop).
@@ -260,6 +274,12 @@ pub fn issue_at(
             oid::WORKLOAD_KEY_SOURCE,
             w.key_source.as_bytes().to_vec(),
         ));
+        for (index, value) in &w.declared {
+            p.custom_extensions.push(ext(
+                &format!("{}.{index}", oid::WORKLOAD_DECLARED_ARC),
+                value.clone(),
+            ));
+        }
     }
     for (arc, value) in &spec.modules {
         p.custom_extensions

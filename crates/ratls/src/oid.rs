@@ -20,3 +20,5 @@ pub const WORKLOAD_CODE: &str = "1.3.6.1.4.1.65230.3.2";
 pub const WORKLOAD_IMAGE: &str = "1.3.6.1.4.1.65230.3.3";
 /// Per-workload: where the workload's keys come from.
 pub const WORKLOAD_KEY_SOURCE: &str = "1.3.6.1.4.1.65230.3.4";
+/// Per-workload: the arc of extensions the workload declares itself (`.N` below it).
+pub const WORKLOAD_DECLARED_ARC: &str = "1.3.6.1.4.1.65230.3.5";

@@ -21,6 +21,7 @@ mod https;
 mod metrics;
 pub mod migrate;
 mod provision;
+mod sdk;
 mod witness;
 mod workloads;
 
@@ -240,6 +241,11 @@ impl Runtime {
                     .map_err(|e| RuntimeError::Store(e.to_string()))?,
             ),
         };
+        // Derived before the master key moves into the store: the compiled-code cache has a key
+        // of its own (see enclave_wasm::cache).
+        let cache_key = master
+            .derive("wasm-code-cache", "")
+            .map_err(|e| RuntimeError::Store(e.to_string()))?;
         let store = Arc::new(
             Store::open(&store_dir.join("kv.redb"), master, id, counter)
                 .map_err(|e| RuntimeError::Store(e.to_string()))?,
@@ -268,7 +274,7 @@ impl Runtime {
             let r = Arc::new(RatlsResolver::new(
                 tee.clone(),
                 ca.clone(),
-                workloads::workload_spec(&tree, w)?,
+                workloads::workload_spec(&tree, w, &store)?,
             ));
             r.current().map_err(ca_err)?;
             certs.push((w.name.clone(), w.hostnames.clone(), r));
@@ -276,7 +282,27 @@ impl Runtime {
         let resolver = Arc::new(SniResolver::new(enclave.clone(), certs));
 
         // Compile every wasm workload now: a component that cannot run stops the start.
-        let wasm = enclave_wasm::Host::new().map_err(|e| RuntimeError::Workload(e.to_string()))?;
+        let services = Arc::new(sdk::AppServices::new(store.clone(), tee.clone()));
+        let egress = match &c.egress.ca_bundle {
+            Some(bundle) => {
+                let path = config.resolve(bundle);
+                let pem = std::fs::read(&path).map_err(|e| {
+                    RuntimeError::Workload(format!("egress.ca_bundle {}: {e}", path.display()))
+                })?;
+                Some(Arc::new(https::pinned(&pem).map_err(|e| {
+                    RuntimeError::Workload(format!("egress.ca_bundle {}: {e}", path.display()))
+                })?))
+            }
+            None => None,
+        };
+        let cache = enclave_wasm::CodeCache::new(&state_dir.join("wasm-cache"), cache_key)
+            .map_err(RuntimeError::Workload)?;
+        let wasm = enclave_wasm::Host::new(enclave_wasm::HostOptions {
+            services: Some(services.clone()),
+            egress,
+            cache: Some(cache),
+        })
+        .map_err(|e| RuntimeError::Workload(e.to_string()))?;
         let mut apps = std::collections::HashMap::new();
         for (i, w) in c.workloads.iter().enumerate() {
             if w.kind != enclave_config::file::WorkloadKind::Wasm {
@@ -300,22 +326,24 @@ impl Runtime {
                 );
             }
         }
+        let state = Arc::new(State {
+            tee,
+            ca,
+            enclave,
+            enclave_names,
+            resolver,
+            config,
+            tree: RwLock::new(tree),
+            loaded: Mutex::new(loaded),
+            store,
+            auth,
+            metrics: metrics::Metrics::new(),
+            wasm,
+            apps: RwLock::new(apps),
+        });
+        services.attach(&state);
         Ok(Self {
-            state: Arc::new(State {
-                tee,
-                ca,
-                enclave,
-                enclave_names,
-                resolver,
-                config,
-                tree: RwLock::new(tree),
-                loaded: Mutex::new(loaded),
-                store,
-                auth,
-                metrics: metrics::Metrics::new(),
-                wasm,
-                apps: RwLock::new(apps),
-            }),
+            state,
             listen,
             ca_root,
             state_dir,

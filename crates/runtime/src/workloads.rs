@@ -110,9 +110,14 @@ pub(crate) fn enclave_spec(names: Vec<String>, tree: &ConfigTree) -> LeafSpec {
     }
 }
 
-/// What a workload's own certificate certifies: its hostnames, its code hash and its own config
-/// root (its leaves only), so that no other workload's change touches it.
-pub(crate) fn workload_spec(tree: &ConfigTree, w: &Workload) -> Result<LeafSpec, RuntimeError> {
+/// What a workload's own certificate certifies: its hostnames, its code hash, its own config
+/// root (its leaves only), so that no other workload's change touches it, and the extensions
+/// its code declared through the SDK.
+pub(crate) fn workload_spec(
+    tree: &ConfigTree,
+    w: &Workload,
+    store: &Store,
+) -> Result<LeafSpec, RuntimeError> {
     let prefix = format!("workload/{}/", w.name);
     let own = ConfigTree::from_hashes(
         tree.leaves()
@@ -127,6 +132,8 @@ pub(crate) fn workload_spec(tree: &ConfigTree, w: &Workload) -> Result<LeafSpec,
         .find(|l| l.name == format!("workload/{}/code", w.name))
         .map(|l| l.value_hash)
         .unwrap_or_default();
+    let declared =
+        crate::sdk::declared(store, &w.name, &code_digest).map_err(RuntimeError::Store)?;
     Ok(LeafSpec {
         names: w.hostnames.clone(),
         lifetime_secs: LIFETIME_SECS,
@@ -137,6 +144,7 @@ pub(crate) fn workload_spec(tree: &ConfigTree, w: &Workload) -> Result<LeafSpec,
             code_digest,
             image: w.image.clone(),
             key_source: "tee-generated".into(),
+            declared,
         }),
     })
 }
@@ -177,14 +185,25 @@ pub(crate) fn compile(
             .request_timeout_ms
             .map_or(defaults.timeout, std::time::Duration::from_millis),
     };
-    host.load(
-        &w.name,
-        code,
-        w.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        w.args.clone(),
-        limits,
-    )
-    .map_err(|e| RuntimeError::Workload(e.to_string()))
+    let app = host
+        .load(
+            &w.name,
+            code,
+            w.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            w.args.clone(),
+            limits,
+        )
+        .map_err(|e| RuntimeError::Workload(e.to_string()))?;
+    tracing::info!(
+        workload = %w.name,
+        code = %hex::encode(app.code_sha256()),
+        compiled = match app.compiled() {
+            enclave_wasm::Compiled::Cached => "from the code cache",
+            enclave_wasm::Compiled::Fresh => "now",
+        },
+        "wasm workload ready"
+    );
+    Ok(app)
 }
 
 /// The workload serving hostname `host`, if any, without copying any workload: this runs on
@@ -270,7 +289,7 @@ pub(crate) fn load(state: &State, w: Workload, code: Vec<u8>) -> Result<(), ApiE
     // Check the tree before anything is kept.
     let candidate = tree(&state.config, &next)
         .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    let spec = workload_spec(&candidate, &w)
+    let spec = workload_spec(&candidate, &w, &state.store)
         .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let kept = serde_json::to_vec(&Kept {
         workload: w.clone(),

@@ -40,11 +40,11 @@ impl MasterKey {
     }
 
     /// A 32-byte key for `purpose` (and `context`, such as a namespace), by HKDF-SHA256.
-    pub(crate) fn derive(
-        &self,
-        purpose: &str,
-        context: &str,
-    ) -> Result<Zeroizing<[u8; 32]>, StoreError> {
+    ///
+    /// The store itself uses the purposes `value-aead`, `key-mac`, `counter-file`, `set-mac`
+    /// and `state-mac`; a caller deriving a key for its own use picks a label of its own (the
+    /// runtime's compiled-code cache uses `wasm-code-cache`), so no two uses share a key.
+    pub fn derive(&self, purpose: &str, context: &str) -> Result<Zeroizing<[u8; 32]>, StoreError> {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"enclave-os/kv/v1").extract(self.0.as_ref());
         let len = (context.len() as u64).to_be_bytes();
         let info = [purpose.as_bytes(), &len, context.as_bytes()];

@@ -5,9 +5,19 @@
 //! host filesystem), a memory cap and a wall-clock deadline enforced by epoch interruption. A
 //! trap, an overrun or a refusal in one request never touches another request or another app.
 //!
-//! What it is not: the listener, routing or certificates (the runtime does those), nor the SDK
-//! and HTTPS egress, which are not built yet: an outgoing request from a component is refused
-//! with `HTTP-request-denied`.
+//! Beside WASI, components may import the Enclave OS SDK (`wit/sdk.wit`: sealed key-value,
+//! attestation, non-exportable keys; see [`sdk`]) and make outgoing HTTPS requests, terminated
+//! here and trusting only the egress CA bundle (see `egress`). Compiled code is cached by code
+//! hash in an authenticated, encrypted cache ([`cache`]).
+//!
+//! What it is not: the listener, routing or certificates (the runtime does those), nor the
+//! sealed store, the TEE or the certificate authority: the SDK reaches those through the
+//! [`Services`] the runtime supplies.
+
+pub mod cache;
+mod egress;
+pub mod keys;
+pub mod sdk;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +30,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+pub use cache::{CodeCache, Compiled};
+use egress::Egress;
+use sdk::SdkCtx;
+pub use sdk::{Evidence, Services, Space};
 
 /// How often the engine's epoch advances: the granularity of deadlines.
 const TICK: Duration = Duration::from_millis(10);
@@ -64,11 +79,33 @@ impl Default for Limits {
     }
 }
 
+/// What a host offers its apps beyond WASI.
+#[derive(Default)]
+pub struct HostOptions {
+    /// The SDK's state: the runtime's sealed store, TEE and certificates. Without it, SDK calls
+    /// fail with a reason (components that do not use the SDK are unaffected).
+    pub services: Option<Arc<dyn Services>>,
+    /// TLS for outgoing requests, trusting only the egress CA bundle. Without it, every
+    /// outgoing request is refused.
+    pub egress: Option<Arc<rustls::ClientConfig>>,
+    /// The compiled-code cache. Without it, every load compiles.
+    pub cache: Option<CodeCache>,
+}
+
 /// The engine all apps share, and the thread that advances its epoch.
 #[derive(Clone)]
 pub struct Host {
     engine: Engine,
     linker: Arc<Linker<AppState>>,
+    shared: Arc<Shared>,
+}
+
+/// What every request's store borrows from the host.
+struct Shared {
+    services: Option<Arc<dyn Services>>,
+    egress: Option<Arc<rustls::ClientConfig>>,
+    cache: Option<CodeCache>,
+    key_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Host {
@@ -84,6 +121,7 @@ struct AppState {
     table: ResourceTable,
     limits: StoreLimits,
     hooks: Egress,
+    sdk: SdkCtx,
 }
 
 impl WasiView for AppState {
@@ -105,39 +143,10 @@ impl WasiHttpView for AppState {
     }
 }
 
-/// Outgoing HTTP. Until pinned HTTPS egress is built, every request is denied.
-struct Egress;
-
-impl WasiHttpHooks for Egress {
-    fn send_request(
-        &mut self,
-        request: hyper::Request<WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        hyper::Response<WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        // The host only: a path or query may carry a component's secrets.
-        tracing::warn!(
-            host = request.uri().host().unwrap_or("(none)"),
-            "outgoing request denied: egress is not enabled in this build"
-        );
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
-
 impl Host {
     /// An engine with the component model, async support and epoch interruption, and a thread
     /// advancing the epoch every 10 ms for as long as the host lives.
-    pub fn new() -> Result<Self, WasmError> {
+    pub fn new(options: HostOptions) -> Result<Self, WasmError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -155,6 +164,7 @@ impl Host {
         };
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_err)?;
+        sdk::add_to_linker(&mut linker, |s: &mut AppState| &mut s.sdk).map_err(link_err)?;
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("wasm-epoch".into())
@@ -172,6 +182,12 @@ impl Host {
         Ok(Self {
             engine,
             linker: Arc::new(linker),
+            shared: Arc::new(Shared {
+                services: options.services,
+                egress: options.egress,
+                cache: options.cache,
+                key_lock: Arc::default(),
+            }),
         })
     }
 
@@ -188,7 +204,13 @@ impl Host {
             name: name.to_string(),
             reason,
         };
-        let component = Component::new(&self.engine, code).map_err(|e| {
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, code).as_ref());
+        let compiled = match &self.shared.cache {
+            Some(cache) => cache.component(&self.engine, code, &digest),
+            None => Component::new(&self.engine, code).map(|c| (c, Compiled::Fresh)),
+        };
+        let (component, compiled) = compiled.map_err(|e| {
             load_err(format!(
                 "not a WebAssembly component this runtime can compile: {e:#}"
             ))
@@ -200,10 +222,10 @@ impl Host {
         })?;
         let pre = ProxyPre::new(pre)
             .map_err(|e| load_err(format!("does not export wasi:http/incoming-handler: {e:#}")))?;
-        let mut digest = [0u8; 32];
-        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, code).as_ref());
         Ok(App {
-            name: name.to_string(),
+            name: name.into(),
+            shared: self.shared.clone(),
+            compiled,
             pre,
             env,
             args,
@@ -215,7 +237,9 @@ impl Host {
 
 /// A compiled app, ready to handle requests.
 pub struct App {
-    name: String,
+    name: Arc<str>,
+    shared: Arc<Shared>,
+    compiled: Compiled,
     pre: ProxyPre<AppState>,
     env: Vec<(String, String)>,
     args: Vec<String>,
@@ -238,9 +262,14 @@ impl App {
         self.code_sha256
     }
 
+    /// Whether its compiled code came from the cache.
+    pub fn compiled(&self) -> Compiled {
+        self.compiled
+    }
+
     fn error(&self, reason: impl Into<String>) -> WasmError {
         WasmError::Request {
-            name: self.name.clone(),
+            name: self.name.to_string(),
             reason: reason.into(),
         }
     }
@@ -261,7 +290,15 @@ impl App {
                 .instances(16)
                 .trap_on_grow_failure(true)
                 .build(),
-            hooks: Egress,
+            hooks: Egress {
+                app: self.name.clone(),
+                tls: self.shared.egress.clone(),
+            },
+            sdk: SdkCtx {
+                app: self.name.clone(),
+                services: self.shared.services.clone(),
+                key_lock: self.shared.key_lock.clone(),
+            },
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);

@@ -61,3 +61,4 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+pub mod instance;

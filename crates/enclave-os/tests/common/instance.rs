@@ -1,0 +1,237 @@
+//! A runtime instance for tests: its configuration, start, and calls over RA-TLS.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use enclave_ratls::binding::Freshness;
+use enclave_ratls::tls::{RatlsServerVerifier, client_config};
+use enclave_ratls::trust::TrustFiles;
+
+use super::*;
+
+pub const ISS: &str = "https://issuer.test";
+pub const AUD: &str = "enclave-os-test";
+
+pub fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/oidc")
+        .join(name)
+}
+
+pub struct Instance {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub port: u16,
+}
+
+impl Instance {
+    pub fn new(dir: &Path, extra: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("enclave.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "tee = \"sim-sgx\"\nseal_policy = \"signer\"\nstate_dir = \"state\"\n\
+                 [oidc]\nissuer = \"{ISS}\"\naudience = \"{AUD}\"\njwks_file = \"{}\"\n{extra}",
+                testdata("jwks.json").display()
+            ),
+        )
+        .unwrap();
+        Self {
+            dir: dir.to_path_buf(),
+            config,
+            port: free_port(),
+        }
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "run".into(),
+            self.config.display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.port),
+        ]
+    }
+
+    /// Start the runtime; its log is appended to `runtime.log` in the instance's directory.
+    pub fn start(&self) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(self.args())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut server = Server(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = server.0.try_wait().unwrap() {
+                panic!("the runtime exited with {status} before listening");
+            }
+            assert!(Instant::now() < deadline, "not listening after 30 s");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        server
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("runtime.log")
+    }
+
+    /// Everything the runtime has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Start, expecting a refusal: the exit code and what it said.
+    pub fn refused(&self) -> (i32, String) {
+        let o = run(&self.args().iter().map(String::as_str).collect::<Vec<_>>());
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    pub fn client(&self) -> Arc<rustls::ClientConfig> {
+        let trust = TrustFiles {
+            root: Some(self.dir.join("state/ca/root.crt.pem")),
+            trust_sim: Some(self.dir.join("state/sim")),
+            collateral: None,
+        };
+        let verifier = Arc::new(RatlsServerVerifier::new(
+            trust.verifier().unwrap(),
+            Freshness::Deterministic,
+        ));
+        Arc::new(client_config(verifier, None, None).unwrap())
+    }
+
+    /// One request over RA-TLS: the status and body, or the I/O error.
+    pub fn call(
+        &self,
+        tls: &Arc<rustls::ClientConfig>,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        self.call_as("127.0.0.1", tls, method, path, token, body)
+    }
+
+    /// One request over RA-TLS to `host` (SNI and Host).
+    pub fn call_as(
+        &self,
+        host: &str,
+        tls: &Arc<rustls::ClientConfig>,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        let tcp = TcpStream::connect(("127.0.0.1", self.port))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
+        let conn = rustls::ClientConnection::new(tls.clone(), name.to_owned()).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        s.write_all(body)?;
+        let mut out = Vec::new();
+        match s.read_to_end(&mut out) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
+            Err(e) => return Err(e),
+        }
+        let end = out
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+        let head = String::from_utf8_lossy(&out[..end]).to_string();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other("no status"))?;
+        let mut body = out[end + 4..].to_vec();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            body = dechunk(&body);
+        }
+        Ok((status, body))
+    }
+}
+
+/// A chunked HTTP/1.1 body, joined.
+pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        b = &b[eol + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+pub fn token() -> String {
+    let o = run(&[
+        "token",
+        "--key",
+        testdata("ec.key.pem").to_str().unwrap(),
+        "--kid",
+        "ec-1",
+        "--issuer",
+        ISS,
+        "--audience",
+        AUD,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+pub fn json_of(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
+}
+
+pub fn verify(i: &Instance, server_name: Option<&str>) -> serde_json::Value {
+    let url = format!("https://127.0.0.1:{}", i.port);
+    let sim = i.dir.join("state/sim");
+    let root = i.dir.join("state/ca/root.crt.pem");
+    let mut args = vec![
+        "verify",
+        url.as_str(),
+        "--trust-sim",
+        sim.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+    ];
+    if let Some(n) = server_name {
+        args.extend(["--server-name", n]);
+    }
+    let (code, v) = json(&args);
+    assert_eq!(code, 0, "{v}");
+    v
+}
