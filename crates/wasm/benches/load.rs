@@ -12,10 +12,9 @@ use enclave_wasm::{CodeCache, Compiled, Host, HostOptions, Limits};
 use zeroize::Zeroizing;
 
 fn load(c: &mut Criterion) {
-    let code = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/wasm/hello.wasm"),
-    )
-    .unwrap();
+    let code =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/wasm/hello.wasm"))
+            .unwrap();
     let fresh = Host::new(HostOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cached = Host::new(HostOptions {

@@ -16,7 +16,7 @@
 
 pub mod cache;
 mod egress;
-pub mod keys;
+mod keys;
 pub mod sdk;
 
 use std::sync::Arc;
@@ -150,10 +150,25 @@ impl Host {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| WasmError::Load {
-            name: "(engine)".into(),
-            reason: e.to_string(),
-        })?;
+        // A fresh instance per request makes instantiation the hot path; the pooling allocator
+        // keeps instance slots mapped and reuses them (zeroed between uses) instead of mapping
+        // memory per request. It reserves a large range of virtual addresses up front, which a
+        // constrained address space (an SGX enclave under Gramine, a 39-bit host) may refuse;
+        // then the engine falls back to mapping on demand.
+        let mut pooled = config.clone();
+        pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
+            wasmtime::PoolingAllocationConfig::default(),
+        ));
+        let engine = match Engine::new(&pooled) {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::info!(reason = %e, "pooling allocator unavailable; instances are mapped on demand");
+                Engine::new(&config).map_err(|e| WasmError::Load {
+                    name: "(engine)".into(),
+                    reason: e.to_string(),
+                })?
+            }
+        };
         // All of WASI 0.2 (what `wasmtime serve` links, so components built for it run
         // unchanged), with a context that preopens no directory and allows no socket: the
         // filesystem and network interfaces exist but reach nothing.
