@@ -63,6 +63,9 @@ pub enum RuntimeError {
     /// A workload could not be loaded.
     #[error("{0}")]
     Workload(String),
+    /// The egress CA bundle is unusable.
+    #[error("egress.ca_bundle {0}")]
+    Egress(String),
     /// Moving sealed state to a new build failed.
     #[error("migration: {0}")]
     Migration(String),
@@ -121,10 +124,25 @@ fn ca_err(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Ca(e.to_string())
 }
 
+/// A client configuration trusting only the egress CA bundle, if one is configured: for a JWKS
+/// URL and for the components' outgoing requests alike.
+fn egress_tls(config: &LoadedConfig) -> Result<Option<Arc<rustls::ClientConfig>>, RuntimeError> {
+    let Some(bundle) = &config.config.egress.ca_bundle else {
+        return Ok(None);
+    };
+    let path = config.resolve(bundle);
+    let pem = std::fs::read(&path)
+        .map_err(|e| RuntimeError::Egress(format!("{}: {e}", path.display())))?;
+    let tls = https::pinned(&pem)
+        .map_err(|e| RuntimeError::Egress(format!("{}: {e}", path.display())))?;
+    Ok(Some(Arc::new(tls)))
+}
+
 /// The JWKS bytes: from the file, or fetched over HTTPS trusting only the egress CA bundle.
 fn jwks(
     config: &LoadedConfig,
     o: &enclave_config::file::OidcConfig,
+    egress: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<Vec<u8>, RuntimeError> {
     let err = |e: String| RuntimeError::Oidc(e);
     if let Some(p) = &o.jwks_file {
@@ -132,14 +150,11 @@ fn jwks(
         return std::fs::read(&full).map_err(|e| err(format!("jwks_file {}: {e}", full.display())));
     }
     let url = o.jwks_url.as_deref().unwrap_or_default();
-    let bundle = config.config.egress.ca_bundle.as_ref().ok_or_else(|| {
+    let tls = egress.cloned().ok_or_else(|| {
         err(format!(
             "jwks_url {url} needs [egress] ca_bundle: the runtime trusts no public CA by default"
         ))
     })?;
-    let pem = std::fs::read(config.resolve(bundle))
-        .map_err(|e| err(format!("egress.ca_bundle {}: {e}", bundle.display())))?;
-    let tls = Arc::new(https::pinned(&pem).map_err(err)?);
     let (host, port, path) = https::split_url(url).map_err(err)?;
     let (status, body) = https::call(
         &format!("https://{host}:{port}"),
@@ -191,13 +206,14 @@ impl Runtime {
         };
         let (ca, ca_root) = provision::intermediary(&state_dir, tee.as_ref(), policy, source)?;
         let ca = Arc::new(ca);
+        let egress = egress_tls(&config)?;
         let auth = match &c.oidc {
             Some(o) => Some(
                 Authenticator::new(
                     &o.issuer,
                     &o.audience,
                     o.clock_skew_secs,
-                    &jwks(&config, o)?,
+                    &jwks(&config, o, egress.as_ref())?,
                 )
                 .map_err(RuntimeError::Oidc)?,
             ),
@@ -283,18 +299,6 @@ impl Runtime {
 
         // Compile every wasm workload now: a component that cannot run stops the start.
         let services = Arc::new(sdk::AppServices::new(store.clone(), tee.clone()));
-        let egress = match &c.egress.ca_bundle {
-            Some(bundle) => {
-                let path = config.resolve(bundle);
-                let pem = std::fs::read(&path).map_err(|e| {
-                    RuntimeError::Workload(format!("egress.ca_bundle {}: {e}", path.display()))
-                })?;
-                Some(Arc::new(https::pinned(&pem).map_err(|e| {
-                    RuntimeError::Workload(format!("egress.ca_bundle {}: {e}", path.display()))
-                })?))
-            }
-            None => None,
-        };
         let cache = enclave_wasm::CodeCache::new(&state_dir.join("wasm-cache"), cache_key)
             .map_err(RuntimeError::Workload)?;
         let wasm = enclave_wasm::Host::new(enclave_wasm::HostOptions {

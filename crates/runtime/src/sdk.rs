@@ -151,10 +151,7 @@ impl Services for AppServices {
             .get()
             .and_then(Weak::upgrade)
             .ok_or("the runtime is not serving yet")?;
-        let w = crate::workloads::all(&state)
-            .into_iter()
-            .map(|(w, _)| w)
-            .find(|w| w.name == app)
+        let w = crate::workloads::find(&state, app)
             .ok_or_else(|| format!("app '{app}' is no longer loaded"))?;
         if w.hostnames.is_empty() {
             return Err(format!(

@@ -169,6 +169,25 @@ pub(crate) fn all(state: &State) -> Vec<(Workload, &'static str)> {
     out
 }
 
+/// The workload named `name` (the file's, or one loaded at run time), copying only it.
+pub(crate) fn find(state: &State, name: &str) -> Option<Workload> {
+    if let Some(w) = state
+        .config
+        .config
+        .workloads
+        .iter()
+        .find(|w| w.name == name)
+    {
+        return Some(w.clone());
+    }
+    state
+        .loaded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .map(|(w, _)| w.clone())
+}
+
 /// Compile a wasm workload with its environment, arguments and limits.
 pub(crate) fn compile(
     host: &enclave_wasm::Host,

@@ -16,6 +16,7 @@
 //! attests is always the hash of the component bytes as supplied, never of a cache entry.
 
 use std::hash::{Hash, Hasher};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -120,21 +121,21 @@ impl CodeCache {
         Ok((component, Compiled::Fresh))
     }
 
+    /// The plaintext of `entry` (`nonce || sealed || tag`), decrypted where it lies: entries
+    /// are megabytes, so no copy is made.
     fn open(&self, mut entry: Vec<u8>, aad: &[u8]) -> Result<Vec<u8>, &'static str> {
         if entry.len() < NONCE_LEN + AES_256_GCM.tag_len() {
             return Err("shorter than a nonce and a tag");
         }
-        let sealed = entry.split_off(NONCE_LEN);
-        let nonce =
-            Nonce::try_assume_unique_for_key(&entry).map_err(|_| "the nonce is malformed")?;
-        let mut sealed = sealed;
+        let nonce = Nonce::try_assume_unique_for_key(&entry[..NONCE_LEN])
+            .map_err(|_| "the nonce is malformed")?;
         let len = self
             .key
-            .open_in_place(nonce, Aad::from(aad), &mut sealed)
+            .open_within(nonce, Aad::from(aad), &mut entry, NONCE_LEN..)
             .map_err(|_| "altered, or written by another runtime or for another component")?
             .len();
-        sealed.truncate(len);
-        Ok(sealed)
+        entry.truncate(len);
+        Ok(entry)
     }
 
     fn store(&self, path: &Path, mut plain: Vec<u8>, aad: &[u8]) -> Result<(), String> {
@@ -152,9 +153,12 @@ impl CodeCache {
         // Written aside and renamed, so a crash leaves the old entry or the new one, never half.
         // A torn entry would fail authentication anyway and only cost a recompilation.
         let tmp = path.with_extension("cwasm.tmp");
-        let mut bytes = nonce.to_vec();
-        bytes.extend_from_slice(&plain);
-        std::fs::write(&tmp, &bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let write = |tmp: &Path| -> std::io::Result<()> {
+            let mut file = std::fs::File::create(tmp)?;
+            file.write_all(&nonce)?;
+            file.write_all(&plain)
+        };
+        write(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
     }
 }

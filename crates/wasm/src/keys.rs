@@ -243,14 +243,14 @@ impl KeyRecord {
         let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
-        let mut body = out.split_off(NONCE_LEN);
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(full_aad(context, aad)),
-            &mut body,
-        )
-        .map_err(|_| KeyError::Invalid("AES-GCM sealing failed".into()))?;
-        out.extend_from_slice(&body);
+        let tag = key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(full_aad(context, aad)),
+                &mut out[NONCE_LEN..],
+            )
+            .map_err(|_| KeyError::Invalid("AES-GCM sealing failed".into()))?;
+        out.extend_from_slice(tag.as_ref());
         Ok(out)
     }
 
