@@ -30,7 +30,9 @@ fn wasm_components_serve_over_ra_tls_within_their_limits() {
         &format!(
             "[[workload]]\nname = \"hello\"\nkind = \"wasm\"\nsource = \"{w}\"\nhostnames = [\"hello.test\"]\nenv = {{ GREETING = \"hi\" }}\n\
              [[workload]]\nname = \"spin\"\nkind = \"wasm\"\nsource = \"{w}\"\nhostnames = [\"spin.test\"]\n\
-             [workload.limits]\nmemory_bytes = 16777216\nrequest_timeout_ms = 300\n",
+             [workload.limits]\nmemory_bytes = 16777216\nrequest_timeout_ms = 300\n\
+             [[workload]]\nname = \"busy\"\nkind = \"wasm\"\nsource = \"{w}\"\nhostnames = [\"busy.test\"]\n\
+             [workload.limits]\nrequest_timeout_ms = 3000\n",
             w = wasm.display()
         ),
     );
@@ -70,6 +72,36 @@ fn wasm_components_serve_over_ra_tls_within_their_limits() {
     assert_eq!(
         status, 200,
         "a fresh instance per request: the trap left nothing behind"
+    );
+
+    // More runaways than the runtime has worker threads: they share the CPU with everyone else,
+    // so another app answers while all of them are still running, not after their deadlines.
+    let runaways = std::thread::available_parallelism().map_or(2, |n| n.get()) + 2;
+    let (hello_done, first_runaway_done) = std::thread::scope(|scope| {
+        let loops: Vec<_> = (0..runaways)
+            .map(|_| {
+                scope.spawn(|| {
+                    let reply = a.call_as("busy.test", &tls, "GET", "/loop", None, b"");
+                    (reply.unwrap().0, Instant::now())
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let (status, _) = a
+            .call_as("hello.test", &tls, "GET", "/", None, b"")
+            .unwrap();
+        assert_eq!(status, 200);
+        let hello_done = Instant::now();
+        let ends = loops.into_iter().map(|t| t.join().unwrap());
+        let ends: Vec<_> = ends
+            .inspect(|(status, _)| assert_eq!(*status, 502))
+            .collect();
+        (hello_done, ends.iter().map(|(_, at)| *at).min().unwrap())
+    });
+    assert!(
+        hello_done < first_runaway_done,
+        "hello answered {:?} after the first runaway was stopped",
+        hello_done.saturating_duration_since(first_runaway_done)
     );
 
     // No [egress] ca_bundle: outgoing requests are refused, and the component is told why.

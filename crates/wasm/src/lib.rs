@@ -20,12 +20,12 @@ mod keys;
 pub mod sdk;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use thiserror::Error;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -37,7 +37,8 @@ use egress::Egress;
 use sdk::SdkCtx;
 pub use sdk::{Evidence, Services, Space};
 
-/// How often the engine's epoch advances: the granularity of deadlines.
+/// How often the engine's epoch advances: the granularity of deadlines, and the longest a busy
+/// guest runs before it yields its thread to other requests.
 const TICK: Duration = Duration::from_millis(10);
 
 /// Why a component could not be loaded or a request not handled.
@@ -317,9 +318,19 @@ impl App {
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
-        let ticks = (self.limits.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // A guest that computes without calling the host never gives its worker thread back on
+        // its own: with as many runaways as the runtime has workers, every other request (of
+        // every app) would wait for their deadlines. So at each epoch tick the guest yields to
+        // the executor and others run; once its wall-clock budget is spent it traps.
+        let deadline = Instant::now() + self.limits.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let (incoming, out) = {
