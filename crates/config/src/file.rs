@@ -18,6 +18,7 @@
 //! neither what runs nor whom it trusts.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -199,6 +200,10 @@ pub struct Limits {
     /// Largest request body, bytes.
     #[serde(default = "Limits::default_body")]
     pub max_request_bytes: u64,
+    /// WebAssembly requests in flight at once, across all apps: each holds one instance. More
+    /// wait for a slot, up to their app's deadline.
+    #[serde(default = "Limits::default_wasm_instances")]
+    pub max_wasm_instances: NonZeroU32,
 }
 
 impl Limits {
@@ -208,6 +213,13 @@ impl Limits {
     fn default_body() -> u64 {
         1 << 20
     }
+    fn default_wasm_instances() -> NonZeroU32 {
+        const DEFAULT: NonZeroU32 = match NonZeroU32::new(64) {
+            Some(n) => n,
+            None => unreachable!(),
+        };
+        DEFAULT
+    }
 }
 
 impl Default for Limits {
@@ -215,6 +227,7 @@ impl Default for Limits {
         Self {
             max_connections: Self::default_connections(),
             max_request_bytes: Self::default_body(),
+            max_wasm_instances: Self::default_wasm_instances(),
         }
     }
 }

@@ -110,6 +110,10 @@ fn mistakes_name_file_line_and_field() {
             "[limits]\nmax_connections = -1\n",
             vec!["line 2", "max_connections"],
         ),
+        (
+            "[limits]\nmax_wasm_instances = 0\n",
+            vec!["line 2", "max_wasm_instances", "nonzero"],
+        ),
     ] {
         let err = parse(text).unwrap_err().to_string();
         for n in needles {

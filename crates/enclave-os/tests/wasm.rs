@@ -128,6 +128,56 @@ fn wasm_components_serve_over_ra_tls_within_their_limits() {
     assert_eq!(v["workload"]["code_digest"], expected.as_str());
 }
 
+#[test]
+fn requests_beyond_the_instance_slots_wait_for_one_or_are_refused_as_busy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wasm = component("hello.wasm");
+    let a = Instance::new(
+        tmp.path(),
+        &format!(
+            "[limits]\nmax_wasm_instances = 2\n\
+             [[workload]]\nname = \"hello\"\nkind = \"wasm\"\nsource = \"{w}\"\nhostnames = [\"hello.test\"]\n\
+             [workload.limits]\nrequest_timeout_ms = 400\n\
+             [[workload]]\nname = \"busy\"\nkind = \"wasm\"\nsource = \"{w}\"\nhostnames = [\"busy.test\"]\n\
+             [workload.limits]\nrequest_timeout_ms = 3000\n\
+             [[workload]]\nname = \"patient\"\nkind = \"wasm\"\nsource = \"{w}\"\nhostnames = [\"patient.test\"]\n\
+             [workload.limits]\nrequest_timeout_ms = 8000\n",
+            w = wasm.display()
+        ),
+    );
+    let _server = a.start();
+    let tls = a.client();
+    std::thread::scope(|scope| {
+        let runaways: Vec<_> = (0..2)
+            .map(|_| scope.spawn(|| a.call_as("busy.test", &tls, "GET", "/loop", None, b"")))
+            .collect();
+        std::thread::sleep(Duration::from_millis(800));
+        // A request whose deadline outlasts the runaways waits for a slot and is served.
+        let patient = scope.spawn(|| a.call_as("patient.test", &tls, "GET", "/", None, b""));
+        // Both slots are held: this request waits its whole 400 ms deadline, then is told why.
+        let (status, body) = a
+            .call_as("hello.test", &tls, "GET", "/", None, b"")
+            .unwrap();
+        let reason = json_of(&body)["error"].as_str().unwrap().to_string();
+        assert_eq!(status, 503, "{reason}");
+        assert!(
+            reason.contains("all 2 WebAssembly instance slots stayed busy"),
+            "{reason}"
+        );
+        for t in runaways {
+            assert_eq!(t.join().unwrap().unwrap().0, 502);
+        }
+        assert_eq!(patient.join().unwrap().unwrap().0, 200);
+    });
+    // The runaways' slots, and their instances in the pool, are free again.
+    for _ in 0..3 {
+        let (status, body) = a
+            .call_as("hello.test", &tls, "GET", "/", None, b"")
+            .unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+}
+
 fn text(reply: (u16, Vec<u8>)) -> (u16, String) {
     (reply.0, String::from_utf8_lossy(&reply.1).into_owned())
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -53,6 +53,14 @@ async fn serve_workload(
     };
     match app.handle(req).await {
         Ok(response) => response.map(axum::body::Body::new),
+        Err(e @ enclave_wasm::WasmError::Busy { .. }) => {
+            tracing::warn!(workload = %name, error = %e, "request refused: at capacity");
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
         Err(e) => {
             tracing::warn!(workload = %name, error = %e, "request failed");
             error(StatusCode::BAD_GATEWAY, e.to_string())

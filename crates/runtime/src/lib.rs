@@ -305,6 +305,7 @@ impl Runtime {
             services: Some(services.clone()),
             egress,
             cache: Some(cache),
+            max_instances: c.limits.max_wasm_instances,
         })
         .map_err(|e| RuntimeError::Workload(e.to_string()))?;
         let mut apps = std::collections::HashMap::new();

@@ -19,6 +19,7 @@ mod egress;
 mod keys;
 pub mod sdk;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,19 @@ pub enum WasmError {
         /// Why.
         reason: String,
     },
+    /// Every instance slot stayed taken for the app's whole deadline: the runtime is at
+    /// capacity, and the request may be retried.
+    #[error(
+        "workload '{name}': all {slots} WebAssembly instance slots stayed busy for {waited_ms} ms; try again later"
+    )]
+    Busy {
+        /// The workload.
+        name: String,
+        /// How many requests may run at once ([`HostOptions::max_instances`]).
+        slots: u32,
+        /// How long the request waited.
+        waited_ms: u128,
+    },
 }
 
 /// Per-app limits.
@@ -80,8 +94,12 @@ impl Default for Limits {
     }
 }
 
+/// Core instances, linear memories and tables that one request's instance may create. The pool
+/// keeps this many of each per slot, so an admitted request never finds the pool empty; a
+/// component needing more is refused at instantiation with wasmtime's reason.
+const PER_REQUEST: u32 = 16;
+
 /// What a host offers its apps beyond WASI.
-#[derive(Default)]
 pub struct HostOptions {
     /// The SDK's state: the runtime's sealed store, TEE and certificates. Without it, SDK calls
     /// fail with a reason (components that do not use the SDK are unaffected).
@@ -91,6 +109,26 @@ pub struct HostOptions {
     pub egress: Option<Arc<rustls::ClientConfig>>,
     /// The compiled-code cache. Without it, every load compiles.
     pub cache: Option<CodeCache>,
+    /// Requests in flight at once, across all apps (64 by default). Each holds one instance
+    /// from admission until its response body is finished; more wait for a slot, up to their
+    /// app's deadline, and are then refused as [`WasmError::Busy`]. This also sizes the pooling
+    /// allocator, and bounds memory to this many times the apps' memory caps.
+    pub max_instances: NonZeroU32,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        const DEFAULT: NonZeroU32 = match NonZeroU32::new(64) {
+            Some(n) => n,
+            None => unreachable!(),
+        };
+        Self {
+            services: None,
+            egress: None,
+            cache: None,
+            max_instances: DEFAULT,
+        }
+    }
 }
 
 /// The engine all apps share, and the thread that advances its epoch.
@@ -107,6 +145,9 @@ struct Shared {
     egress: Option<Arc<rustls::ClientConfig>>,
     cache: Option<CodeCache>,
     key_lock: Arc<tokio::sync::Mutex<()>>,
+    /// One permit per instance slot.
+    slots: Arc<tokio::sync::Semaphore>,
+    max_instances: NonZeroU32,
 }
 
 impl std::fmt::Debug for Host {
@@ -156,10 +197,16 @@ impl Host {
         // memory per request. It reserves a large range of virtual addresses up front, which a
         // constrained address space (an SGX enclave under Gramine, a 39-bit host) may refuse;
         // then the engine falls back to mapping on demand.
+        let slots = options.max_instances.get();
+        let per_slot = slots.saturating_mul(PER_REQUEST);
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(slots)
+            .total_stacks(slots)
+            .total_core_instances(per_slot)
+            .total_memories(per_slot)
+            .total_tables(per_slot);
         let mut pooled = config.clone();
-        pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
-            wasmtime::PoolingAllocationConfig::default(),
-        ));
+        pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = match Engine::new(&pooled) {
             Ok(engine) => engine,
             Err(e) => {
@@ -203,6 +250,8 @@ impl Host {
                 egress: options.egress,
                 cache: options.cache,
                 key_lock: Arc::default(),
+                slots: Arc::new(tokio::sync::Semaphore::new(slots as usize)),
+                max_instances: options.max_instances,
             }),
         })
     }
@@ -290,11 +339,30 @@ impl App {
         }
     }
 
-    /// Handle one request in a fresh instance.
+    /// Handle one request in a fresh instance, once an instance slot is free.
     pub async fn handle(
         &self,
         req: hyper::Request<Incoming>,
     ) -> Result<hyper::Response<HyperOutgoingBody>, WasmError> {
+        let waiting = Instant::now();
+        let slot = match tokio::time::timeout(
+            self.limits.timeout,
+            self.shared.slots.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            // The semaphore is never closed; a closed one would mean no request can ever run.
+            Ok(Err(_)) | Err(_) => {
+                return Err(WasmError::Busy {
+                    name: self.name.to_string(),
+                    slots: self.shared.max_instances.get(),
+                    waited_ms: waiting.elapsed().as_millis(),
+                });
+            }
+        };
+        // The deadline covers the whole request, the wait for a slot included.
+        let deadline = waiting + self.limits.timeout;
         let mut wasi = WasiCtx::builder();
         wasi.envs(&self.env).args(&self.args);
         let state = AppState {
@@ -303,7 +371,9 @@ impl App {
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)
-                .instances(16)
+                .instances(PER_REQUEST as usize)
+                .memories(PER_REQUEST as usize)
+                .tables(PER_REQUEST as usize)
                 .trap_on_grow_failure(true)
                 .build(),
             hooks: Egress {
@@ -322,7 +392,6 @@ impl App {
         // its own: with as many runaways as the runtime has workers, every other request (of
         // every app) would wait for their deadlines. So at each epoch tick the guest yields to
         // the executor and others run; once its wall-clock budget is spent it traps.
-        let deadline = Instant::now() + self.limits.timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline {
@@ -344,15 +413,16 @@ impl App {
             (incoming, out)
         };
         let pre = self.pre.clone();
+        let mut running = Running { store, _slot: slot };
         let task = tokio::spawn(async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
+            let proxy = pre.instantiate_async(&mut running.store).await?;
             proxy
                 .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, out)
+                .call_handle(&mut running.store, incoming, out)
                 .await
         });
         let timeout = self.limits.timeout;
-        match tokio::time::timeout(timeout, receiver).await {
+        match tokio::time::timeout_at(deadline.into(), receiver).await {
             Ok(Ok(Ok(response))) => Ok(response),
             Ok(Ok(Err(code))) => Err(self.error(format!(
                 "the component answered with an error: {}",
@@ -376,6 +446,13 @@ impl App {
             }
         }
     }
+}
+
+/// A request's store and the slot it was admitted with. Fields drop in order: the store returns
+/// its instance to the pool before the permit lets another request take the slot.
+struct Running {
+    store: Store<AppState>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 fn describe(code: &ErrorCode) -> String {
