@@ -413,8 +413,11 @@ impl App {
             (incoming, out)
         };
         let pre = self.pre.clone();
-        let mut running = Running { store, _slot: slot };
+        let running = Running { store, _slot: slot };
         let task = tokio::spawn(async move {
+            // Bound whole, so that the slot is held for as long as the instance runs (its body
+            // included), not only until the response head.
+            let mut running = running;
             let proxy = pre.instantiate_async(&mut running.store).await?;
             proxy
                 .wasi_http_incoming_handler()
