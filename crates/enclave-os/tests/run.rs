@@ -217,21 +217,13 @@ fn a_workload_hostname_gets_the_workloads_own_certificate() {
     .unwrap();
     let port = free_port();
     let _server = start(&config, port);
-    let url = format!("https://127.0.0.1:{port}");
-    let sim = dir.path().join("state/sim");
-    let root = dir.path().join("state/ca/root.crt.pem");
-    let base = [
-        "verify",
-        url.as_str(),
-        "--trust-sim",
-        sim.to_str().unwrap(),
-        "--root",
-        root.to_str().unwrap(),
-    ];
+    let base = VerifyArgs::new(
+        &format!("https://127.0.0.1:{port}"),
+        &dir.path().join("state/sim"),
+        &dir.path().join("state/ca/root.crt.pem"),
+    );
 
-    let mut args = base.to_vec();
-    args.extend(["--server-name", "app.test"]);
-    let (code, v) = json(&args);
+    let (code, v) = json(&base.with(&["--server-name", "app.test"]));
     assert_eq!(code, 0, "{v}");
     let expected = hex::encode(ring::digest::digest(
         &ring::digest::SHA256,
@@ -242,7 +234,7 @@ fn a_workload_hostname_gets_the_workloads_own_certificate() {
     assert_eq!(v["workload"]["config_root"].as_str().unwrap().len(), 64);
 
     // Any other name gets the enclave-wide certificate, which names no workload.
-    let (code, v) = json(&base);
+    let (code, v) = json(&base.with(&[]));
     assert_eq!(code, 0, "{v}");
     assert!(v["workload"].is_null());
 }

@@ -82,23 +82,14 @@ fn verify_reports_the_server_in_each_mode_and_names_mismatches() {
     let url = format!("https://localhost:{port}");
     let sim = dir.path().join("sim");
     let root = dir.path().join("ca/root.crt.pem");
-    let base = [
-        "verify",
-        url.as_str(),
-        "--trust-sim",
-        sim.to_str().unwrap(),
-        "--root",
-        root.to_str().unwrap(),
-    ];
+    let base = VerifyArgs::new(&url, &sim, &root);
 
     for (mode, binding) in [
         ("channel", "channel"),
         ("deterministic", "deterministic"),
         ("challenge", "nonce"),
     ] {
-        let mut args = base.to_vec();
-        args.extend(["--mode", mode]);
-        let (code, v) = json(&args);
+        let (code, v) = json(&base.with(&["--mode", mode]));
         assert_eq!(code, 0, "{v}");
         assert_eq!(v["verified"], true);
         assert_eq!(v["tee"], "tdx");
@@ -114,10 +105,8 @@ fn verify_reports_the_server_in_each_mode_and_names_mismatches() {
     }
 
     // A config root that does not match.
-    let mut args = base.to_vec();
     let wrong = "cd".repeat(32);
-    args.extend(["--config-root", wrong.as_str()]);
-    let (code, v) = json(&args);
+    let (code, v) = json(&base.with(&["--config-root", wrong.as_str()]));
     assert_eq!(code, 1);
     assert!(v["error"].as_str().unwrap().contains("config root"), "{v}");
 
@@ -131,9 +120,7 @@ fn verify_reports_the_server_in_each_mode_and_names_mismatches() {
         ),
     )
     .unwrap();
-    let mut args = base.to_vec();
-    args.extend(["--policy", policy.to_str().unwrap()]);
-    let (code, v) = json(&args);
+    let (code, v) = json(&base.with(&["--policy", policy.to_str().unwrap()]));
     assert_eq!(code, 1);
     assert!(v["error"].as_str().unwrap().contains("tdx.mr_td"), "{v}");
 
@@ -143,7 +130,7 @@ fn verify_reports_the_server_in_each_mode_and_names_mismatches() {
     assert!(v["error"].as_str().unwrap().contains("--trust-sim"), "{v}");
 
     // Text output, for a person.
-    let out = run(&base);
+    let out = run(&base.with(&[]));
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

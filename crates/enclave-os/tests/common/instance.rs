@@ -217,21 +217,15 @@ pub fn json_of(body: &[u8]) -> serde_json::Value {
 }
 
 pub fn verify(i: &Instance, server_name: Option<&str>) -> serde_json::Value {
-    let url = format!("https://127.0.0.1:{}", i.port);
-    let sim = i.dir.join("state/sim");
-    let root = i.dir.join("state/ca/root.crt.pem");
-    let mut args = vec![
-        "verify",
-        url.as_str(),
-        "--trust-sim",
-        sim.to_str().unwrap(),
-        "--root",
-        root.to_str().unwrap(),
-    ];
-    if let Some(n) = server_name {
-        args.extend(["--server-name", n]);
-    }
-    let (code, v) = json(&args);
+    let base = VerifyArgs::new(
+        &format!("https://127.0.0.1:{}", i.port),
+        &i.dir.join("state/sim"),
+        &i.dir.join("state/ca/root.crt.pem"),
+    );
+    let extra = server_name
+        .map(|n| vec!["--server-name", n])
+        .unwrap_or_default();
+    let (code, v) = json(&base.with(&extra));
     assert_eq!(code, 0, "{v}");
     v
 }

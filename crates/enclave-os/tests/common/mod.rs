@@ -16,6 +16,37 @@ pub fn run(args: &[&str]) -> Output {
         .expect("run enclave-os")
 }
 
+/// `enclave-os verify URL --trust-sim SIM --root ROOT`: what every verify test starts from.
+pub struct VerifyArgs {
+    url: String,
+    sim: String,
+    root: String,
+}
+
+impl VerifyArgs {
+    pub fn new(url: &str, sim: &std::path::Path, root: &std::path::Path) -> Self {
+        Self {
+            url: url.to_string(),
+            sim: sim.to_str().unwrap().to_string(),
+            root: root.to_str().unwrap().to_string(),
+        }
+    }
+
+    /// The base arguments followed by `extra`.
+    pub fn with<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "verify",
+            self.url.as_str(),
+            "--trust-sim",
+            self.sim.as_str(),
+            "--root",
+            self.root.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+}
+
 /// Run with `--json` appended; the exit code and the parsed output.
 pub fn json(args: &[&str]) -> (i32, Value) {
     let mut all = args.to_vec();
