@@ -165,6 +165,12 @@ pub struct WitnessClientConfig {
     pub root: PathBuf,
     /// Development only: the simulation PKI directory the witness's evidence is signed under.
     pub trust_sim: Option<PathBuf>,
+    /// The config root (64 hex digits) the witness's certificate must carry. A chain to the
+    /// operator's root alone would let any instance of that operator stand in for the witness.
+    pub config_root: Option<String>,
+    /// An appraisal policy (TOML, see `docs/policy.md`) the witness's evidence must satisfy:
+    /// the other way to pin which build keeps the counter.
+    pub policy: Option<PathBuf>,
 }
 
 /// The sealed key-value store.
@@ -204,6 +210,21 @@ pub struct Limits {
     /// wait for a slot, up to their app's deadline.
     #[serde(default = "Limits::default_wasm_instances")]
     pub max_wasm_instances: NonZeroU32,
+    /// Seconds a client has to send a complete request head, counted from when the connection
+    /// is ready for one: after the handshake and after each response. So it is also how long a
+    /// keep-alive connection may sit idle.
+    #[serde(default = "Limits::default_header_timeout")]
+    pub header_timeout_secs: NonZeroU32,
+    /// Seconds a management API request may take, its body included.
+    #[serde(default = "Limits::default_request_timeout")]
+    pub request_timeout_secs: NonZeroU32,
+    /// Challenge-mode certificates (a fresh key, quote and signature each) issued at once, off
+    /// the threads that serve requests. As many more may wait; a challenge beyond that is refused.
+    #[serde(default = "Limits::default_challenges")]
+    pub max_challenge_handshakes: NonZeroU32,
+    /// Concurrent connections to the witness listener.
+    #[serde(default = "Limits::default_witness_connections")]
+    pub max_witness_connections: NonZeroU32,
 }
 
 impl Limits {
@@ -214,11 +235,32 @@ impl Limits {
         1 << 20
     }
     fn default_wasm_instances() -> NonZeroU32 {
-        const DEFAULT: NonZeroU32 = match NonZeroU32::new(64) {
-            Some(n) => n,
-            None => unreachable!(),
-        };
-        DEFAULT
+        const N: NonZeroU32 = nonzero(64);
+        N
+    }
+    fn default_header_timeout() -> NonZeroU32 {
+        const N: NonZeroU32 = nonzero(10);
+        N
+    }
+    fn default_request_timeout() -> NonZeroU32 {
+        const N: NonZeroU32 = nonzero(60);
+        N
+    }
+    fn default_challenges() -> NonZeroU32 {
+        const N: NonZeroU32 = nonzero(2);
+        N
+    }
+    fn default_witness_connections() -> NonZeroU32 {
+        const N: NonZeroU32 = nonzero(64);
+        N
+    }
+}
+
+/// A default that is not zero; each caller builds a constant, so a zero fails the build.
+const fn nonzero(n: u32) -> NonZeroU32 {
+    match NonZeroU32::new(n) {
+        Some(n) => n,
+        None => panic!("a default limit of zero"),
     }
 }
 
@@ -228,6 +270,10 @@ impl Default for Limits {
             max_connections: Self::default_connections(),
             max_request_bytes: Self::default_body(),
             max_wasm_instances: Self::default_wasm_instances(),
+            header_timeout_secs: Self::default_header_timeout(),
+            request_timeout_secs: Self::default_request_timeout(),
+            max_challenge_handshakes: Self::default_challenges(),
+            max_witness_connections: Self::default_witness_connections(),
         }
     }
 }
@@ -503,6 +549,25 @@ impl LoadedConfig {
                     format!("'{}' is not an https:// URL", w.url),
                 ));
             }
+            (_, Some(w)) if w.config_root.is_none() && w.policy.is_none() => {
+                return Err(invalid(
+                    "store.witness".into(),
+                    "pin the witness with config_root or policy (or both): a chain to the \
+                     operator's root alone lets any of the operator's instances answer for it"
+                        .into(),
+                ));
+            }
+            (_, Some(w))
+                if w.config_root.as_deref().is_some_and(|r| {
+                    r.len() != 64 || !r.bytes().all(|b| b.is_ascii_hexdigit())
+                }) =>
+            {
+                return Err(invalid(
+                    "store.witness.config_root".into(),
+                    "is not 64 hex digits (a SHA-256 config root, as `enclave-os measure` prints)"
+                        .into(),
+                ));
+            }
             _ => {}
         }
         if let Some(w) = &config.witness
@@ -587,6 +652,12 @@ impl LoadedConfig {
                     "store/witness-root".into(),
                     self.read("store.witness.root", &w.root)?,
                 ));
+                if let Some(p) = &w.policy {
+                    leaves.push((
+                        "store/witness-policy".into(),
+                        self.read("store.witness.policy", p)?,
+                    ));
+                }
             }
         }
         if let Some(w) = &c.witness {

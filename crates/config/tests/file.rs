@@ -103,6 +103,25 @@ fn mistakes_name_file_line_and_field() {
             vec!["field `store.witness.url`", "not an https://"],
         ),
         (
+            "[store]\ncounter = \"witness\"\n[store.witness]\nurl = \"https://w:1\"\nroot = \"r.pem\"\n",
+            vec![
+                "field `store.witness`",
+                "pin the witness with config_root or policy",
+            ],
+        ),
+        (
+            "[store]\ncounter = \"witness\"\n[store.witness]\nurl = \"https://w:1\"\nroot = \"r.pem\"\nconfig_root = \"abcd\"\n",
+            vec!["field `store.witness.config_root`", "64 hex digits"],
+        ),
+        (
+            "[limits]\nmax_challenge_handshakes = 0\n",
+            vec!["line 2", "max_challenge_handshakes", "nonzero"],
+        ),
+        (
+            "[limits]\nheader_timeout_secs = 0\n",
+            vec!["line 2", "header_timeout_secs", "nonzero"],
+        ),
+        (
             "[witness]\nlisten = \"anywhere\"\nclients_root = \"r.pem\"\n",
             vec!["field `witness.listen`", "HOST:PORT"],
         ),

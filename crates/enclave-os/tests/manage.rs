@@ -251,12 +251,15 @@ fn a_witness_catches_a_whole_state_directory_rollback_that_a_file_counter_cannot
             c_dir.join("state/sim").display()
         ),
     );
+    let (code, measured) = json(&["measure", witness.config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{measured}");
     let client = Instance::new(
         &c_dir,
         &format!(
-            "{ca_section}[store]\ncounter = \"witness\"\n[store.witness]\nurl = \"https://127.0.0.1:{witness_port}\"\nroot = \"{}\"\ntrust_sim = \"{}\"\n",
+            "{ca_section}[store]\ncounter = \"witness\"\n[store.witness]\nurl = \"https://127.0.0.1:{witness_port}\"\nroot = \"{}\"\ntrust_sim = \"{}\"\nconfig_root = \"{}\"\n",
             ca.join("root.crt.pem").display(),
-            w_dir.join("state/sim").display()
+            w_dir.join("state/sim").display(),
+            measured["root"].as_str().unwrap()
         ),
     );
     let _w = witness.start();

@@ -40,6 +40,12 @@ pub fn nonce_alpn(nonce: &[u8]) -> Vec<u8> {
     p
 }
 
+/// The challenge nonce a ClientHello carries in its ALPN offer, if any: a server that issues
+/// challenge leaves away from its handshake threads looks here first.
+pub fn challenge_nonce(hello: &ClientHello<'_>) -> Option<Vec<u8>> {
+    nonce_from_alpn(hello)
+}
+
 fn nonce_from_alpn(hello: &ClientHello<'_>) -> Option<Vec<u8>> {
     hello.alpn()?.find_map(|p| {
         let hexed = p.strip_prefix(NONCE_ALPN_PREFIX)?;
@@ -128,6 +134,12 @@ impl RatlsResolver {
             .map_err(|e| e.to_string())
     }
 
+    /// A fresh leaf whose evidence binds `nonce` (challenge mode). It costs a key, a quote and
+    /// a signature: callers facing the network bound how many run at once.
+    pub fn challenge(&self, nonce: Vec<u8>) -> Result<Arc<CertifiedKey>, String> {
+        self.certified(&Freshness::Nonce(nonce)).map(|(ck, _)| ck)
+    }
+
     /// The cached deterministic leaf, issuing or renewing it when needed.
     pub fn current(&self) -> Result<Arc<CertifiedKey>, String> {
         let now = enclave_evidence::time::now();
@@ -151,7 +163,7 @@ impl ResolvesServerCert for RatlsResolver {
         // rustls has no way to carry a reason out of a resolver: a failure aborts the handshake
         // (the client sees no certificate), and is reported to stderr for the operator.
         let result = match nonce_from_alpn(&hello) {
-            Some(nonce) => self.certified(&Freshness::Nonce(nonce)).map(|(ck, _)| ck),
+            Some(nonce) => self.challenge(nonce),
             None => self.current(),
         };
         match result {
@@ -486,4 +498,15 @@ pub fn client_config(
         config.alpn_protocols = vec![nonce_alpn(n)];
     }
     Ok(config)
+}
+
+/// A TLS failure as a person should read it: an RA-TLS refusal carries its reason (which rule,
+/// which value), where rustls's own text would show a debug dump of it.
+pub fn describe_error(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+            format!("the peer's RA-TLS certificate was refused: {}", other.0)
+        }
+        other => other.to_string(),
+    }
 }

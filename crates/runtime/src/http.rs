@@ -1,16 +1,32 @@
 //! One connection: the TLS handshake (which presents the RA-TLS certificate the SNI selects),
 //! then HTTP/1.1, routed by name: a workload's hostname reaches the workload, every other name
 //! the management API. `/.well-known/enclave-os/` is the runtime's on every name.
+//!
+//! Nothing a client sends may hold the runtime's threads or memory for long:
+//! - the ClientHello is read first (`LazyConfigAcceptor`); a challenge-mode hello, which costs
+//!   a fresh key, quote and signature, is issued on the blocking pool, at most
+//!   `limits.max_challenge_handshakes` at once with as many waiting, and refused beyond that;
+//! - a request head must arrive within `limits.header_timeout_secs` of the connection being
+//!   ready for it (also the keep-alive idle limit), and a management request must complete
+//!   within `limits.request_timeout_secs`;
+//! - request bodies larger than `limits.max_request_bytes` are refused, for workloads as for
+//!   the management API.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use enclave_ratls::tls::{SniResolver, challenge_nonce};
+use http_body_util::BodyExt;
+use rustls::ServerConfig;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use tokio::sync::Semaphore;
+
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use hyper::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tower::ServiceExt;
 
 use crate::State;
@@ -31,12 +47,36 @@ fn workload_for(state: &State, sni: Option<&str>, host: Option<&str>) -> Option<
     crate::workloads::serving(state, name)
 }
 
-/// Hand the request to the workload's component, in a fresh instance.
+/// Hand the request to the workload's component, in a fresh instance. Its body is limited to
+/// `limits.max_request_bytes`: a declared length over it is refused before the component runs,
+/// and a streamed body that grows past it fails the component's read.
 async fn serve_workload(
     state: &State,
     name: &str,
     req: Request<Incoming>,
 ) -> axum::response::Response {
+    let max = state.config.config.limits.max_request_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|len| *len > max) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is {len} bytes; limits.max_request_bytes allows {max}"),
+        );
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let req = req.map(move |body| {
+        http_body_util::Limited::new(body, limit).map_err(move |e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                enclave_wasm::BodyError::HttpRequestBodySize(Some(max))
+            } else {
+                enclave_wasm::BodyError::InternalError(Some(e.to_string()))
+            }
+        })
+    });
     let app = state
         .apps
         .read()
@@ -68,8 +108,102 @@ async fn serve_workload(
     }
 }
 
+/// What a listener needs to complete handshakes: its base configuration, the certificates by
+/// name, and the bound on challenge issuance.
+pub(crate) struct Handshakes {
+    base: Arc<ServerConfig>,
+    certs: Arc<SniResolver>,
+    /// Challenges being issued.
+    issuing: Arc<Semaphore>,
+    /// Challenges issuing or waiting to: twice `issuing`. A challenge that finds none is refused
+    /// at once, so a flood costs the runtime a bounded queue, not a growing one.
+    admitted: Arc<Semaphore>,
+    /// Seconds to read a request head (see the module docs).
+    header_timeout: Duration,
+}
+
+impl Handshakes {
+    pub fn new(base: Arc<ServerConfig>, certs: Arc<SniResolver>, max_challenges: usize) -> Self {
+        Self {
+            base,
+            certs,
+            issuing: Arc::new(Semaphore::new(max_challenges)),
+            admitted: Arc::new(Semaphore::new(max_challenges.saturating_mul(2))),
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// A challenge leaf for `nonce` from the certificate `sni` selects, issued on the blocking
+    /// pool within the bounds above.
+    async fn challenge(
+        &self,
+        state: &State,
+        sni: Option<String>,
+        nonce: Vec<u8>,
+    ) -> Result<Arc<CertifiedKey>, String> {
+        let Ok(_admitted) = self.admitted.clone().try_acquire_owned() else {
+            state
+                .metrics
+                .challenges_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return Err("challenge refused: as many are already being issued and waiting".into());
+        };
+        let _issuing = self
+            .issuing
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| "challenge issuance has stopped".to_string())?;
+        let resolver = self.certs.for_name(sni.as_deref());
+        let leaf = tokio::task::spawn_blocking(move || resolver.challenge(nonce))
+            .await
+            .map_err(|e| format!("challenge issuance failed: {e}"))??;
+        state
+            .metrics
+            .challenges_issued
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(leaf)
+    }
+
+    /// Read the ClientHello, choose the configuration it needs, and finish the handshake.
+    async fn accept(
+        &self,
+        state: &State,
+        tcp: tokio::net::TcpStream,
+    ) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String> {
+        let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
+            .await
+            .map_err(|e| format!("ClientHello: {e}"))?;
+        let (sni, nonce) = {
+            let hello = start.client_hello();
+            (
+                hello.server_name().map(str::to_string),
+                challenge_nonce(&hello),
+            )
+        };
+        let config = match nonce {
+            None => self.base.clone(),
+            Some(nonce) => {
+                let leaf = self.challenge(state, sni, nonce).await?;
+                let mut config = (*self.base).clone();
+                config.cert_resolver = Arc::new(SingleCertAndKey::from(leaf));
+                Arc::new(config)
+            }
+        };
+        start
+            .into_stream(config)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))
+    }
+}
+
 pub(crate) async fn connection(
-    acceptor: tokio_rustls::TlsAcceptor,
+    handshakes: Arc<Handshakes>,
     tcp: tokio::net::TcpStream,
     state: Arc<State>,
     app: Router,
@@ -81,7 +215,7 @@ pub(crate) async fn connection(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes.accept(&state, tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             state
@@ -106,6 +240,9 @@ pub(crate) async fn connection(
         exporter: enclave_ratls::channel::exporter(session).ok(),
     };
     let sni = session.server_name().map(str::to_string);
+    let request_timeout = Duration::from_secs(u64::from(
+        state.config.config.limits.request_timeout_secs.get(),
+    ));
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let app = app.clone();
         let state = state.clone();
@@ -124,16 +261,29 @@ pub(crate) async fn connection(
                 workload_for(&state, sni.as_deref(), host.as_deref())
             };
             let response = match workload {
+                // A workload's own deadline bounds its whole exchange (enclave-wasm).
                 Some(name) => serve_workload(&state, &name, req).await,
-                None => match app.oneshot(req.map(axum::body::Body::new)).await {
-                    Ok(r) => r,
-                    Err(never) => match never {},
-                },
+                None => {
+                    let call = app.oneshot(req.map(axum::body::Body::new));
+                    match tokio::time::timeout(request_timeout, call).await {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(never)) => match never {},
+                        Err(_) => error(
+                            StatusCode::REQUEST_TIMEOUT,
+                            format!(
+                                "the request did not complete within {} s (limits.request_timeout_secs)",
+                                request_timeout.as_secs()
+                            ),
+                        ),
+                    }
+                }
             };
             Ok::<_, std::convert::Infallible>(response)
         }
     });
     let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshakes.header_timeout)
         .serve_connection(TokioIo::new(tls), service)
         .await;
 }

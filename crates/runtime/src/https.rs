@@ -54,6 +54,14 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
+/// An I/O error from a TLS stream, with an RA-TLS refusal's reason spelt out.
+fn io_reason(e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(tls) => enclave_ratls::tls::describe_error(tls),
+        None => e.to_string(),
+    }
+}
+
 /// Send `method path` with `body` to `base` (`https://HOST:PORT`); the status and body.
 pub(crate) fn call(
     base: &str,
@@ -84,13 +92,13 @@ pub(crate) fn call(
     tls.write_all(head.as_bytes())
         .and_then(|()| tls.write_all(body))
         .and_then(|()| tls.flush())
-        .map_err(|e| format!("{base}: {e}"))?;
+        .map_err(|e| format!("{base}: {}", io_reason(&e)))?;
     let mut response = Vec::new();
     match tls.read_to_end(&mut response) {
         Ok(_) => {}
         // Servers that close without close_notify: the response is judged on its framing.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
-        Err(e) => return Err(format!("{base}: {e}")),
+        Err(e) => return Err(format!("{base}: {}", io_reason(&e))),
     }
     let head_end = response
         .windows(4)

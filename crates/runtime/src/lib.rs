@@ -26,7 +26,7 @@ mod witness;
 mod workloads;
 
 pub use auth::{Authenticator, Claims};
-pub use witness::WitnessCounter;
+pub use witness::{WitnessCounter, WitnessPin};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -138,6 +138,38 @@ fn egress_tls(config: &LoadedConfig) -> Result<Option<Arc<rustls::ClientConfig>>
     Ok(Some(Arc::new(tls)))
 }
 
+/// What `[store.witness]` pins: the witness's config root, its appraisal policy, or both.
+fn witness_pin(
+    config: &LoadedConfig,
+    w: &enclave_config::file::WitnessClientConfig,
+) -> Result<WitnessPin, String> {
+    let config_root = match &w.config_root {
+        Some(hexed) => {
+            let mut root = [0u8; 32];
+            hex::decode_to_slice(hexed, &mut root)
+                .map_err(|e| format!("config_root '{hexed}': {e}"))?;
+            Some(root)
+        }
+        None => None,
+    };
+    let policy = match &w.policy {
+        Some(p) => {
+            let full = config.resolve(p);
+            let text = std::fs::read_to_string(&full)
+                .map_err(|e| format!("policy {}: {e}", full.display()))?;
+            Some(
+                enclave_evidence::policy::Policy::from_toml(&text, &full.display().to_string())
+                    .map_err(|e| format!("policy {}: {e}", full.display()))?,
+            )
+        }
+        None => None,
+    };
+    Ok(WitnessPin {
+        config_root,
+        policy,
+    })
+}
+
 /// The JWKS bytes: from the file, or fetched over HTTPS trusting only the egress CA bundle.
 fn jwks(
     config: &LoadedConfig,
@@ -238,20 +270,32 @@ impl Runtime {
 
         let (master, id) = provision::master_key(&state_dir, tee.as_ref(), policy)?;
         let store_dir = state_dir.join("store");
+        let db_path = store_dir.join("kv.redb");
         let counter: Box<dyn Counter> = match (&c.store.counter, &c.store.witness) {
-            (CounterKind::Witness, Some(w)) => Box::new(
-                WitnessCounter::new(
+            (CounterKind::Witness, Some(w)) => {
+                let witness_err = |e: String| RuntimeError::Store(format!("store.witness: {e}"));
+                let counter = WitnessCounter::new(
                     &w.url,
                     &TrustFiles {
                         root: Some(config.resolve(&w.root)),
                         trust_sim: w.trust_sim.as_ref().map(|p| config.resolve(p)),
                         collateral: None,
                     },
+                    witness_pin(&config, w).map_err(witness_err)?,
                     enclave.clone(),
                     id,
                 )
-                .map_err(|e| RuntimeError::Store(format!("store.witness: {e}")))?,
-            ),
+                .map_err(witness_err)?;
+                // A witness answers only for counters it enrolled; a store enrols when it is
+                // created, and never again (see `witness`).
+                if !db_path.exists() {
+                    counter
+                        .enrol()
+                        .map_err(|e| RuntimeError::Store(e.to_string()))?;
+                    tracing::info!(witness = %w.url, store = %id, "store counter enrolled at the witness");
+                }
+                Box::new(counter)
+            }
             _ => Box::new(
                 FileCounter::new(&store_dir.join("kv.counter"), &master, id)
                     .map_err(|e| RuntimeError::Store(e.to_string()))?,
@@ -263,7 +307,7 @@ impl Runtime {
             .derive("wasm-code-cache", "")
             .map_err(|e| RuntimeError::Store(e.to_string()))?;
         let store = Arc::new(
-            Store::open(&store_dir.join("kv.redb"), master, id, counter)
+            Store::open(&db_path, master, id, counter)
                 .map_err(|e| RuntimeError::Store(e.to_string()))?,
         );
         let stats = store.stats();
@@ -370,6 +414,24 @@ impl Runtime {
         self.state.tee.as_ref()
     }
 
+    /// A connection slot of `cap`, or `None` (counted and logged) when `listener` is full: the
+    /// connection is then dropped at once rather than queued.
+    fn admit(
+        &self,
+        cap: &Arc<tokio::sync::Semaphore>,
+        listener: &str,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = cap.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            self.state
+                .metrics
+                .connections_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(listener, "connection limit reached; connection dropped");
+        }
+        permit
+    }
+
     /// Serve until `shutdown` completes; connections in flight get `grace` to finish.
     pub async fn serve(
         self,
@@ -384,12 +446,19 @@ impl Runtime {
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await
             .map_err(|e| listen_err(&main, e.to_string()))?;
+        let limits = &self.state.config.config.limits;
+        let header_timeout = Duration::from_secs(u64::from(limits.header_timeout_secs.get()));
+        let max_challenges = limits.max_challenge_handshakes.get() as usize;
         let tls = server_config(self.state.resolver.clone(), None)
             .map_err(|e| listen_err(&main, e.to_string()))?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let handshakes = Arc::new(
+            http::Handshakes::new(Arc::new(tls), self.state.resolver.clone(), max_challenges)
+                .with_header_timeout(header_timeout),
+        );
         let app = api::router(self.state.clone());
 
-        // The witness listener: mutual RA-TLS, the witness routes only.
+        // The witness listener: mutual RA-TLS, the witness routes only, the enclave-wide
+        // certificate for every name.
         let witness = match &self.state.config.config.witness {
             Some(w) => {
                 let trust = TrustFiles {
@@ -408,7 +477,15 @@ impl Runtime {
                 tracing::info!(listen = %w.listen, "serving as a witness over mutual RA-TLS");
                 let router =
                     witness::router(Arc::new(witness::Witness::new(self.state.store.clone())));
-                Some((l, tokio_rustls::TlsAcceptor::from(Arc::new(tls)), router))
+                let certs = Arc::new(SniResolver::new(self.state.enclave.clone(), Vec::new()));
+                let handshakes = Arc::new(
+                    http::Handshakes::new(Arc::new(tls), certs, max_challenges)
+                        .with_header_timeout(header_timeout),
+                );
+                let cap = Arc::new(tokio::sync::Semaphore::new(
+                    limits.max_witness_connections.get() as usize,
+                ));
+                Some((l, handshakes, router, cap))
             }
             None => None,
         };
@@ -427,29 +504,34 @@ impl Runtime {
         ));
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
-        let (wl, wa, wr) = match witness {
-            Some((l, a, r)) => (Some(l), Some(a), Some(r)),
-            None => (None, None, None),
+        let (wl, wh, wr, wcap) = match witness {
+            Some((l, h, r, c)) => (Some(l), Some(h), Some(r), Some(c)),
+            None => (None, None, None, None),
         };
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => {
                     let Ok((tcp, _)) = accepted else { continue };
-                    let Ok(permit) = limit.clone().try_acquire_owned() else {
-                        tracing::warn!("connection limit reached; connection dropped");
-                        continue;
-                    };
-                    let (acceptor, state, app) = (acceptor.clone(), self.state.clone(), app.clone());
+                    let Some(permit) = self.admit(&limit, "the RA-TLS listener") else { continue };
+                    let (handshakes, state, app) = (handshakes.clone(), self.state.clone(), app.clone());
                     tasks.spawn(async move {
-                        http::connection(acceptor, tcp, state, app, true).await;
+                        http::connection(handshakes, tcp, state, app, true).await;
                         drop(permit);
                     });
                 }
                 accepted = async { wl.as_ref()?.accept().await.ok() }, if wl.is_some() => {
-                    let (Some((tcp, _)), Some(a), Some(r)) = (accepted, wa.clone(), wr.clone()) else { continue };
+                    let (Some((tcp, _)), Some(h), Some(r), Some(cap)) =
+                        (accepted, wh.clone(), wr.clone(), wcap.as_ref())
+                    else {
+                        continue;
+                    };
+                    let Some(permit) = self.admit(cap, "the witness listener") else { continue };
                     let state = self.state.clone();
-                    tasks.spawn(http::connection(a, tcp, state, r, false));
+                    tasks.spawn(async move {
+                        http::connection(h, tcp, state, r, false).await;
+                        drop(permit);
+                    });
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }

@@ -15,6 +15,12 @@ pub(crate) struct Metrics {
     pub auth_failures: AtomicU64,
     pub connections: AtomicU64,
     pub handshake_failures: AtomicU64,
+    /// Challenge-mode certificates issued.
+    pub challenges_issued: AtomicU64,
+    /// Challenge-mode handshakes refused because as many were already issuing and waiting.
+    pub challenges_refused: AtomicU64,
+    /// Connections dropped at a listener's connection cap.
+    pub connections_refused: AtomicU64,
 }
 
 /// Values read at render time from elsewhere.
@@ -34,10 +40,23 @@ impl Metrics {
             auth_failures: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             handshake_failures: AtomicU64::new(0),
+            challenges_issued: AtomicU64::new(0),
+            challenges_refused: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
         }
     }
 
+    /// Count one answered request. The method is a label a client chooses: methods outside
+    /// RFC 9110's set count as `other`, so made-up ones cannot grow the series without bound.
     pub fn request(&self, route: &str, method: &str, status: u16) {
+        const KNOWN: [&str; 9] = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ];
+        let method = KNOWN
+            .iter()
+            .find(|k| **k == method)
+            .copied()
+            .unwrap_or("other");
         let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry((route.to_string(), method.to_string(), status))
             .or_insert(0) += 1;
@@ -112,6 +131,21 @@ impl Metrics {
                 "enclave_os_tls_handshake_failures_total",
                 "TLS handshakes that failed or timed out.",
                 &self.handshake_failures,
+            ),
+            (
+                "enclave_os_challenges_issued_total",
+                "Challenge-mode certificates issued (a fresh key and quote each).",
+                &self.challenges_issued,
+            ),
+            (
+                "enclave_os_challenges_refused_total",
+                "Challenge-mode handshakes refused: as many were already issuing and waiting.",
+                &self.challenges_refused,
+            ),
+            (
+                "enclave_os_connections_refused_total",
+                "Connections dropped at a listener's connection cap.",
+                &self.connections_refused,
             ),
         ] {
             metric(

@@ -7,14 +7,25 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /witness/v1/counters/<id>` | `{"value": n}` (0 for a counter never advanced) |
-//! | `POST /witness/v1/counters/<id>` `{"advance_to": n}` | `{"value": n}`, or 409 when the counter is past `n` |
+//! | `PUT /witness/v1/counters/<id>` | enrol: 201 `{"value": 0}`; 409 if already enrolled |
+//! | `GET /witness/v1/counters/<id>` | `{"value": n}`; 404 if never enrolled |
+//! | `POST /witness/v1/counters/<id>` `{"advance_to": n}` | `{"value": n}`; 409 when the counter is past `n`; 404 if never enrolled |
+//!
+//! A witness answers only for counters it enrolled. One that answered 0 for any id would let a
+//! host restore a whole old state directory and route the witness's address to another witness
+//! that never saw this store: the old database would look newer than the counter, and be
+//! accepted. A client enrols only when it creates its store; with a database on disk, an
+//! unknown counter is a refusal to start.
+//!
+//! The client pins the witness: its certificate must chain to the operator's root, be valid for
+//! the URL's host name, and carry the pinned config root or satisfy the pinned appraisal policy
+//! (`[store.witness]`), so another instance of the same operator cannot answer for it.
 //!
 //! The witness keeps counters in its own sealed store (namespace `sys/witness`), so they have
-//! the witness's own rollback protection. Any client chaining to the configured root may advance
-//! any counter: a client can only move counters forward, so the worst a misbehaving instance of
-//! the same operator can do is make another refuse to start (fail closed), never accept a
-//! rollback.
+//! the witness's own rollback protection. Any client chaining to the configured root may enrol
+//! or advance any counter: a client can only create counters that do not exist and move them
+//! forward, so the worst a misbehaving instance of the same operator can do is make another
+//! refuse to start (fail closed), never accept a rollback.
 
 // A handler's error is the response it sends (axum's own pattern); it is built once per
 // request, so its size does not matter.
@@ -54,26 +65,54 @@ impl Witness {
         }
     }
 
-    fn read(&self, id: &str) -> Result<u64, String> {
+    /// The counter's value, or 404 when it was never enrolled.
+    fn read(&self, id: &str) -> Result<u64, (StatusCode, String)> {
         match self
             .store
             .get(NAMESPACE, id.as_bytes())
-            .map_err(|e| e.to_string())?
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         {
-            None => Ok(0),
+            None => Err((
+                StatusCode::NOT_FOUND,
+                format!(
+                    "counter {id} is not enrolled at this witness: a counter exists only once its \
+                     store enrolled it, when the store was created"
+                ),
+            )),
             Some(v) => v
                 .as_slice()
                 .try_into()
                 .map(u64::from_be_bytes)
-                .map_err(|_| format!("counter {id} is not 8 bytes")),
+                .map_err(|_| {
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("counter {id} is not 8 bytes"),
+                    )
+                }),
+        }
+    }
+
+    /// Create counter `id` at 0; 409 when it exists.
+    fn enrol(&self, id: &str) -> Result<u64, (StatusCode, String)> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        match self.read(id) {
+            Ok(current) => Err((
+                StatusCode::CONFLICT,
+                format!("counter {id} is already enrolled, at {current}"),
+            )),
+            Err((StatusCode::NOT_FOUND, _)) => {
+                self.store
+                    .put(NAMESPACE, id.as_bytes(), &0u64.to_be_bytes())
+                    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                Ok(0)
+            }
+            Err(e) => Err(e),
         }
     }
 
     fn advance(&self, id: &str, to: u64) -> Result<u64, (StatusCode, String)> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self
-            .read(id)
-            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        let current = self.read(id)?;
         if to < current {
             return Err((
                 StatusCode::CONFLICT,
@@ -106,7 +145,22 @@ async fn get_counter(State(w): State<Arc<Witness>>, Path(id): Path<String>) -> R
     }
     match tokio::task::spawn_blocking(move || w.read(&id)).await {
         Ok(Ok(v)) => Json(json!({ "value": v })).into_response(),
-        Ok(Err(e)) => crate::api::error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Ok(Err((status, e))) => crate::api::error(status, e),
+        Err(e) => crate::api::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn put_counter(State(w): State<Arc<Witness>>, Path(id): Path<String>) -> Response {
+    if let Err(r) = valid_id(&id) {
+        return r;
+    }
+    let id2 = id.clone();
+    match tokio::task::spawn_blocking(move || w.enrol(&id2)).await {
+        Ok(Ok(v)) => {
+            tracing::info!(counter = %id, "witness counter enrolled");
+            (StatusCode::CREATED, Json(json!({ "value": v }))).into_response()
+        }
+        Ok(Err((status, e))) => crate::api::error(status, e),
         Err(e) => crate::api::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -140,9 +194,20 @@ pub(crate) fn router(w: Arc<Witness>) -> axum::Router {
     axum::Router::new()
         .route(
             "/witness/v1/counters/{id}",
-            axum::routing::get(get_counter).post(post_counter),
+            axum::routing::get(get_counter)
+                .post(post_counter)
+                .put(put_counter),
         )
         .with_state(w)
+}
+
+/// What the client requires of the witness beyond a chain to the operator's root.
+#[derive(Debug, Default)]
+pub struct WitnessPin {
+    /// The config root the witness's certificate must carry.
+    pub config_root: Option<[u8; 32]>,
+    /// The appraisal policy its evidence must satisfy.
+    pub policy: Option<enclave_evidence::policy::Policy>,
 }
 
 /// The client side: a [`Counter`] kept by a witness.
@@ -154,18 +219,27 @@ pub struct WitnessCounter {
 
 impl WitnessCounter {
     /// The counter for store `id` at the witness `url`, which must present an RA-TLS
-    /// certificate that `trust` accepts; this instance presents `own`.
+    /// certificate that `trust` accepts, valid for the URL's host and meeting `pin`; this
+    /// instance presents `own`.
     pub fn new(
         url: &str,
         trust: &TrustFiles,
+        pin: WitnessPin,
         own: Arc<RatlsResolver>,
         id: StoreId,
     ) -> Result<Self, String> {
         https::split_url(url)?;
-        let verifier = Arc::new(RatlsServerVerifier::new(
-            trust.verifier()?,
-            Freshness::Deterministic,
-        ));
+        if pin.config_root.is_none() && pin.policy.is_none() {
+            return Err("the witness is not pinned: give its config root or a policy".into());
+        }
+        let mut verifier = trust.verifier()?;
+        if let Some(root) = pin.config_root {
+            verifier = verifier.with_config_root(root);
+        }
+        if let Some(policy) = pin.policy {
+            verifier = verifier.with_policy(policy);
+        }
+        let verifier = Arc::new(RatlsServerVerifier::new(verifier, Freshness::Deterministic));
         let tls = client_config(verifier, None, Some(own)).map_err(|e| e.to_string())?;
         Ok(Self {
             url: url.trim_end_matches('/').to_string(),
@@ -181,14 +255,28 @@ impl WitnessCounter {
         }
     }
 
-    fn call(&self, method: &str, body: Option<&[u8]>) -> Result<u64, CounterError> {
+    /// Send `method` for this store's counter; the status and the JSON answer.
+    fn call(
+        &self,
+        method: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, serde_json::Value), CounterError> {
         let path = format!("/witness/v1/counters/{}", self.id);
         let (status, reply) =
             https::call(&self.url, method, &path, body, self.tls.clone(), TIMEOUT)
                 .map_err(|e| self.err(format!("unreachable: {e}")))?;
         let v: serde_json::Value = serde_json::from_slice(&reply)
             .map_err(|_| self.err(format!("answered {status} with a body that is not JSON")))?;
-        if status != 200 {
+        Ok((status, v))
+    }
+
+    /// The counter's value from an answer that must have `expected` status.
+    fn value(
+        &self,
+        (status, v): (u16, serde_json::Value),
+        expected: u16,
+    ) -> Result<u64, CounterError> {
+        if status != expected {
             return Err(self.err(format!(
                 "answered {status}: {}",
                 v["error"].as_str().unwrap_or("no reason given")
@@ -198,6 +286,17 @@ impl WitnessCounter {
             .as_u64()
             .ok_or_else(|| self.err("answered without a value"))
     }
+
+    /// Enrol this store's counter at the witness: done once, when the store is created. A
+    /// counter already enrolled (a creation interrupted after enrolment) is left as it is; the
+    /// store's open then compares it with the database.
+    pub fn enrol(&self) -> Result<(), CounterError> {
+        let answer = self.call("PUT", None)?;
+        if answer.0 == 409 {
+            return Ok(());
+        }
+        self.value(answer, 201).map(|_| ())
+    }
 }
 
 impl Counter for WitnessCounter {
@@ -206,11 +305,13 @@ impl Counter for WitnessCounter {
     }
 
     fn read(&self) -> Result<u64, CounterError> {
-        self.call("GET", None)
+        let answer = self.call("GET", None)?;
+        self.value(answer, 200)
     }
 
     fn advance(&self, to: u64) -> Result<(), CounterError> {
         let body = json!({ "advance_to": to }).to_string();
-        self.call("POST", Some(body.as_bytes())).map(|_| ())
+        let answer = self.call("POST", Some(body.as_bytes()))?;
+        self.value(answer, 200).map(|_| ())
     }
 }

@@ -23,7 +23,6 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
 use thiserror::Error;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
@@ -37,6 +36,9 @@ pub use cache::{CodeCache, Compiled};
 use egress::Egress;
 use sdk::SdkCtx;
 pub use sdk::{Evidence, Services, Space};
+/// What a request body handed to [`App::handle`] may fail with: the component sees it as the
+/// matching `wasi:http` error code (a body over its limit as `HTTP-request-body-size`).
+pub use wasmtime_wasi_http::Error as BodyError;
 
 /// How often the engine's epoch advances: the granularity of deadlines, and the longest a busy
 /// guest runs before it yields its thread to other requests.
@@ -339,11 +341,18 @@ impl App {
         }
     }
 
-    /// Handle one request in a fresh instance, once an instance slot is free.
-    pub async fn handle(
+    /// Handle one request in a fresh instance, once an instance slot is free. The app's deadline
+    /// bounds the whole exchange: the wait for a slot, the request body however slowly it
+    /// arrives, and the response body however slowly the client reads it. At the deadline the
+    /// instance is dropped and its slot freed.
+    pub async fn handle<B>(
         &self,
-        req: hyper::Request<Incoming>,
-    ) -> Result<hyper::Response<HyperOutgoingBody>, WasmError> {
+        req: hyper::Request<B>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, WasmError>
+    where
+        B: hyper::body::Body<Data = hyper::body::Bytes> + Send + 'static,
+        B::Error: Into<BodyError>,
+    {
         let waiting = Instant::now();
         let slot = match tokio::time::timeout(
             self.limits.timeout,
@@ -416,13 +425,22 @@ impl App {
         let running = Running { store, _slot: slot };
         let task = tokio::spawn(async move {
             // Bound whole, so that the slot is held for as long as the instance runs (its body
-            // included), not only until the response head.
+            // included), not only until the response head. The epoch callback stops a guest
+            // that computes past the deadline; this stops one that waits past it, on a client
+            // that sends its body slowly or stops reading the response. Either way the store
+            // and the slot are dropped here, and the response body ends with an error.
             let mut running = running;
-            let proxy = pre.instantiate_async(&mut running.store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut running.store, incoming, out)
-                .await
+            let run = async {
+                let proxy = pre.instantiate_async(&mut running.store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut running.store, incoming, out)
+                    .await
+            };
+            match tokio::time::timeout_at(deadline.into(), run).await {
+                Ok(result) => result,
+                Err(_) => Err(wasmtime::Error::msg(DEADLINE_PASSED)),
+            }
         });
         let timeout = self.limits.timeout;
         match tokio::time::timeout_at(deadline.into(), receiver).await {
@@ -462,7 +480,17 @@ fn describe(code: &ErrorCode) -> String {
     format!("{code:?}")
 }
 
+/// Why a request's task ended when its deadline passed while the instance was waiting.
+const DEADLINE_PASSED: &str =
+    "the request's deadline passed while the component waited on its client";
+
 fn trap_reason(e: &wasmtime::Error, timeout: Duration) -> String {
+    if e.to_string() == DEADLINE_PASSED {
+        return format!(
+            "ran past its {} ms deadline waiting on the client: stopped",
+            timeout.as_millis()
+        );
+    }
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => {
             format!("ran past its {} ms deadline: stopped", timeout.as_millis())
