@@ -309,6 +309,7 @@ fn gramine_round_trip_and_sealing_keys() {
     mkfifo(&root.join("quote"));
     let sim = SimTee::open(&dir.path().join("sim"), Flavour::Sgx).unwrap();
     let measurement = sim.measurement();
+    let sim_svn = sim.security_version();
     let server = serve_fifo(
         root.join("quote"),
         root.join("user_report_data"),
@@ -318,6 +319,8 @@ fn gramine_round_trip_and_sealing_keys() {
     );
     let tee = GramineTee::open(&root).unwrap();
     assert_eq!(tee.measurement(), measurement);
+    // The security version is the quote's ISVSVN (the simulator's, 0 unless set).
+    assert_eq!(tee.security_version(), sim_svn);
     let bundle = tee.evidence(&[3; 64]).unwrap();
     server.join().unwrap();
     assert_eq!(bundle.tee, TeeKind::Sgx);
