@@ -395,4 +395,21 @@ fn authorize_refuses_a_root_key_that_is_not_the_root_certificates() {
     let (code, v) = authorize(&ops, "not-hex", &"11".repeat(32), 1, &out);
     assert_eq!(code, 2);
     assert!(v["error"].as_str().unwrap().contains("--store"), "{v}");
+
+    // A TEE that reports no security version (TDX) offers no migration, whatever is authorized.
+    let (code, v) = authorize(&ops, &"00".repeat(16), &"11".repeat(48), 1, &out);
+    assert_eq!(code, 0, "{v}");
+    let config = tmp.path().join("enclave.toml");
+    std::fs::write(
+        &config,
+        "tee = \"sim-tdx\"\nseal_policy = \"measurement\"\nstate_dir = \"state\"\n",
+    )
+    .unwrap();
+    let (code, err) = export(config.to_str().unwrap(), &out, 0);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("sim-tdx reports no security version")
+            && err.contains("migration is not offered"),
+        "{err}"
+    );
 }
