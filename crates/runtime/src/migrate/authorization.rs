@@ -113,21 +113,17 @@ pub fn fingerprint(cert_der: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, cert_der))
 }
 
+const NOT_ISSUED: &str = "the root certificate did not issue the intermediary CA certificate \
+     (not an ECDSA P-256 SHA-256 signature by its key)";
+
 /// Whether `root_der`'s key signed the certificate `issued_pem` (ECDSA P-256 with SHA-256).
 pub fn issued_by(issued_pem: &[u8], root_der: &[u8]) -> Result<(), String> {
     let issued = first_cert(issued_pem, "the intermediary CA certificate")?;
     let (_, cert) = x509_parser::parse_x509_certificate(&issued)
         .map_err(|e| format!("the intermediary CA certificate does not parse: {e}"))?;
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, ec_point(root_der)?)
-        .verify(
-            cert.tbs_certificate.as_ref(),
-            &cert.signature_value.data,
-        )
-        .map_err(|_| {
-            "the root certificate did not issue the intermediary CA certificate (not an ECDSA P-256 \
-             SHA-256 signature by its key)"
-                .to_string()
-        })
+        .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
+        .map_err(|_| NOT_ISSUED.to_string())
 }
 
 /// Sign `statement` with the operator root key (PKCS#8 PEM, as `enclave-os ca init` writes it),
@@ -219,5 +215,65 @@ impl Authorization {
                 )
             })?;
         Ok(statement)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn statement() -> Statement {
+        Statement {
+            source_store: [0xab; 16],
+            target_measurement: vec![0x01, 0x02, 0xfe],
+            target_svn: 7,
+            expires: 1_900_000_000,
+        }
+    }
+
+    #[test]
+    fn the_signed_text_is_the_documented_one() {
+        assert_eq!(
+            String::from_utf8(statement().canonical()).unwrap(),
+            "enclave-os migration authorization v1\n\
+             source-store: abababababababababababababababab\n\
+             target-measurement: 0102fe\n\
+             target-svn: 7\n\
+             expires: 1900000000\n"
+        );
+    }
+
+    #[test]
+    fn every_signed_field_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = enclave_ratls::ca::init(dir.path(), "Test").unwrap();
+        let key = std::fs::read(&ca.root_key).unwrap();
+        let cert = std::fs::read(&ca.root_cert).unwrap();
+        let root = root_der(&cert).unwrap();
+        let auth = sign(&key, &cert, &statement()).unwrap();
+        assert_eq!(auth.verify(&root).unwrap(), statement());
+        // Upper-case hex is the same value, so the same statement.
+        let mut upper = auth.clone();
+        upper.target_measurement = upper.target_measurement.to_uppercase();
+        assert_eq!(upper.verify(&root).unwrap(), statement());
+
+        let mut svn = auth.clone();
+        svn.target_svn = 8;
+        let mut expires = auth.clone();
+        expires.expires += 1;
+        let mut store = auth.clone();
+        store.source_store = "cd".repeat(16);
+        for altered in [svn, expires, store] {
+            let err = altered.verify(&root).unwrap_err();
+            assert!(err.contains("statement was altered"), "{err}");
+        }
+        let mut format = auth;
+        format.format = "enclave-os/migration-authorization/v0".into();
+        let err = format.verify(&root).unwrap_err();
+        assert!(
+            err.contains("is not 'enclave-os/migration-authorization/v1'"),
+            "{err}"
+        );
     }
 }
