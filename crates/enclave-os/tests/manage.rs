@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use common::instance::*;
 use common::*;
@@ -418,93 +416,4 @@ fn workloads_load_and_unload_at_run_time_changing_only_their_own_certificate() {
         .unwrap();
     assert_eq!(status, 404);
     drop(server);
-}
-
-/// A copy of this binary with bytes appended: another build, so another measurement.
-fn another_build(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    let mut bytes = std::fs::read(BIN).unwrap();
-    bytes.extend_from_slice(name.as_bytes());
-    std::fs::write(&path, bytes).unwrap();
-    let mut perms = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&path, perms).unwrap();
-    path
-}
-
-fn with(bin: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(bin).args(args).output().unwrap()
-}
-
-#[test]
-fn measurement_sealed_state_moves_to_a_new_build_only_when_exported_to_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let a = Instance::new(tmp.path(), "");
-    // This test is about the measurement policy.
-    let text = std::fs::read_to_string(&a.config)
-        .unwrap()
-        .replace("seal_policy = \"signer\"", "seal_policy = \"measurement\"");
-    std::fs::write(&a.config, text).unwrap();
-    let t = token();
-    let s = a.start();
-    let tls = a.client();
-    assert_eq!(
-        a.call(&tls, "PUT", "/api/v1/kv/k", Some(&t), b"kept")
-            .unwrap()
-            .0,
-        200
-    );
-    s.stop();
-
-    let new = another_build(tmp.path(), "enclave-os-v2");
-    let other = another_build(tmp.path(), "enclave-os-v3");
-    let config = a.config.to_str().unwrap();
-    let run_args = a.args();
-    let run_args: Vec<&str> = run_args.iter().map(String::as_str).collect();
-
-    // The new build cannot unseal, and says where to look.
-    let o = with(&new, &run_args);
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("different build cannot unseal") && err.contains("migration"),
-        "{err}"
-    );
-
-    let o = with(&new, &["migrate", "measurement", config, "--json"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let target = m["measurement"].as_str().unwrap().to_string();
-
-    let (code, v) = json(&["migrate", "export", config, "--to", &target]);
-    assert_eq!(code, 0, "{v}");
-    assert!(tmp.path().join("state/migration.sealed").exists());
-
-    // A build it was not addressed to cannot take it.
-    let o = with(&other, &["migrate", "import", config]);
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("was the export addressed to it"), "{err}");
-
-    let o = with(&new, &["migrate", "import", config]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(!tmp.path().join("state/migration.sealed").exists());
-
-    // The new build now runs on the old state; the old build no longer can.
-    let child = Command::new(&new)
-        .args(&run_args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", a.port)).is_err() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let (status, body) = a
-        .call(&a.client(), "GET", "/api/v1/kv/k", Some(&t), b"")
-        .unwrap();
-    assert_eq!((status, body.as_slice()), (200, &b"kept"[..]));
 }

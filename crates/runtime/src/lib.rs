@@ -236,7 +236,18 @@ impl Runtime {
             (None, None) => provision::Source::Development,
             _ => return Err(ca_err("ca.certificate and ca.key go together")),
         };
+        let first_import = !state_dir.join("ca/intermediary.key.sealed").exists();
         let (ca, ca_root) = provision::intermediary(&state_dir, tee.as_ref(), policy, source)?;
+        if first_import {
+            // Only now, with the CA the clients will pin: never later from a file the host can swap.
+            migrate::pin_operator_root(
+                &state_dir,
+                tee.as_ref(),
+                policy,
+                &ca_root,
+                &state_dir.join("ca/intermediary.crt.pem"),
+            )?;
+        }
         let ca = Arc::new(ca);
         let egress = egress_tls(&config)?;
         let auth = match &c.oidc {

@@ -1,21 +1,30 @@
-//! Moving measurement-sealed state to a new build.
+//! Moving measurement-sealed state to a new build, only to a build the operator authorized.
 //!
 //! Under the `measurement` policy only this exact build can unseal the CA key and the store's
-//! master key: a new binary cannot, by design. The path across is explicit and needs both
-//! builds on the same platform:
+//! master key: a new binary cannot, by design. The path across is explicit, needs both builds on
+//! the same platform, and needs the operator's signature:
 //!
-//! 1. The new build tells its measurement: `enclave-os migrate measurement enclave.toml`.
-//! 2. The operator, having decided to trust that build, runs the **old** build:
-//!    `enclave-os migrate export enclave.toml --to <measurement>`. It unseals the secrets and
-//!    seals them again, under the `signer` policy, into `<state_dir>/migration.sealed`, with
-//!    the target measurement in the sealing context (the AAD).
-//! 3. The new build runs `enclave-os migrate import enclave.toml`. It can open the envelope only
-//!    if it is from the same signer *and* its own measurement is the one authorized, since it
-//!    derives the context from its own measurement. It then seals the secrets to itself and
-//!    removes the envelope.
+//! 1. The old build tells the store's id and its own security version: `enclave-os migrate source`;
+//!    the new build tells its measurement and security version: `enclave-os migrate measurement`.
+//! 2. The operator signs an [`Authorization`] naming the store, the target measurement, the
+//!    target's security version and an expiry with the root CA key (`enclave-os migrate authorize`).
+//! 3. The old build runs `enclave-os migrate export --authorization auth.json`. It checks the
+//!    signature against the operator root **pinned in sealed state** when the CA was first
+//!    imported (not a file the host can swap), that the authorization names this store and has not
+//!    expired, and that the target's security version is not lower than its own. It then seals the
+//!    secrets under the `signer` policy into `<state_dir>/migration.sealed`, with the target
+//!    measurement in the sealing context (the AAD).
+//! 4. The new build runs `enclave-os migrate import`. It opens the envelope only if it is of the
+//!    same signer *and* its own measurement is the one authorized, since it derives the context
+//!    from its own measurement; it refuses unless its own security version is the authorized one.
+//!    It then seals the secrets and the pinned root to itself and removes the envelope.
 //!
 //! The store's data is not touched: it is encrypted under keys derived from the master key,
 //! which moves unchanged, and the rollback counter goes on from where it was.
+
+mod authorization;
+
+pub use authorization::{Authorization, FORMAT, Statement, sign};
 
 use std::path::{Path, PathBuf};
 
@@ -28,27 +37,85 @@ use crate::provision::{CONTEXT, MASTER_CONTEXT, write_private};
 use crate::{Overrides, RuntimeError};
 
 const ENVELOPE: &str = "migration.sealed";
+/// The sealed operator root, beside the sealed intermediary key.
+const ROOT_PIN: &str = "ca/operator-root.sealed";
+const ROOT_PIN_CONTEXT: &str = "runtime/migration/operator-root";
 
+// v2: envelopes carry the security versions and the pinned root. Builds that read v1 envelopes
+// check neither, so they cannot open these.
 fn context(target: &[u8]) -> String {
-    format!("runtime/migration/v1/to/{}", hex::encode(target))
+    format!("runtime/migration/v2/to/{}", hex::encode(target))
 }
 
 fn err(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Migration(e.to_string())
 }
 
-/// What moves: the two secrets, and whom they were for.
+/// What moves: the two secrets, the root that authorizes the next move, and whom they were for.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Envelope {
     from: String,
+    from_svn: u32,
     to: String,
+    to_svn: u32,
     ca_key_pem: String,
     master: String,
+    operator_root: String,
 }
 
 struct Opened {
     tee: Box<dyn Tee>,
     state_dir: PathBuf,
+}
+
+impl Opened {
+    fn svn(&self) -> Result<u32, RuntimeError> {
+        self.tee.security_version().ok_or_else(|| {
+            err(format!(
+                "{} reports no security version for this build, so a downgrade could not be refused: \
+                 migration is not offered there",
+                self.tee.name()
+            ))
+        })
+    }
+
+    fn key(&self) -> Result<enclave_tee::SealingKey, RuntimeError> {
+        Ok(self.tee.sealing_key(SealPolicy::Measurement)?)
+    }
+
+    fn unseal(
+        &self,
+        key: &enclave_tee::SealingKey,
+        rel: &str,
+        context: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, RuntimeError> {
+        let path = self.state_dir.join(rel);
+        key.unseal(context, &read(&path)?)
+            .map_err(|e| err(format!("{}: {e}", path.display())))
+    }
+
+    /// The operator root pinned for this state.
+    fn pinned_root(&self, key: &enclave_tee::SealingKey) -> Result<Vec<u8>, RuntimeError> {
+        let path = self.state_dir.join(ROOT_PIN);
+        if !path.exists() {
+            return Err(err(format!(
+                "{} is missing: no operator root was pinned when the CA was first imported (a root \
+                 certificate root.crt.pem beside the intermediary's, or state from before pinning), so \
+                 no migration authorization can be checked and none is accepted",
+                path.display()
+            )));
+        }
+        Ok(self.unseal(key, ROOT_PIN, ROOT_PIN_CONTEXT)?.to_vec())
+    }
+
+    fn store_id(&self, key: &enclave_tee::SealingKey) -> Result<[u8; 16], RuntimeError> {
+        let plain = self.unseal(key, "store/master.key.sealed", MASTER_CONTEXT)?;
+        plain
+            .get(32..48)
+            .and_then(|id| <[u8; 16]>::try_from(id).ok())
+            .ok_or_else(|| err("the unsealed master key holds no store id"))
+    }
 }
 
 fn open(config: &LoadedConfig, overrides: &Overrides) -> Result<Opened, RuntimeError> {
@@ -67,52 +134,163 @@ fn open(config: &LoadedConfig, overrides: &Overrides) -> Result<Opened, RuntimeE
     Ok(Opened { tee, state_dir })
 }
 
-/// This build's measurement on the configured TEE: what an export is addressed to.
-pub fn measurement(config: &LoadedConfig, overrides: &Overrides) -> Result<Vec<u8>, RuntimeError> {
-    Ok(open(config, overrides)?.tee.measurement())
-}
-
 fn read(path: &Path) -> Result<Vec<u8>, RuntimeError> {
     std::fs::read(path).map_err(|e| err(format!("{}: {e}", path.display())))
 }
 
-/// Run by the old build: seal its secrets for the build whose measurement is `to`.
+/// Pin the operator root for migration authorizations: called once, when the intermediary CA
+/// is first imported. `root` is the root certificate that came with it; it must have issued
+/// `intermediary` (PEM). It is the root clients pin, so a host that substitutes its own at
+/// the first run is seen by every client. Without a usable root nothing is pinned, and the runtime
+/// says that migration will be refused; it still runs.
+pub fn pin_operator_root(
+    state_dir: &Path,
+    tee: &dyn Tee,
+    policy: SealPolicy,
+    root: &Path,
+    intermediary: &Path,
+) -> Result<(), RuntimeError> {
+    let unpinned = |why: String| {
+        tracing::warn!(
+            root = %root.display(),
+            "no operator root pinned for migration authorizations ({why}): `enclave-os migrate export` will refuse"
+        );
+        Ok(())
+    };
+    let Ok(pem) = std::fs::read(root) else {
+        return unpinned("no root certificate beside the intermediary's".into());
+    };
+    let der = match authorization::root_der(&pem) {
+        Ok(der) => der,
+        Err(e) => return unpinned(e),
+    };
+    if let Err(e) = authorization::issued_by(&read(intermediary)?, &der) {
+        return unpinned(e);
+    }
+    let key = tee
+        .sealing_key(policy)
+        .map_err(|e| err(format!("cannot seal the operator root pin: {e}")))?;
+    let blob = key.seal(ROOT_PIN_CONTEXT, &der).map_err(err)?;
+    write_private(&state_dir.join(ROOT_PIN), &blob)?;
+    tracing::info!(root_sha256 = %authorization::fingerprint(&der), "pinned the operator root that authorizes migrations");
+    Ok(())
+}
+
+/// A build's identity for migration: what an authorization names.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildInfo {
+    /// Its measurement, hex.
+    pub measurement: String,
+    /// Its security version, when the TEE reports one.
+    pub svn: Option<u32>,
+}
+
+/// This build's measurement and security version on the configured TEE: what an authorization
+/// addresses (run with the new build).
+pub fn measurement(
+    config: &LoadedConfig,
+    overrides: &Overrides,
+) -> Result<BuildInfo, RuntimeError> {
+    let o = open(config, overrides)?;
+    Ok(BuildInfo {
+        measurement: hex::encode(o.tee.measurement()),
+        svn: o.tee.security_version(),
+    })
+}
+
+/// What an authorization for this state must name (run with the old build).
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceInfo {
+    /// The store id, hex.
+    pub store: String,
+    /// This build's measurement, hex.
+    pub measurement: String,
+    /// This build's security version: the target's may not be lower.
+    pub svn: u32,
+    /// SHA-256 of the pinned operator root certificate, hex: the key that must sign.
+    pub operator_root_sha256: String,
+}
+
+/// The state's store id, this build's identity, and the pinned operator root.
+pub fn source(config: &LoadedConfig, overrides: &Overrides) -> Result<SourceInfo, RuntimeError> {
+    let o = open(config, overrides)?;
+    let key = o.key()?;
+    Ok(SourceInfo {
+        store: hex::encode(o.store_id(&key)?),
+        measurement: hex::encode(o.tee.measurement()),
+        svn: o.svn()?,
+        operator_root_sha256: authorization::fingerprint(&o.pinned_root(&key)?),
+    })
+}
+
+/// Unix seconds; a clock before 1970 counts every authorization as expired.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(u64::MAX, |d| d.as_secs())
+}
+
+/// Run by the old build: seal its secrets for the build `auth` names, once `auth` is checked.
 pub fn export(
     config: &LoadedConfig,
     overrides: &Overrides,
-    to: &[u8],
+    auth: &Authorization,
 ) -> Result<PathBuf, RuntimeError> {
+    let refused = |why: String| err(format!("migration authorization refused: {why}"));
     let o = open(config, overrides)?;
     let own = o.tee.measurement();
+    let own_svn = o.svn()?;
+    let key = o.key()?;
+    let root = o.pinned_root(&key)?;
+    let st = auth.verify(&root).map_err(refused)?;
+    let store = o.store_id(&key)?;
+    if st.source_store != store {
+        return Err(refused(format!(
+            "it is for store {}, this is store {}",
+            hex::encode(st.source_store),
+            hex::encode(store)
+        )));
+    }
+    let now = now();
+    if st.expires <= now {
+        return Err(refused(format!(
+            "it expired at {} (unix seconds), it is now {now}",
+            st.expires
+        )));
+    }
+    let to = st.target_measurement.as_slice();
     if to.len() != own.len() {
-        return Err(err(format!(
-            "a {} measurement is {} bytes, not {}",
+        return Err(refused(format!(
+            "a {} measurement is {} bytes, the target measurement is {}",
             o.tee.name(),
             own.len(),
             to.len()
         )));
     }
     if to == own.as_slice() {
-        return Err(err(
-            "that is this build's own measurement: nothing to migrate",
+        return Err(refused(
+            "the target is this build's own measurement: nothing to migrate".into(),
         ));
     }
-    let key = o.tee.sealing_key(SealPolicy::Measurement)?;
-    let ca_path = o.state_dir.join("ca/intermediary.key.sealed");
-    let master_path = o.state_dir.join("store/master.key.sealed");
-    let ca_key = key
-        .unseal(CONTEXT, &read(&ca_path)?)
-        .map_err(|e| err(format!("{}: {e}", ca_path.display())))?;
-    let master = key
-        .unseal(MASTER_CONTEXT, &read(&master_path)?)
-        .map_err(|e| err(format!("{}: {e}", master_path.display())))?;
+    if st.target_svn < own_svn {
+        return Err(refused(format!(
+            "the target's security version {} is lower than this build's {own_svn}: refusing a \
+             downgrade",
+            st.target_svn
+        )));
+    }
+    let ca_key = o.unseal(&key, "ca/intermediary.key.sealed", CONTEXT)?;
+    let master = o.unseal(&key, "store/master.key.sealed", MASTER_CONTEXT)?;
     let envelope = Zeroizing::new(
         serde_json::to_vec(&Envelope {
             from: hex::encode(&own),
+            from_svn: own_svn,
             to: hex::encode(to),
+            to_svn: st.target_svn,
             ca_key_pem: String::from_utf8(ca_key.to_vec())
                 .map_err(|_| err("the unsealed CA key is not PEM"))?,
             master: hex::encode(&*master),
+            operator_root: hex::encode(&root),
         })
         .map_err(err)?,
     );
@@ -123,7 +301,7 @@ pub fn export(
         .map_err(err)?;
     let out = o.state_dir.join(ENVELOPE);
     write_private(&out, &blob)?;
-    tracing::info!(to = %hex::encode(to), envelope = %out.display(), "state exported for the new build");
+    tracing::info!(to = %hex::encode(to), to_svn = st.target_svn, envelope = %out.display(), "state exported for the authorized build");
     Ok(out)
 }
 
@@ -131,6 +309,7 @@ pub fn export(
 pub fn import(config: &LoadedConfig, overrides: &Overrides) -> Result<(), RuntimeError> {
     let o = open(config, overrides)?;
     let own = o.tee.measurement();
+    let own_svn = o.svn()?;
     let path = o.state_dir.join(ENVELOPE);
     let blob = read(&path)?;
     let plain = Zeroizing::new(
@@ -147,15 +326,27 @@ pub fn import(config: &LoadedConfig, overrides: &Overrides) -> Result<(), Runtim
             .to_vec(),
     );
     let envelope: Envelope = serde_json::from_slice(&plain).map_err(err)?;
+    // The exporter checked the authorized version against its own; this build checks that it is
+    // the version authorized, which only it can know.
+    if own_svn != envelope.to_svn || own_svn < envelope.from_svn {
+        return Err(err(format!(
+            "this build's security version is {own_svn}, but the operator authorized security \
+             version {} (the exporting build's is {}): refusing the import",
+            envelope.to_svn, envelope.from_svn
+        )));
+    }
     let master = Zeroizing::new(hex::decode(&envelope.master).map_err(err)?);
-    let key = o.tee.sealing_key(SealPolicy::Measurement)?;
+    let root = hex::decode(&envelope.operator_root).map_err(err)?;
+    let key = o.key()?;
     let ca_blob = key
         .seal(CONTEXT, envelope.ca_key_pem.as_bytes())
         .map_err(err)?;
     let master_blob = key.seal(MASTER_CONTEXT, &master).map_err(err)?;
+    let root_blob = key.seal(ROOT_PIN_CONTEXT, &root).map_err(err)?;
     write_private(&o.state_dir.join("ca/intermediary.key.sealed"), &ca_blob)?;
     write_private(&o.state_dir.join("store/master.key.sealed"), &master_blob)?;
+    write_private(&o.state_dir.join(ROOT_PIN), &root_blob)?;
     std::fs::remove_file(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-    tracing::info!(from = %envelope.from, to = %envelope.to, "state imported and sealed to this build");
+    tracing::info!(from = %envelope.from, to = %envelope.to, svn = own_svn, "state imported and sealed to this build");
     Ok(())
 }

@@ -48,4 +48,11 @@ pub trait Tee: Send + Sync + std::fmt::Debug {
 
     /// A sealing key under `policy`. TEEs without one (TDX) say so.
     fn sealing_key(&self, policy: SealPolicy) -> Result<SealingKey, TeeError>;
+
+    /// The security version of this code as the TEE attests it (SGX ISVSVN, as in this
+    /// instance's quote), which a signer raises with each security fix. `None` where the
+    /// backend reports none (TDX; SEV-SNP, whose guest SVN is the launcher's choice).
+    fn security_version(&self) -> Option<u32> {
+        None
+    }
 }

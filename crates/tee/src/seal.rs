@@ -27,9 +27,12 @@ const VERSION: u8 = 1;
 /// What a sealing key is bound to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealPolicy {
-    /// This exact build (MRENCLAVE, or the SNP measurement): a new binary cannot unseal.
+    /// This exact build (SGX MRENCLAVE, or the SNP launch measurement with the guest policy): a
+    /// new binary cannot unseal.
     Measurement,
-    /// The signer (MRSIGNER, or the SNP author/ID key): stable across updates.
+    /// The signer (SGX MRSIGNER): stable across updates signed by the same key. Refused on
+    /// SEV-SNP, whose derived key cannot bind the author or ID key (see
+    /// [`crate::hw::sev_guest::SIGNER_REFUSED`]); TDX has no sealing key under either policy.
     Signer,
 }
 

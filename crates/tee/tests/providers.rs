@@ -143,13 +143,11 @@ fn configfs_tsm_tdx_round_trip() {
         )
         .unwrap();
     assert_eq!(a.report_data, [7; 64]);
-    // TDX has no sealing key, and says so.
-    assert!(
-        tee.sealing_key(SealPolicy::Measurement)
-            .unwrap_err()
-            .to_string()
-            .contains("vault")
-    );
+    // TDX has no sealing key under either policy, and says so.
+    for policy in [SealPolicy::Measurement, SealPolicy::Signer] {
+        let err = tee.sealing_key(policy).unwrap_err().to_string();
+        assert!(err.contains("TDX has no hardware sealing key"), "{err}");
+    }
 }
 
 #[test]
@@ -311,6 +309,7 @@ fn gramine_round_trip_and_sealing_keys() {
     mkfifo(&root.join("quote"));
     let sim = SimTee::open(&dir.path().join("sim"), Flavour::Sgx).unwrap();
     let measurement = sim.measurement();
+    let sim_svn = sim.security_version();
     let server = serve_fifo(
         root.join("quote"),
         root.join("user_report_data"),
@@ -320,6 +319,8 @@ fn gramine_round_trip_and_sealing_keys() {
     );
     let tee = GramineTee::open(&root).unwrap();
     assert_eq!(tee.measurement(), measurement);
+    // The security version is the quote's ISVSVN (the simulator's, 0 unless set).
+    assert_eq!(tee.security_version(), sim_svn);
     let bundle = tee.evidence(&[3; 64]).unwrap();
     server.join().unwrap();
     assert_eq!(bundle.tee, TeeKind::Sgx);
@@ -441,10 +442,11 @@ fn sev_guest_reports_negotiates_the_certificate_buffer_and_derives_keys() {
     assert_eq!(raw.len(), 1184);
     assert_eq!(chain, vec![vcek.clone(), ask.clone(), ark.clone()]);
     let m = tee.sealing_key(SealPolicy::Measurement).unwrap();
-    let s = tee.sealing_key(SealPolicy::Signer).unwrap();
-    assert!(
-        s.unseal("c", &m.seal("c", b"v").unwrap()).is_err(),
-        "policies give different keys"
+    assert_eq!(
+        m.unseal("c", &m.seal("c", b"v").unwrap())
+            .unwrap()
+            .as_slice(),
+        b"v"
     );
 
     let mut big = certs::build(&vcek, &ask, &ark, false);
@@ -460,6 +462,41 @@ fn sev_guest_reports_negotiates_the_certificate_buffer_and_derives_keys() {
     let tee = SevGuestTee::new(device, 0).unwrap();
     let (_, chain) = tee.ext_report(&[0; 64]).unwrap();
     assert_eq!(chain.len(), 3);
+}
+
+#[test]
+fn sev_guest_refuses_signer_sealing_and_says_why() {
+    let mut zeroed = vector("amd/milan-v2-b/report.bin");
+    zeroed[0x50..0x90].fill(0);
+    let (vcek, ask, ark) = milan_chain();
+    let device = EmulatedSevGuest {
+        report: zeroed,
+        table: certs::build(&vcek, &ask, &ark, false),
+        key_seed: 0x5a,
+        calls: Default::default(),
+    };
+    let tee = SevGuestTee::new(device, 0).unwrap();
+    // The family and image IDs are the launcher's choice: a key bound to them is not the
+    // signer's, so there is none, and the reason says what to use instead.
+    let err = tee.sealing_key(SealPolicy::Signer).unwrap_err().to_string();
+    assert!(
+        err.contains("'signer' sealing policy is refused on SEV-SNP")
+            && err.contains("family ID and image ID")
+            && err.contains("seal_policy = \"measurement\""),
+        "{err}"
+    );
+    let err = tee.derived_key(SealPolicy::Signer).unwrap_err().to_string();
+    assert!(err.contains("refused on SEV-SNP"), "{err}");
+
+    // The measurement key asks the firmware for the guest policy and the measurement only.
+    let key = tee.derived_key(SealPolicy::Measurement).unwrap();
+    assert_eq!(
+        key[0],
+        0x5a ^ 0b1001,
+        "GUEST_FIELD_SELECT = policy | measurement"
+    );
+    let m = tee.sealing_key(SealPolicy::Measurement).unwrap();
+    assert_eq!(m.identity(), tee.measurement().as_slice());
 }
 
 #[test]

@@ -25,6 +25,7 @@ pub struct GramineTee {
     root: PathBuf,
     mr_enclave: Vec<u8>,
     mr_signer: Vec<u8>,
+    isv_svn: u16,
 }
 
 impl GramineTee {
@@ -49,6 +50,7 @@ impl GramineTee {
             root: root.to_path_buf(),
             mr_enclave: Vec::new(),
             mr_signer: Vec::new(),
+            isv_svn: 0,
         };
         let quote = tee.quote(&[0; 64])?;
         let q = enclave_evidence::intel::Quote::decode(&quote)
@@ -57,6 +59,7 @@ impl GramineTee {
             enclave_evidence::intel::quote::Body::Sgx(r) => {
                 tee.mr_enclave = r.mr_enclave.to_vec();
                 tee.mr_signer = r.mr_signer.to_vec();
+                tee.isv_svn = r.isv_svn;
             }
             _ => {
                 return Err(TeeError::interface(
@@ -104,6 +107,10 @@ impl Tee for GramineTee {
 
     fn measurement(&self) -> Vec<u8> {
         self.mr_enclave.clone()
+    }
+
+    fn security_version(&self) -> Option<u32> {
+        Some(u32::from(self.isv_svn))
     }
 
     fn sealing_key(&self, policy: SealPolicy) -> Result<SealingKey, TeeError> {

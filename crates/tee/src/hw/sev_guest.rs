@@ -5,7 +5,8 @@
 //! - `SNP_GET_EXT_REPORT`: the same, with the host's certificate table (VCEK, ASK, ARK); a buffer
 //!   that is too small comes back with the needed length, and the request is repeated once;
 //! - `SNP_GET_DERIVED_KEY`: a key derived by the firmware from the VCEK and the guest fields the
-//!   caller selects: this is the SNP sealing key.
+//!   caller selects: this is the SNP sealing key, served for the `measurement` policy only (the
+//!   `signer` policy is refused, see [`SIGNER_REFUSED`]).
 //!
 //! The byte layouts and the length negotiation are ours and are tested against an emulated device.
 //! The ioctl call itself ([`SevGuestDevice`]) can only run inside an SEV-SNP guest, and has not.
@@ -202,13 +203,32 @@ fn report_from_response(resp: &[u8]) -> Result<Vec<u8>, TeeError> {
     })
 }
 
+/// GUEST_FIELD_SELECT for the `measurement` policy: the guest policy (bit 0) and the launch
+/// measurement (bit 3). Neither the guest SVN nor the TCB version is selected, so a firmware or
+/// TCB update does not change the key.
+pub const FIELDS_MEASUREMENT: u64 = 0b1001;
+
+/// Why the `signer` policy is refused on SEV-SNP.
+///
+/// The only author-like fields SNP_GET_DERIVED_KEY can mix in are the family ID and image ID (and
+/// the guest policy and guest SVN) of the ID block. The ID block is chosen by whoever launches
+/// the VM and signed with an ID key of their choosing; the derived key cannot select the ID or
+/// author key digests. So another VM running other code, launched with the same ID block values,
+/// derives the same key.
+pub const SIGNER_REFUSED: &str = "the 'signer' sealing policy is refused on SEV-SNP: \
+     SNP_GET_DERIVED_KEY can bind only the guest policy, family ID and image ID of the ID block, \
+     which whoever launches the VM chooses (and signs with any ID key), so another VM running other \
+     code with the same ID block values derives the same key. Use seal_policy = \"measurement\" \
+     (bound to the launch measurement). A key that survives updates needs wrapping under something \
+     the host cannot reproduce (the author key digest checked through an attestation, or a vault \
+     release); Enclave OS has neither yet";
+
 /// An SEV-SNP guest reached through `/dev/sev-guest`.
 #[derive(Debug)]
 pub struct SevGuestTee<D: GuestDevice> {
     device: D,
     vmpl: u32,
     measurement: [u8; 48],
-    family_image: Vec<u8>,
 }
 
 impl<D: GuestDevice> SevGuestTee<D> {
@@ -219,13 +239,11 @@ impl<D: GuestDevice> SevGuestTee<D> {
             device,
             vmpl,
             measurement: [0; 48],
-            family_image: Vec::new(),
         };
         let raw = tee.report(&[0; 64])?;
         let r = enclave_evidence::amd::SnpReport::decode(&raw)
             .map_err(|e| TeeError::interface(IFACE, format!("report: {e}")))?;
         tee.measurement = r.measurement;
-        tee.family_image = [r.family_id, r.image_id].concat();
         Ok(tee)
     }
 
@@ -277,11 +295,14 @@ impl<D: GuestDevice> SevGuestTee<D> {
     }
 
     /// The firmware-derived key for `policy` (SNP_GET_DERIVED_KEY), rooted in the VCEK.
+    ///
+    /// Only `measurement` is served: see [`SIGNER_REFUSED`] for why `signer` is not.
     pub fn derived_key(&self, policy: SealPolicy) -> Result<Zeroizing<[u8; 32]>, TeeError> {
-        // GUEST_FIELD_SELECT: bit 0 policy, 1 image ID, 2 family ID, 3 measurement.
+        // GUEST_FIELD_SELECT: bit 0 guest policy, 1 image ID, 2 family ID, 3 measurement, 4 guest
+        // SVN, 5 TCB version. `measurement` mixes in the guest policy and the launch measurement.
         let fields: u64 = match policy {
-            SealPolicy::Measurement => 0b1001,
-            SealPolicy::Signer => 0b0111,
+            SealPolicy::Measurement => FIELDS_MEASUREMENT,
+            SealPolicy::Signer => return Err(TeeError::NoSealingKey(SIGNER_REFUSED.into())),
         };
         let mut req = [0u8; KEY_REQ_LEN];
         req[8..16].copy_from_slice(&fields.to_le_bytes());
@@ -335,7 +356,7 @@ impl<D: GuestDevice> Tee for SevGuestTee<D> {
     fn sealing_key(&self, policy: SealPolicy) -> Result<SealingKey, TeeError> {
         let identity = match policy {
             SealPolicy::Measurement => self.measurement.to_vec(),
-            SealPolicy::Signer => self.family_image.clone(),
+            SealPolicy::Signer => return Err(TeeError::NoSealingKey(SIGNER_REFUSED.into())),
         };
         Ok(SealingKey::new(
             TeeKind::Snp,

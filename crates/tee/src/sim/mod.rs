@@ -6,7 +6,8 @@
 //! accept it only when told to (`--trust-sim`), marking every appraisal `simulated`.
 //!
 //! The measurement is a hash of the running executable (SHA-256 as MRENCLAVE, SHA-384 as MRTD), so
-//! a rebuilt binary is a new measurement, as on hardware.
+//! a rebuilt binary is a new measurement, as on hardware. A sim-sgx enclave's ISVSVN is 0 unless
+//! [`ISVSVN_ENV`] says otherwise.
 
 mod collateral;
 mod der;
@@ -37,6 +38,25 @@ pub enum Flavour {
 
 /// MRSIGNER of every simulated enclave: the simulation's stand-in for a vendor's signing key.
 const SIM_MRSIGNER_LABEL: &[u8] = b"Enclave OS simulated enclave signer v1";
+
+/// The environment variable giving a simulated enclave's ISVSVN: the simulation's stand-in for the
+/// security version an SGX signer writes into SIGSTRUCT. Unset, it is 0. Like everything in the
+/// simulator it is the host's to choose; it exists so that downgrade checks can be exercised.
+pub const ISVSVN_ENV: &str = "ENCLAVE_OS_SIM_ISVSVN";
+
+fn isv_svn_from_env(dir: &Path) -> Result<u16, TeeError> {
+    match std::env::var(ISVSVN_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(0),
+        Ok(v) => v.trim().parse().map_err(|_| TeeError::Sim {
+            dir: dir.to_path_buf(),
+            reason: format!("{ISVSVN_ENV}='{v}' is not an ISVSVN (0 to 65535)"),
+        }),
+        Err(std::env::VarError::NotUnicode(_)) => Err(TeeError::Sim {
+            dir: dir.to_path_buf(),
+            reason: format!("{ISVSVN_ENV} is not UTF-8"),
+        }),
+    }
+}
 
 /// A simulated TEE backed by a simulation directory.
 #[derive(Debug)]
@@ -76,6 +96,7 @@ impl SimTee {
                 sha256,
                 sha384,
                 mr_signer,
+                isv_svn: isv_svn_from_env(dir)?,
             },
         })
     }
@@ -146,6 +167,13 @@ impl Tee for SimTee {
         match self.flavour {
             Flavour::Sgx => self.identity.sha256.to_vec(),
             Flavour::Tdx => self.identity.sha384.to_vec(),
+        }
+    }
+
+    fn security_version(&self) -> Option<u32> {
+        match self.flavour {
+            Flavour::Sgx => Some(u32::from(self.identity.isv_svn)),
+            Flavour::Tdx => None,
         }
     }
 

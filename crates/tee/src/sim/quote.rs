@@ -17,6 +17,8 @@ pub(crate) struct Identity {
     pub sha384: [u8; 48],
     /// MRSIGNER for sim-sgx.
     pub mr_signer: [u8; 32],
+    /// ISVSVN for sim-sgx.
+    pub isv_svn: u16,
 }
 
 /// The simulated TDX module's measurement.
@@ -105,7 +107,7 @@ pub(crate) fn quote(
             &id.sha256,
             &id.mr_signer,
             0,
-            0,
+            id.isv_svn,
             report_data,
         )),
         Flavour::Tdx => signed.extend(td10_report(pki, id, report_data)),
