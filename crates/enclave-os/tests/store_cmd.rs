@@ -52,4 +52,17 @@ fn a_deleted_counter_stops_the_start_until_the_operator_resets_it() {
     let (code, v) = json(&["store", "reset-counter", config]);
     assert_eq!(code, 1, "{v}");
     assert!(v["error"].as_str().unwrap().contains("kv.redb"), "{v}");
+
+    // A witness counter is not this command's to reset.
+    let w = Instance::new(
+        &tmp.path().join("witnessed"),
+        "[store]\ncounter = \"witness\"\n[store.witness]\nurl = \"https://127.0.0.1:9\"\nroot = \"root.crt.pem\"\n",
+    );
+    let (code, v) = json(&["store", "reset-counter", w.config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("\"witness\"") && e.contains("only moves forward"),
+        "{v}"
+    );
 }

@@ -439,7 +439,7 @@ impl Store {
                 let (Op::Put(key, _) | Op::Delete(key)) = op;
                 let hash = keys.hash(key);
                 // insert and remove hand back the record they replace: one B-tree walk, and
-                // the replaced record leaves the set-MAC.
+                // the replaced record leaves the set commitment.
                 match op {
                     Op::Put(key, value) => {
                         let stored = keys.seal(&self.id, ns, &hash, version, key, value)?;

@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use enclave_store::{
     Counter, CounterError, FileCounter, MasterKey, Op, PreviousCounter, Store, StoreError, StoreId,
@@ -444,11 +445,18 @@ fn a_counter_more_than_one_write_behind_the_database_is_refused() {
 }
 
 /// An external counter, in memory: it can be told to fail its advances, as a witness that
-/// becomes unreachable does.
+/// becomes unreachable does, and to hold an advance until released.
 #[derive(Clone, Default)]
 struct Shared {
     value: Arc<AtomicU64>,
     fail: Arc<AtomicBool>,
+    gate: Arc<Mutex<Option<Gate>>>,
+}
+
+/// An advance that waits: it says it entered, then waits for the word to go on.
+struct Gate {
+    entered: mpsc::Sender<()>,
+    release: mpsc::Receiver<()>,
 }
 
 impl Counter for Shared {
@@ -459,6 +467,10 @@ impl Counter for Shared {
         Ok(self.value.load(Ordering::SeqCst))
     }
     fn advance(&self, to: u64) -> Result<(), CounterError> {
+        if let Some(gate) = self.gate.lock().unwrap().take() {
+            gate.entered.send(()).unwrap();
+            gate.release.recv().unwrap();
+        }
         if self.fail.load(Ordering::SeqCst) {
             return Err(CounterError {
                 counter: self.describe(),
@@ -519,6 +531,51 @@ fn a_write_whose_counter_advance_fails_is_never_served() {
         b"never acknowledged"
     );
     assert_eq!(counter.value.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_read_racing_a_write_whose_advance_fails_never_sees_it() {
+    let d = dir();
+    let counter = Shared::default();
+    let s = Arc::new(
+        Store::open(
+            &d.db,
+            MasterKey::from_bytes(&KEY).unwrap(),
+            ID,
+            Box::new(counter.clone()),
+        )
+        .unwrap(),
+    );
+    s.put("ns", b"k", b"acknowledged").unwrap();
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    *counter.gate.lock().unwrap() = Some(Gate {
+        entered: entered_tx,
+        release: release_rx,
+    });
+    counter.fail.store(true, Ordering::SeqCst);
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || s.put("ns", b"k", b"never acknowledged"))
+    };
+    // The write is committed; its counter advance is held.
+    entered.recv().unwrap();
+    assert_eq!(s.stats().version, 1, "committed but not published");
+    let reader = {
+        let s = s.clone();
+        std::thread::spawn(move || s.get("ns", b"k").map(|v| v.map(|v| v.to_vec())))
+    };
+    // Let the reader find the newer record and wait for the write to settle.
+    std::thread::sleep(Duration::from_millis(100));
+    release.send(()).unwrap();
+    assert!(matches!(
+        writer.join().unwrap(),
+        Err(StoreError::Stopped(_))
+    ));
+    match reader.join().unwrap() {
+        Err(StoreError::Stopped(m)) => assert!(m.contains("write version 2"), "{m}"),
+        other => panic!("expected the read to fail closed, got {other:?}"),
+    }
 }
 
 /// Bytes 8..40 of a state record: where the first format kept its set-MAC in the clear.
