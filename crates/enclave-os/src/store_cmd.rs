@@ -62,7 +62,7 @@ fn reset_counter(c: &Common) -> Result<serde_json::Value, (u8, String)> {
     };
     let message = format!(
         "re-created the rollback counter {counter} at version {version}, the version the database {db} authenticates (its state record and every record checked under the sealed master key). Before, the counter {before}.\n\
-         What this gives up: the counter was the only record of the newest version outside the database. If this database is an older copy put back before the counter was lost, that rollback is now accepted. From here on, a database older than version {version} is refused again.",
+         What this gives up: the counter was the only record of the newest version outside the database. If this database is an older copy put back before the counter was lost, that rollback is now accepted. From here on the counter moves forward from version {version} again, and a database older than the newest write is refused again.",
         counter = r.counter.display(),
         db = r.database.display(),
     );
