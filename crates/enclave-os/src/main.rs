@@ -10,6 +10,7 @@ mod measure_cmd;
 mod migrate_cmd;
 mod render;
 mod run_cmd;
+mod store_cmd;
 mod token_cmd;
 mod verify_cmd;
 
@@ -50,6 +51,9 @@ enum Command {
     /// Move measurement-sealed state to a new build.
     #[command(subcommand)]
     Migrate(migrate_cmd::MigrateCommand),
+    /// Operator commands on the sealed store, run while the runtime is stopped.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
     /// Development helper: mint an OIDC bearer token (ES256 or RS256) for the management API.
     Token(token_cmd::TokenArgs),
 }
@@ -69,5 +73,6 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(&args),
         Command::Token(args) => token_cmd::run(&args),
         Command::Migrate(cmd) => migrate_cmd::run(cmd),
+        Command::Store(cmd) => store_cmd::run(cmd),
     }
 }

@@ -22,6 +22,7 @@ mod metrics;
 pub mod migrate;
 mod provision;
 mod sdk;
+pub mod store_admin;
 mod witness;
 mod workloads;
 

@@ -4,15 +4,17 @@
 //! database. What that is decides the protection:
 //!
 //! - [`FileCounter`] keeps the version in a MACed file in the state directory. It catches a
-//!   database file put back on its own. **A host that restores the whole state directory at once
-//!   (database, counter and sealed keys together) defeats it**: nothing on a disk the host controls
-//!   can tell an old copy from the newest.
+//!   database file put back on its own, and the counter file deleted or replaced by an older
+//!   copy (see `Store::open` for the rules). **A host that restores the whole state directory at
+//!   once (database, counter and sealed keys together) defeats it**: nothing on a disk the host
+//!   controls can tell an old copy from the newest.
 //! - A witness (in `enclave-runtime`) keeps the version in another Enclave OS instance, reached
 //!   over mutual RA-TLS. The host of this instance cannot roll it back.
 //! - A TPM NV counter would be a third; it is not built (see `docs/store.md`).
 //!
 //! Counters only move forward: `advance(to)` with `to` below the current value is refused, and a
-//! counter that cannot be read makes the store refuse to open (fail closed).
+//! counter that cannot be read makes the store refuse to open (fail closed). The one way back is
+//! [`FileCounter::reset`], for the operator's `enclave-os store reset-counter`.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -39,6 +41,13 @@ pub trait Counter: Send + Sync {
     fn describe(&self) -> String;
     /// The newest version recorded; 0 when none was.
     fn read(&self) -> Result<u64, CounterError>;
+    /// The newest version recorded, or `None` when the counter does not exist at all, as opposed
+    /// to existing at 0. The store creates a counter before its database, so a database found
+    /// beside a counter that does not exist means the counter was removed. A counter that
+    /// cannot tell the two apart answers as `read` does.
+    fn read_existing(&self) -> Result<Option<u64>, CounterError> {
+        self.read().map(Some)
+    }
     /// Record `to` as the newest version. Refused when the counter is already past `to`.
     fn advance(&self, to: u64) -> Result<(), CounterError>;
 }
@@ -97,10 +106,14 @@ impl Counter for FileCounter {
     }
 
     fn read(&self) -> Result<u64, CounterError> {
+        self.read_existing().map(|v| v.unwrap_or(0))
+    }
+
+    fn read_existing(&self) -> Result<Option<u64>, CounterError> {
         let mut buf = Vec::new();
         match File::open(&self.path) {
             Ok(mut f) => f.read_to_end(&mut buf).map_err(|e| self.err(e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.err(e)),
         };
         let a = buf.get(..SLOT as usize).and_then(|s| self.parse(s));
@@ -111,35 +124,56 @@ impl Counter for FileCounter {
             (None, None) => Err(self.err(
                 "neither slot authenticates: the file was altered or belongs to another store",
             )),
-            (a, b) => Ok(a.unwrap_or(0).max(b.unwrap_or(0))),
+            (a, b) => Ok(Some(a.unwrap_or(0).max(b.unwrap_or(0)))),
         }
     }
 
     fn advance(&self, to: u64) -> Result<(), CounterError> {
-        let current = self.read()?;
+        let Some(current) = self.read_existing()? else {
+            return self.create(to);
+        };
         if to < current {
             return Err(self.err(format!("cannot go back from {current} to {to}")));
         }
-        let fresh = !self.path.exists();
         let mut f = std::fs::OpenOptions::new()
-            .read(true)
             .write(true)
-            .create(true)
-            .truncate(false)
             .open(&self.path)
             .map_err(|e| self.err(e))?;
         // Alternate slots by parity: the slot holding the previous version stays intact.
         let offset = (to % 2) * SLOT;
-        if fresh {
-            // Both slots valid from the start, so a later torn write always leaves one behind.
-            f.write_all(&self.slot(to)).map_err(|e| self.err(e))?;
-            f.write_all(&self.slot(to)).map_err(|e| self.err(e))?;
-        } else {
-            f.seek(SeekFrom::Start(offset)).map_err(|e| self.err(e))?;
-            f.write_all(&self.slot(to)).map_err(|e| self.err(e))?;
-        }
-        f.sync_data().map_err(|e| self.err(e))?;
-        if fresh && let Some(dir) = self.path.parent() {
+        f.seek(SeekFrom::Start(offset)).map_err(|e| self.err(e))?;
+        f.write_all(&self.slot(to)).map_err(|e| self.err(e))?;
+        f.sync_data().map_err(|e| self.err(e))
+    }
+}
+
+impl FileCounter {
+    /// Write the counter afresh at `to`, whatever was there: missing, unreadable or higher.
+    ///
+    /// This gives up what the counter protects: the operator's `enclave-os store reset-counter`
+    /// calls it (through [`crate::reset_counter`], which checks the database first and refuses
+    /// to go back), and says so. Nothing else does.
+    pub fn reset(&self, to: u64) -> Result<(), CounterError> {
+        self.create(to)
+    }
+
+    /// A new counter file at `to`, both slots valid, put in place by a rename: a crash leaves
+    /// either no counter or a whole one, never a torn file that would read as tampering.
+    fn create(&self, to: u64) -> Result<(), CounterError> {
+        let mut tmp_name = self
+            .path
+            .file_name()
+            .map(std::ffi::OsStr::to_os_string)
+            .ok_or_else(|| self.err("the path has no file name"))?;
+        tmp_name.push(".tmp");
+        let tmp = self.path.with_file_name(tmp_name);
+        let mut f = File::create(&tmp).map_err(|e| self.err(format!("{}: {e}", tmp.display())))?;
+        f.write_all(&self.slot(to)).map_err(|e| self.err(e))?;
+        f.write_all(&self.slot(to)).map_err(|e| self.err(e))?;
+        f.sync_all().map_err(|e| self.err(e))?;
+        drop(f);
+        std::fs::rename(&tmp, &self.path).map_err(|e| self.err(e))?;
+        if let Some(dir) = self.path.parent() {
             File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| self.err(e))?;

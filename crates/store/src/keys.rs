@@ -41,8 +41,9 @@ impl MasterKey {
 
     /// A 32-byte key for `purpose` (and `context`, such as a namespace), by HKDF-SHA256.
     ///
-    /// The store itself uses the purposes `value-aead`, `key-mac`, `counter-file`, `set-mac`
-    /// and `state-mac`; a caller deriving a key for its own use picks a label of its own (the
+    /// The store itself uses the purposes `value-aead`, `key-mac`, `counter-file`, `set-hash`
+    /// and `state-aead` (and reads the first format's `set-mac` and `state-mac` once, to migrate
+    /// a store); a caller deriving a key for its own use picks a label of its own (the
     /// runtime's compiled-code cache uses `wasm-code-cache`), so no two uses share a key.
     pub fn derive(&self, purpose: &str, context: &str) -> Result<Zeroizing<[u8; 32]>, StoreError> {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"enclave-os/kv/v1").extract(self.0.as_ref());

@@ -14,23 +14,32 @@
 //! - Values are AES-256-GCM under another per-namespace key, with 96-bit nonces drawn by the store.
 //!   The AAD binds the store id, the namespace, the keyed hash and the record's version, so a
 //!   record moved to another key or namespace fails authentication.
-//! - Every write transaction advances a store-wide version. The database keeps that version with
-//!   an XOR set-MAC over all records, itself MACed; opening the store recomputes it, so records
+//! - Every write transaction advances a store-wide version. The database keeps that version in a
+//!   state record with a keyed multiset hash over all records, the hash only ever stored
+//!   encrypted (AES-256-GCM, fresh nonce, AAD binding store id and version), so the host can
+//!   neither compute it nor compare two of them. Opening the store recomputes it, so records
 //!   deleted, replayed or swapped while the runtime was down are found at start.
 //! - The version is also kept in a [`Counter`] outside the database. A database older than the
-//!   counter is a rollback, and the store refuses to open. Whether that helps depends on where the
-//!   counter lives: see [`counter`].
+//!   counter is a rollback; more than one write ahead of it, or beside a counter that does not
+//!   exist, means the counter was tampered with: the store refuses to open in all three cases.
+//!   The operator can re-create a lost file counter with [`reset_counter`], knowingly. Whether
+//!   the counter helps at all depends on where it lives: see [`counter`].
+//! - A write is acknowledged and readable only once the counter records it. When that fails
+//!   after the commit, the store stops serving until it is opened again.
 //! - While running, each read is checked against an in-memory index of the newest version of
 //!   every key, so a record replayed under a running store is refused too.
 
 mod keys;
 mod record;
+mod reset;
+mod state;
 mod store;
 
 pub mod counter;
 
 pub use counter::{Counter, CounterError, FileCounter};
 pub use keys::{MasterKey, StoreId};
+pub use reset::{CounterReset, PreviousCounter, reset_counter};
 pub use store::{Op, Stats, Store};
 
 use thiserror::Error;
@@ -58,6 +67,35 @@ pub enum StoreError {
         /// Which counter.
         counter: String,
     },
+    /// The database is further ahead of the counter than a crash can leave it.
+    #[error(
+        "the database is at version {database} but {counter} says version {recorded}: a crash leaves the database at most one write ahead of its counter, so the counter was reset, replaced or rolled back. Refusing to serve; if you know why, `enclave-os store reset-counter` re-creates it at the database's version"
+    )]
+    CounterGap {
+        /// The database's version.
+        database: u64,
+        /// The counter's version.
+        recorded: u64,
+        /// Which counter.
+        counter: String,
+    },
+    /// The database exists but its counter does not.
+    #[error(
+        "the database {path} exists (at version {database}) but {counter} does not: the counter is created before the database, so it was removed, which would hide a rollback. Refusing to serve; if you know why, `enclave-os store reset-counter` re-creates it at the database's version"
+    )]
+    CounterMissing {
+        /// The database file.
+        path: String,
+        /// The database's version.
+        database: u64,
+        /// Which counter.
+        counter: String,
+    },
+    /// A write committed but its counter advance failed: the store serves nothing more.
+    #[error(
+        "the store stopped serving: {0}. Restart to check the database against the counter again"
+    )]
+    Stopped(String),
     /// The database file is gone although writes were acknowledged.
     #[error(
         "the database {path} is missing, but {counter} says {expected} writes were acknowledged; refusing to start empty"

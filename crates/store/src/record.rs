@@ -185,22 +185,3 @@ impl NsKeys {
         })
     }
 }
-
-/// The set-MAC element for one stored record: XORed into the store's state, so the state commits
-/// to exactly the set of records present.
-pub(crate) fn element(set_key: &hmac::Key, ns: &str, hash: &KeyHash, stored: &[u8]) -> [u8; 32] {
-    let mut ctx = hmac::Context::with_key(set_key);
-    ctx.update(&(ns.len() as u16).to_be_bytes());
-    ctx.update(ns.as_bytes());
-    ctx.update(hash);
-    ctx.update(stored);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.sign().as_ref());
-    out
-}
-
-pub(crate) fn xor_into(acc: &mut [u8; 32], e: &[u8; 32]) {
-    for (a, b) in acc.iter_mut().zip(e) {
-        *a ^= b;
-    }
-}

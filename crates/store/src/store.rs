@@ -3,16 +3,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
-use ring::hmac;
 use zeroize::Zeroizing;
 
 use crate::StoreError;
 use crate::counter::Counter;
 use crate::keys::{MasterKey, StoreId};
-use crate::record::{KeyHash, NsKeys, element, version_of, xor_into};
+use crate::record::{KeyHash, NsKeys, version_of};
+use crate::state::{SetHash, State, StateKeys, add, same, sub, xor};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const STATE: &str = "state";
@@ -69,10 +69,10 @@ struct Entry {
     live: bool,
 }
 
-/// What the running store knows that the disk must agree with.
+/// What the running store knows that the disk must agree with: only acknowledged writes.
 struct Known {
     version: u64,
-    set: [u8; 32],
+    set: SetHash,
     index: HashMap<String, Index>,
 }
 
@@ -82,14 +82,16 @@ pub struct Store {
     path: PathBuf,
     id: StoreId,
     master: MasterKey,
-    set_key: hmac::Key,
-    state_key: hmac::Key,
+    state: StateKeys,
     namespaces: RwLock<HashMap<String, Arc<NsKeys>>>,
     /// Held across a write's commit and its counter advance, and by reads that must see the
     /// database and `known` agree.
     writer: Mutex<()>,
     known: RwLock<Known>,
     counter: Box<dyn Counter>,
+    /// Set when a write committed but its counter advance failed: from then on the store serves
+    /// nothing, since the database holds a write the counter does not protect (see `apply`).
+    stopped: OnceLock<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -123,181 +125,263 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Store {
-    fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Database {
-            path: self.path.display().to_string(),
-            reason: e.to_string(),
+fn db_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// What a database proves about itself, before any counter is asked.
+pub(crate) struct Verified {
+    pub version: u64,
+    set: SetHash,
+    index: HashMap<String, Index>,
+    form: Form,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// No state record and no records: a database just created.
+    Empty,
+    /// The current state record.
+    Current,
+    /// The first format's state record, checked: to be migrated.
+    Legacy,
+}
+
+/// Check every record of `db` against its authenticated state record.
+pub(crate) fn verify_database(
+    db: &Database,
+    path: &Path,
+    id: &StoreId,
+    keys: &StateKeys,
+) -> Result<Verified, StoreError> {
+    let err = |e: &dyn std::fmt::Display| db_err(path, e);
+    let rtxn = db.begin_read().map_err(|e| err(&e))?;
+    let state = match rtxn.open_table(META) {
+        Ok(t) => t
+            .get(STATE)
+            .map_err(|e| err(&e))?
+            .map(|v| keys.open(id, v.value()))
+            .transpose()?,
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(err(&e)),
+    };
+    let legacy = matches!(state, Some(State::Legacy { .. }));
+    let mut set = Zeroizing::new([0u8; 32]);
+    let mut legacy_set = [0u8; 32];
+    let mut index: HashMap<String, Index> = HashMap::new();
+    for handle in rtxn.list_tables().map_err(|e| err(&e))? {
+        let name = handle.name().to_string();
+        let Some(ns) = name.strip_prefix(NS_PREFIX) else {
+            continue;
+        };
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+        let t = rtxn.open_table(def).map_err(|e| err(&e))?;
+        let entries = index.entry(ns.to_string()).or_default();
+        for row in t.iter().map_err(|e| err(&e))? {
+            let (k, v) = row.map_err(|e| err(&e))?;
+            let hash: KeyHash = k.value().try_into().map_err(|_| {
+                StoreError::Integrity(format!(
+                    "namespace '{ns}' holds a key that is not a 32-byte keyed hash"
+                ))
+            })?;
+            let stored = v.value();
+            add(&mut set, &keys.element(ns, &hash, stored));
+            if legacy {
+                xor(&mut legacy_set, &keys.legacy_element(ns, &hash, stored));
+            }
+            let version = version_of(stored).unwrap_or(0);
+            entries.insert(
+                hash,
+                Entry {
+                    version,
+                    live: true,
+                },
+            );
         }
     }
+    drop(rtxn);
+    let records: usize = index.values().map(HashMap::len).sum();
+    let mismatch = |version: u64| {
+        StoreError::Integrity(format!(
+            "the {records} records present do not match the authenticated state at version {version}: records were deleted, replayed or swapped outside the runtime"
+        ))
+    };
+    let (version, form) = match state {
+        None if records > 0 => {
+            return Err(StoreError::Integrity(format!(
+                "{records} records but no state record: the database was assembled outside the runtime"
+            )));
+        }
+        None => (0, Form::Empty),
+        Some(State::Current {
+            version,
+            set: claimed,
+        }) => {
+            if !same(&claimed, &set) {
+                return Err(mismatch(version));
+            }
+            (version, Form::Current)
+        }
+        Some(State::Legacy {
+            version,
+            set: claimed,
+        }) => {
+            if !same(&claimed, &legacy_set) {
+                return Err(mismatch(version));
+            }
+            (version, Form::Legacy)
+        }
+    };
+    Ok(Verified {
+        version,
+        set,
+        index,
+        form,
+    })
+}
 
-    /// The state record: `version (8) | set-MAC (32) | HMAC-SHA256 over both (32)`.
-    fn state_record(&self, version: u64, set: &[u8; 32]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(72);
-        out.extend_from_slice(&version.to_be_bytes());
-        out.extend_from_slice(set);
-        let tag = hmac::sign(&self.state_key, &self.state_msg(&out));
-        out.extend_from_slice(tag.as_ref());
-        out
+impl Store {
+    fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
+        db_err(&self.path, e)
     }
 
     /// Open the store at `path`, creating it when there is none and `counter` agrees nothing was
     /// ever written. Verifies the whole database against its authenticated state and the
-    /// counter before returning: a rollback, or records deleted, replayed or swapped while the
-    /// store was closed, make it refuse.
+    /// counter before returning, and refuses:
+    ///
+    /// - records deleted, replayed or swapped while the store was closed (the state record's
+    ///   commitment does not match);
+    /// - a database older than the counter (a rollback);
+    /// - a database more than one write ahead of the counter: writes are serialized and each is
+    ///   acknowledged only after its counter advance, so a crash leaves a gap of at most one,
+    ///   and a larger one means the counter was reset or replaced (a witness answering 0 for a
+    ///   store it never saw is caught here too);
+    /// - a database beside a counter that does not exist: a new store creates its counter
+    ///   before its database, so the counter was removed (the operator may re-create it with
+    ///   [`crate::reset_counter`]).
+    ///
+    /// A gap of exactly one is a write committed but never acknowledged (a crash, or a failed
+    /// counter advance): it is kept and the counter catches up. A store in the first format
+    /// (clear XOR set-MAC) is checked under that format, then moved to the current one by a
+    /// write of its own, which the counter records: the old state records are then behind the
+    /// counter and refused as rollbacks.
     pub fn open(
         path: &Path,
         master: MasterKey,
         id: StoreId,
         counter: Box<dyn Counter>,
     ) -> Result<Self, StoreError> {
-        let expected = counter.read()?;
+        let recorded = counter.read_existing()?;
         let existed = path.exists();
-        if !existed && expected > 0 {
-            return Err(StoreError::Missing {
-                path: path.display().to_string(),
-                expected,
+        if !existed {
+            match recorded {
+                Some(expected) if expected > 0 => {
+                    return Err(StoreError::Missing {
+                        path: path.display().to_string(),
+                        expected,
+                        counter: counter.describe(),
+                    });
+                }
+                Some(_) => {}
+                // The counter first, so that a database is never seen without one.
+                None => counter.advance(0)?,
+            }
+        }
+        let db = Database::create(path).map_err(|e| db_err(path, e))?;
+        let state = StateKeys::new(&master)?;
+        let verified = verify_database(&db, path, &id, &state)?;
+        let version = verified.version;
+        let recorded = match recorded {
+            Some(r) => r,
+            None if !existed => 0,
+            None => {
+                return Err(StoreError::CounterMissing {
+                    path: path.display().to_string(),
+                    database: version,
+                    counter: counter.describe(),
+                });
+            }
+        };
+        if version < recorded {
+            return Err(StoreError::Rollback {
+                database: version,
+                expected: recorded,
                 counter: counter.describe(),
             });
         }
-        let db = Database::create(path).map_err(|e| StoreError::Database {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        if version - recorded > 1 {
+            return Err(StoreError::CounterGap {
+                database: version,
+                recorded,
+                counter: counter.describe(),
+            });
+        }
+        let form = verified.form;
         let store = Self {
             db,
             path: path.to_path_buf(),
             id,
-            set_key: master.hmac_key("set-mac", "")?,
-            state_key: master.hmac_key("state-mac", "")?,
+            state,
             master,
             namespaces: RwLock::new(HashMap::new()),
             writer: Mutex::new(()),
             known: RwLock::new(Known {
-                version: 0,
-                set: [0; 32],
-                index: HashMap::new(),
+                version,
+                set: verified.set,
+                index: verified.index,
             }),
             counter,
+            stopped: OnceLock::new(),
         };
-        store.verify_at_open(expected)?;
+        if version > recorded {
+            // A write committed but never acknowledged: a crash between its commit and its
+            // counter advance, or an advance that failed. Keeping it is what a crash one
+            // instant later would have done; the counter catches up.
+            store.counter.advance(version)?;
+        }
+        match form {
+            Form::Current => {}
+            Form::Empty => store.write_state(0)?,
+            Form::Legacy => {
+                // The first format's state records stay valid under the old keys; moving past
+                // their versions, with the counter, is what retires them.
+                let next = version + 1;
+                store.write_state(next)?;
+                store.counter.advance(next)?;
+                store
+                    .known
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .version = next;
+            }
+        }
         Ok(store)
     }
 
-    fn verify_at_open(&self, expected: u64) -> Result<(), StoreError> {
-        let rtxn = self.db.begin_read().map_err(|e| self.db_err(e))?;
-        let state = match rtxn.open_table(META) {
-            Ok(t) => t
-                .get(STATE)
-                .map_err(|e| self.db_err(e))?
-                .map(|v| v.value().to_vec()),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(self.db_err(e)),
+    /// Write a state record for `version` over the records present, in a transaction of its own.
+    fn write_state(&self, version: u64) -> Result<(), StoreError> {
+        let record = {
+            let k = self.known.read().unwrap_or_else(|p| p.into_inner());
+            self.state.seal(&self.id, version, &k.set)?
         };
-        let mut set = [0u8; 32];
-        let mut index: HashMap<String, Index> = HashMap::new();
-        for handle in rtxn.list_tables().map_err(|e| self.db_err(e))? {
-            let name = handle.name().to_string();
-            let Some(ns) = name.strip_prefix(NS_PREFIX) else {
-                continue;
-            };
-            let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
-            let t = rtxn.open_table(def).map_err(|e| self.db_err(e))?;
-            let entries = index.entry(ns.to_string()).or_default();
-            for row in t.iter().map_err(|e| self.db_err(e))? {
-                let (k, v) = row.map_err(|e| self.db_err(e))?;
-                let hash: KeyHash = k.value().try_into().map_err(|_| {
-                    StoreError::Integrity(format!(
-                        "namespace '{ns}' holds a key that is not a 32-byte keyed hash"
-                    ))
-                })?;
-                let stored = v.value();
-                xor_into(&mut set, &element(&self.set_key, ns, &hash, stored));
-                let version = version_of(stored).unwrap_or(0);
-                entries.insert(
-                    hash,
-                    Entry {
-                        version,
-                        live: true,
-                    },
-                );
-            }
+        let w = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        {
+            let mut meta = w.open_table(META).map_err(|e| self.db_err(e))?;
+            meta.insert(STATE, record.as_slice())
+                .map_err(|e| self.db_err(e))?;
         }
-        drop(rtxn);
-        let records: usize = index.values().map(HashMap::len).sum();
-        let version = match state {
-            None if records > 0 => {
-                return Err(StoreError::Integrity(format!(
-                    "{records} records but no state record: the database was assembled outside the runtime"
-                )));
-            }
-            None if expected > 0 => {
-                return Err(StoreError::Rollback {
-                    database: 0,
-                    expected,
-                    counter: self.counter.describe(),
-                });
-            }
-            None => {
-                let w = self.db.begin_write().map_err(|e| self.db_err(e))?;
-                {
-                    let mut meta = w.open_table(META).map_err(|e| self.db_err(e))?;
-                    meta.insert(STATE, self.state_record(0, &[0; 32]).as_slice())
-                        .map_err(|e| self.db_err(e))?;
-                }
-                w.commit().map_err(|e| self.db_err(e))?;
-                0
-            }
-            Some(bytes) => {
-                if bytes.len() != 72 {
-                    return Err(StoreError::Integrity(format!(
-                        "the state record is {} bytes, not 72",
-                        bytes.len()
-                    )));
-                }
-                let version = u64::from_be_bytes(bytes[..8].try_into().unwrap_or([0xff; 8]));
-                let claimed: [u8; 32] = bytes[8..40].try_into().unwrap_or([0; 32]);
-                hmac::verify(&self.state_key, &self.state_msg(&bytes[..40]), &bytes[40..])
-                    .map_err(|_| {
-                        StoreError::Integrity(
-                            "the state record fails authentication: it was altered, or the database belongs to another store or master key".into(),
-                        )
-                    })?;
-                if !crate::keys::constant_time_eq(&claimed, &set) {
-                    return Err(StoreError::Integrity(format!(
-                        "the {records} records present do not match the authenticated state at version {version}: records were deleted, replayed or swapped outside the runtime"
-                    )));
-                }
-                version
-            }
-        };
-        if version < expected {
-            return Err(StoreError::Rollback {
-                database: version,
-                expected,
-                counter: self.counter.describe(),
-            });
-        }
-        if version > expected {
-            // A crash between a commit and its counter advance: the write landed but was never
-            // acknowledged. Catch the counter up.
-            self.counter.advance(version)?;
-        }
-        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
-        *known = Known {
-            version,
-            set,
-            index,
-        };
-        Ok(())
+        w.commit().map_err(|e| self.db_err(e))
     }
 
-    fn state_msg(&self, version_and_set: &[u8]) -> Vec<u8> {
-        let mut m = Vec::with_capacity(22 + 16 + 40);
-        m.extend_from_slice(b"enclave-os/kv/v1/state");
-        m.extend_from_slice(&self.id.0);
-        m.extend_from_slice(version_and_set);
-        m
+    /// Fail closed once a write could not be made rollback-safe.
+    fn check_serving(&self) -> Result<(), StoreError> {
+        match self.stopped.get() {
+            Some(reason) => Err(StoreError::Stopped(reason.clone())),
+            None => Ok(()),
+        }
     }
 
     fn keys_for(&self, ns: &str) -> Result<Arc<NsKeys>, StoreError> {
@@ -340,9 +424,10 @@ impl Store {
             }
         }
         let _writer = lock(&self.writer);
+        self.check_serving()?;
         let (version, mut set) = {
             let k = self.known.read().unwrap_or_else(|p| p.into_inner());
-            (k.version + 1, k.set)
+            (k.version + 1, k.set.clone())
         };
         let mut changes: Vec<(KeyHash, Entry)> = Vec::with_capacity(ops.len());
         let name = &keys.table;
@@ -354,16 +439,16 @@ impl Store {
                 let (Op::Put(key, _) | Op::Delete(key)) = op;
                 let hash = keys.hash(key);
                 // insert and remove hand back the record they replace: one B-tree walk, and
-                // the replaced record leaves the set-MAC.
+                // the replaced record leaves the set commitment.
                 match op {
                     Op::Put(key, value) => {
                         let stored = keys.seal(&self.id, ns, &hash, version, key, value)?;
-                        xor_into(&mut set, &element(&self.set_key, ns, &hash, &stored));
+                        add(&mut set, &self.state.element(ns, &hash, &stored));
                         if let Some(old) = t
                             .insert(hash.as_slice(), stored.as_slice())
                             .map_err(|e| self.db_err(e))?
                         {
-                            xor_into(&mut set, &element(&self.set_key, ns, &hash, old.value()));
+                            sub(&mut set, &self.state.element(ns, &hash, old.value()));
                         }
                         changes.push((
                             hash,
@@ -375,7 +460,7 @@ impl Store {
                     }
                     Op::Delete(_) => {
                         if let Some(old) = t.remove(hash.as_slice()).map_err(|e| self.db_err(e))? {
-                            xor_into(&mut set, &element(&self.set_key, ns, &hash, old.value()));
+                            sub(&mut set, &self.state.element(ns, &hash, old.value()));
                         }
                         changes.push((
                             hash,
@@ -388,10 +473,22 @@ impl Store {
                 }
             }
             let mut meta = w.open_table(META).map_err(|e| self.db_err(e))?;
-            meta.insert(STATE, self.state_record(version, &set).as_slice())
+            meta.insert(STATE, self.state.seal(&self.id, version, &set)?.as_slice())
                 .map_err(|e| self.db_err(e))?;
         }
         w.commit().map_err(|e| self.db_err(e))?;
+        // The write is in the database but not yet protected against rollback: until the
+        // counter records it, it is not published to the index, so no read accepts it.
+        if let Err(e) = self.counter.advance(version) {
+            // The database now holds a write that is neither acknowledged nor protected, and
+            // nothing here can take it back out. Serve nothing more: at the next start the
+            // database is one write ahead of the counter, which is accepted as a crash would be.
+            let reason = format!(
+                "write version {version} committed to the database but the counter could not record it ({e}); it was not acknowledged and is not served"
+            );
+            let _ = self.stopped.set(reason.clone());
+            return Err(StoreError::Stopped(reason));
+        }
         {
             let mut k = self.known.write().unwrap_or_else(|p| p.into_inner());
             k.version = version;
@@ -401,8 +498,6 @@ impl Store {
                 entries.insert(hash, entry);
             }
         }
-        // Only now is the write protected against rollback; only now is it acknowledged.
-        self.counter.advance(version)?;
         Ok(version)
     }
 
@@ -419,6 +514,7 @@ impl Store {
     /// The value of `key` in `ns`, checked: it must decrypt under this key, namespace and store,
     /// and be the newest version written.
     pub fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        self.check_serving()?;
         let keys = self.keys_for(ns)?;
         let hash = keys.hash(key);
         match self.try_get(&keys, ns, &hash, key)? {
@@ -427,6 +523,7 @@ impl Store {
             // again with writes held off. What still disagrees is real.
             Err(_) => {
                 let _writer = lock(&self.writer);
+                self.check_serving()?;
                 self.try_get(&keys, ns, &hash, key)?
                     .map_err(|reason| StoreError::Record {
                         namespace: ns.to_string(),
@@ -489,6 +586,11 @@ impl Store {
                     opened.version, e.version
                 ))
             }
+            // A write committed but not (or not yet) acknowledged: never served.
+            Some(e) if opened.version > e.version => Err(format!(
+                "the record is from version {}, a write not acknowledged (the newest acknowledged for this key is version {})",
+                opened.version, e.version
+            )),
             Some(_) => Ok(Some(opened.value)),
         })
     }
@@ -497,6 +599,7 @@ impl Store {
     pub fn keys(&self, ns: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         let nk = self.keys_for(ns)?;
         let _writer = lock(&self.writer);
+        self.check_serving()?;
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
         let index = known.index.get(ns);
         let rtxn = self.db.begin_read().map_err(|e| self.db_err(e))?;

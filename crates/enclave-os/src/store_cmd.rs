@@ -1,0 +1,98 @@
+//! `enclave-os store`: operator commands on the sealed store (see docs/store.md), run while the
+//! runtime is stopped.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use enclave_config::LoadedConfig;
+use enclave_runtime::Overrides;
+use enclave_runtime::store_admin::{self, PreviousCounter};
+use serde_json::json;
+
+use crate::{EXIT_REJECTED, EXIT_USAGE};
+
+#[derive(Args)]
+pub(crate) struct Common {
+    /// The configuration file (for the TEE and seal policy that unseal the master key).
+    config: PathBuf,
+    /// The state directory, instead of the file's `state_dir`.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Re-create the rollback counter file (`<state_dir>/store/kv.counter`) at the version the
+    /// database authenticates, after the runtime refused to start because the counter was
+    /// missing, unreadable or more than one write behind. This gives up rollback detection for
+    /// whatever happened before: if an older database was put back, it is accepted from now on.
+    /// Never moves a readable counter back.
+    ResetCounter(Common),
+}
+
+pub(crate) fn run(cmd: StoreCommand) -> ExitCode {
+    match cmd {
+        StoreCommand::ResetCounter(c) => finish(&c, reset_counter(&c)),
+    }
+}
+
+fn reset_counter(c: &Common) -> Result<serde_json::Value, (u8, String)> {
+    let config = LoadedConfig::load(&c.config).map_err(|e| (EXIT_USAGE, e.to_string()))?;
+    let overrides = Overrides {
+        listen: None,
+        state_dir: c.state_dir.clone(),
+    };
+    let r = store_admin::reset_counter(&config, &overrides)
+        .map_err(|e| (EXIT_REJECTED, e.to_string()))?;
+    let version = r.done.version;
+    let (before, previous) = match &r.done.previous {
+        PreviousCounter::Missing => ("was missing".to_string(), json!({ "state": "missing" })),
+        PreviousCounter::Unreadable(why) => (
+            format!("could not be read ({why})"),
+            json!({ "state": "unreadable", "reason": why }),
+        ),
+        PreviousCounter::At(n) => (
+            format!("said version {n}"),
+            json!({ "state": "at", "version": n }),
+        ),
+    };
+    let message = format!(
+        "re-created the rollback counter {counter} at version {version}, the version the database {db} authenticates (its state record and every record checked under the sealed master key). Before, the counter {before}.\n\
+         What this gives up: the counter was the only record of the newest version outside the database. If this database is an older copy put back before the counter was lost, that rollback is now accepted. From here on the counter moves forward from version {version} again, and a database older than the newest write is refused again.",
+        counter = r.counter.display(),
+        db = r.database.display(),
+    );
+    Ok(json!({
+        "reset": true,
+        "counter": r.counter.display().to_string(),
+        "database": r.database.display().to_string(),
+        "version": version,
+        "previous": previous,
+        "message": message,
+    }))
+}
+
+fn finish(c: &Common, result: Result<serde_json::Value, (u8, String)>) -> ExitCode {
+    match result {
+        Ok(v) => {
+            if c.json {
+                println!("{v}");
+            } else if let Some(m) = v["message"].as_str() {
+                println!("{m}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err((code, e)) => {
+            if c.json {
+                println!("{}", json!({ "error": e }));
+            } else {
+                eprintln!("error: {e}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
