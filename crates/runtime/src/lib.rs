@@ -18,10 +18,12 @@ mod api;
 mod auth;
 mod http;
 mod https;
+mod jwks;
 mod metrics;
 pub mod migrate;
 mod provision;
 mod sdk;
+mod trust;
 mod witness;
 mod workloads;
 
@@ -37,7 +39,6 @@ use enclave_config::file::CounterKind;
 use enclave_config::{ConfigTree, LoadedConfig};
 use enclave_ratls::issue::IntermediaryCa;
 use enclave_ratls::tls::{RatlsClientVerifier, RatlsResolver, SniResolver, server_config};
-use enclave_ratls::trust::TrustFiles;
 use enclave_store::{Counter, FileCounter, Store};
 use enclave_tee::Tee;
 use thiserror::Error;
@@ -125,50 +126,16 @@ fn ca_err(e: impl std::fmt::Display) -> RuntimeError {
 }
 
 /// A client configuration trusting only the egress CA bundle, if one is configured: for a JWKS
-/// URL and for the components' outgoing requests alike.
+/// URL and for the components' outgoing requests alike. The bundle's bytes are those the config
+/// tree commits (`egress/ca-bundle`), read when the configuration was loaded.
 fn egress_tls(config: &LoadedConfig) -> Result<Option<Arc<rustls::ClientConfig>>, RuntimeError> {
-    let Some(bundle) = &config.config.egress.ca_bundle else {
+    let (Some(bundle), Some(pem)) = (&config.config.egress.ca_bundle, config.egress_bundle())
+    else {
         return Ok(None);
     };
-    let path = config.resolve(bundle);
-    let pem = std::fs::read(&path)
-        .map_err(|e| RuntimeError::Egress(format!("{}: {e}", path.display())))?;
-    let tls = https::pinned(&pem)
-        .map_err(|e| RuntimeError::Egress(format!("{}: {e}", path.display())))?;
+    let tls = https::pinned(pem)
+        .map_err(|e| RuntimeError::Egress(format!("{}: {e}", config.resolve(bundle).display())))?;
     Ok(Some(Arc::new(tls)))
-}
-
-/// The JWKS bytes: from the file, or fetched over HTTPS trusting only the egress CA bundle.
-fn jwks(
-    config: &LoadedConfig,
-    o: &enclave_config::file::OidcConfig,
-    egress: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<Vec<u8>, RuntimeError> {
-    let err = |e: String| RuntimeError::Oidc(e);
-    if let Some(p) = &o.jwks_file {
-        let full = config.resolve(p);
-        return std::fs::read(&full).map_err(|e| err(format!("jwks_file {}: {e}", full.display())));
-    }
-    let url = o.jwks_url.as_deref().unwrap_or_default();
-    let tls = egress.cloned().ok_or_else(|| {
-        err(format!(
-            "jwks_url {url} needs [egress] ca_bundle: the runtime trusts no public CA by default"
-        ))
-    })?;
-    let (host, port, path) = https::split_url(url).map_err(err)?;
-    let (status, body) = https::call(
-        &format!("https://{host}:{port}"),
-        "GET",
-        &path,
-        None,
-        tls,
-        Duration::from_secs(10),
-    )
-    .map_err(|e| err(format!("jwks_url: {e}")))?;
-    if status != 200 {
-        return Err(err(format!("jwks_url {url} answered {status}")));
-    }
-    Ok(body)
 }
 
 impl Runtime {
@@ -196,24 +163,28 @@ impl Runtime {
         )?);
 
         let policy = enclave_tee::SealPolicy::parse(&c.seal_policy).map_err(ca_err)?;
-        let source = match (&c.ca.certificate, &c.ca.key) {
-            (Some(cert), Some(key)) => provision::Source::Files {
+        let source = match (&c.ca.certificate, &c.ca.key, config.ca_certificate()) {
+            (Some(cert), Some(key), Some(cert_pem)) => provision::Source::Files {
+                cert_pem: cert_pem.to_vec(),
                 cert: config.resolve(cert),
                 key: config.resolve(key),
             },
-            (None, None) => provision::Source::Development,
+            (None, None, _) => provision::Source::Development,
             _ => return Err(ca_err("ca.certificate and ca.key go together")),
         };
         let (ca, ca_root) = provision::intermediary(&state_dir, tee.as_ref(), policy, source)?;
         let ca = Arc::new(ca);
         let egress = egress_tls(&config)?;
+        // From here on the configuration holds every byte the tree commits, the JWKS included.
+        let config = jwks::committed(config, egress.as_ref())?;
+        let c = &config.config;
         let auth = match &c.oidc {
             Some(o) => Some(
                 Authenticator::new(
                     &o.issuer,
                     &o.audience,
                     o.clock_skew_secs,
-                    &jwks(&config, o, egress.as_ref())?,
+                    jwks::keys(&config)?,
                 )
                 .map_err(RuntimeError::Oidc)?,
             ),
@@ -240,13 +211,15 @@ impl Runtime {
         let store_dir = state_dir.join("store");
         let counter: Box<dyn Counter> = match (&c.store.counter, &c.store.witness) {
             (CounterKind::Witness, Some(w)) => Box::new(
-                WitnessCounter::new(
+                WitnessCounter::with_verifier(
                     &w.url,
-                    &TrustFiles {
-                        root: Some(config.resolve(&w.root)),
-                        trust_sim: w.trust_sim.as_ref().map(|p| config.resolve(p)),
-                        collateral: None,
-                    },
+                    trust::committed(
+                        "store.witness.root",
+                        config.witness_root(),
+                        config.witness_trust_sim(),
+                        w.trust_sim.as_ref().map(|p| config.resolve(p)).as_deref(),
+                    )
+                    .map_err(|e| RuntimeError::Store(format!("store.witness: {e}")))?,
                     enclave.clone(),
                     id,
                 )
@@ -313,14 +286,16 @@ impl Runtime {
             if w.kind != enclave_config::file::WorkloadKind::Wasm {
                 continue;
             }
-            let Some(source) = &w.source else { continue };
-            let path = config.resolve(source);
-            let code = std::fs::read(&path).map_err(|e| {
-                RuntimeError::Workload(format!("workload[{i}].source {}: {e}", path.display()))
-            })?;
+            // The code the tree commits, read when the configuration was loaded.
+            let Some(code) = config.workload_code(&w.name) else {
+                return Err(RuntimeError::Workload(format!(
+                    "workload[{i}] '{}': no code was read from its source",
+                    w.name
+                )));
+            };
             apps.insert(
                 w.name.clone(),
-                Arc::new(workloads::compile(&wasm, w, &code)?),
+                Arc::new(workloads::compile(&wasm, w, code)?),
             );
         }
         for (w, code) in loaded.values() {
@@ -392,13 +367,15 @@ impl Runtime {
         // The witness listener: mutual RA-TLS, the witness routes only.
         let witness = match &self.state.config.config.witness {
             Some(w) => {
-                let trust = TrustFiles {
-                    root: Some(self.state.config.resolve(&w.clients_root)),
-                    trust_sim: w.trust_sim.as_ref().map(|p| self.state.config.resolve(p)),
-                    collateral: None,
-                };
+                let config = &self.state.config;
                 let clients = Arc::new(RatlsClientVerifier::new(
-                    trust.verifier().map_err(|e| listen_err(&w.listen, e))?,
+                    trust::committed(
+                        "witness.clients_root",
+                        config.clients_root(),
+                        config.clients_trust_sim(),
+                        w.trust_sim.as_ref().map(|p| config.resolve(p)).as_deref(),
+                    )
+                    .map_err(|e| listen_err(&w.listen, e))?,
                 ));
                 let tls = server_config(self.state.enclave.clone(), Some(clients))
                     .map_err(|e| listen_err(&w.listen, e.to_string()))?;

@@ -27,6 +27,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use enclave_ratls::RatlsVerifier;
 use enclave_ratls::binding::Freshness;
 use enclave_ratls::tls::{RatlsResolver, RatlsServerVerifier, client_config};
 use enclave_ratls::trust::TrustFiles;
@@ -161,11 +162,19 @@ impl WitnessCounter {
         own: Arc<RatlsResolver>,
         id: StoreId,
     ) -> Result<Self, String> {
+        Self::with_verifier(url, trust.verifier()?, own, id)
+    }
+
+    /// As [`Self::new`], trusting what `verifier` accepts (built from the committed trust
+    /// files, see `trust`).
+    pub fn with_verifier(
+        url: &str,
+        verifier: RatlsVerifier,
+        own: Arc<RatlsResolver>,
+        id: StoreId,
+    ) -> Result<Self, String> {
         https::split_url(url)?;
-        let verifier = Arc::new(RatlsServerVerifier::new(
-            trust.verifier()?,
-            Freshness::Deterministic,
-        ));
+        let verifier = Arc::new(RatlsServerVerifier::new(verifier, Freshness::Deterministic));
         let tls = client_config(verifier, None, Some(own)).map_err(|e| e.to_string())?;
         Ok(Self {
             url: url.trim_end_matches('/').to_string(),
