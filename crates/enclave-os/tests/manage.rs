@@ -583,3 +583,30 @@ fn a_jwks_file_swapped_by_the_host_is_not_trusted_silently() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(json_of(&o.stdout)["root"], after.as_str());
 }
+
+/// Issue 11, item 1: the intermediary certificate served is the one the tree commits
+/// (`ca/certificate`), not the copy under the state directory, which the host can rewrite.
+#[test]
+fn the_committed_ca_certificate_is_served_not_the_state_directory_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("operator-ca");
+    let o = run(&["ca", "init", "--out", ca.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let a = Instance::new(
+        &tmp.path().join("a"),
+        &format!(
+            "[ca]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+            ca.join("intermediary.crt.pem").display(),
+            ca.join("intermediary.key.pem").display()
+        ),
+    );
+    a.start().stop();
+    let copy = a.dir.join("state/ca/intermediary.crt.pem");
+    assert!(copy.is_file());
+    std::fs::write(&copy, "the host's certificate").unwrap();
+    let _server = a.start();
+    let (status, body) = a
+        .call(&a.client(), "GET", "/api/v1/status", None, b"")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+}
