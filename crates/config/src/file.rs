@@ -453,17 +453,9 @@ fn workload_leaves(w: &Workload, code: Vec<u8>) -> Result<[(String, Vec<u8>); 2]
 
 const TEES: [&str; 6] = ["auto", "sim-sgx", "sim-tdx", "tdx", "snp", "sgx"];
 
-impl LoadedConfig {
-    /// Read and validate `path`.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
-    }
-
-    /// Parse and validate TOML `text` that came from `path`.
+impl EnclaveConfig {
+    /// Parse and validate TOML `text` that came from `path`, reading none of the files it
+    /// names (see [`LoadedConfig::parse`] for that).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let config: EnclaveConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
@@ -572,6 +564,23 @@ impl LoadedConfig {
                 format!("'{}' is not HOST:PORT with an IP address", w.listen),
             ));
         }
+        Ok(config)
+    }
+}
+
+impl LoadedConfig {
+    /// Read and validate `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and validate TOML `text` that came from `path`, and read every file it names.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config = EnclaveConfig::parse(text, path)?;
         let inputs = Reader { file: path }.read_all(&config)?;
         Ok(Self {
             path: path.to_path_buf(),
