@@ -24,6 +24,11 @@ pub(crate) fn committed(
         return Ok(config);
     };
     let bytes = fetch(&url, egress)?;
+    tracing::info!(
+        url = %url,
+        bytes = bytes.len(),
+        "JWKS fetched; committed to the config tree as oidc/jwks (a refetch is a new config root)"
+    );
     Ok(config.with_jwks(bytes)?)
 }
 
