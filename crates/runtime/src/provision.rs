@@ -5,7 +5,9 @@
 //! so). The key is sealed to the TEE under the configured policy into
 //! `<state_dir>/ca/intermediary.key.sealed`; a development CA's plaintext key file is deleted, an
 //! operator's is reported as no longer needed. Later runs unseal it; the plaintext is never read
-//! again. A TEE without a sealing key (TDX) cannot do this, and the runtime says why.
+//! again. With `[ca]` configured, the certificate served is always the one the config tree commits
+//! (`ca/certificate`), never the copy kept under the state directory. A TEE without a sealing key
+//! (TDX) cannot do this, and the runtime says why.
 
 use std::path::{Path, PathBuf};
 
@@ -51,7 +53,8 @@ fn committed_pem(pem: &[u8], path: &Path) -> Result<Zeroizing<String>, RuntimeEr
         .map_err(|_| err(format!("{}: not PEM text", path.display())))
 }
 
-/// Where the CA comes from on the first run.
+/// Where the CA comes from: on the first run, certificate and key; on later runs, with `[ca]`
+/// configured, the certificate (the key is sealed).
 pub(crate) enum Source {
     /// The operator's files: the certificate as the config tree commits it (`ca/certificate`,
     /// read when the configuration was loaded), where it was, and the key file.
