@@ -1,21 +1,28 @@
 //! `enclave.toml`: the runtime's configuration file, and the config-tree leaves it yields.
 //!
-//! Every input that decides what runs and whom it trusts is a named leaf of the config tree:
+//! Every input that decides what runs and whom it trusts is a named leaf of the config tree,
+//! committed by content: a file the configuration names is read once, at load (`inputs`), and
+//! its bytes are both the leaf's value and what the runtime uses. JSON leaves are RFC 8785 (JCS)
+//! bytes (`canonical`). `docs/config-tree.md` lists every leaf and its exact members:
 //!
 //! | leaf | value |
 //! |---|---|
 //! | `runtime/version` | the Enclave OS version |
+//! | `attestation/servers` | the attestation server URLs, JCS |
+//! | `limits` | the runtime limits, JCS |
+//! | `oidc` | issuer, audience, clock skew and JWKS URL, JCS (`null` when none) |
+//! | `oidc/jwks` | the JWKS bytes the runtime checks tokens with (the file's, or those fetched) |
 //! | `ca/certificate` | the operator's intermediary CA certificate file, when configured |
-//! | `egress/ca-bundle` | the egress CA bundle file |
-//! | `attestation/servers` | the attestation server URLs, as canonical JSON |
+//! | `egress/ca-bundle` | the egress CA bundle file (empty when none) |
 //! | `policy` | the appraisal policy file for peers, when configured |
-//! | `oidc` | issuer, audience and JWKS source, as canonical JSON |
-//! | `limits` | the runtime limits, as canonical JSON |
+//! | `management` | the management hostname, JCS, when not the default |
+//! | `store`, `store/witness-root`, `store/witness-trust-sim` | the rollback counter, JCS, and the witness's trust files, when not the default |
+//! | `witness`, `witness/clients-root`, `witness/trust-sim` | the witness listener, JCS, and its clients' trust files, when serving as one |
 //! | `workload/<name>/code` | the workload's code (component bytes), so the leaf's value hash is its code hash |
-//! | `workload/<name>/settings` | kind, hostnames, env, args and limits, as canonical JSON |
+//! | `workload/<name>/settings` | kind, hostnames, env, args and limits, JCS |
 //!
-//! Listen addresses and the state directory are not leaves: the host chooses them, and they change
-//! neither what runs nor whom it trusts.
+//! Listen addresses, the state directory and the paths of files are not leaves: the host chooses
+//! them, and they change neither what runs nor whom it trusts.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -24,6 +31,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::canonical::{self, CanonicalError};
+use crate::inputs::{Inputs, Reader};
 use crate::merkle::{ConfigTree, TreeError};
 
 /// Why a configuration could not be used: the file, where, and what.
@@ -55,9 +64,27 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// A leaf has no value: a JSON leaf without an exact canonical form, or an input not
+    /// available yet (a JWKS URL not fetched).
+    #[error("config-tree leaf `{leaf}`: {reason}")]
+    Leaf {
+        /// The leaf's name.
+        leaf: String,
+        /// Why.
+        reason: String,
+    },
     /// The tree could not be built.
     #[error("{0}")]
     Tree(#[from] TreeError),
+}
+
+impl ConfigError {
+    fn leaf(leaf: &str, e: CanonicalError) -> Self {
+        Self::Leaf {
+            leaf: leaf.into(),
+            reason: e.to_string(),
+        }
+    }
 }
 
 fn default_listen() -> Vec<String> {
@@ -410,47 +437,71 @@ pub struct EnclaveConfig {
     pub workloads: Vec<Workload>,
 }
 
-/// A configuration as loaded: its file, its content, and the directory relative paths resolve in.
+/// A configuration as loaded: its file, its content, and the content of every file it names
+/// (read once, at load: the tree commits those bytes and the runtime uses them).
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
     /// The file it came from.
     pub path: PathBuf,
     /// The parsed content.
     pub config: EnclaveConfig,
+    inputs: Inputs,
 }
 
-fn canonical_json(v: &impl Serialize) -> Vec<u8> {
-    // serde_json writes struct fields in declaration order and BTreeMaps sorted: deterministic.
-    serde_json::to_vec(v).unwrap_or_default()
+/// A JSON leaf: `v` in RFC 8785 form.
+fn json_leaf(name: &str, v: &impl Serialize) -> Result<(String, Vec<u8>), ConfigError> {
+    let bytes = canonical::jcs(v).map_err(|e| ConfigError::leaf(name, e))?;
+    Ok((name.to_string(), bytes))
 }
 
-/// A workload's two leaves: its code, and its settings as canonical JSON.
-fn workload_leaves(w: &Workload, code: Vec<u8>) -> [(String, Vec<u8>); 2] {
-    let settings = serde_json::json!({
-        "kind": w.kind, "hostnames": w.hostnames, "env": w.env, "args": w.args, "limits": w.limits,
-    });
-    [
+/// A JSON leaf of `v` without the members that name files: the files' contents are leaves of
+/// their own, and where the host keeps them is its choice. `drop`: pairs of a JSON Pointer to an
+/// object and the member to remove from it.
+fn json_leaf_without(
+    name: &str,
+    v: &impl Serialize,
+    drop: &[(&str, &str)],
+) -> Result<(String, Vec<u8>), ConfigError> {
+    let mut value = canonical::to_value(v).map_err(|e| ConfigError::leaf(name, e))?;
+    for (parent, member) in drop {
+        if let Some(serde_json::Value::Object(m)) = value.pointer_mut(parent) {
+            m.remove(*member);
+        }
+    }
+    let bytes = canonical::encode(&value).map_err(|e| ConfigError::leaf(name, e))?;
+    Ok((name.to_string(), bytes))
+}
+
+/// What `workload/<name>/settings` commits.
+#[derive(Serialize)]
+struct Settings<'a> {
+    kind: WorkloadKind,
+    hostnames: &'a [String],
+    env: &'a BTreeMap<String, String>,
+    args: &'a [String],
+    limits: &'a WorkloadLimits,
+}
+
+/// A workload's two leaves: its code, and its settings in RFC 8785 form.
+fn workload_leaves(w: &Workload, code: Vec<u8>) -> Result<[(String, Vec<u8>); 2], ConfigError> {
+    let settings = Settings {
+        kind: w.kind,
+        hostnames: &w.hostnames,
+        env: &w.env,
+        args: &w.args,
+        limits: &w.limits,
+    };
+    Ok([
         (format!("workload/{}/code", w.name), code),
-        (
-            format!("workload/{}/settings", w.name),
-            canonical_json(&settings),
-        ),
-    ]
+        json_leaf(&format!("workload/{}/settings", w.name), &settings)?,
+    ])
 }
 
 const TEES: [&str; 6] = ["auto", "sim-sgx", "sim-tdx", "tdx", "snp", "sgx"];
 
-impl LoadedConfig {
-    /// Read and validate `path`.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
-    }
-
-    /// Parse and validate TOML `text` that came from `path`.
+impl EnclaveConfig {
+    /// Parse and validate TOML `text` that came from `path`, reading none of the files it
+    /// names (see [`LoadedConfig::parse`] for that).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let config: EnclaveConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
@@ -578,28 +629,105 @@ impl LoadedConfig {
                 format!("'{}' is not HOST:PORT with an IP address", w.listen),
             ));
         }
+        Ok(config)
+    }
+}
+
+impl LoadedConfig {
+    /// Read and validate `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and validate TOML `text` that came from `path`, and read every file it names.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config = EnclaveConfig::parse(text, path)?;
+        let inputs = Reader { file: path }.read_all(&config)?;
         Ok(Self {
             path: path.to_path_buf(),
             config,
+            inputs,
         })
     }
 
     /// A path from the file, relative to the file's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.path.parent().unwrap_or(Path::new(".")).join(p)
-        }
+        Reader { file: &self.path }.resolve(p)
     }
 
-    fn read(&self, field: &str, p: &Path) -> Result<Vec<u8>, ConfigError> {
-        let full = self.resolve(p);
-        std::fs::read(&full).map_err(|e| ConfigError::Invalid {
-            path: self.path.clone(),
-            field: field.into(),
-            reason: format!("{}: {e}", full.display()),
-        })
+    /// The intermediary CA certificate, as read at load and committed as `ca/certificate`.
+    pub fn ca_certificate(&self) -> Option<&[u8]> {
+        self.inputs.ca_certificate.as_deref()
+    }
+
+    /// The egress CA bundle, as read at load and committed as `egress/ca-bundle`.
+    pub fn egress_bundle(&self) -> Option<&[u8]> {
+        self.inputs.egress_bundle.as_deref()
+    }
+
+    /// The appraisal policy, as read at load and committed as `policy`.
+    pub fn policy(&self) -> Option<&[u8]> {
+        self.inputs.policy.as_deref()
+    }
+
+    /// The JWKS committed as `oidc/jwks`: the `jwks_file` as read at load, or the bytes given
+    /// to [`Self::with_jwks`] (fetched from `jwks_url`). `None` before a URL's JWKS is fetched.
+    pub fn jwks(&self) -> Option<&[u8]> {
+        self.inputs.jwks.as_deref()
+    }
+
+    /// The witness's root (`store.witness.root`), committed as `store/witness-root`.
+    pub fn witness_root(&self) -> Option<&[u8]> {
+        self.inputs.witness_root.as_deref()
+    }
+
+    /// The appraisal policy the witness must satisfy (`store.witness.policy`), committed as
+    /// `store/witness-policy`.
+    pub fn witness_policy(&self) -> Option<&[u8]> {
+        self.inputs.witness_policy.as_deref()
+    }
+
+    /// The witness's simulation root certificate (`store.witness.trust_sim`), committed as
+    /// `store/witness-trust-sim`.
+    pub fn witness_trust_sim(&self) -> Option<&[u8]> {
+        self.inputs.witness_trust_sim.as_deref()
+    }
+
+    /// The witness clients' root (`witness.clients_root`), committed as
+    /// `witness/clients-root`.
+    pub fn clients_root(&self) -> Option<&[u8]> {
+        self.inputs.clients_root.as_deref()
+    }
+
+    /// The witness clients' simulation root certificate (`witness.trust_sim`), committed as
+    /// `witness/trust-sim`.
+    pub fn clients_trust_sim(&self) -> Option<&[u8]> {
+        self.inputs.clients_trust_sim.as_deref()
+    }
+
+    /// The code of the file's workload `name` (its `source`, as read at load), committed as
+    /// `workload/<name>/code`.
+    pub fn workload_code(&self, name: &str) -> Option<&[u8]> {
+        self.inputs.code.get(name).map(Vec::as_slice)
+    }
+
+    /// This configuration with `jwks` as its JWKS: the bytes fetched from `jwks_url` (at start,
+    /// or a later refetch). Its tree commits them as `oidc/jwks`, so a new key set is a new
+    /// tree and a new config root, never a silent change under the old one.
+    pub fn with_jwks(&self, jwks: Vec<u8>) -> Result<Self, ConfigError> {
+        if self.config.oidc.is_none() {
+            return Err(ConfigError::Leaf {
+                leaf: "oidc/jwks".into(),
+                reason: "the configuration has no [oidc] section to take a JWKS".into(),
+            });
+        }
+        let mut next = self.clone();
+        next.inputs.jwks = Some(jwks);
+        Ok(next)
     }
 
     /// The config tree: every input that decides what runs and whom it trusts.
@@ -614,72 +742,105 @@ impl LoadedConfig {
         runtime_version: &str,
         loaded: &[(Workload, Vec<u8>)],
     ) -> Result<ConfigTree, ConfigError> {
+        let leaves = self.leaf_values(runtime_version, loaded)?;
+        Ok(ConfigTree::from_values(
+            leaves.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+        )?)
+    }
+
+    /// Every leaf's name and value bytes, unsorted: what [`Self::tree_with`] hashes.
+    pub fn leaf_values(
+        &self,
+        runtime_version: &str,
+        loaded: &[(Workload, Vec<u8>)],
+    ) -> Result<Vec<(String, Vec<u8>)>, ConfigError> {
         let c = &self.config;
+        let i = &self.inputs;
         let mut leaves: Vec<(String, Vec<u8>)> = vec![
             (
                 "runtime/version".into(),
                 runtime_version.as_bytes().to_vec(),
             ),
-            (
-                "attestation/servers".into(),
-                canonical_json(&c.attestation_servers),
-            ),
-            ("limits".into(), canonical_json(&c.limits)),
-            ("oidc".into(), canonical_json(&c.oidc)),
+            json_leaf("attestation/servers", &c.attestation_servers)?,
+            json_leaf("limits", &c.limits)?,
+            json_leaf_without("oidc", &c.oidc, &[("", "jwks_file")])?,
         ];
-        if let Some(p) = &c.ca.certificate {
-            leaves.push(("ca/certificate".into(), self.read("ca.certificate", p)?));
+        if let Some(o) = &c.oidc {
+            let jwks = i.jwks.clone().ok_or_else(|| ConfigError::Leaf {
+                leaf: "oidc/jwks".into(),
+                reason: format!(
+                    "the JWKS of jwks_url {} has not been fetched: the tree commits its bytes (`enclave-os measure --jwks FILE` takes them)",
+                    o.jwks_url.as_deref().unwrap_or("(none)")
+                ),
+            })?;
+            leaves.push(("oidc/jwks".into(), jwks));
+        }
+        if let Some(b) = &i.ca_certificate {
+            leaves.push(("ca/certificate".into(), b.clone()));
         }
         leaves.push((
             "egress/ca-bundle".into(),
-            match &c.egress.ca_bundle {
-                Some(p) => self.read("egress.ca_bundle", p)?,
-                None => Vec::new(),
-            },
+            i.egress_bundle.clone().unwrap_or_default(),
         ));
-        if let Some(p) = &c.policy {
-            leaves.push(("policy".into(), self.read("policy", p)?));
+        if let Some(b) = &i.policy {
+            leaves.push(("policy".into(), b.clone()));
         }
         // Sections that change whom the runtime trusts are leaves when present; absent, the
         // defaults apply and the tree of an older configuration is unchanged.
         if c.management != ManagementConfig::default() {
-            leaves.push(("management".into(), canonical_json(&c.management)));
+            leaves.push(json_leaf("management", &c.management)?);
         }
         if c.store != StoreConfig::default() {
-            leaves.push(("store".into(), canonical_json(&c.store)));
-            if let Some(w) = &c.store.witness {
-                leaves.push((
-                    "store/witness-root".into(),
-                    self.read("store.witness.root", &w.root)?,
-                ));
-                if let Some(p) = &w.policy {
-                    leaves.push((
-                        "store/witness-policy".into(),
-                        self.read("store.witness.policy", p)?,
-                    ));
-                }
+            leaves.push(json_leaf_without(
+                "store",
+                &c.store,
+                &[
+                    ("/witness", "root"),
+                    ("/witness", "trust_sim"),
+                    ("/witness", "policy"),
+                ],
+            )?);
+            if let Some(b) = &i.witness_root {
+                leaves.push(("store/witness-root".into(), b.clone()));
+            }
+            if let Some(b) = &i.witness_trust_sim {
+                leaves.push(("store/witness-trust-sim".into(), b.clone()));
+            }
+            if let Some(b) = &i.witness_policy {
+                leaves.push(("store/witness-policy".into(), b.clone()));
             }
         }
         if let Some(w) = &c.witness {
-            leaves.push(("witness".into(), canonical_json(w)));
-            leaves.push((
-                "witness/clients-root".into(),
-                self.read("witness.clients_root", &w.clients_root)?,
-            ));
+            leaves.push(json_leaf_without(
+                "witness",
+                w,
+                &[("", "clients_root"), ("", "trust_sim")],
+            )?);
+            if let Some(b) = &i.clients_root {
+                leaves.push(("witness/clients-root".into(), b.clone()));
+            }
+            if let Some(b) = &i.clients_trust_sim {
+                leaves.push(("witness/trust-sim".into(), b.clone()));
+            }
         }
-        for (i, w) in c.workloads.iter().enumerate() {
-            let code = match (&w.source, &w.image) {
-                (Some(p), _) => self.read(&format!("workload[{i}].source"), p)?,
+        for (n, w) in c.workloads.iter().enumerate() {
+            let code = match (i.code.get(&w.name), &w.image) {
+                (Some(code), _) => code.clone(),
                 (None, Some(image)) => image.as_bytes().to_vec(),
-                (None, None) => Vec::new(),
+                (None, None) => {
+                    return Err(ConfigError::Leaf {
+                        leaf: format!("workload/{}/code", w.name),
+                        reason: format!(
+                            "workload[{n}] has neither code read from its source nor an image"
+                        ),
+                    });
+                }
             };
-            leaves.extend(workload_leaves(w, code));
+            leaves.extend(workload_leaves(w, code)?);
         }
         for (w, code) in loaded {
-            leaves.extend(workload_leaves(w, code.clone()));
+            leaves.extend(workload_leaves(w, code.clone())?);
         }
-        Ok(ConfigTree::from_values(
-            leaves.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-        )?)
+        Ok(leaves)
     }
 }

@@ -7,10 +7,13 @@
 //! leaf hashes) and inclusion proofs let it check one input without seeing the others.
 //!
 //! This crate holds `enclave.toml` (parsed and validated, errors naming file, line and field), the
-//! tree its inputs make, the tree's proofs and its manifest. It knows nothing of certificates or
-//! of running anything.
+//! files it names (read once, at load, so the bytes committed are the bytes used), the tree its
+//! inputs make (JSON leaves in RFC 8785 form), the tree's proofs and its manifest. It knows
+//! nothing of certificates or of running anything.
 
+pub mod canonical;
 pub mod file;
+pub mod inputs;
 pub mod merkle;
 
 pub use file::{ConfigError, EnclaveConfig, LoadedConfig};

@@ -180,15 +180,161 @@ fn the_tree_commits_code_and_settings_but_not_host_choices() {
             "listen = [\"0.0.0.0:9999\"]\nstate_dir = \"/elsewhere\"\n{base}"
         ))
     );
-    // A referenced file that is missing is named.
+    // A referenced file that is missing is named, when the configuration is loaded.
     std::fs::remove_file(dir.path().join("app.wasm")).unwrap();
-    let err = LoadedConfig::load(&p)
+    let err = LoadedConfig::load(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("workload[0].source") && err.contains("app.wasm"),
+        "{err}"
+    );
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, bytes).unwrap();
+}
+
+fn root_of(dir: &Path, text: &str) -> [u8; 32] {
+    let p = dir.join("enclave.toml");
+    std::fs::write(&p, text).unwrap();
+    *LoadedConfig::load(&p)
+        .unwrap()
+        .tree("0.1.0")
+        .unwrap()
+        .root()
+}
+
+const OIDC: &str = "[oidc]\nissuer = \"https://idp\"\naudience = \"a\"\n";
+
+/// Issue 11, item 1: the tree commits the JWKS bytes (`oidc/jwks`), not where the file is. A host
+/// that adds its own key to the file changes the root.
+#[test]
+fn the_jwks_content_is_committed_not_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "jwks.json", br#"{"keys":[{"kid":"operator"}]}"#);
+    let r0 = root_of(dir.path(), &format!("{OIDC}jwks_file = \"jwks.json\"\n"));
+    write(
+        dir.path(),
+        "jwks.json",
+        br#"{"keys":[{"kid":"operator"},{"kid":"host"}]}"#,
+    );
+    let r1 = root_of(dir.path(), &format!("{OIDC}jwks_file = \"jwks.json\"\n"));
+    assert_ne!(r0, r1, "a key added to the JWKS file must change the root");
+    // The same bytes elsewhere: the same root.
+    write(
+        dir.path(),
+        "moved/keys.json",
+        br#"{"keys":[{"kid":"operator"},{"kid":"host"}]}"#,
+    );
+    assert_eq!(
+        r1,
+        root_of(
+            dir.path(),
+            &format!("{OIDC}jwks_file = \"moved/keys.json\"\n")
+        )
+    );
+}
+
+/// The bytes committed are the bytes kept: files changed after the load change neither what the
+/// loaded configuration hands the runtime nor its tree.
+#[test]
+fn files_are_read_once_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "jwks.json", b"operator keys");
+    write(dir.path(), "app.wasm", b"\0asm v1");
+    write(dir.path(), "bundle.pem", b"egress CA");
+    let p = dir.path().join("enclave.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "{OIDC}jwks_file = \"jwks.json\"\n[egress]\nca_bundle = \"bundle.pem\"\n[[workload]]\nname = \"app\"\nkind = \"wasm\"\nsource = \"app.wasm\"\n"
+        ),
+    )
+    .unwrap();
+    let c = LoadedConfig::load(&p).unwrap();
+    let r0 = *c.tree("0.1.0").unwrap().root();
+    write(dir.path(), "jwks.json", b"host keys");
+    write(dir.path(), "app.wasm", b"\0asm host");
+    write(dir.path(), "bundle.pem", b"host CA");
+    assert_eq!(c.jwks(), Some(&b"operator keys"[..]));
+    assert_eq!(c.workload_code("app"), Some(&b"\0asm v1"[..]));
+    assert_eq!(c.egress_bundle(), Some(&b"egress CA"[..]));
+    assert_eq!(*c.tree("0.1.0").unwrap().root(), r0);
+}
+
+/// A `jwks_url`'s key set is committed once fetched; every refetch that differs is a new root.
+#[test]
+fn a_fetched_jwks_is_committed_and_a_refetch_is_a_new_tree() {
+    let c = parse(&format!("{OIDC}jwks_url = \"https://idp/jwks\"\n")).unwrap();
+    let err = c.tree("0.1.0").unwrap_err().to_string();
+    assert!(
+        err.contains("config-tree leaf `oidc/jwks`") && err.contains("has not been fetched"),
+        "{err}"
+    );
+    let first = c.with_jwks(b"keys at start".to_vec()).unwrap();
+    let again = c.with_jwks(b"keys at start".to_vec()).unwrap();
+    let rotated = first.with_jwks(b"rotated keys".to_vec()).unwrap();
+    let root = |c: &LoadedConfig| *c.tree("0.1.0").unwrap().root();
+    assert_eq!(root(&first), root(&again));
+    assert_ne!(root(&first), root(&rotated));
+    assert_eq!(rotated.jwks(), Some(&b"rotated keys"[..]));
+    let leaf = first
+        .leaf_values("0.1.0", &[])
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == "oidc/jwks")
+        .unwrap();
+    assert_eq!(leaf.1, b"keys at start");
+    let err = parse("").unwrap().with_jwks(b"k".to_vec()).unwrap_err();
+    assert!(err.to_string().contains("no [oidc] section"), "{err}");
+}
+
+/// Issue 11, item 10: a value with no exact RFC 8785 form is an error naming the leaf and the
+/// member, never an empty leaf.
+#[test]
+fn a_leaf_without_an_exact_canonical_form_is_an_error() {
+    let err = parse("[limits]\nmax_request_bytes = 9007199254740993\n")
         .unwrap()
         .tree("0.1.0")
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("workload[0].source") && err.contains("app.wasm"),
+        err.contains("config-tree leaf `limits`")
+            && err.contains("'/max_request_bytes'")
+            && err.contains("beyond 2^53 - 1"),
         "{err}"
     );
+}
+
+/// The witness's trust files are committed by content: a simulation PKI swapped in changes the
+/// root, where it lies does not.
+#[test]
+fn witness_trust_files_are_committed_by_content() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "root.pem", b"operator root");
+    write(dir.path(), "sim/root.crt.pem", b"simulation root");
+    write(dir.path(), "witness-policy.toml", b"tee = [\"tdx\"]\n");
+    let text = |sim: &str| {
+        format!(
+            "[store]\ncounter = \"witness\"\n[store.witness]\nurl = \"https://w:1\"\nroot = \"root.pem\"\ntrust_sim = \"{sim}\"\npolicy = \"witness-policy.toml\"\n"
+        )
+    };
+    let r0 = root_of(dir.path(), &text("sim"));
+    // The same root certificate named directly.
+    assert_eq!(r0, root_of(dir.path(), &text("sim/root.crt.pem")));
+    write(
+        dir.path(),
+        "sim/root.crt.pem",
+        b"the host's simulation root",
+    );
+    let r1 = root_of(dir.path(), &text("sim"));
+    assert_ne!(r0, r1);
+    // The witness's appraisal policy is committed by content too.
+    write(
+        dir.path(),
+        "witness-policy.toml",
+        b"tee = [\"sgx\", \"tdx\"]\n",
+    );
+    assert_ne!(r1, root_of(dir.path(), &text("sim")));
 }

@@ -270,3 +270,59 @@ fn measure_computes_the_config_root_offline() {
         "{err}"
     );
 }
+
+/// A `jwks_url` configuration's root commits the JWKS the runtime fetches: `measure` says so
+/// without `--jwks`, and with it puts exactly those bytes in the `oidc/jwks` leaf.
+#[test]
+fn measure_commits_the_jwks_given_for_a_jwks_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enclave.toml");
+    std::fs::write(
+        &config,
+        "[oidc]\nissuer = \"https://idp\"\naudience = \"a\"\njwks_url = \"https://idp/jwks\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let o = run(&["measure", config]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("oidc/jwks") && err.contains("has not been fetched") && err.contains("--jwks"),
+        "{err}"
+    );
+    let mut roots = Vec::new();
+    for keys in [&b"{\"keys\":[]}"[..], b"{\"keys\":[{\"kid\":\"rotated\"}]}"] {
+        let jwks = dir.path().join("fetched.json");
+        std::fs::write(&jwks, keys).unwrap();
+        let (code, v) = json(&["measure", config, "--jwks", jwks.to_str().unwrap()]);
+        assert_eq!(code, 0, "{v}");
+        let leaf = v["leaves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "oidc/jwks")
+            .unwrap();
+        assert_eq!(
+            leaf["value_hash"],
+            hex::encode(ring::digest::digest(&ring::digest::SHA256, keys))
+        );
+        roots.push(v["root"].clone());
+    }
+    assert_ne!(roots[0], roots[1]);
+
+    // A jwks_file's content is committed as it is: --jwks does not replace it.
+    let file = dir.path().join("file.toml");
+    std::fs::write(dir.path().join("jwks.json"), "{\"keys\":[]}").unwrap();
+    std::fs::write(
+        &file,
+        "[oidc]\nissuer = \"https://idp\"\naudience = \"a\"\njwks_file = \"jwks.json\"\n",
+    )
+    .unwrap();
+    let o = run(&["measure", file.to_str().unwrap(), "--jwks", "x.json"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("has no oidc.jwks_url"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

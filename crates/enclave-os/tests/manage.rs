@@ -417,3 +417,108 @@ fn workloads_load_and_unload_at_run_time_changing_only_their_own_certificate() {
     assert_eq!(status, 404);
     drop(server);
 }
+
+/// The public key of testdata/oidc/other-ec.key.pem as a JWK under the operator key's id: what a
+/// host writes into the JWKS file to mint its own tokens.
+const HOST_JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","x":"x_F4rx_fepgI5r5mdS6pMn-iXbLWOKlz6xufyKcUACI","y":"FlMhjmfY2abPZ19aIpxmYNEnGl7jyrUpLL2m9tgOOJ0","kid":"ec-1","alg":"ES256","use":"sig"}]}"#;
+
+fn host_token() -> String {
+    let o = run(&[
+        "token",
+        "--key",
+        testdata("other-ec.key.pem").to_str().unwrap(),
+        "--kid",
+        "ec-1",
+        "--issuer",
+        ISS,
+        "--audience",
+        AUD,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+fn served_root(a: &Instance) -> String {
+    let (status, body) = a
+        .call(&a.client(), "GET", "/api/v1/status", None, b"")
+        .unwrap();
+    assert_eq!(status, 200);
+    json_of(&body)["config_root"].as_str().unwrap().to_string()
+}
+
+/// Issue 11, item 1: the JWKS is committed by content (`oidc/jwks`). A key the host writes into
+/// the JWKS file after the start is not trusted by the running runtime, and a runtime started
+/// on the swapped file serves another config root, so clients see the change.
+#[test]
+fn a_jwks_file_swapped_by_the_host_is_not_trusted_silently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Instance::new(tmp.path(), "");
+    let jwks = tmp.path().join("jwks.json");
+    std::fs::copy(testdata("jwks.json"), &jwks).unwrap();
+    let text = std::fs::read_to_string(&a.config).unwrap().replace(
+        &testdata("jwks.json").display().to_string(),
+        &jwks.display().to_string(),
+    );
+    std::fs::write(&a.config, text).unwrap();
+
+    let server = a.start();
+    let tls = a.client();
+    let before = served_root(&a);
+    std::fs::write(&jwks, HOST_JWKS).unwrap();
+    let (status, body) = a
+        .call(&tls, "PUT", "/api/v1/kv/k", Some(&host_token()), b"host")
+        .unwrap();
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        json_of(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("signature"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, body) = a
+        .call(&tls, "PUT", "/api/v1/kv/k", Some(&token()), b"operator")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(served_root(&a), before, "the running tree is unchanged");
+    server.stop();
+
+    // Restarted on the swapped file, the runtime trusts the host's key, under a new root.
+    let _server = a.start();
+    let after = served_root(&a);
+    assert_ne!(
+        after, before,
+        "the JWKS content is committed: a new key set is a new config root"
+    );
+    let o = run(&["measure", a.config.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(json_of(&o.stdout)["root"], after.as_str());
+}
+
+/// Issue 11, item 1: the intermediary certificate served is the one the tree commits
+/// (`ca/certificate`), not the copy under the state directory, which the host can rewrite.
+#[test]
+fn the_committed_ca_certificate_is_served_not_the_state_directory_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("operator-ca");
+    let o = run(&["ca", "init", "--out", ca.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let a = Instance::new(
+        &tmp.path().join("a"),
+        &format!(
+            "[ca]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+            ca.join("intermediary.crt.pem").display(),
+            ca.join("intermediary.key.pem").display()
+        ),
+    );
+    a.start().stop();
+    let copy = a.dir.join("state/ca/intermediary.crt.pem");
+    assert!(copy.is_file());
+    std::fs::write(&copy, "the host's certificate").unwrap();
+    let _server = a.start();
+    let (status, body) = a
+        .call(&a.client(), "GET", "/api/v1/status", None, b"")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+}

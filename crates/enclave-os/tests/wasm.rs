@@ -593,3 +593,41 @@ fn compiled_code_is_cached_authenticated_and_a_tampered_entry_is_recompiled() {
     let v = verify(&a, Some("hello.test"));
     assert_eq!(v["workload"]["code_digest"], hash.as_str());
 }
+
+/// Issue 11, item 1: a `jwks_url`'s key set is fetched once at start, through the egress bundle,
+/// and committed: the root served is the root `measure --jwks` gives for exactly those bytes.
+#[test]
+fn a_jwks_url_is_fetched_at_start_and_committed_to_the_config_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = test_pki("JWKS Test CA");
+    let jwks = std::fs::read_to_string(testdata("jwks.json")).unwrap();
+    let idp = upstream(chain, key, Box::leak(jwks.clone().into_boxed_str()), 1);
+    std::fs::write(tmp.path().join("egress-ca.pem"), ca).unwrap();
+    let a = Instance::new(tmp.path(), "[egress]\nca_bundle = \"egress-ca.pem\"\n");
+    let text = std::fs::read_to_string(&a.config).unwrap().replace(
+        &format!("jwks_file = \"{}\"", testdata("jwks.json").display()),
+        &format!("jwks_url = \"https://localhost:{idp}/jwks\""),
+    );
+    assert!(text.contains("jwks_url"), "{text}");
+    std::fs::write(&a.config, text).unwrap();
+
+    let _server = a.start();
+    let tls = a.client();
+    let (status, body) = a
+        .call(&tls, "PUT", "/api/v1/kv/k", Some(&token()), b"v")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = a.call(&tls, "GET", "/api/v1/status", None, b"").unwrap();
+    assert_eq!(status, 200);
+    let served = json_of(&body)["config_root"].clone();
+
+    let fetched = tmp.path().join("fetched.json");
+    let config = a.config.to_str().unwrap();
+    std::fs::write(&fetched, &jwks).unwrap();
+    let (code, v) = json(&["measure", config, "--jwks", fetched.to_str().unwrap()]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["root"], served);
+    std::fs::write(&fetched, jwks.replace("ec-1", "host-1")).unwrap();
+    let (_, v) = json(&["measure", config, "--jwks", fetched.to_str().unwrap()]);
+    assert_ne!(v["root"], served);
+}

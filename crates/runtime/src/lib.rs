@@ -18,11 +18,13 @@ mod api;
 mod auth;
 mod http;
 mod https;
+mod jwks;
 mod metrics;
 pub mod migrate;
 mod provision;
 mod sdk;
 pub mod store_admin;
+mod trust;
 mod witness;
 mod workloads;
 
@@ -38,7 +40,6 @@ use enclave_config::file::CounterKind;
 use enclave_config::{ConfigTree, LoadedConfig};
 use enclave_ratls::issue::IntermediaryCa;
 use enclave_ratls::tls::{RatlsClientVerifier, RatlsResolver, SniResolver, server_config};
-use enclave_ratls::trust::TrustFiles;
 use enclave_store::{Counter, FileCounter, Store};
 use enclave_tee::Tee;
 use thiserror::Error;
@@ -126,16 +127,15 @@ fn ca_err(e: impl std::fmt::Display) -> RuntimeError {
 }
 
 /// A client configuration trusting only the egress CA bundle, if one is configured: for a JWKS
-/// URL and for the components' outgoing requests alike.
+/// URL and for the components' outgoing requests alike. The bundle's bytes are those the config
+/// tree commits (`egress/ca-bundle`), read when the configuration was loaded.
 fn egress_tls(config: &LoadedConfig) -> Result<Option<Arc<rustls::ClientConfig>>, RuntimeError> {
-    let Some(bundle) = &config.config.egress.ca_bundle else {
+    let (Some(bundle), Some(pem)) = (&config.config.egress.ca_bundle, config.egress_bundle())
+    else {
         return Ok(None);
     };
-    let path = config.resolve(bundle);
-    let pem = std::fs::read(&path)
-        .map_err(|e| RuntimeError::Egress(format!("{}: {e}", path.display())))?;
-    let tls = https::pinned(&pem)
-        .map_err(|e| RuntimeError::Egress(format!("{}: {e}", path.display())))?;
+    let tls = https::pinned(pem)
+        .map_err(|e| RuntimeError::Egress(format!("{}: {e}", config.resolve(bundle).display())))?;
     Ok(Some(Arc::new(tls)))
 }
 
@@ -153,55 +153,29 @@ fn witness_pin(
         }
         None => None,
     };
-    let policy = match &w.policy {
-        Some(p) => {
-            let full = config.resolve(p);
-            let text = std::fs::read_to_string(&full)
-                .map_err(|e| format!("policy {}: {e}", full.display()))?;
+    // The bytes the tree commits as `store/witness-policy`, read once at load.
+    let policy = match (&w.policy, config.witness_policy()) {
+        (Some(p), Some(bytes)) => {
+            let name = config.resolve(p).display().to_string();
+            let text =
+                std::str::from_utf8(bytes).map_err(|_| format!("policy {name}: not UTF-8 text"))?;
             Some(
-                enclave_evidence::policy::Policy::from_toml(&text, &full.display().to_string())
-                    .map_err(|e| format!("policy {}: {e}", full.display()))?,
+                enclave_evidence::policy::Policy::from_toml(text, &name)
+                    .map_err(|e| format!("policy {name}: {e}"))?,
             )
         }
-        None => None,
+        (Some(p), None) => {
+            return Err(format!(
+                "policy {}: not read when the configuration was loaded",
+                p.display()
+            ));
+        }
+        (None, _) => None,
     };
     Ok(WitnessPin {
         config_root,
         policy,
     })
-}
-
-/// The JWKS bytes: from the file, or fetched over HTTPS trusting only the egress CA bundle.
-fn jwks(
-    config: &LoadedConfig,
-    o: &enclave_config::file::OidcConfig,
-    egress: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<Vec<u8>, RuntimeError> {
-    let err = |e: String| RuntimeError::Oidc(e);
-    if let Some(p) = &o.jwks_file {
-        let full = config.resolve(p);
-        return std::fs::read(&full).map_err(|e| err(format!("jwks_file {}: {e}", full.display())));
-    }
-    let url = o.jwks_url.as_deref().unwrap_or_default();
-    let tls = egress.cloned().ok_or_else(|| {
-        err(format!(
-            "jwks_url {url} needs [egress] ca_bundle: the runtime trusts no public CA by default"
-        ))
-    })?;
-    let (host, port, path) = https::split_url(url).map_err(err)?;
-    let (status, body) = https::call(
-        &format!("https://{host}:{port}"),
-        "GET",
-        &path,
-        None,
-        tls,
-        Duration::from_secs(10),
-    )
-    .map_err(|e| err(format!("jwks_url: {e}")))?;
-    if status != 200 {
-        return Err(err(format!("jwks_url {url} answered {status}")));
-    }
-    Ok(body)
 }
 
 impl Runtime {
@@ -229,12 +203,13 @@ impl Runtime {
         )?);
 
         let policy = enclave_tee::SealPolicy::parse(&c.seal_policy).map_err(ca_err)?;
-        let source = match (&c.ca.certificate, &c.ca.key) {
-            (Some(cert), Some(key)) => provision::Source::Files {
+        let source = match (&c.ca.certificate, &c.ca.key, config.ca_certificate()) {
+            (Some(cert), Some(key), Some(cert_pem)) => provision::Source::Files {
+                cert_pem: cert_pem.to_vec(),
                 cert: config.resolve(cert),
                 key: config.resolve(key),
             },
-            (None, None) => provision::Source::Development,
+            (None, None, _) => provision::Source::Development,
             _ => return Err(ca_err("ca.certificate and ca.key go together")),
         };
         let first_import = !state_dir.join("ca/intermediary.key.sealed").exists();
@@ -251,13 +226,16 @@ impl Runtime {
         }
         let ca = Arc::new(ca);
         let egress = egress_tls(&config)?;
+        // From here on the configuration holds every byte the tree commits, the JWKS included.
+        let config = jwks::committed(config, egress.as_ref())?;
+        let c = &config.config;
         let auth = match &c.oidc {
             Some(o) => Some(
                 Authenticator::new(
                     &o.issuer,
                     &o.audience,
                     o.clock_skew_secs,
-                    &jwks(&config, o, egress.as_ref())?,
+                    jwks::keys(&config)?,
                 )
                 .map_err(RuntimeError::Oidc)?,
             ),
@@ -288,11 +266,13 @@ impl Runtime {
                 let witness_err = |e: String| RuntimeError::Store(format!("store.witness: {e}"));
                 let counter = WitnessCounter::new(
                     &w.url,
-                    &TrustFiles {
-                        root: Some(config.resolve(&w.root)),
-                        trust_sim: w.trust_sim.as_ref().map(|p| config.resolve(p)),
-                        collateral: None,
-                    },
+                    trust::committed(
+                        "store.witness.root",
+                        config.witness_root(),
+                        config.witness_trust_sim(),
+                        w.trust_sim.as_ref().map(|p| config.resolve(p)).as_deref(),
+                    )
+                    .map_err(witness_err)?,
                     witness_pin(&config, w).map_err(witness_err)?,
                     enclave.clone(),
                     id,
@@ -369,14 +349,16 @@ impl Runtime {
             if w.kind != enclave_config::file::WorkloadKind::Wasm {
                 continue;
             }
-            let Some(source) = &w.source else { continue };
-            let path = config.resolve(source);
-            let code = std::fs::read(&path).map_err(|e| {
-                RuntimeError::Workload(format!("workload[{i}].source {}: {e}", path.display()))
-            })?;
+            // The code the tree commits, read when the configuration was loaded.
+            let Some(code) = config.workload_code(&w.name) else {
+                return Err(RuntimeError::Workload(format!(
+                    "workload[{i}] '{}': no code was read from its source",
+                    w.name
+                )));
+            };
             apps.insert(
                 w.name.clone(),
-                Arc::new(workloads::compile(&wasm, w, &code)?),
+                Arc::new(workloads::compile(&wasm, w, code)?),
             );
         }
         for (w, code) in loaded.values() {
@@ -473,13 +455,15 @@ impl Runtime {
         // certificate for every name.
         let witness = match &self.state.config.config.witness {
             Some(w) => {
-                let trust = TrustFiles {
-                    root: Some(self.state.config.resolve(&w.clients_root)),
-                    trust_sim: w.trust_sim.as_ref().map(|p| self.state.config.resolve(p)),
-                    collateral: None,
-                };
+                let config = &self.state.config;
                 let clients = Arc::new(RatlsClientVerifier::new(
-                    trust.verifier().map_err(|e| listen_err(&w.listen, e))?,
+                    trust::committed(
+                        "witness.clients_root",
+                        config.clients_root(),
+                        config.clients_trust_sim(),
+                        w.trust_sim.as_ref().map(|p| config.resolve(p)).as_deref(),
+                    )
+                    .map_err(|e| listen_err(&w.listen, e))?,
                 ));
                 let tls = server_config(self.state.enclave.clone(), Some(clients))
                     .map_err(|e| listen_err(&w.listen, e.to_string()))?;

@@ -5,7 +5,9 @@
 //! so). The key is sealed to the TEE under the configured policy into
 //! `<state_dir>/ca/intermediary.key.sealed`; a development CA's plaintext key file is deleted, an
 //! operator's is reported as no longer needed. Later runs unseal it; the plaintext is never read
-//! again. A TEE without a sealing key (TDX) cannot do this, and the runtime says why.
+//! again. With `[ca]` configured, the certificate served is always the one the config tree commits
+//! (`ca/certificate`), never the copy kept under the state directory. A TEE without a sealing key
+//! (TDX) cannot do this, and the runtime says why.
 
 use std::path::{Path, PathBuf};
 
@@ -44,10 +46,23 @@ pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), RuntimeError
     std::fs::rename(&tmp, path).map_err(|e| err(format!("{}: {e}", path.display())))
 }
 
-/// Where the CA comes from on the first run.
+/// The committed certificate bytes as PEM text; `path` names them in errors.
+fn committed_pem(pem: &[u8], path: &Path) -> Result<Zeroizing<String>, RuntimeError> {
+    String::from_utf8(pem.to_vec())
+        .map(Zeroizing::new)
+        .map_err(|_| err(format!("{}: not PEM text", path.display())))
+}
+
+/// Where the CA comes from: on the first run, certificate and key; on later runs, with `[ca]`
+/// configured, the certificate (the key is sealed).
 pub(crate) enum Source {
-    /// The operator's files.
-    Files { cert: PathBuf, key: PathBuf },
+    /// The operator's files: the certificate as the config tree commits it (`ca/certificate`,
+    /// read when the configuration was loaded), where it was, and the key file.
+    Files {
+        cert_pem: Vec<u8>,
+        cert: PathBuf,
+        key: PathBuf,
+    },
     /// No CA configured: a development CA.
     Development,
 }
@@ -80,17 +95,26 @@ pub(crate) fn intermediary(
         let key_pem = Zeroizing::new(
             String::from_utf8(key_pem.to_vec()).map_err(|_| err("the unsealed key is not PEM"))?,
         );
-        let ca = IntermediaryCa::from_pem(&read(&cert_path)?, &key_pem).map_err(err)?;
+        // The configured certificate is the one the tree commits: use it, not a copy on disk.
+        let cert_pem = match &source {
+            Source::Files { cert_pem, cert, .. } => committed_pem(cert_pem, cert)?,
+            Source::Development => read(&cert_path)?,
+        };
+        let ca = IntermediaryCa::from_pem(&cert_pem, &key_pem).map_err(err)?;
         return Ok((ca, root_hint));
     }
 
     // First run: import, seal, and leave no plaintext key behind that we created.
     std::fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
     let (cert_pem, key_pem, root_src, dev_key) = match source {
-        Source::Files { cert, key } => {
+        Source::Files {
+            cert_pem,
+            cert,
+            key,
+        } => {
             let root_beside = cert.with_file_name("root.crt.pem");
             (
-                read(&cert)?,
+                committed_pem(&cert_pem, &cert)?,
                 read(&key)?,
                 root_beside.exists().then_some(root_beside),
                 None,

@@ -38,9 +38,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use enclave_ratls::RatlsVerifier;
 use enclave_ratls::binding::Freshness;
 use enclave_ratls::tls::{RatlsResolver, RatlsServerVerifier, client_config};
-use enclave_ratls::trust::TrustFiles;
 use enclave_store::{Counter, CounterError, Store, StoreId};
 use serde::Deserialize;
 use serde_json::json;
@@ -219,11 +219,11 @@ pub struct WitnessCounter {
 
 impl WitnessCounter {
     /// The counter for store `id` at the witness `url`, which must present an RA-TLS
-    /// certificate that `trust` accepts, valid for the URL's host and meeting `pin`; this
-    /// instance presents `own`.
+    /// certificate that `verifier` accepts (built from the committed trust files, see
+    /// `trust`), valid for the URL's host and meeting `pin`; this instance presents `own`.
     pub fn new(
         url: &str,
-        trust: &TrustFiles,
+        verifier: RatlsVerifier,
         pin: WitnessPin,
         own: Arc<RatlsResolver>,
         id: StoreId,
@@ -232,7 +232,7 @@ impl WitnessCounter {
         if pin.config_root.is_none() && pin.policy.is_none() {
             return Err("the witness is not pinned: give its config root or a policy".into());
         }
-        let mut verifier = trust.verifier()?;
+        let mut verifier = verifier;
         if let Some(root) = pin.config_root {
             verifier = verifier.with_config_root(root);
         }

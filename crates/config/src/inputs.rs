@@ -1,0 +1,134 @@
+//! The files `enclave.toml` names, read once when it is loaded.
+//!
+//! Every file whose content decides what runs or whom the runtime trusts is read here, once, and
+//! kept: the tree commits these bytes and the runtime uses these same bytes. Reading a file again
+//! later would let the host swap it between the hash and the use (time of check, time of use).
+//!
+//! The intermediary CA's key is not read here: it is a secret, imported once into sealed storage
+//! on the first run and never committed (its certificate is).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::file::{ConfigError, EnclaveConfig};
+
+/// The file a development `trust_sim` directory keeps its simulation root certificate in (the
+/// simulator's layout: `SimPki::root_path` in `enclave-tee`).
+pub const SIM_ROOT_FILE: &str = "root.crt.pem";
+
+/// The content of every file input, as read at load.
+#[derive(Clone, Default)]
+pub struct Inputs {
+    pub(crate) ca_certificate: Option<Vec<u8>>,
+    pub(crate) egress_bundle: Option<Vec<u8>>,
+    pub(crate) policy: Option<Vec<u8>>,
+    /// The JWKS: the file's bytes, or (for `jwks_url`) the bytes fetched and committed.
+    pub(crate) jwks: Option<Vec<u8>>,
+    pub(crate) witness_root: Option<Vec<u8>>,
+    pub(crate) witness_trust_sim: Option<Vec<u8>>,
+    /// The appraisal policy the witness must satisfy (`store.witness.policy`).
+    pub(crate) witness_policy: Option<Vec<u8>>,
+    pub(crate) clients_root: Option<Vec<u8>>,
+    pub(crate) clients_trust_sim: Option<Vec<u8>>,
+    /// Each file-named workload's code, by workload name.
+    pub(crate) code: BTreeMap<String, Vec<u8>>,
+}
+
+impl std::fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = |b: &Option<Vec<u8>>| b.as_ref().map(Vec::len);
+        f.debug_struct("Inputs")
+            .field("ca_certificate_bytes", &len(&self.ca_certificate))
+            .field("egress_bundle_bytes", &len(&self.egress_bundle))
+            .field("policy_bytes", &len(&self.policy))
+            .field("jwks_bytes", &len(&self.jwks))
+            .field("witness_root_bytes", &len(&self.witness_root))
+            .field("witness_trust_sim_bytes", &len(&self.witness_trust_sim))
+            .field("witness_policy_bytes", &len(&self.witness_policy))
+            .field("clients_root_bytes", &len(&self.clients_root))
+            .field("clients_trust_sim_bytes", &len(&self.clients_trust_sim))
+            .field("workloads_with_code", &self.code.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Reads files named in a configuration at `file`, relative paths resolving in its directory.
+pub(crate) struct Reader<'a> {
+    pub file: &'a Path,
+}
+
+impl Reader<'_> {
+    /// `p` from the file, relative to the file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.file.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+
+    fn read(&self, field: &str, p: &Path) -> Result<Vec<u8>, ConfigError> {
+        let full = self.resolve(p);
+        std::fs::read(&full).map_err(|e| ConfigError::Invalid {
+            path: self.file.to_path_buf(),
+            field: field.into(),
+            reason: format!("{}: {e}", full.display()),
+        })
+    }
+
+    fn read_opt(&self, field: &str, p: Option<&PathBuf>) -> Result<Option<Vec<u8>>, ConfigError> {
+        p.map(|p| self.read(field, p)).transpose()
+    }
+
+    /// A simulation PKI: its root certificate, in the directory or the file named.
+    fn sim_root(&self, field: &str, p: Option<&PathBuf>) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(p) = p else { return Ok(None) };
+        let root = if self.resolve(p).is_dir() {
+            p.join(SIM_ROOT_FILE)
+        } else {
+            p.clone()
+        };
+        self.read(field, &root).map(Some)
+    }
+
+    /// Every file input of `c`.
+    pub fn read_all(&self, c: &EnclaveConfig) -> Result<Inputs, ConfigError> {
+        let witness = c.store.witness.as_ref();
+        let mut code = BTreeMap::new();
+        for (i, w) in c.workloads.iter().enumerate() {
+            if let Some(p) = &w.source {
+                code.insert(
+                    w.name.clone(),
+                    self.read(&format!("workload[{i}].source"), p)?,
+                );
+            }
+        }
+        Ok(Inputs {
+            ca_certificate: self.read_opt("ca.certificate", c.ca.certificate.as_ref())?,
+            egress_bundle: self.read_opt("egress.ca_bundle", c.egress.ca_bundle.as_ref())?,
+            policy: self.read_opt("policy", c.policy.as_ref())?,
+            jwks: self.read_opt(
+                "oidc.jwks_file",
+                c.oidc.as_ref().and_then(|o| o.jwks_file.as_ref()),
+            )?,
+            witness_root: self.read_opt("store.witness.root", witness.map(|w| &w.root))?,
+            witness_trust_sim: self.sim_root(
+                "store.witness.trust_sim",
+                witness.and_then(|w| w.trust_sim.as_ref()),
+            )?,
+            witness_policy: self.read_opt(
+                "store.witness.policy",
+                witness.and_then(|w| w.policy.as_ref()),
+            )?,
+            clients_root: self.read_opt(
+                "witness.clients_root",
+                c.witness.as_ref().map(|w| &w.clients_root),
+            )?,
+            clients_trust_sim: self.sim_root(
+                "witness.trust_sim",
+                c.witness.as_ref().and_then(|w| w.trust_sim.as_ref()),
+            )?,
+            code,
+        })
+    }
+}

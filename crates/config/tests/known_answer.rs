@@ -1,0 +1,236 @@
+//! Known answers for a full `enclave.toml` (every section: CA, egress bundle, OIDC, policy,
+//! management, witness counter, witness listener, limits, a workload of each kind), written
+//! here as literal hex. They were computed by `scripts/config-root.py`, which follows
+//! `docs/config-tree.md` with Python's standard library only, and the last test runs that script
+//! again against this crate. The JSON leaves are RFC 8785 bytes: they do not depend on serde_json's
+//! features (its `preserve_order`, enabled by some crate in the tree, reorders `json!` maps).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use enclave_config::LoadedConfig;
+
+fn full() -> PathBuf {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/config-tree/full/enclave.toml"
+    ))
+    .to_path_buf()
+}
+
+const ROOT: &str = "d7e0ed079662a89a1e1f1cb461d2de6d03c2825666e37b8ad35c71b7d67779e2";
+/// Every leaf, sorted: name and value hash.
+const LEAVES: [(&str, &str); 21] = [
+    (
+        "attestation/servers",
+        "383f118179d94d46114678eeac03423d4975da2ddffbf2fd8c477c778826d149",
+    ),
+    (
+        "ca/certificate",
+        "e5338b65b7f3a23fc6ba3f6b86c500b7b057da0fe6180ff36b2327a147e86b39",
+    ),
+    (
+        "egress/ca-bundle",
+        "c8ad73f4dc72a0fe5c27478d04d636905ff8ccb0e8a100b412e3dc344ee638f1",
+    ),
+    (
+        "limits",
+        "57ea9221f73987406431a3f00c7b42aecc65eb8b73f250c0d14f65db80e0bbd1",
+    ),
+    (
+        "management",
+        "15797f2116ced775ffeedb16d6567e2c3577dbf126d9a604bc99fa9a4f645492",
+    ),
+    (
+        "oidc",
+        "47c7123f6b33e972f12a7dab4164e9921701628a81977b38420f04306b49006f",
+    ),
+    (
+        "oidc/jwks",
+        "2ec7dd9dd96f548c7de87beed955d16e4d6109e499815f035fe65ee0e4817825",
+    ),
+    (
+        "policy",
+        "527c5c77860c3b3feeba2ddf352a1f969e0787f6aa503a897aa4554899b08bc9",
+    ),
+    (
+        "runtime/version",
+        "6ad9613a455798d6d92e5f5f390ab4baa70596bc869ed6b17f5cdd2b28635f06",
+    ),
+    (
+        "store",
+        "92f251dfe19b55f8a66812e074f53764aed0ddefc0e0323a8271aa774d5e068b",
+    ),
+    (
+        "store/witness-root",
+        "4fb443bef0b07b486e399a4de74fba07e76b6bb35f37ac3efaf74516894055ca",
+    ),
+    (
+        "store/witness-trust-sim",
+        "2515571e2dbd2ca7d59199003fe85a185c490471aabef6005288fb4edffe495b",
+    ),
+    (
+        "witness",
+        "066b58127af0b396fb0b151b7e53659c9ccee34ffbc18de04bcc16eab02bacbf",
+    ),
+    (
+        "witness/clients-root",
+        "eb50861467535e07463a9d07dcde2bc2441606f9b3ad50ea114b6fcf6c00a778",
+    ),
+    (
+        "witness/trust-sim",
+        "883c1dc64e254ebdd7dfb203684fd6dc97d58a8232416ea3f4b76000e4ef3705",
+    ),
+    (
+        "workload/db/code",
+        "d6bed812a41857a178d823e781b2d70c3a5e632e1544349c1686a24487fb702e",
+    ),
+    (
+        "workload/db/settings",
+        "d5899113f1aa73e5c8113f0aa61ce89bdc2a1ae4ab6b69c92825df4d01e999b1",
+    ),
+    (
+        "workload/hello/code",
+        "93a44bbb96c751218e4c00d479e4c14358122a389acca16205b1e4d0dc5f9476",
+    ),
+    (
+        "workload/hello/settings",
+        "b6c24cbaa54adee69c58789c8e2dc3425399abf21adcf957a4daef4f7574d7d4",
+    ),
+    (
+        "workload/worker/code",
+        "22435781779deb2dea9bd0fb667c91058bde43c0c4453be2d4d742b6fb44fa66",
+    ),
+    (
+        "workload/worker/settings",
+        "f01a20575962b08b4821af7be2fc52e6af4b35b0a4976b2eec489b5fe5dfe1a2",
+    ),
+];
+/// The JSON leaves' RFC 8785 bytes.
+const JSON_LEAVES: [(&str, &str); 9] = [
+    (
+        "attestation/servers",
+        "5b2268747470733a2f2f706363732e6578616d706c652f7367782f63657274696669636174696f6e2f7634222c2268747470733a2f2f6b64732e6578616d706c65225d",
+    ),
+    (
+        "limits",
+        "7b226d61785f636f6e6e656374696f6e73223a3531322c226d61785f726571756573745f6279746573223a36353533362c226d61785f7761736d5f696e7374616e636573223a387d",
+    ),
+    (
+        "management",
+        "7b22686f73746e616d65223a226d616e6167652e6578616d706c65227d",
+    ),
+    (
+        "oidc",
+        "7b2261756469656e6365223a22656e636c6176652d6f73222c22636c6f636b5f736b65775f73656373223a33302c22697373756572223a2268747470733a2f2f6964702e6578616d706c65222c226a776b735f75726c223a6e756c6c7d",
+    ),
+    (
+        "store",
+        "7b22636f756e746572223a227769746e657373222c227769746e657373223a7b2275726c223a2268747470733a2f2f31302e302e302e323a39343433227d7d",
+    ),
+    (
+        "witness",
+        "7b226c697374656e223a22302e302e302e303a39343433227d",
+    ),
+    (
+        "workload/db/settings",
+        "7b2261726773223a5b5d2c22656e76223a7b7d2c22686f73746e616d6573223a5b2264622e6578616d706c65225d2c226b696e64223a22636f6e7461696e6572222c226c696d697473223a7b226d656d6f72795f6279746573223a6e756c6c2c22726571756573745f74696d656f75745f6d73223a6e756c6c7d7d",
+    ),
+    (
+        "workload/hello/settings",
+        "7b2261726773223a5b222d2d6772656574222c225c2271756f7465645c225c74616e645c74746162626564225d2c22656e76223a7b2242223a2232222c2261223a2231222c22c3a9223a22616363656e743a20c3a9222c22f09f9880223a2261737472616c3a20736f727473206265666f726520552b4530303020696e205554462d3136222c22ee8080223a2270726976617465207573652061726561206b65793b205c7530303031206973206120636f6e74726f6c20636861726163746572227d2c22686f73746e616d6573223a5b2268656c6c6f2e6578616d706c65222c2268692e6578616d706c65225d2c226b696e64223a227761736d222c226c696d697473223a7b226d656d6f72795f6279746573223a36373130383836342c22726571756573745f74696d656f75745f6d73223a353030307d7d",
+    ),
+    (
+        "workload/worker/settings",
+        "7b2261726773223a5b222d2d6f6e6365225d2c22656e76223a7b7d2c22686f73746e616d6573223a5b5d2c226b696e64223a2270726f63657373222c226c696d697473223a7b226d656d6f72795f6279746573223a6e756c6c2c22726571756573745f74696d656f75745f6d73223a6e756c6c7d7d",
+    ),
+];
+
+#[test]
+fn the_full_configuration_gives_the_known_root_and_leaves() {
+    let c = LoadedConfig::load(&full()).unwrap();
+    let tree = c.tree("0.1.0").unwrap();
+    let got: Vec<(String, String)> = tree
+        .leaves()
+        .iter()
+        .map(|l| (l.name.clone(), hex::encode(l.value_hash)))
+        .collect();
+    let want: Vec<(String, String)> = LEAVES
+        .iter()
+        .map(|(n, h)| (n.to_string(), h.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(hex::encode(tree.root()), ROOT);
+
+    let values = c.leaf_values("0.1.0", &[]).unwrap();
+    for (name, bytes) in JSON_LEAVES {
+        let (_, v) = values.iter().find(|(n, _)| n == name).unwrap();
+        assert_eq!(
+            hex::encode(v),
+            bytes,
+            "leaf {name}: {}",
+            String::from_utf8_lossy(v)
+        );
+    }
+    // File leaves are the files' bytes, as they are on disk.
+    let (_, jwks) = values.iter().find(|(n, _)| n == "oidc/jwks").unwrap();
+    let dir = full().parent().unwrap().to_path_buf();
+    assert_eq!(jwks, &std::fs::read(dir.join("jwks.json")).unwrap());
+    assert_eq!(c.jwks(), Some(jwks.as_slice()));
+}
+
+/// The settings leaf sorts members by UTF-16 code units, not by Rust's byte order (which the
+/// old `json!` leaf took, or insertion order under `preserve_order`): U+1F600 before U+E000.
+#[test]
+fn settings_members_follow_rfc_8785_order() {
+    let c = LoadedConfig::load(&full()).unwrap();
+    let values = c.leaf_values("0.1.0", &[]).unwrap();
+    let (_, v) = values
+        .iter()
+        .find(|(n, _)| n == "workload/hello/settings")
+        .unwrap();
+    let text = String::from_utf8(v.clone()).unwrap();
+    assert!(
+        text.starts_with("{\"args\":[\"--greet\",\"\\\"quoted\\\"\\tand\\ttabbed\"],\"env\":{\"B\":\"2\",\"a\":\"1\",\"é\":\"accent: é\",\"\u{1f600}\":"),
+        "{text}"
+    );
+    let astral = text.find('\u{1f600}').unwrap();
+    let private = text.find('\u{e000}').unwrap();
+    assert!(astral < private, "{text}");
+    assert!(text.contains("\\u0001 is a control character"), "{text}");
+}
+
+/// `scripts/config-root.py` recomputes the manifest from the file and the doc alone.
+#[test]
+fn an_independent_script_recomputes_the_root() {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import tomllib"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: no python3 with tomllib (3.11 or later)");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/config-root.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(full())
+        .args(["--version", "0.1.0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ours = serde_json::to_value(
+        LoadedConfig::load(&full())
+            .unwrap()
+            .tree("0.1.0")
+            .unwrap()
+            .manifest(),
+    )
+    .unwrap();
+    assert_eq!(theirs, ours);
+    assert_eq!(theirs["root"], ROOT);
+}

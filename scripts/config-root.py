@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Recompute an Enclave OS config root from enclave.toml and the files it names.
+
+An independent check of docs/config-tree.md: it uses only Python's standard library (3.11 or
+later, for tomllib), none of Enclave OS's code.
+
+    scripts/config-root.py enclave.toml [--version 0.1.0] [--jwks FILE] [--values]
+
+prints the manifest as JSON ({"format", "root", "leaves": [{"name", "value_hash", "leaf_hash"}]}),
+the same document as `enclave-os measure --json`. --jwks gives the JWKS bytes fetched from a
+jwks_url; --values adds each leaf's value bytes, hex, as "value".
+"""
+import hashlib
+import json
+import os
+import sys
+import tomllib
+
+MAX_EXACT_INTEGER = 2**53 - 1
+DEFAULT_MANAGEMENT_HOSTNAME = "manage.enclave-os.internal"
+DEFAULT_LIMITS = {"max_connections": 1024, "max_request_bytes": 1 << 20, "max_wasm_instances": 64}
+DEFAULT_CLOCK_SKEW_SECS = 60
+SIM_ROOT_FILE = "root.crt.pem"
+
+
+def jcs(v):
+    """RFC 8785 for the values config leaves hold: null, booleans, integers, strings, arrays and
+    objects. Members sort by UTF-16 code units; strings take json's minimal escapes, which are
+    RFC 8785's (\\" \\\\ \\b \\f \\n \\r \\t, other controls as lowercase \\u00xx)."""
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        if abs(v) > MAX_EXACT_INTEGER:
+            raise ValueError(f"{v} is beyond 2^53 - 1")
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, list):
+        return "[" + ",".join(jcs(x) for x in v) + "]"
+    if isinstance(v, dict):
+        items = sorted(v.items(), key=lambda kv: kv[0].encode("utf-16-be"))
+        return "{" + ",".join(jcs(k) + ":" + jcs(x) for k, x in items) + "}"
+    raise ValueError(f"{v!r} has no place in a config leaf")
+
+
+def sha256(*parts):
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p)
+    return h.digest()
+
+
+def leaf_hash(name, value):
+    n = name.encode()
+    return sha256(b"\x00", len(n).to_bytes(2, "big"), n, sha256(value))
+
+
+def mth(hashes):
+    """RFC 9162 Merkle Tree Hash."""
+    if not hashes:
+        return sha256(b"")
+    if len(hashes) == 1:
+        return hashes[0]
+    k = 1
+    while k * 2 < len(hashes):
+        k *= 2
+    return sha256(b"\x01", mth(hashes[:k]), mth(hashes[k:]))
+
+
+def leaves(path, version, jwks_override=None):
+    base = os.path.dirname(os.path.abspath(path))
+    c = tomllib.load(open(path, "rb"))
+
+    def read(p):
+        return open(os.path.join(base, p), "rb").read()
+
+    def sim_root(p):
+        full = os.path.join(base, p)
+        return read(os.path.join(p, SIM_ROOT_FILE) if os.path.isdir(full) else p)
+
+    out = {
+        "runtime/version": version.encode(),
+        "attestation/servers": jcs(c.get("attestation_servers", [])).encode(),
+        "limits": jcs({**DEFAULT_LIMITS, **c.get("limits", {})}).encode(),
+    }
+    o = c.get("oidc")
+    if o is None:
+        out["oidc"] = b"null"
+    else:
+        out["oidc"] = jcs({
+            "issuer": o["issuer"],
+            "audience": o["audience"],
+            "jwks_url": o.get("jwks_url"),
+            "clock_skew_secs": o.get("clock_skew_secs", DEFAULT_CLOCK_SKEW_SECS),
+        }).encode()
+        if jwks_override is not None:
+            out["oidc/jwks"] = jwks_override
+        elif "jwks_file" in o:
+            out["oidc/jwks"] = read(o["jwks_file"])
+        else:
+            sys.exit("oidc.jwks_url: give the fetched JWKS with --jwks FILE")
+    ca = c.get("ca", {})
+    if "certificate" in ca:
+        out["ca/certificate"] = read(ca["certificate"])
+    bundle = c.get("egress", {}).get("ca_bundle")
+    out["egress/ca-bundle"] = read(bundle) if bundle else b""
+    if "policy" in c:
+        out["policy"] = read(c["policy"])
+    hostname = c.get("management", {}).get("hostname", DEFAULT_MANAGEMENT_HOSTNAME)
+    if hostname != DEFAULT_MANAGEMENT_HOSTNAME:
+        out["management"] = jcs({"hostname": hostname}).encode()
+    store = c.get("store", {})
+    counter, w = store.get("counter", "file"), store.get("witness")
+    if counter != "file" or w is not None:
+        out["store"] = jcs({"counter": counter, "witness": None if w is None else {"url": w["url"]}}).encode()
+        if w is not None:
+            out["store/witness-root"] = read(w["root"])
+            if "trust_sim" in w:
+                out["store/witness-trust-sim"] = sim_root(w["trust_sim"])
+    w = c.get("witness")
+    if w is not None:
+        out["witness"] = jcs({"listen": w["listen"]}).encode()
+        out["witness/clients-root"] = read(w["clients_root"])
+        if "trust_sim" in w:
+            out["witness/trust-sim"] = sim_root(w["trust_sim"])
+    for wl in c.get("workload", []):
+        name = wl["name"]
+        out[f"workload/{name}/code"] = read(wl["source"]) if "source" in wl else wl["image"].encode()
+        limits = wl.get("limits", {})
+        out[f"workload/{name}/settings"] = jcs({
+            "kind": wl["kind"],
+            "hostnames": wl.get("hostnames", []),
+            "env": wl.get("env", {}),
+            "args": wl.get("args", []),
+            "limits": {
+                "memory_bytes": limits.get("memory_bytes"),
+                "request_timeout_ms": limits.get("request_timeout_ms"),
+            },
+        }).encode()
+    return out
+
+
+def main(argv):
+    args, version, jwks, values = [], "0.1.0", None, False
+    it = iter(argv)
+    for a in it:
+        if a == "--version":
+            version = next(it)
+        elif a == "--jwks":
+            jwks = open(next(it), "rb").read()
+        elif a == "--values":
+            values = True
+        else:
+            args.append(a)
+    if len(args) != 1:
+        sys.exit(__doc__)
+    values_by_name = leaves(args[0], version, jwks)
+    names = sorted(values_by_name, key=lambda n: n.encode())
+    out = []
+    for n in names:
+        v = values_by_name[n]
+        leaf = {"name": n, "value_hash": sha256(v).hex(), "leaf_hash": leaf_hash(n, v).hex()}
+        if values:
+            leaf["value"] = v.hex()
+        out.append(leaf)
+    root = mth([leaf_hash(n, values_by_name[n]) for n in names])
+    print(json.dumps({"format": "enclave-os-config-tree/v1", "root": root.hex(), "leaves": out}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
