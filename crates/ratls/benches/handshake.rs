@@ -97,6 +97,7 @@ fn benches(c: &mut Criterion) {
         config_root: Some([1; 32]),
         modules: vec![],
         workload: None,
+        binding: Default::default(),
     };
     let ratls = Arc::new(RatlsResolver::new(
         tee.clone() as Arc<dyn Tee>,
