@@ -229,6 +229,24 @@ fn vector_der(name: &str) -> Vec<u8> {
 fn the_foreign_certificates_follow_the_interoperable_rules() {
     for name in ["gramine-cert.pem", "rats-tls-cert.pem"] {
         interoperable_ra_tls_rules(&vector_der(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The same rules in scripts/ratls-binding.py (openssl and Python only), which the DICE
+        // leaves of tests/issue.rs also pass.
+        let out = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scripts/ratls-binding.py"
+            ))
+            .arg(format!(
+                "{}/../../testdata/vectors/ratls/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("dice rules:   hold"),
+            "{name}: {text}"
+        );
     }
 }
 

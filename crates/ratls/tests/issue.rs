@@ -263,9 +263,22 @@ fn lifetimes_longer_than_a_day_are_refused_at_issue() {
 /// only, none of our code.
 #[test]
 fn an_independent_script_recomputes_the_binding() {
-    for flavour in [Flavour::Sgx, Flavour::Tdx] {
+    for (flavour, leaf_spec, shown) in [
+        (Flavour::Sgx, spec(), "report_data matches"),
+        (Flavour::Tdx, spec(), "report_data matches"),
+        (
+            Flavour::Sgx,
+            dice_spec(),
+            "dice rules:   hold; report_data matches",
+        ),
+        (
+            Flavour::Tdx,
+            dice_spec(),
+            "dice rules:   hold; report_data matches",
+        ),
+    ] {
         let s = setup(flavour);
-        let leaf = issue(&s.tee, &s.ca, &spec(), &Freshness::Deterministic).unwrap();
+        let leaf = issue(&s.tee, &s.ca, &leaf_spec, &Freshness::Deterministic).unwrap();
         let pem = format!(
             "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
             base64_lines(&leaf.cert_der)
@@ -287,7 +300,15 @@ fn an_independent_script_recomputes_the_binding() {
             "{text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(text.contains("report_data matches"), "{text}");
+        assert!(text.contains(shown), "{text}");
+        if leaf_spec.binding == BindingFormat::Dice {
+            // The script reads the config root the evidence binds, and the notBefore nonce.
+            assert!(
+                text.contains(&format!("config-root:  {}", hex::encode([7; 32])))
+                    && text.contains("nonce:"),
+                "{text}"
+            );
+        }
     }
 }
 
