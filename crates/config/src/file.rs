@@ -20,6 +20,7 @@
 //! | `witness`, `witness/clients-root`, `witness/trust-sim` | the witness listener, JCS, and its clients' trust files, when serving as one |
 //! | `workload/<name>/code` | the workload's code (component bytes), so the leaf's value hash is its code hash |
 //! | `workload/<name>/settings` | kind, hostnames, env, args and limits, JCS |
+//! | `listener/evidence-binding` | `dice` when `[listener] evidence_binding = "dice"` (absent for the default `seed`) |
 //!
 //! Listen addresses, the state directory and the paths of files are not leaves: the host chooses
 //! them, and they change neither what runs nor whom it trusts.
@@ -169,6 +170,38 @@ impl Default for ManagementConfig {
             hostname: Self::default_hostname(),
         }
     }
+}
+
+/// How the evidence in the listener's RA-TLS certificates binds their key. It decides which
+/// verifiers can check them, and whether the evidence binds the config root: a leaf.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvidenceBinding {
+    /// The raw quote or report extension, report_data = SHA-512(SHA-256(SPKI) || binding).
+    #[default]
+    Seed,
+    /// TCG DICE tagged evidence (Gramine, rats-tls), report_data = SHA-256 of the claims, which
+    /// carry the key hash, the binding, the config root and the workload identity. SGX and TDX.
+    Dice,
+}
+
+impl EvidenceBinding {
+    /// The name in `enclave.toml` and in the `listener/evidence-binding` leaf.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvidenceBinding::Seed => "seed",
+            EvidenceBinding::Dice => "dice",
+        }
+    }
+}
+
+/// The RA-TLS listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `seed` (default) or `dice`.
+    #[serde(default)]
+    pub evidence_binding: EvidenceBinding,
 }
 
 /// Where the sealed store's rollback counter lives.
@@ -424,6 +457,9 @@ pub struct EnclaveConfig {
     /// The management API.
     #[serde(default)]
     pub management: ManagementConfig,
+    /// The RA-TLS listener's certificates.
+    #[serde(default)]
+    pub listener: ListenerConfig,
     /// The sealed key-value store.
     #[serde(default)]
     pub store: StoreConfig,
@@ -571,6 +607,12 @@ impl EnclaveConfig {
                     format!("{} is more than 300 seconds", o.clock_skew_secs),
                 ));
             }
+        }
+        if config.listener.evidence_binding == EvidenceBinding::Dice && config.tee == "snp" {
+            return Err(invalid(
+                "listener.evidence_binding".into(),
+                "'dice' carries DCAP quotes (SGX, TDX); SEV-SNP evidence has no DICE form here: use 'seed'".into(),
+            ));
         }
         let m = &config.management.hostname;
         if m.is_empty() || m.parse::<std::net::IpAddr>().is_ok() {
@@ -789,6 +831,13 @@ impl LoadedConfig {
         // defaults apply and the tree of an older configuration is unchanged.
         if c.management != ManagementConfig::default() {
             leaves.push(json_leaf("management", &c.management)?);
+        }
+        // Absent when it is the default, so that older configurations keep their root.
+        if c.listener.evidence_binding != EvidenceBinding::default() {
+            leaves.push((
+                "listener/evidence-binding".into(),
+                c.listener.evidence_binding.as_str().as_bytes().to_vec(),
+            ));
         }
         if c.store != StoreConfig::default() {
             leaves.push(json_leaf_without(

@@ -292,16 +292,57 @@ fn manifest_leaves(
     Ok(manifest.leaves)
 }
 
+/// Why the verdict is weaker than it looks: no measurement of the TEE's code is pinned, so any
+/// code that the operator's CA certifies and the hardware attests is accepted.
+fn warnings(a: &VerifyUrlArgs, report: &enclave_ratls::Report) -> Vec<String> {
+    use enclave_evidence::TeeKind;
+    let policy = a.policy.as_ref().and_then(|p| {
+        let text = std::fs::read_to_string(p).ok()?;
+        Policy::from_toml(&text, &p.display().to_string()).ok()
+    });
+    let tee = report.appraisal.tee;
+    let pinned = policy.as_ref().is_some_and(|p| match tee {
+        TeeKind::Sgx => p
+            .sgx
+            .as_ref()
+            .is_some_and(|r| r.mr_enclave.is_some() || r.mr_signer.is_some()),
+        TeeKind::Tdx | TeeKind::AzureTdx => p.tdx.as_ref().is_some_and(|r| r.mr_td.is_some()),
+        TeeKind::Snp | TeeKind::AzureSnp => p.snp.as_ref().is_some_and(|r| r.measurement.is_some()),
+    });
+    if pinned {
+        return Vec::new();
+    }
+    let rule = match tee {
+        TeeKind::Sgx => "[sgx] mr_enclave or mr_signer",
+        TeeKind::Tdx | TeeKind::AzureTdx => "[tdx] mr_td",
+        TeeKind::Snp | TeeKind::AzureSnp => "[snp] measurement",
+    };
+    vec![format!(
+        "no measurement is pinned: any {tee} code that the hardware attests{} is accepted, \
+         whatever it is; pin it with --policy (a policy file with {rule})",
+        if report.chain_verified {
+            " and the operator CA certifies"
+        } else {
+            ""
+        }
+    )]
+}
+
 fn report_ok(
     a: &VerifyUrlArgs,
     report: &enclave_ratls::Report,
     leaves: Result<Vec<enclave_config::Leaf>, String>,
     now: i64,
 ) -> ExitCode {
+    let warnings = warnings(a, report);
+    for w in &warnings {
+        eprintln!("WARNING: {w}");
+    }
     if a.json {
         let mut v = render::appraisal_json(&report.appraisal, now);
         if let Some(map) = v.as_object_mut() {
             map.insert("url".into(), json!(a.url));
+            map.insert("warnings".into(), json!(warnings));
             map.insert("key_binding".into(), json!(report.key_binding));
             map.insert("chain_verified".into(), json!(report.chain_verified));
             map.insert("config_root".into(), json!(report.config_root));

@@ -370,3 +370,52 @@ fn ratls_certificates_from_other_implementations() {
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["certificate"]["key_binding"]["method"], "dice-claims");
 }
+
+/// Item 14: `evidence verify cert.pem` reads an Enclave OS leaf in either binding: the seed's raw
+/// quote, or DICE tagged evidence whose claims bind the key, the notBefore and the config root.
+#[test]
+fn enclave_os_leaves_in_both_bindings() {
+    use base64::Engine;
+    use enclave_ratls::binding::{BindingFormat, Freshness};
+    use enclave_ratls::issue::{IntermediaryCa, LeafSpec, issue};
+    use enclave_tee::sim::{Flavour, SimTee};
+    let dir = tempfile::tempdir().unwrap();
+    let files = enclave_ratls::ca::init(&dir.path().join("ca"), "Test").unwrap();
+    let ca = IntermediaryCa::from_pem(
+        &std::fs::read_to_string(&files.intermediary_cert).unwrap(),
+        &std::fs::read_to_string(&files.intermediary_key).unwrap(),
+    )
+    .unwrap();
+    let sim = dir.path().join("sim");
+    let tee = SimTee::open(&sim, Flavour::Sgx).unwrap();
+    for (binding, method) in [
+        (BindingFormat::Seed, "enclave-os"),
+        (BindingFormat::Dice, "enclave-os-dice"),
+    ] {
+        let spec = LeafSpec {
+            names: vec!["localhost".into()],
+            lifetime_secs: 3600,
+            config_root: Some([7; 32]),
+            modules: vec![],
+            workload: None,
+            binding,
+        };
+        let leaf = issue(&tee, &ca, &spec, &Freshness::Deterministic).unwrap();
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            base64::engine::general_purpose::STANDARD.encode(&leaf.cert_der)
+        );
+        let path = dir.path().join(format!("{binding}.pem"));
+        std::fs::write(&path, pem).unwrap();
+        let (code, v) = json(&[
+            "evidence",
+            "verify",
+            path.to_str().unwrap(),
+            "--trust-sim",
+            sim.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{binding}: {v}");
+        assert_eq!(v["certificate"]["key_binding"]["method"], method, "{v}");
+        assert_eq!(v["certificate"]["key_binding"]["mode"], "deterministic");
+    }
+}

@@ -114,6 +114,16 @@ fn run_then_verify_in_every_mode_and_stop_on_sigterm() {
         err.contains("created a development CA") && err.contains("shutting down"),
         "{err}"
     );
+    // Item 7: the development root key is gone once the intermediary is sealed, and the log
+    // says so and where the root certificate stays.
+    assert!(!dir.path().join("state/dev-ca/root.key.pem").exists());
+    assert!(ca_root.exists());
+    assert!(
+        err.contains("deleted the development root CA key")
+            && err.contains("dev-ca/root.key.pem")
+            && err.contains("ca/root.crt.pem"),
+        "{err}"
+    );
 
     // The intermediary key is sealed; no plaintext copy we made is left.
     use std::os::unix::fs::PermissionsExt;
@@ -237,4 +247,75 @@ fn a_workload_hostname_gets_the_workloads_own_certificate() {
     let (code, v) = json(&base.with(&[]));
     assert_eq!(code, 0, "{v}");
     assert!(v["workload"].is_null());
+}
+
+/// Items 14 and 7: a listener set to the DICE binding serves leaves whose evidence binds the
+/// config root, which `verify` reads in every mode; `verify` warns loudly while no measurement
+/// is pinned.
+#[test]
+fn a_dice_listener_binds_the_config_root_and_verify_warns_until_a_measurement_is_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enclave.toml");
+    std::fs::write(
+        &config,
+        "tee = \"sim-sgx\"\nstate_dir = \"state\"\n[listener]\nevidence_binding = \"dice\"\n",
+    )
+    .unwrap();
+    let (_, measured) = json(&["measure", config.to_str().unwrap()]);
+    let root_hex = measured["root"].as_str().unwrap().to_string();
+    let port = free_port();
+    let _server = start(&config, port);
+    let url = format!("https://127.0.0.1:{port}");
+    let sim = dir.path().join("state/sim");
+    let ca_root = dir.path().join("state/dev-ca/root.crt.pem");
+    let base = VerifyArgs::new(&url, &sim, &ca_root);
+    let mut measurement = String::new();
+    for (mode, method, binding) in [
+        ("deterministic", "enclave-os-dice", "deterministic"),
+        ("challenge", "enclave-os-dice", "nonce"),
+        ("channel", "enclave-os", "channel"),
+    ] {
+        let (code, v) = json(&base.with(&["--mode", mode, "--config-root", &root_hex]));
+        assert_eq!(code, 0, "{mode}: {v}");
+        assert_eq!(v["key_binding"]["method"], method, "{mode}: {v}");
+        assert_eq!(v["key_binding"]["mode"], binding, "{mode}: {v}");
+        if method == "enclave-os-dice" {
+            assert_eq!(v["key_binding"]["config_root_bound"], true, "{v}");
+        }
+        assert_eq!(v["config_root"], root_hex.as_str());
+        let warnings = v["warnings"].as_array().unwrap();
+        assert!(
+            warnings.len() == 1
+                && warnings[0]
+                    .as_str()
+                    .unwrap()
+                    .contains("no measurement is pinned"),
+            "{v}"
+        );
+        measurement = v["measurement"].as_str().unwrap().to_string();
+    }
+    let out = run(&base.with(&[]));
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("WARNING: no measurement is pinned") && err.contains("mr_enclave"),
+        "{err}"
+    );
+
+    // Pinned: no warning.
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!("allow_simulated = true\n[sgx]\nmr_enclave = \"{measurement}\"\n"),
+    )
+    .unwrap();
+    let (code, v) = json(&base.with(&["--policy", policy.to_str().unwrap()]));
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
+    let out = run(&base.with(&["--policy", policy.to_str().unwrap()]));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("WARNING"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

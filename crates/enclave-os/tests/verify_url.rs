@@ -31,6 +31,7 @@ fn server(dir: &Path, config_root: [u8; 32], n: usize) -> u16 {
         config_root: Some(config_root),
         modules: vec![],
         workload: None,
+        binding: Default::default(),
     };
     let resolver = Arc::new(RatlsResolver::new(tee as Arc<dyn Tee>, ca, spec));
     // As a server does at start: issue the first certificate before taking connections.

@@ -97,6 +97,7 @@ fn benches(c: &mut Criterion) {
         config_root: Some([1; 32]),
         modules: vec![],
         workload: None,
+        binding: Default::default(),
     };
     let ratls = Arc::new(RatlsResolver::new(
         tee.clone() as Arc<dyn Tee>,
@@ -104,6 +105,20 @@ fn benches(c: &mut Criterion) {
         spec,
     ));
     ratls.current().unwrap();
+    // The same leaf in the DICE binding (the quote as DICE tagged evidence, claims bound).
+    let dice = Arc::new(RatlsResolver::new(
+        tee.clone() as Arc<dyn Tee>,
+        IntermediaryCa::from_pem(&int_pem, &int_key).unwrap(),
+        LeafSpec {
+            names: vec!["localhost".into()],
+            lifetime_secs: 3600,
+            config_root: Some([1; 32]),
+            modules: vec![],
+            workload: None,
+            binding: enclave_ratls::binding::BindingFormat::Dice,
+        },
+    ));
+    dice.current().unwrap();
     let collateral = Collateral::from_json(
         std::fs::read(dir.path().join("sim/collateral-tdx.json"))
             .unwrap()
@@ -155,6 +170,10 @@ fn benches(c: &mut Criterion) {
         (
             "cached RA-TLS certificate",
             ratls.clone() as Arc<dyn rustls::server::ResolvesServerCert>,
+        ),
+        (
+            "cached RA-TLS certificate, DICE binding",
+            dice.clone() as Arc<dyn rustls::server::ResolvesServerCert>,
         ),
     ] {
         let s = server(resolver);

@@ -41,3 +41,35 @@ impl Freshness {
         }
     }
 }
+
+/// How a leaf's evidence binds its key: the form the leaf carries its evidence in. A listener
+/// chooses one (`[listener] evidence_binding` in `enclave.toml`); each leaf carries its evidence
+/// once, in that form.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BindingFormat {
+    /// The raw evidence extension (SGX or TDX quote, SNP report), with
+    /// `report_data = SHA-512(SHA-256(SPKI) || binding)` ([`report_data`]).
+    #[default]
+    Seed,
+    /// TCG DICE tagged evidence as Gramine and rats-tls read it: `report_data[0..32]` is
+    /// SHA-256 of the CBOR claims (key hash, binding as `nonce`, config root and workload
+    /// identity), `report_data[32..64]` is zero. DCAP quotes (SGX, TDX) only.
+    Dice,
+}
+
+impl BindingFormat {
+    /// The name used in configuration and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindingFormat::Seed => "seed",
+            BindingFormat::Dice => "dice",
+        }
+    }
+}
+
+impl std::fmt::Display for BindingFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -48,6 +48,17 @@ pub enum KeyBinding {
         /// The algorithm of `pubkey-hash`.
         alg: HashAlg,
     },
+    /// An Enclave OS leaf in the DICE binding: the DICE rules above, and besides them the
+    /// `nonce` claim is the binding of `mode`, report_data[32..64] is zero, and every Enclave OS
+    /// claim equals the certificate's extension of the same meaning.
+    EnclaveOsDice {
+        /// `deterministic` (nonce = notBefore) or `nonce` (nonce = the client's nonce).
+        mode: &'static str,
+        /// Whether the evidence binds the config root (claim `enclave-os-config-root`).
+        config_root_bound: bool,
+        /// Whether the evidence binds the workload's config root and code digest.
+        workload_bound: bool,
+    },
 }
 
 /// A parsed RA-TLS certificate.
@@ -136,6 +147,13 @@ impl RatlsCertificate {
                 "no attestation evidence extension (DICE 2.23.133.5.4.9, or an SGX, TDX or SNP evidence OID): not an RA-TLS certificate".into(),
             ));
         }
+        // Two forms of evidence would let a verifier that reads one accept what a verifier that
+        // reads the other rejects (Enclave OS leaves once carried both, and only one bound).
+        if dice.is_some() && raw_evidence.is_some() {
+            return Err(RatlsError::Certificate(
+                "the certificate carries its evidence twice (an SGX, TDX or SNP evidence extension and DICE tagged evidence): an RA-TLS leaf carries it once, in one binding".into(),
+            ));
+        }
         Ok(Self {
             subject: cert.subject().to_string(),
             spki: cert.public_key().raw.to_vec(),
@@ -165,8 +183,8 @@ impl RatlsCertificate {
         })
     }
 
-    /// The evidence to verify: the raw evidence extension, else the DICE-wrapped quote.
-    /// (When both are present, [`Self::check_key_binding`] requires them to be identical.)
+    /// The evidence to verify: the raw evidence extension, else the DICE-wrapped quote (a
+    /// certificate never has both: [`Self::parse`] refuses it).
     pub fn evidence(&self) -> &[u8] {
         match (&self.raw_evidence, &self.dice) {
             (Some(raw), _) => raw,
@@ -175,16 +193,33 @@ impl RatlsCertificate {
         }
     }
 
+    /// Whether this is an Enclave OS leaf: it carries Enclave OS extensions, or its DICE claims
+    /// carry Enclave OS claims. Such a leaf is held to Enclave OS's rules in either binding.
+    pub fn is_enclave_os(&self) -> bool {
+        self.config_root.is_some()
+            || self.workload.is_some()
+            || self
+                .dice
+                .as_ref()
+                .is_some_and(TaggedEvidence::has_enclave_os_claims)
+    }
+
     /// Check that evidence whose report_data is `report_data` binds this certificate's key.
     ///
-    /// Enclave OS certificates (raw evidence extension) bind by `freshness`; certificates that
-    /// carry only DICE claims (Gramine, rats-tls) bind by their claims.
+    /// Certificates with a raw evidence extension (the seed binding) bind by `freshness`;
+    /// certificates with DICE tagged evidence bind by their claims, and an Enclave OS leaf's
+    /// claims must also carry the binding of `freshness` and agree with its extensions. A client
+    /// that sent a nonce requires every certificate to bind it.
     pub fn check_key_binding(
         &self,
         report_data: &[u8; 64],
         freshness: &crate::binding::Freshness,
     ) -> Result<KeyBinding, RatlsError> {
         use crate::binding::{Freshness, report_data as expected_report_data};
+        let mode = match freshness {
+            Freshness::Deterministic => "deterministic",
+            Freshness::Nonce(_) => "nonce",
+        };
         if self.raw_evidence.is_some() {
             let binding = freshness.binding(self.not_before);
             let expected = expected_report_data(&self.spki, &binding);
@@ -194,28 +229,7 @@ impl RatlsCertificate {
                     Freshness::Nonce(_) => "report_data is not SHA-512(SHA-256(SPKI) || nonce): the evidence does not bind this key and the nonce this client sent".into(),
                 }));
             }
-            // The DICE copy, when present, must tell the same story about the same evidence.
-            if let Some(d) = &self.dice {
-                if self.raw_evidence.as_deref() != Some(d.evidence.as_slice()) {
-                    return Err(RatlsError::Binding(
-                        "the DICE copy of the evidence differs from the evidence extension".into(),
-                    ));
-                }
-                let (alg, claimed) = &d.pubkey_hash;
-                if alg.digest(&self.spki) != *claimed
-                    || d.nonce.as_deref() != Some(binding.as_slice())
-                {
-                    return Err(RatlsError::Binding(
-                        "the DICE claims disagree with the certificate's key or binding".into(),
-                    ));
-                }
-            }
-            return Ok(KeyBinding::EnclaveOs {
-                mode: match freshness {
-                    Freshness::Deterministic => "deterministic",
-                    Freshness::Nonce(_) => "nonce",
-                },
-            });
+            return Ok(KeyBinding::EnclaveOs { mode });
         }
         let Some(d) = &self.dice else {
             return Err(RatlsError::Binding(
@@ -236,7 +250,68 @@ impl RatlsCertificate {
                     .into(),
             ));
         }
-        Ok(KeyBinding::DiceClaims { alg: *alg })
+        if let Freshness::Nonce(n) = freshness
+            && d.nonce.as_deref() != Some(n.as_slice())
+        {
+            return Err(RatlsError::Binding(
+                "the DICE nonce claim is not the nonce this client sent: the certificate was not \
+                 made for this challenge"
+                    .into(),
+            ));
+        }
+        if !self.is_enclave_os() {
+            return Ok(KeyBinding::DiceClaims { alg: *alg });
+        }
+        if report_data[32..].iter().any(|b| *b != 0) {
+            return Err(RatlsError::Binding(
+                "report_data[32..64] of an Enclave OS DICE leaf is not zero: only SHA-256 of the \
+                 claims may be bound"
+                    .into(),
+            ));
+        }
+        if let Freshness::Deterministic = freshness
+            && d.nonce.as_deref() != Some(freshness.binding(self.not_before).as_slice())
+        {
+            return Err(RatlsError::Binding(
+                "the DICE nonce claim is not the certificate's notBefore (YYYY-MM-DDTHH:MM:SSZ): \
+                 the evidence was not made for this certificate's time"
+                    .into(),
+            ));
+        }
+        let config_root_bound = bound(
+            d.claim(dice::CLAIM_CONFIG_ROOT),
+            self.config_root.as_ref().map(|r| r.as_slice()),
+            "config root",
+            dice::CLAIM_CONFIG_ROOT,
+            "1.3.6.1.4.1.65230.1.1",
+        )?;
+        let w = self.workload.as_ref();
+        let root_bound = bound(
+            d.claim(dice::CLAIM_WORKLOAD_ROOT),
+            w.map(|w| w.config_root.as_slice()),
+            "workload config root",
+            dice::CLAIM_WORKLOAD_ROOT,
+            "1.3.6.1.4.1.65230.3.1",
+        )?;
+        let code_bound = bound(
+            d.claim(dice::CLAIM_WORKLOAD_CODE),
+            w.map(|w| w.code_digest.as_slice()),
+            "workload code digest",
+            dice::CLAIM_WORKLOAD_CODE,
+            "1.3.6.1.4.1.65230.3.2",
+        )?;
+        let lifetime = self.not_after - self.not_before;
+        if lifetime > crate::issue::MAX_LIFETIME_SECS {
+            return Err(RatlsError::Validity(format!(
+                "the certificate lives {lifetime} s, longer than the {} s an RA-TLS leaf may",
+                crate::issue::MAX_LIFETIME_SECS
+            )));
+        }
+        Ok(KeyBinding::EnclaveOsDice {
+            mode,
+            config_root_bound,
+            workload_bound: root_bound && code_bound,
+        })
     }
 
     /// Check that the certificate is valid at `at` (unix seconds).
@@ -257,5 +332,43 @@ impl RatlsCertificate {
             )));
         }
         Ok(())
+    }
+}
+
+/// An Enclave OS DICE claim against the certificate's extension of the same meaning: both
+/// absent, or both present and equal. Whether the evidence binds the value.
+fn bound(
+    claim: Option<&[u8]>,
+    extension: Option<&[u8]>,
+    what: &str,
+    claim_name: &str,
+    oid: &str,
+) -> Result<bool, RatlsError> {
+    let err = |reason: String| {
+        if claim_name == dice::CLAIM_CONFIG_ROOT {
+            RatlsError::ConfigRoot(reason)
+        } else {
+            RatlsError::Binding(reason)
+        }
+    };
+    match (claim, extension) {
+        (None, None) => Ok(false),
+        (Some(c), Some(e)) if c == e => Ok(true),
+        (Some(c), Some(e)) => Err(err(format!(
+            "the evidence's {claim_name} claim {} differs from the certificate's {what} {} \
+             (OID {oid}): the certificate claims another {what} than the evidence binds",
+            hex::encode(c),
+            hex::encode(e)
+        ))),
+        (Some(c), None) => Err(err(format!(
+            "the evidence binds {what} {} ({claim_name}) but the certificate has no {what} \
+             extension (OID {oid})",
+            hex::encode(c)
+        ))),
+        (None, Some(e)) => Err(err(format!(
+            "the certificate certifies {what} {} (OID {oid}) but its DICE claims carry no \
+             {claim_name}: the evidence does not bind it",
+            hex::encode(e)
+        ))),
     }
 }

@@ -9,9 +9,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use crate::binding::{self, Freshness};
+use crate::binding::{self, BindingFormat, Freshness};
 use crate::cert::RatlsError;
-use crate::oid;
+use crate::{dice, oid};
 use enclave_tee::{Tee, TeeKind};
 
 /// The longest lifetime a leaf may have: a day, so that evidence is never older than that.
@@ -63,6 +63,9 @@ pub struct LeafSpec {
     pub modules: Vec<(u64, [u8; 32])>,
     /// For a workload's own certificate: its identity (OIDs 1.3.6.1.4.1.65230.3.1 to 3.4).
     pub workload: Option<WorkloadIdentity>,
+    /// The form the evidence takes, and so how it binds the key: the seed's raw extension, or
+    /// DICE tagged evidence whose claims also bind the config root and the workload identity.
+    pub binding: BindingFormat,
 }
 
 /// What a workload's own certificate certifies about it.
@@ -125,36 +128,18 @@ fn ext(dotted: &str, value: Vec<u8>) -> CustomExtension {
     CustomExtension::from_oid_content(&arcs(dotted), value)
 }
 
-/// TCG DICE tagged evidence for a DCAP quote, with the `pubkey-hash` and `nonce` claims.
-fn dice(quote: &[u8], spki: &[u8], binding: &[u8]) -> Result<Vec<u8>, RatlsError> {
-    use ciborium::value::{Integer, Value};
-    let spki_hash = ring::digest::digest(&ring::digest::SHA256, spki)
-        .as_ref()
-        .to_vec();
-    // Canonical CBOR map order: shorter keys first.
-    let claims = Value::Map(vec![
-        (Value::Text("nonce".into()), Value::Bytes(binding.to_vec())),
-        (
-            Value::Text("pubkey-hash".into()),
-            Value::Array(vec![
-                Value::Integer(Integer::from(1u8)),
-                Value::Bytes(spki_hash),
-            ]),
-        ),
-    ]);
-    let mut claims_bytes = Vec::new();
-    ciborium::ser::into_writer(&claims, &mut claims_bytes)
-        .map_err(|e| RatlsError::Dice(e.to_string()))?;
-    let tagged = Value::Tag(
-        crate::dice::TAG_DCAP_QUOTE,
-        Box::new(Value::Array(vec![
-            Value::Bytes(quote.to_vec()),
-            Value::Bytes(claims_bytes),
-        ])),
-    );
+/// The claims an Enclave OS DICE leaf adds, so that the evidence binds what the certificate's
+/// extensions say about the configuration and the workload, not only the CA's signature.
+fn enclave_os_claims(spec: &LeafSpec) -> Vec<(&'static str, Vec<u8>)> {
     let mut out = Vec::new();
-    ciborium::ser::into_writer(&tagged, &mut out).map_err(|e| RatlsError::Dice(e.to_string()))?;
-    Ok(out)
+    if let Some(root) = spec.config_root {
+        out.push((dice::CLAIM_CONFIG_ROOT, root.to_vec()));
+    }
+    if let Some(w) = &spec.workload {
+        out.push((dice::CLAIM_WORKLOAD_ROOT, w.config_root.to_vec()));
+        out.push((dice::CLAIM_WORKLOAD_CODE, w.code_digest.to_vec()));
+    }
+    out
 }
 
 /// Issue a leaf: generate its key, get evidence from `tee` binding it, and sign with `ca`.
@@ -195,8 +180,26 @@ pub fn issue_at(
     let not_after = OffsetDateTime::from_unix_timestamp(now + lifetime)
         .map_err(|e| RatlsError::Certificate(e.to_string()))?;
     let bind = freshness.binding(now);
+    // In the DICE binding the claims are fixed first: the evidence binds their hash.
+    let claims = match spec.binding {
+        BindingFormat::Seed => None,
+        BindingFormat::Dice => {
+            if !matches!(tee.kind(), TeeKind::Sgx | TeeKind::Tdx) {
+                return Err(RatlsError::Certificate(format!(
+                    "evidence binding 'dice' carries DCAP quotes (SGX, TDX); {} evidence has no \
+                     DICE form that Gramine or rats-tls read: use the seed binding",
+                    tee.name()
+                )));
+            }
+            Some(dice::encode_claims(&spki, &bind, &enclave_os_claims(spec))?)
+        }
+    };
+    let report_data = match &claims {
+        None => binding::report_data(&spki, &bind),
+        Some(c) => dice::report_data(c),
+    };
     let bundle = tee
-        .evidence(&binding::report_data(&spki, &bind))
+        .evidence(&report_data)
         .map_err(|e| RatlsError::Certificate(format!("evidence from {}: {e}", tee.name())))?;
 
     let mut p = CertificateParams::default();
@@ -231,24 +234,24 @@ pub fn issue_at(
         };
         p.subject_alt_names.push(san);
     }
-    match bundle.tee {
-        TeeKind::Sgx => {
-            p.custom_extensions
-                .push(ext(oid::SGX_QUOTE, bundle.evidence.clone()));
-            p.custom_extensions.push(ext(
-                oid::DICE_TAGGED_EVIDENCE,
-                dice(&bundle.evidence, &spki, &bind)?,
-            ));
+    // The evidence goes in once, in the form the listener chose.
+    match (&claims, bundle.tee) {
+        (Some(claims), TeeKind::Sgx | TeeKind::Tdx) => p.custom_extensions.push(ext(
+            oid::DICE_TAGGED_EVIDENCE,
+            dice::encode(&bundle.evidence, claims)?,
+        )),
+        (Some(_), other) => {
+            return Err(RatlsError::Certificate(format!(
+                "evidence binding 'dice' needs a DCAP quote, but the TEE gave {other:?} evidence"
+            )));
         }
-        TeeKind::Tdx => {
-            p.custom_extensions
-                .push(ext(oid::TDX_QUOTE, bundle.evidence.clone()));
-            p.custom_extensions.push(ext(
-                oid::DICE_TAGGED_EVIDENCE,
-                dice(&bundle.evidence, &spki, &bind)?,
-            ));
-        }
-        TeeKind::Snp | TeeKind::AzureSnp | TeeKind::AzureTdx => {
+        (None, TeeKind::Sgx) => p
+            .custom_extensions
+            .push(ext(oid::SGX_QUOTE, bundle.evidence.clone())),
+        (None, TeeKind::Tdx) => p
+            .custom_extensions
+            .push(ext(oid::TDX_QUOTE, bundle.evidence.clone())),
+        (None, TeeKind::Snp | TeeKind::AzureSnp | TeeKind::AzureTdx) => {
             p.custom_extensions
                 .push(ext(oid::SNP_REPORT, bundle.evidence.clone()));
             if !bundle.certificates.is_empty() {

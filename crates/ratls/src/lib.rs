@@ -1,11 +1,11 @@
 //! RA-TLS: X.509 certificates that carry hardware evidence bound to their own key.
 //!
-//! This crate reads RA-TLS certificates (Enclave OS's, and those of other implementations that use
-//! the TCG DICE tagged-evidence extension, such as Gramine and rats-tls), checks that the evidence
-//! binds the certificate's key, and hands the evidence to `enclave-evidence` for verification.
-//!
-//! Not yet here (it comes with the rest of the RA-TLS work): issuing certificates, the rustls
-//! server and client configurations, freshness modes and `enclave-os verify`.
+//! This crate issues Enclave OS RA-TLS leaves inside the TEE, in either evidence binding (the
+//! seed's raw quote, or TCG DICE tagged evidence as Gramine and rats-tls read it: see
+//! [`binding::BindingFormat`]), and reads RA-TLS certificates (Enclave OS's, and those of other
+//! implementations that use the DICE extension), checks that the evidence binds the
+//! certificate's key, and hands the evidence to `enclave-evidence` for verification. It also
+//! holds the operator CA, the rustls server and client configurations, and the freshness modes.
 
 pub mod binding;
 pub mod cert;

@@ -49,6 +49,7 @@ fn resolver(p: &Pki, flavour: Flavour, config_root: [u8; 32]) -> (Arc<RatlsResol
         config_root: Some(config_root),
         modules: vec![],
         workload: None,
+        binding: Default::default(),
     };
     (
         Arc::new(RatlsResolver::new(tee.clone() as Arc<dyn Tee>, ca(p), spec)),
@@ -289,13 +290,11 @@ fn openssl_connects_and_sees_the_extensions() {
         .write_all(leaf_pem.as_bytes())
         .unwrap();
     let shown = String::from_utf8_lossy(&x509.wait_with_output().unwrap().stdout).to_string();
-    for oid in [
-        "1.2.840.113741.1.5.5.1.6",
-        "2.23.133.5.4.9",
-        "1.3.6.1.4.1.65230.1.1",
-    ] {
+    for oid in ["1.2.840.113741.1.5.5.1.6", "1.3.6.1.4.1.65230.1.1"] {
         assert!(shown.contains(oid), "{oid} not shown:\n{shown}");
     }
+    // The seed binding carries the quote once: no DICE copy.
+    assert!(!shown.contains("2.23.133.5.4.9"), "{shown}");
 }
 
 /// A server that answers `GET /.well-known/enclave-os/attestation` with channel-bound evidence.
@@ -428,6 +427,7 @@ fn tampered_evidence_and_stale_certificates_are_rejected_in_the_handshake() {
         config_root: Some([3; 32]),
         modules: vec![],
         workload: None,
+        binding: Default::default(),
     };
 
     // Tampered evidence: one byte of the quote's body changed inside the certificate. With no

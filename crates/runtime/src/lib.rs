@@ -251,10 +251,11 @@ impl Runtime {
         ];
         enclave_names.dedup();
         let file_tree = workloads::tree(&config, &workloads::Loaded::new())?;
+        let binding = workloads::evidence_binding(&config);
         let enclave = Arc::new(RatlsResolver::new(
             tee.clone(),
             ca.clone(),
-            workloads::enclave_spec(enclave_names.clone(), &file_tree),
+            workloads::enclave_spec(enclave_names.clone(), &file_tree, binding),
         ));
         enclave.current().map_err(ca_err)?;
 
@@ -313,7 +314,11 @@ impl Runtime {
 
         let loaded = workloads::restore(&store)?;
         let tree = Arc::new(workloads::tree(&config, &loaded)?);
-        enclave.set_spec(workloads::enclave_spec(enclave_names.clone(), &tree));
+        enclave.set_spec(workloads::enclave_spec(
+            enclave_names.clone(),
+            &tree,
+            binding,
+        ));
         enclave.current().map_err(ca_err)?;
         // Each workload with hostnames gets its own certificate.
         let mut certs = Vec::new();
@@ -326,7 +331,7 @@ impl Runtime {
             let r = Arc::new(RatlsResolver::new(
                 tee.clone(),
                 ca.clone(),
-                workloads::workload_spec(&tree, w, &store)?,
+                workloads::workload_spec(&tree, w, &store, binding)?,
             ));
             r.current().map_err(ca_err)?;
             certs.push((w.name.clone(), w.hostnames.clone(), r));

@@ -4,10 +4,12 @@
 //! none is configured, from a development CA created in `<state_dir>/dev-ca` (and the runtime says
 //! so). The key is sealed to the TEE under the configured policy into
 //! `<state_dir>/ca/intermediary.key.sealed`; a development CA's plaintext key file is deleted, an
-//! operator's is reported as no longer needed. Later runs unseal it; the plaintext is never read
-//! again. With `[ca]` configured, the certificate served is always the one the config tree commits
-//! (`ca/certificate`), never the copy kept under the state directory. A TEE without a sealing key
-//! (TDX) cannot do this, and the runtime says why.
+//! operator's is reported as no longer needed. A development CA's root key is deleted too, once
+//! the intermediary is sealed (the runtime logs it); its root certificate stays in
+//! `<state_dir>/dev-ca/root.crt.pem` and `<state_dir>/ca/root.crt.pem` for clients to pin. Later
+//! runs unseal it; the plaintext is never read again. With `[ca]` configured, the certificate
+//! served is always the one the config tree commits (`ca/certificate`), never the copy kept under
+//! the state directory. A TEE without a sealing key (TDX) cannot do this, and the runtime says why.
 
 use std::path::{Path, PathBuf};
 
@@ -87,6 +89,8 @@ pub(crate) fn intermediary(
         })
     };
     if sealed_path.exists() {
+        // A state directory from before the root key was deleted still has it.
+        drop_dev_root_key(state_dir, &root_hint)?;
         let blob = std::fs::read(&sealed_path)
             .map_err(|e| err(format!("{}: {e}", sealed_path.display())))?;
         let key_pem = sealing("unseal")?
@@ -153,6 +157,7 @@ pub(crate) fn intermediary(
     match dev_key {
         Some(path) => {
             std::fs::remove_file(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+            drop_dev_root_key(state_dir, &root_hint)?;
         }
         None => tracing::warn!(
             sealed = %sealed_path.display(),
@@ -160,6 +165,23 @@ pub(crate) fn intermediary(
         ),
     }
     Ok((ca, root_hint))
+}
+
+/// Delete the development root CA's key. Once the intermediary is issued and sealed nothing
+/// needs it, and a root key left on the host's disk lets the host issue another intermediary
+/// that clients pinning this root would accept. The root certificate stays for clients to pin.
+fn drop_dev_root_key(state_dir: &Path, root_cert: &Path) -> Result<(), RuntimeError> {
+    let key = state_dir.join("dev-ca").join("root.key.pem");
+    if !key.exists() {
+        return Ok(());
+    }
+    std::fs::remove_file(&key).map_err(|e| err(format!("{}: {e}", key.display())))?;
+    tracing::warn!(
+        deleted = %key.display(),
+        root = %root_cert.display(),
+        "deleted the development root CA key now that the intermediary is issued and sealed; the root certificate stays for clients to pin"
+    );
+    Ok(())
 }
 
 pub(crate) const MASTER_CONTEXT: &str = "runtime/store/master-key";

@@ -196,8 +196,13 @@ impl Services for AppServices {
             .put(EXTENSIONS, app.as_bytes(), &bytes)
             .map_err(|e| e.to_string())?;
         let tree = state.tree.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let spec =
-            crate::workloads::workload_spec(&tree, &w, &self.store).map_err(|e| e.to_string())?;
+        let spec = crate::workloads::workload_spec(
+            &tree,
+            &w,
+            &self.store,
+            crate::workloads::evidence_binding(&state.config),
+        )
+        .map_err(|e| e.to_string())?;
         let resolver = Arc::new(RatlsResolver::new(
             state.tee.clone(),
             state.ca.clone(),

@@ -15,6 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use enclave_config::file::Workload;
 use enclave_config::{ConfigTree, LoadedConfig};
+use enclave_ratls::binding::BindingFormat;
 use enclave_ratls::issue::{LeafSpec, WorkloadIdentity};
 use enclave_ratls::tls::RatlsResolver;
 use enclave_store::Store;
@@ -99,14 +100,27 @@ fn modules(tree: &ConfigTree) -> Vec<(u64, [u8; 32])> {
     out
 }
 
+/// The evidence binding the listener's certificates use (`[listener] evidence_binding`).
+pub(crate) fn evidence_binding(config: &LoadedConfig) -> BindingFormat {
+    match config.config.listener.evidence_binding {
+        enclave_config::file::EvidenceBinding::Seed => BindingFormat::Seed,
+        enclave_config::file::EvidenceBinding::Dice => BindingFormat::Dice,
+    }
+}
+
 /// What the enclave-wide certificate certifies.
-pub(crate) fn enclave_spec(names: Vec<String>, tree: &ConfigTree) -> LeafSpec {
+pub(crate) fn enclave_spec(
+    names: Vec<String>,
+    tree: &ConfigTree,
+    binding: BindingFormat,
+) -> LeafSpec {
     LeafSpec {
         names,
         lifetime_secs: LIFETIME_SECS,
         config_root: Some(*tree.root()),
         modules: modules(tree),
         workload: None,
+        binding,
     }
 }
 
@@ -117,6 +131,7 @@ pub(crate) fn workload_spec(
     tree: &ConfigTree,
     w: &Workload,
     store: &Store,
+    binding: BindingFormat,
 ) -> Result<LeafSpec, RuntimeError> {
     let prefix = format!("workload/{}/", w.name);
     let own = ConfigTree::from_hashes(
@@ -146,6 +161,7 @@ pub(crate) fn workload_spec(
             key_source: "tee-generated".into(),
             declared,
         }),
+        binding,
     })
 }
 
@@ -253,9 +269,11 @@ fn retree(state: &State, loaded: &Loaded) -> Result<Arc<ConfigTree>, ApiError> {
         tree(&state.config, loaded)
             .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?,
     );
-    state
-        .enclave
-        .set_spec(enclave_spec(state.enclave_names.clone(), &tree));
+    state.enclave.set_spec(enclave_spec(
+        state.enclave_names.clone(),
+        &tree,
+        evidence_binding(&state.config),
+    ));
     *state.tree.write().unwrap_or_else(|p| p.into_inner()) = tree.clone();
     Ok(tree)
 }
@@ -308,8 +326,13 @@ pub(crate) fn load(state: &State, w: Workload, code: Vec<u8>) -> Result<(), ApiE
     // Check the tree before anything is kept.
     let candidate = tree(&state.config, &next)
         .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    let spec = workload_spec(&candidate, &w, &state.store)
-        .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let spec = workload_spec(
+        &candidate,
+        &w,
+        &state.store,
+        evidence_binding(&state.config),
+    )
+    .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let kept = serde_json::to_vec(&Kept {
         workload: w.clone(),
         code: STANDARD.encode(&code),
