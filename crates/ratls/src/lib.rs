@@ -4,8 +4,10 @@
 //! the TCG DICE tagged-evidence extension, such as Gramine and rats-tls), checks that the evidence
 //! binds the certificate's key, and hands the evidence to `enclave-evidence` for verification.
 //!
-//! Not yet here (it comes with the rest of the RA-TLS work): issuing certificates, the rustls
-//! server and client configurations, freshness modes and `enclave-os verify`.
+//! It also issues Enclave OS leaves (`issue`), and plugs RA-TLS into rustls (`tls`): a
+//! certificate resolver per freshness mode and by SNI, and server and client verifiers that check
+//! the peer's name as rustls's own verifier does and keep no state between handshakes (a
+//! connection's report is read back from that connection). `channel` is the channel-bound mode.
 
 pub mod binding;
 pub mod cert;
