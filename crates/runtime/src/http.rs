@@ -81,6 +81,10 @@ pub(crate) async fn connection(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
+    // A copy of the configuration for this connection only, whose resolver records the leaf it
+    // presents: what this connection's channel-bound evidence must bind.
+    let (config, chosen) = enclave_ratls::tls::recording(acceptor.config());
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -104,12 +108,14 @@ pub(crate) async fn connection(
     // The exporter of this very connection: what channel-bound evidence binds.
     let conn = Connection {
         exporter: enclave_ratls::channel::exporter(session).ok(),
+        presented: chosen,
     };
     let sni = session.server_name().map(str::to_string);
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let app = app.clone();
         let state = state.clone();
         let sni = sni.clone();
+        let conn = conn.clone();
         async move {
             req.extensions_mut().insert(conn);
             let host = req
