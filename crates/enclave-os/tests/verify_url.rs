@@ -60,7 +60,7 @@ fn server(dir: &Path, config_root: [u8; 32], n: usize) -> u16 {
                 let exporter = enclave_ratls::channel::exporter(&tls.conn).unwrap();
                 let body = enclave_ratls::channel::respond_for_leaf(
                     resolver.tee().as_ref(),
-                    chosen.leaf().unwrap(),
+                    chosen.presented(&tls.conn).unwrap(),
                     &exporter,
                 )
                 .unwrap();

@@ -212,6 +212,26 @@ fn channel_bound_verify_binds_the_apps_own_certificate() {
     assert_eq!(v["key_binding"]["mode"], "channel");
     assert_eq!(v["server_name"], "127.0.0.1");
     assert!(v["workload"].is_null(), "{v}");
+    // A connection that resumed a TLS session presented no certificate: nothing to bind, and
+    // the runtime says so rather than binding some other leaf.
+    let tls = a.client();
+    let path = "/.well-known/enclave-os/attestation";
+    let (status, body) = a
+        .call_as("hello.localhost", &tls, "GET", path, None, b"")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = a
+        .call_as("hello.localhost", &tls, "GET", path, None, b"")
+        .unwrap();
+    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        json_of(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("resumed an earlier TLS session"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     // A name the runtime serves no certificate for gets the enclave-wide leaf, which is not
     // valid for it: refused, naming both.
     let (status, v) = json(&base.with(&["--mode", "channel", "--server-name", "bank.example.com"]));

@@ -233,10 +233,17 @@ pub struct ChosenCert {
 }
 
 impl ChosenCert {
-    /// The leaf (DER) this connection presented. `None` before the handshake, after a failed
-    /// one, and on a resumed session, where the server sends no certificate.
-    pub fn leaf(&self) -> Option<&CertificateDer<'static>> {
-        self.chosen.get()?.cert.first()
+    /// The leaf (DER) `conn` presented, `conn` being the connection this instance was made for.
+    /// `None` before the handshake completed, and on a resumed session: rustls still asks the
+    /// resolver then, but sends nothing, and the client holds the certificate of the session it
+    /// resumed, which may have been renewed since.
+    pub fn presented(&self, conn: &rustls::ServerConnection) -> Option<&CertificateDer<'static>> {
+        match conn.handshake_kind()? {
+            rustls::HandshakeKind::Full | rustls::HandshakeKind::FullWithHelloRetryRequest => {
+                self.chosen.get()?.cert.first()
+            }
+            rustls::HandshakeKind::Resumed => None,
+        }
     }
 }
 

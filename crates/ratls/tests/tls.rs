@@ -544,7 +544,7 @@ fn serve_channel(
                         ),
                         None => enclave_ratls::channel::respond_for_leaf(
                             tee.as_ref(),
-                            chosen.leaf().unwrap(),
+                            chosen.presented(&tls.conn).unwrap(),
                             &exporter,
                         ),
                     };
@@ -667,6 +667,57 @@ fn channel_bound_evidence_binds_the_workload_leaf_the_sni_chose() {
         "{err}"
     );
     server.join().unwrap();
+}
+
+#[test]
+fn a_resumed_session_presented_no_certificate_to_bind() {
+    let p = pki();
+    let (res, tee) = resolver(&p, Flavour::Tdx, [3; 32]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = Arc::new(server_config(res, None).unwrap());
+    let server = std::thread::spawn(move || {
+        let mut presented = Vec::new();
+        for _ in 0..2 {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let (config, chosen) = recording(&config);
+            let mut tls =
+                rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), tcp);
+            let mut buf = [0u8; 3];
+            tls.read_exact(&mut buf).unwrap();
+            presented.push((
+                tls.conn.handshake_kind(),
+                chosen.presented(&tls.conn).cloned(),
+            ));
+            tls.write_all(b"hello\n").unwrap();
+            tls.flush().unwrap();
+        }
+        presented
+    });
+    let v = Arc::new(RatlsServerVerifier::new(
+        verifier(&p, &tee),
+        Freshness::Deterministic,
+    ));
+    // One client configuration: the second connection resumes the first one's session.
+    let config = client_config(v.clone(), None, None).unwrap();
+    call(port, &v, config.clone()).unwrap();
+    let (_, resumed_report) = call(port, &v, config).unwrap();
+    let presented = server.join().unwrap();
+    assert_eq!(presented[0].0, Some(rustls::HandshakeKind::Full));
+    let first = presented[0]
+        .1
+        .as_ref()
+        .expect("a full handshake presents its leaf");
+    assert_eq!(presented[1].0, Some(rustls::HandshakeKind::Resumed));
+    assert_eq!(presented[1].1, None);
+    // The client still holds (and reports) the first session's certificate.
+    assert_eq!(
+        resumed_report.subject,
+        enclave_ratls::RatlsCertificate::parse(first)
+            .unwrap()
+            .subject
+    );
 }
 
 /// Serve one fixed certificate chain (the resolver of a misbehaving server).

@@ -45,8 +45,8 @@ pub(crate) struct Connection {
     /// The TLS exporter of this connection (channel-bound evidence).
     pub exporter: Option<[u8; 32]>,
     /// The certificate this connection presented (the one the SNI chose): the key its
-    /// channel-bound evidence binds.
-    pub presented: Arc<enclave_ratls::tls::ChosenCert>,
+    /// channel-bound evidence binds. `None` on a resumed session, which presented none.
+    pub presented: Option<Arc<rustls_pki_types::CertificateDer<'static>>>,
 }
 
 /// A JSON error with its reason.
@@ -188,7 +188,7 @@ async fn attestation(
     // Bind the leaf this connection presented, not a leaf chosen now: the enclave-wide one
     // would fail for every workload's connection, and a renewed one for every connection made
     // before the renewal.
-    let Some(leaf) = conn.presented.leaf().cloned() else {
+    let Some(leaf) = conn.presented else {
         return error(
             StatusCode::CONFLICT,
             "this connection resumed an earlier TLS session, so it presented no certificate to \

@@ -108,7 +108,7 @@ pub(crate) async fn connection(
     // The exporter of this very connection: what channel-bound evidence binds.
     let conn = Connection {
         exporter: enclave_ratls::channel::exporter(session).ok(),
-        presented: chosen,
+        presented: chosen.presented(session).cloned().map(Arc::new),
     };
     let sni = session.server_name().map(str::to_string);
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
