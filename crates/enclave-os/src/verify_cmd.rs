@@ -207,9 +207,9 @@ fn fetch(
         .map(|c| c.to_vec())
         .ok_or("the server presented no certificate")?;
     let mut tls = rustls::Stream::new(conn, tcp);
-    write!(
-        tls,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    // One write: write! would send each piece of the format in its own TLS record.
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .map_err(|e| format!("sending the attestation request: {e}"))?;
     tls.flush().map_err(|e| e.to_string())?;

@@ -246,8 +246,8 @@ pub fn name_text(name: &ServerName<'_>) -> String {
 }
 
 /// Check that the leaf (DER) is valid for `name`, by webpki's rules, as rustls's own verifier
-/// checks a server: a DNS name must match a DNS subjectAltName (wildcards as RFC 6125 allows),
-/// an IP address an IP subjectAltName; the subject's common name is never used.
+/// checks a server: a DNS name must match a DNS subjectAltName, an IP address an IP
+/// subjectAltName; the subject's common name is never used.
 pub fn check_name(leaf: &[u8], name: &ServerName<'_>) -> Result<(), RatlsError> {
     let der = CertificateDer::from(leaf);
     let ee = webpki::EndEntityCert::try_from(&der)

@@ -577,12 +577,12 @@ fn fetch_channel(
     )
     .unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    write!(
-        tls,
+    // One write, so one record: the server reads the request with a single read.
+    let request = format!(
         "GET {} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n",
         enclave_ratls::channel::PATH
-    )
-    .unwrap();
+    );
+    tls.write_all(request.as_bytes()).unwrap();
     tls.flush().unwrap();
     let mut response = Vec::new();
     tls.read_to_end(&mut response).ok();
