@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use enclave_evidence::{Policy, time};
 use enclave_ratls::RatlsVerifier;
 use enclave_ratls::binding::Freshness;
-use enclave_ratls::tls::{RatlsServerVerifier, client_config};
+use enclave_ratls::tls::{RatlsServerVerifier, client_config, io_rejection};
 use enclave_ratls::trust::TrustFiles;
 use ring::rand::SecureRandom;
 use serde_json::json;
@@ -53,8 +53,10 @@ pub(crate) struct VerifyUrlArgs {
     /// is read from there. Without it the TCB status is Unknown.
     #[arg(long)]
     collateral: Option<PathBuf>,
-    /// The server name to ask for (SNI), when it differs from the URL's host: a workload's
-    /// hostname gets the workload's own certificate.
+    /// The server name to ask for (SNI) and to check the certificate against, when it differs
+    /// from the URL's host: a workload's hostname gets the workload's own certificate. Either
+    /// way the certificate must be valid for the name (a DNS name, or an IP address, among its
+    /// subjectAltNames).
     #[arg(long)]
     server_name: Option<String>,
     /// Seconds to wait for the connection and the handshake.
@@ -133,50 +135,81 @@ type Channel = (Vec<u8>, [u8; 32], Vec<u8>);
 /// The largest attestation response read.
 const MAX_RESPONSE: usize = 1 << 20;
 
-/// Connect and complete the handshake (the verifier records what it found); in channel mode,
+/// Why a connection did not give a verified report.
+enum Failure {
+    /// The RA-TLS checks refused the server's certificate: the reason.
+    Rejected(String),
+    /// No handshake took place (connection, TLS).
+    NoHandshake(String),
+    /// The certificate verified, and what came after failed.
+    After(String),
+}
+
+/// Connect and complete the handshake, and read back this connection's report; in channel mode,
 /// then fetch the evidence bound to this connection.
 fn handshake(
     host: &str,
     port: u16,
     config: rustls::ClientConfig,
+    verifier: &RatlsServerVerifier,
     timeout: Duration,
     request: Option<&str>,
     sni: Option<&str>,
-) -> Result<Option<Channel>, String> {
+) -> Result<(enclave_ratls::Report, Option<Channel>), Failure> {
     let addr = (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("{host}:{port}: {e}"))?
+        .map_err(|e| Failure::NoHandshake(format!("{host}:{port}: {e}")))?
         .next()
-        .ok_or_else(|| format!("{host}:{port}: no address"))?;
-    let mut tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+        .ok_or_else(|| Failure::NoHandshake(format!("{host}:{port}: no address")))?;
+    let mut tcp = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| Failure::NoHandshake(format!("{addr}: {e}")))?;
     tcp.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    tcp.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+        .and_then(|()| tcp.set_write_timeout(Some(timeout)))
+        .map_err(|e| Failure::NoHandshake(e.to_string()))?;
     let sni = sni.unwrap_or(host);
     let name = rustls::pki_types::ServerName::try_from(sni.to_string())
-        .map_err(|e| format!("{sni}: {e}"))?;
-    let mut conn =
-        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::NoHandshake(format!("{sni}: {e}")))?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name.clone())
+        .map_err(|e| Failure::NoHandshake(e.to_string()))?;
     while conn.is_handshaking() {
-        conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+        conn.complete_io(&mut tcp)
+            .map_err(|e| match io_rejection(&e) {
+                Some(reason) => Failure::Rejected(reason.to_string()),
+                None => Failure::NoHandshake(e.to_string()),
+            })?;
     }
+    // The report of this connection, from the certificate it presented.
+    let report = verifier
+        .peer_report(&conn, &name, time::now())
+        .map_err(|e| Failure::Rejected(e.to_string()))?;
     let Some(path) = request else {
         // Close politely; the verdict is already in.
         conn.send_close_notify();
         let _ = conn.complete_io(&mut tcp);
-        return Ok(None);
+        return Ok((report, None));
     };
-    let exporter = enclave_ratls::channel::exporter(&conn).map_err(|e| e.to_string())?;
+    fetch(&mut conn, &mut tcp, host, path)
+        .map(|channel| (report, Some(channel)))
+        .map_err(Failure::After)
+}
+
+/// GET `path` over an established connection: the server's leaf, the exporter, the body.
+fn fetch(
+    conn: &mut rustls::ClientConnection,
+    tcp: &mut TcpStream,
+    host: &str,
+    path: &str,
+) -> Result<Channel, String> {
+    let exporter = enclave_ratls::channel::exporter(conn).map_err(|e| e.to_string())?;
     let leaf = conn
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.to_vec())
         .ok_or("the server presented no certificate")?;
-    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
-    write!(
-        tls,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    let mut tls = rustls::Stream::new(conn, tcp);
+    // One write: write! would send each piece of the format in its own TLS record.
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .map_err(|e| format!("sending the attestation request: {e}"))?;
     tls.flush().map_err(|e| e.to_string())?;
@@ -205,11 +238,14 @@ fn handshake(
     let status = String::from_utf8_lossy(&response[..head_end]);
     if !status.starts_with("HTTP/1.1 200") && !status.starts_with("HTTP/1.0 200") {
         return Err(format!(
-            "the server answered {} for {path}",
-            status.lines().next().unwrap_or_default()
+            "the server answered {} for {path}: {}",
+            status.lines().next().unwrap_or_default(),
+            String::from_utf8_lossy(
+                &response[head_end + 4..(head_end + 4 + 512).min(response.len())]
+            )
         ));
     }
-    Ok(Some((leaf, exporter, response[head_end + 4..].to_vec())))
+    Ok((leaf, exporter, response[head_end + 4..].to_vec()))
 }
 
 pub(crate) fn run(a: &VerifyUrlArgs) -> ExitCode {
@@ -229,37 +265,42 @@ pub(crate) fn run(a: &VerifyUrlArgs) -> ExitCode {
     let timeout = Duration::from_secs(a.timeout);
     let request = matches!(a.mode, Mode::Channel).then_some(enclave_ratls::channel::PATH);
     let sni = a.server_name.as_deref();
-    let outcome = handshake(&host, port, config.clone(), timeout, request, sni);
+    let outcome = handshake(
+        &host,
+        port,
+        config.clone(),
+        &verifier,
+        timeout,
+        request,
+        sni,
+    );
     let now = time::now();
-    let outcome = match outcome {
-        Ok(Some((leaf, exporter, body))) => {
+    let report = match outcome {
+        Ok((report, None)) => report,
+        Ok((handshake_report, Some((leaf, exporter, body)))) => {
             match enclave_ratls::channel::verify(verifier.inner(), &body, &leaf, &exporter, now) {
                 Ok(mut channel_report) => {
-                    // The certificate's chain was checked in the handshake.
-                    channel_report.chain_verified =
-                        matches!(verifier.last(), Some(Ok(ref r)) if r.chain_verified);
-                    let leaves = manifest_leaves(&host, port, config, timeout, &channel_report);
-                    return report_ok(a, &channel_report, leaves, now);
+                    // The chain and the name were checked on the certificate in the handshake.
+                    channel_report.chain_verified = handshake_report.chain_verified;
+                    channel_report.name = handshake_report.name;
+                    channel_report
                 }
                 Err(e) => return rejected(a, &format!("rejected: {e}")),
             }
         }
-        Ok(None) => Ok(()),
-        Err(e) => Err(e),
-    };
-    match (verifier.last(), outcome) {
-        (Some(Ok(report)), Ok(())) => {
-            let leaves = manifest_leaves(&host, port, config, timeout, &report);
-            report_ok(a, &report, leaves, now)
+        Err(Failure::Rejected(reason)) => return rejected(a, &format!("rejected: {reason}")),
+        Err(Failure::NoHandshake(e)) => {
+            return rejected(a, &format!("no RA-TLS handshake: {e}"));
         }
-        (Some(Err(reason)), _) => rejected(a, &format!("rejected: {reason}")),
-        (Some(Ok(_)), Err(e)) => rejected(
-            a,
-            &format!("the certificate verified but the handshake then failed: {e}"),
-        ),
-        (None, Err(e)) => rejected(a, &format!("no RA-TLS handshake: {e}")),
-        (None, Ok(())) => rejected(a, "the server presented no certificate"),
-    }
+        Err(Failure::After(e)) => {
+            return rejected(
+                a,
+                &format!("the certificate verified but the handshake then failed: {e}"),
+            );
+        }
+    };
+    let leaves = manifest_leaves(&host, port, config, &verifier, timeout, &report);
+    report_ok(a, &report, leaves, now)
 }
 
 /// Where the runtime serves the config manifest.
@@ -271,6 +312,7 @@ fn manifest_leaves(
     host: &str,
     port: u16,
     config: rustls::ClientConfig,
+    verifier: &RatlsServerVerifier,
     timeout: Duration,
     report: &enclave_ratls::Report,
 ) -> Result<Vec<enclave_config::Leaf>, String> {
@@ -278,8 +320,19 @@ fn manifest_leaves(
         .config_root
         .as_deref()
         .ok_or("the certificate carries no config root")?;
-    let (_, _, body) =
-        handshake(host, port, config, timeout, Some(MANIFEST_PATH), None)?.ok_or("no manifest")?;
+    let (_, channel) = handshake(
+        host,
+        port,
+        config,
+        verifier,
+        timeout,
+        Some(MANIFEST_PATH),
+        None,
+    )
+    .map_err(|f| match f {
+        Failure::Rejected(e) | Failure::NoHandshake(e) | Failure::After(e) => e,
+    })?;
+    let (_, _, body) = channel.ok_or("no manifest")?;
     let manifest: enclave_config::Manifest =
         serde_json::from_slice(&body).map_err(|e| format!("the manifest is not JSON: {e}"))?;
     let root = manifest.verify().map_err(|e| e.to_string())?;
@@ -345,6 +398,7 @@ fn report_ok(
             map.insert("warnings".into(), json!(warnings));
             map.insert("key_binding".into(), json!(report.key_binding));
             map.insert("chain_verified".into(), json!(report.chain_verified));
+            map.insert("server_name".into(), json!(report.name));
             map.insert("config_root".into(), json!(report.config_root));
             map.insert("workload".into(), json!(report.workload));
             match &leaves {
@@ -372,6 +426,10 @@ fn report_ok(
                 "NOT checked (no --root given)"
             }
         );
+        match &report.name {
+            Some(n) => println!("server name:  {n} (the certificate is valid for it)"),
+            None => println!("server name:  NOT checked"),
+        }
         println!(
             "config root:  {}",
             report.config_root.as_deref().unwrap_or("(none)")

@@ -409,8 +409,19 @@ fn workloads_load_and_unload_at_run_time_changing_only_their_own_certificate() {
         .call(&tls, "DELETE", "/api/v1/workloads/one", Some(&t), b"")
         .unwrap();
     assert_eq!(status, 200);
-    // one.test now gets the enclave-wide certificate.
-    assert!(verify(&a, Some("one.test"))["workload"].is_null());
+    // one.test now gets the enclave-wide certificate, which is not valid for that name.
+    let base = VerifyArgs::new(
+        &format!("https://127.0.0.1:{}", a.port),
+        &a.dir.join("state/sim"),
+        &a.dir.join("state/ca/root.crt.pem"),
+    );
+    let (code, v) = json(&base.with(&["--server-name", "one.test"]));
+    assert_eq!(code, 1, "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("not for 'one.test'") && error.contains("'localhost'"),
+        "{v}"
+    );
     let (status, _) = a
         .call(&tls, "DELETE", "/api/v1/workloads/one", Some(&t), b"")
         .unwrap();

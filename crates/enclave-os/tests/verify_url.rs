@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use enclave_ratls::issue::{IntermediaryCa, LeafSpec};
-use enclave_ratls::tls::{RatlsResolver, server_config};
+use enclave_ratls::tls::{RatlsResolver, recording, server_config};
 use enclave_tee::Tee;
 use enclave_tee::sim::{Flavour, SimTee};
 
@@ -45,7 +45,8 @@ fn server(dir: &Path, config_root: [u8; 32], n: usize) -> u16 {
                 return;
             };
             tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+            let (config, chosen) = recording(&config);
+            let Ok(conn) = rustls::ServerConnection::new(config) else {
                 return;
             };
             let mut tls = rustls::StreamOwned::new(conn, tcp);
@@ -58,10 +59,12 @@ fn server(dir: &Path, config_root: [u8; 32], n: usize) -> u16 {
             let wanted = format!("GET {} ", enclave_ratls::channel::PATH);
             if req[..k].starts_with(wanted.as_bytes()) {
                 let exporter = enclave_ratls::channel::exporter(&tls.conn).unwrap();
-                let spki = resolver.current_spki().unwrap();
-                let body =
-                    enclave_ratls::channel::respond(resolver.tee().as_ref(), &spki, &exporter)
-                        .unwrap();
+                let body = enclave_ratls::channel::respond_for_leaf(
+                    resolver.tee().as_ref(),
+                    chosen.presented(&tls.conn).unwrap(),
+                    &exporter,
+                )
+                .unwrap();
                 let _ = write!(
                     tls,
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -100,10 +103,27 @@ fn verify_reports_the_server_in_each_mode_and_names_mismatches() {
             "collateral is read from the simulation directory"
         );
         assert_eq!(v["chain_verified"], true);
+        assert_eq!(v["server_name"], "localhost");
         assert_eq!(v["key_binding"]["mode"], binding);
         assert_eq!(v["config_root"], hex::encode([0xab; 32]));
         assert_eq!(v["measurement"].as_str().unwrap().len(), 96);
     }
+
+    // A certificate for localhost is not one for the bank, in any mode.
+    for mode in ["deterministic", "challenge", "channel"] {
+        let (code, v) = json(&base.with(&["--mode", mode, "--server-name", "bank.example.com"]));
+        assert_eq!(code, 1, "{v}");
+        let error = v["error"].as_str().unwrap();
+        assert!(
+            error.contains("'localhost'") && error.contains("'bank.example.com'"),
+            "{v}"
+        );
+    }
+    // Nor for the IP address it was reached at: the leaf names no IP address.
+    let by_ip = VerifyArgs::new(&format!("https://127.0.0.1:{port}"), &sim, &root);
+    let (code, v) = json(&by_ip.with(&[]));
+    assert_eq!(code, 1, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("'127.0.0.1'"), "{v}");
 
     // A config root that does not match.
     let wrong = "cd".repeat(32);

@@ -178,6 +178,71 @@ fn requests_beyond_the_instance_slots_wait_for_one_or_are_refused_as_busy() {
     }
 }
 
+#[test]
+fn channel_bound_verify_binds_the_apps_own_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wasm = component("hello.wasm");
+    let a = Instance::new(
+        tmp.path(),
+        &format!(
+            "[[workload]]\nname = \"hello\"\nkind = \"wasm\"\nsource = \"{}\"\nhostnames = [\"hello.localhost\"]\n",
+            wasm.display()
+        ),
+    );
+    let _server = a.start();
+    let base = common::VerifyArgs::new(
+        &format!("https://127.0.0.1:{}", a.port),
+        &a.dir.join("state/sim"),
+        &a.dir.join("state/ca/root.crt.pem"),
+    );
+    let code = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        &std::fs::read(&wasm).unwrap(),
+    ));
+    // The app's name: its own leaf, whose key the channel evidence binds with this connection.
+    let (status, v) = json(&base.with(&["--mode", "channel", "--server-name", "hello.localhost"]));
+    assert_eq!(status, 0, "{v}");
+    assert_eq!(v["key_binding"]["mode"], "channel");
+    assert_eq!(v["server_name"], "hello.localhost");
+    assert_eq!(v["chain_verified"], true);
+    assert_eq!(v["workload"]["code_digest"], code.as_str());
+    // The address: the enclave-wide leaf, in the same mode.
+    let (status, v) = json(&base.with(&["--mode", "channel"]));
+    assert_eq!(status, 0, "{v}");
+    assert_eq!(v["key_binding"]["mode"], "channel");
+    assert_eq!(v["server_name"], "127.0.0.1");
+    assert!(v["workload"].is_null(), "{v}");
+    // A connection that resumed a TLS session presented no certificate: nothing to bind, and
+    // the runtime says so rather than binding some other leaf.
+    let tls = a.client();
+    let path = "/.well-known/enclave-os/attestation";
+    let (status, body) = a
+        .call_as("hello.localhost", &tls, "GET", path, None, b"")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = a
+        .call_as("hello.localhost", &tls, "GET", path, None, b"")
+        .unwrap();
+    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        json_of(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("resumed an earlier TLS session"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // A name the runtime serves no certificate for gets the enclave-wide leaf, which is not
+    // valid for it: refused, naming both.
+    let (status, v) = json(&base.with(&["--mode", "channel", "--server-name", "bank.example.com"]));
+    assert_eq!(status, 1, "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("'bank.example.com'") && error.contains("'localhost'"),
+        "{v}"
+    );
+}
+
 fn text(reply: (u16, Vec<u8>)) -> (u16, String) {
     (reply.0, String::from_utf8_lossy(&reply.1).into_owned())
 }

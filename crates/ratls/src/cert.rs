@@ -31,6 +31,9 @@ pub enum RatlsError {
     /// The certificate certifies another configuration than expected.
     #[error("config root: {0}")]
     ConfigRoot(String),
+    /// The certificate is not valid for the name the peer was expected to have.
+    #[error("certificate name: {0}")]
+    Name(String),
 }
 
 /// How the evidence was found to bind the certificate's key.

@@ -8,8 +8,13 @@
 //! report_data = SHA-512( SHA-256(SPKI DER of the server's leaf) || exporter )
 //! ```
 //!
+//! The leaf is the one the server presented on this connection (a workload's own leaf when the
+//! SNI chose it), not the enclave-wide one: the server records which certificate its resolver
+//! chose for each connection (`tls::recording`).
+//!
 //! Request: `GET /.well-known/enclave-os/attestation` over the TLS connection. Response body
-//! (JSON): `{"tee", "evidence": hex, "certificates": [hex DER, ...]}`.
+//! (JSON): `{"tee", "evidence": hex, "certificates": [hex DER, ...], "spki_sha256": hex}`, where
+//! `spki_sha256` names the key the evidence binds (so a mismatch can say which key it was).
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +44,24 @@ pub struct ChannelEvidence {
     /// Certificates a verifier needs (SNP), hex DER.
     #[serde(default)]
     pub certificates: Vec<String>,
+    /// SHA-256 of the SPKI the evidence binds, hex. Informative: the check is the report data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spki_sha256: Option<String>,
+}
+
+fn spki_sha256(spki: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, spki))
+}
+
+/// Server side: evidence binding the key of `leaf` (the DER certificate this connection
+/// presented) and this connection's exporter.
+pub fn respond_for_leaf(
+    tee: &dyn Tee,
+    leaf: &[u8],
+    exporter: &[u8; 32],
+) -> Result<String, RatlsError> {
+    let cert = crate::cert::RatlsCertificate::parse(leaf)?;
+    respond(tee, &cert.spki, exporter)
 }
 
 /// Server side: evidence binding the server's leaf key and this connection's exporter.
@@ -50,6 +73,7 @@ pub fn respond(tee: &dyn Tee, leaf_spki: &[u8], exporter: &[u8; 32]) -> Result<S
         tee: bundle.tee.as_str().into(),
         evidence: hex::encode(&bundle.evidence),
         certificates: bundle.certificates.iter().map(hex::encode).collect(),
+        spki_sha256: Some(spki_sha256(leaf_spki)),
     })
     .map_err(|e| RatlsError::Certificate(e.to_string()))
 }
@@ -84,6 +108,16 @@ pub fn verify(
     let cert = crate::cert::RatlsCertificate::parse(leaf)?;
     let appraisal = verifier.appraise(&evidence, certs, at)?;
     if appraisal.report_data != binding::report_data(&cert.spki, exporter) {
+        let ours = spki_sha256(&cert.spki);
+        if let Some(theirs) = answer.spki_sha256.as_deref()
+            && !theirs.eq_ignore_ascii_case(&ours)
+        {
+            return Err(RatlsError::Binding(format!(
+                "the server bound the key with SHA-256 {theirs}, not the key of the certificate \
+                 this connection presented ({ours}, '{}')",
+                cert.subject
+            )));
+        }
         return Err(RatlsError::Binding(
             "the evidence does not bind this connection's TLS exporter and the server's key: it \
              was made for another connection (relayed?)"
@@ -100,5 +134,7 @@ pub fn verify(
         not_after: enclave_evidence::time::fmt(cert.not_after),
         config_root: cert.config_root.map(hex::encode),
         workload: cert.workload.clone(),
+        // The name was checked on the certificate in the handshake; the caller knows it.
+        name: None,
     })
 }

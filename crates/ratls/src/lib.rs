@@ -6,6 +6,11 @@
 //! implementations that use the DICE extension), checks that the evidence binds the
 //! certificate's key, and hands the evidence to `enclave-evidence` for verification. It also
 //! holds the operator CA, the rustls server and client configurations, and the freshness modes.
+//!
+//! The rustls plumbing (`tls`): a certificate resolver per freshness mode and by SNI, and server
+//! and client verifiers that check the peer's name as rustls's own verifier does and keep no
+//! state between handshakes (a connection's report is read back from that connection).
+//! `channel` is the channel-bound mode.
 
 pub mod binding;
 pub mod cert;

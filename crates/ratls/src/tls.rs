@@ -8,7 +8,7 @@
 //!   resolver sees it in the ClientHello and issues a fresh leaf whose evidence binds that nonce.
 //!   The server does not select the protocol, so the connection negotiates no ALPN from it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -19,6 +19,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::binding::Freshness;
+use crate::cert::RatlsError;
 use crate::issue::{IntermediaryCa, LeafSpec, issue};
 use crate::verify::{RatlsVerifier, Report, Role};
 use enclave_tee::Tee;
@@ -121,8 +122,8 @@ impl RatlsResolver {
         &self.tee
     }
 
-    /// The SubjectPublicKeyInfo (DER) of the cached deterministic leaf: what channel-bound
-    /// evidence binds.
+    /// The SubjectPublicKeyInfo (DER) of the cached deterministic leaf. (Channel-bound evidence
+    /// binds the leaf a connection actually presented: see [`recording`].)
     pub fn current_spki(&self) -> Result<Vec<u8>, String> {
         let ck = self.current()?;
         let leaf = ck
@@ -234,13 +235,94 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// What both verifiers share: the RA-TLS checks, the handshake signature checks of the one
-/// crypto provider, and the outcome of the last certificate checked.
+/// Remembers the certificate the resolver chose for one connection: the key that connection's
+/// channel-bound evidence must bind (with SNI, a workload's leaf; with a challenge, the fresh
+/// leaf). One instance per connection, made by [`recording`].
+#[derive(Debug)]
+pub struct ChosenCert {
+    inner: Arc<dyn ResolvesServerCert>,
+    chosen: OnceLock<Arc<CertifiedKey>>,
+}
+
+impl ChosenCert {
+    /// The leaf (DER) `conn` presented, `conn` being the connection this instance was made for.
+    /// `None` before the handshake completed, and on a resumed session: rustls still asks the
+    /// resolver then, but sends nothing, and the client holds the certificate of the session it
+    /// resumed, which may have been renewed since.
+    pub fn presented(&self, conn: &rustls::ServerConnection) -> Option<&CertificateDer<'static>> {
+        match conn.handshake_kind()? {
+            rustls::HandshakeKind::Full | rustls::HandshakeKind::FullWithHelloRetryRequest => {
+                self.chosen.get()?.cert.first()
+            }
+            rustls::HandshakeKind::Resumed => None,
+        }
+    }
+}
+
+impl ResolvesServerCert for ChosenCert {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let ck = self.inner.resolve(hello)?;
+        // A handshake resolves once; should rustls ever ask again, the first answer stands.
+        let _ = self.chosen.set(ck.clone());
+        Some(ck)
+    }
+}
+
+/// A copy of `config` for one connection, whose resolver records the certificate it chooses.
+/// The copy shares everything else (session cache, tickets, client verifier) with `config`.
+pub fn recording(
+    config: &Arc<rustls::ServerConfig>,
+) -> (Arc<rustls::ServerConfig>, Arc<ChosenCert>) {
+    let chosen = Arc::new(ChosenCert {
+        inner: config.cert_resolver.clone(),
+        chosen: OnceLock::new(),
+    });
+    let mut copy = (**config).clone();
+    copy.cert_resolver = chosen.clone();
+    (Arc::new(copy), chosen)
+}
+
+/// The RA-TLS reason inside a handshake error, when an RA-TLS verifier rejected the peer's
+/// certificate: what a caller shows instead of rustls's rendering of it.
+pub fn rejection(e: &rustls::Error) -> Option<&RatlsError> {
+    match e {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) => {
+            o.0.downcast_ref::<RatlsError>()
+        }
+        _ => None,
+    }
+}
+
+/// [`rejection`] for the I/O error a blocking stream (or `complete_io`) returns.
+pub fn io_rejection(e: &std::io::Error) -> Option<&RatlsError> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(rejection)
+}
+
+/// The peer's chain of a connection: leaf, intermediates.
+fn peer_chain<D>(
+    conn: &rustls::ConnectionCommon<D>,
+) -> Result<(&CertificateDer<'static>, &[CertificateDer<'static>]), RatlsError> {
+    conn.peer_certificates()
+        .and_then(|c| c.split_first())
+        .ok_or_else(|| {
+            RatlsError::Certificate(
+                "the peer presented no certificate on this connection (or the handshake is not \
+                 complete)"
+                    .into(),
+            )
+        })
+}
+
+/// What both verifiers share: the RA-TLS checks and the handshake signature checks of the one
+/// crypto provider. It keeps nothing from one handshake to the next: the report of a connection
+/// is read back from that connection's own certificates (`peer_report`), so concurrent
+/// handshakes cannot see each other's outcome.
 #[derive(Debug)]
 struct Core {
     inner: RatlsVerifier,
     provider: Arc<CryptoProvider>,
-    report: Mutex<Option<Result<Report, String>>>,
 }
 
 impl Core {
@@ -248,11 +330,23 @@ impl Core {
         Self {
             inner,
             provider: provider(),
-            report: Mutex::new(None),
         }
     }
 
-    /// Run the RA-TLS checks, remember the outcome, and answer rustls.
+    fn report(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        at: i64,
+        freshness: &Freshness,
+        role: Role,
+        name: Option<&ServerName<'_>>,
+    ) -> Result<Report, RatlsError> {
+        self.inner
+            .verify_named(end_entity, intermediates, at, freshness, role, name)
+    }
+
+    /// Run the RA-TLS checks and answer rustls; a rejection carries its [`RatlsError`].
     fn check(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -260,23 +354,16 @@ impl Core {
         now: UnixTime,
         freshness: &Freshness,
         role: Role,
+        name: Option<&ServerName<'_>>,
     ) -> Result<(), rustls::Error> {
         let at = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let result = self
-            .inner
-            .verify(end_entity, intermediates, at, freshness, role);
-        if let Ok(mut r) = self.report.lock() {
-            *r = Some(result.clone().map_err(|e| e.to_string()));
-        }
-        result.map(|_| ()).map_err(|e| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
-                Arc::new(e),
-            )))
-        })
-    }
-
-    fn last(&self) -> Option<Result<Report, String>> {
-        self.report.lock().ok().and_then(|r| r.clone())
+        self.report(end_entity, intermediates, at, freshness, role, name)
+            .map(|_| ())
+            .map_err(|e| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                    rustls::OtherError(Arc::new(e)),
+                ))
+            })
     }
 
     fn tls12(
@@ -314,7 +401,8 @@ impl Core {
     }
 }
 
-/// Verifies a server's RA-TLS certificate in the handshake, and keeps the report for the caller.
+/// Verifies a server's RA-TLS certificate in the handshake, including that it is valid for the
+/// server name the client asked for (the SNI, or the IP address connected to).
 #[derive(Debug)]
 pub struct RatlsServerVerifier {
     core: Core,
@@ -330,9 +418,25 @@ impl RatlsServerVerifier {
         }
     }
 
-    /// The outcome of the last certificate verified: the report, or why it was rejected.
-    pub fn last(&self) -> Option<Result<Report, String>> {
-        self.core.last()
+    /// The report of one connection, read back from the certificates its server presented
+    /// (all checks run again, at `at`, for `server_name`, the name the connection was opened
+    /// for). A rejected handshake has no report: its reason is in the handshake's error
+    /// ([`rejection`]).
+    pub fn peer_report(
+        &self,
+        conn: &rustls::ClientConnection,
+        server_name: &ServerName<'_>,
+        at: i64,
+    ) -> Result<Report, RatlsError> {
+        let (leaf, intermediates) = peer_chain(conn)?;
+        self.core.report(
+            leaf,
+            intermediates,
+            at,
+            &self.freshness,
+            Role::Server,
+            Some(server_name),
+        )
     }
 
     /// The RA-TLS verifier inside (for channel-bound evidence after the handshake).
@@ -346,7 +450,7 @@ impl ServerCertVerifier for RatlsServerVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
@@ -357,6 +461,7 @@ impl ServerCertVerifier for RatlsServerVerifier {
                 now,
                 &self.freshness,
                 Role::Server,
+                Some(server_name),
             )
             .map(|()| ServerCertVerified::assertion())
     }
@@ -386,22 +491,48 @@ impl ServerCertVerifier for RatlsServerVerifier {
 
 /// Verifies a client's RA-TLS certificate (mutual RA-TLS). Client certificates are always
 /// deterministic-mode leaves.
+///
+/// TLS gives a server no name to expect of its client. With [`Self::expecting`], the client's
+/// leaf must be valid for that name (a DNS or IP subjectAltName, by webpki's rules); without
+/// it, no name is checked, and any client whose chain, evidence, binding and policy pass is
+/// accepted, whatever names its certificate carries.
 #[derive(Debug)]
 pub struct RatlsClientVerifier {
     core: Core,
+    expected: Option<ServerName<'static>>,
 }
 
 impl RatlsClientVerifier {
-    /// Verify client certificates with `inner`.
+    /// Verify client certificates with `inner`, checking no name.
     pub fn new(inner: RatlsVerifier) -> Self {
         Self {
             core: Core::new(inner),
+            expected: None,
         }
     }
 
-    /// The outcome of the last client certificate verified.
-    pub fn last(&self) -> Option<Result<Report, String>> {
-        self.core.last()
+    /// Require every client's leaf to be valid for `name`.
+    pub fn expecting(mut self, name: ServerName<'static>) -> Self {
+        self.expected = Some(name);
+        self
+    }
+
+    /// The report of one connection's client, read back from the certificates it presented
+    /// (all checks run again, at `at`).
+    pub fn peer_report(
+        &self,
+        conn: &rustls::ServerConnection,
+        at: i64,
+    ) -> Result<Report, RatlsError> {
+        let (leaf, intermediates) = peer_chain(conn)?;
+        self.core.report(
+            leaf,
+            intermediates,
+            at,
+            &Freshness::Deterministic,
+            Role::Client,
+            self.expected.as_ref(),
+        )
     }
 }
 
@@ -423,6 +554,7 @@ impl ClientCertVerifier for RatlsClientVerifier {
                 now,
                 &Freshness::Deterministic,
                 Role::Client,
+                self.expected.as_ref(),
             )
             .map(|()| ClientCertVerified::assertion())
     }
@@ -498,15 +630,4 @@ pub fn client_config(
         config.alpn_protocols = vec![nonce_alpn(n)];
     }
     Ok(config)
-}
-
-/// A TLS failure as a person should read it: an RA-TLS refusal carries its reason (which rule,
-/// which value), where rustls's own text would show a debug dump of it.
-pub fn describe_error(e: &rustls::Error) -> String {
-    match e {
-        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
-            format!("the peer's RA-TLS certificate was refused: {}", other.0)
-        }
-        other => other.to_string(),
-    }
 }

@@ -1,9 +1,10 @@
 //! Verifying an RA-TLS certificate chain, in order: chain to the operator's root (when one is
-//! given), evidence, key binding, freshness, then policy (measurements, config root).
+//! given), the peer's name (when one is expected), evidence, key binding, freshness, then policy
+//! (measurements, config root).
 
 use enclave_evidence::intel::Collateral;
 use enclave_evidence::{Appraisal, Inputs, Policy, Verifier, VerifyError};
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::Serialize;
 
 use crate::binding::Freshness;
@@ -29,6 +30,9 @@ pub struct Report {
     pub config_root: Option<String>,
     /// On a workload's own certificate: its identity.
     pub workload: Option<crate::issue::WorkloadIdentity>,
+    /// The name the certificate was found valid for (a DNS name or an IP address), when one was
+    /// expected; `None`: no name was checked.
+    pub name: Option<String>,
 }
 
 /// Which side presented the certificate: the TLS usage its chain must allow.
@@ -133,7 +137,7 @@ impl RatlsVerifier {
         Ok(true)
     }
 
-    /// Verify a certificate chain (leaf first) at unix time `at`.
+    /// Verify a certificate chain (leaf first) at unix time `at`, without checking a name.
     pub fn verify(
         &self,
         leaf: &[u8],
@@ -142,7 +146,26 @@ impl RatlsVerifier {
         freshness: &Freshness,
         role: Role,
     ) -> Result<Report, RatlsError> {
+        self.verify_named(leaf, intermediates, at, freshness, role, None)
+    }
+
+    /// Verify a certificate chain (leaf first) at unix time `at`; with `name`, the leaf must also
+    /// be valid for that name (see [`check_name`]).
+    pub fn verify_named(
+        &self,
+        leaf: &[u8],
+        intermediates: &[CertificateDer<'_>],
+        at: i64,
+        freshness: &Freshness,
+        role: Role,
+        name: Option<&ServerName<'_>>,
+    ) -> Result<Report, RatlsError> {
         let chain_verified = self.verify_chain(leaf, intermediates, at, role)?;
+        // Before the evidence: a certificate for another name is refused without the cost of
+        // appraising a quote.
+        if let Some(name) = name {
+            check_name(leaf, name)?;
+        }
         let cert = RatlsCertificate::parse(leaf)?;
         let snp_certs = cert.snp_certs.as_deref().map(split_der).unwrap_or_default();
         let appraisal = self.appraise(cert.evidence(), snp_certs, at)?;
@@ -166,6 +189,7 @@ impl RatlsVerifier {
             not_after: enclave_evidence::time::fmt(cert.not_after),
             config_root: cert.config_root.map(hex::encode),
             workload: cert.workload.clone(),
+            name: name.map(name_text),
         })
     }
 
@@ -213,6 +237,56 @@ impl RatlsVerifier {
                 .map_err(|v| RatlsError::Evidence(VerifyError::Policy(v)))?;
         }
         Ok(())
+    }
+}
+
+/// A server name as text: the DNS name, or the IP address.
+pub fn name_text(name: &ServerName<'_>) -> String {
+    name.to_str().into_owned()
+}
+
+/// Check that the leaf (DER) is valid for `name`, by webpki's rules, as rustls's own verifier
+/// checks a server: a DNS name must match a DNS subjectAltName, an IP address an IP
+/// subjectAltName; the subject's common name is never used.
+pub fn check_name(leaf: &[u8], name: &ServerName<'_>) -> Result<(), RatlsError> {
+    let der = CertificateDer::from(leaf);
+    let ee = webpki::EndEntityCert::try_from(&der)
+        .map_err(|e| RatlsError::Name(format!("the leaf does not parse: {e:?}")))?;
+    let wanted = name_text(name);
+    ee.verify_is_valid_for_subject_name(name).map_err(|e| match e {
+        webpki::Error::CertNotValidForName(ctx) => RatlsError::Name(if ctx.presented.is_empty() {
+            format!("the certificate names no DNS name or IP address, so it is not valid for '{wanted}'")
+        } else {
+            format!(
+                "the certificate is valid for {}, not for '{wanted}'",
+                ctx.presented
+                    .iter()
+                    .map(|n| presented_text(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }),
+        other => RatlsError::Name(format!(
+            "the certificate cannot be checked for '{wanted}': {other:?}"
+        )),
+    })
+}
+
+/// One name webpki found in a certificate, which it renders as `DnsName("a.example")` or
+/// `IpAddress(192.0.2.1)`, for a person.
+fn presented_text(n: &str) -> String {
+    if let Some(dns) = n
+        .strip_prefix("DnsName(\"")
+        .and_then(|r| r.strip_suffix("\")"))
+    {
+        format!("DNS name '{dns}'")
+    } else if let Some(ip) = n
+        .strip_prefix("IpAddress(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        format!("IP address '{ip}'")
+    } else {
+        n.to_string()
     }
 }
 

@@ -12,11 +12,14 @@ use enclave_evidence::{TeeKind, Verifier};
 use enclave_ratls::binding::Freshness;
 use enclave_ratls::issue::{IntermediaryCa, LeafSpec};
 use enclave_ratls::tls::{
-    RatlsClientVerifier, RatlsResolver, RatlsServerVerifier, client_config, provider, server_config,
+    RatlsClientVerifier, RatlsResolver, RatlsServerVerifier, SniResolver, client_config,
+    io_rejection, provider, recording, server_config,
 };
-use enclave_ratls::{KeyBinding, RatlsVerifier};
+use enclave_ratls::{KeyBinding, RatlsVerifier, Report};
 use enclave_tee::Tee;
 use enclave_tee::sim::{Flavour, SimTee};
+use rustls::pki_types::ServerName;
+use rustls::server::ResolvesServerCert;
 
 struct Pki {
     dir: tempfile::TempDir,
@@ -92,20 +95,45 @@ fn serve(config: rustls::ServerConfig, n: usize) -> (u16, std::thread::JoinHandl
     (port, handle)
 }
 
-/// Connect, say hi, and return what the server answered (or the TLS error).
-fn call(port: u16, config: rustls::ClientConfig) -> Result<String, String> {
+/// Connect to `port` as `name`, say hi: what the server answered and the report of this very
+/// connection, or why the handshake failed (the RA-TLS reason when the verifier rejected).
+fn call_as(
+    port: u16,
+    name: &str,
+    v: &RatlsServerVerifier,
+    config: rustls::ClientConfig,
+) -> Result<(String, Report), String> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap())
-        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(name.to_string()).unwrap();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), name.clone()).map_err(|e| e.to_string())?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    tls.write_all(b"hi\n").map_err(|e| e.to_string())?;
+    let reason =
+        |e: std::io::Error| io_rejection(&e).map_or_else(|| e.to_string(), ToString::to_string);
+    tls.write_all(b"hi\n").map_err(reason)?;
     let mut out = String::new();
-    tls.read_to_string(&mut out).ok();
+    if let Err(e) = tls.read_to_string(&mut out)
+        && out.is_empty()
+    {
+        return Err(reason(e));
+    }
     if out.is_empty() {
         return Err("no answer".into());
     }
-    Ok(out)
+    let report = v
+        .peer_report(&tls.conn, &name, enclave_evidence::time::now())
+        .map_err(|e| e.to_string())?;
+    Ok((out, report))
+}
+
+/// [`call_as`] for `localhost`, the name the test leaves carry.
+fn call(
+    port: u16,
+    v: &RatlsServerVerifier,
+    config: rustls::ClientConfig,
+) -> Result<(String, Report), String> {
+    call_as(port, "localhost", v, config)
 }
 
 #[test]
@@ -117,13 +145,11 @@ fn deterministic_mode_over_tls() {
         verifier(&p, &tee).with_config_root([3; 32]),
         Freshness::Deterministic,
     ));
-    assert_eq!(
-        call(port, client_config(v.clone(), None, None).unwrap()).unwrap(),
-        "hello\n"
-    );
-    let report = v.last().unwrap().unwrap();
+    let (answer, report) = call(port, &v, client_config(v.clone(), None, None).unwrap()).unwrap();
+    assert_eq!(answer, "hello\n");
     assert_eq!(report.appraisal.tee, TeeKind::Tdx);
     assert!(report.appraisal.simulated && report.chain_verified);
+    assert_eq!(report.name.as_deref(), Some("localhost"));
     assert_eq!(
         report.key_binding,
         KeyBinding::EnclaveOs {
@@ -135,8 +161,8 @@ fn deterministic_mode_over_tls() {
         verifier(&p, &tee),
         Freshness::Deterministic,
     ));
-    call(port, client_config(v2.clone(), None, None).unwrap()).unwrap();
-    assert_eq!(v2.last().unwrap().unwrap().not_before, report.not_before);
+    let (_, again) = call(port, &v2, client_config(v2.clone(), None, None).unwrap()).unwrap();
+    assert_eq!(again.not_before, report.not_before);
     server.join().unwrap();
 }
 
@@ -150,11 +176,13 @@ fn challenge_mode_binds_the_clients_nonce() {
         verifier(&p, &tee),
         Freshness::Nonce(nonce.clone()),
     ));
-    call(port, client_config(v.clone(), Some(&nonce), None).unwrap()).unwrap();
-    assert_eq!(
-        v.last().unwrap().unwrap().key_binding,
-        KeyBinding::EnclaveOs { mode: "nonce" }
-    );
+    let (_, report) = call(
+        port,
+        &v,
+        client_config(v.clone(), Some(&nonce), None).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report.key_binding, KeyBinding::EnclaveOs { mode: "nonce" });
     server.join().unwrap();
 }
 
@@ -168,8 +196,8 @@ fn a_client_expecting_a_nonce_rejects_a_cached_certificate() {
         verifier(&p, &tee),
         Freshness::Nonce(b"fresh".to_vec()),
     ));
-    assert!(call(port, client_config(v.clone(), None, None).unwrap()).is_err());
-    assert!(v.last().unwrap().unwrap_err().contains("nonce"));
+    let reason = call(port, &v, client_config(v.clone(), None, None).unwrap()).unwrap_err();
+    assert!(reason.contains("nonce"), "{reason}");
     server.join().unwrap();
 }
 
@@ -182,25 +210,101 @@ fn wrong_config_root_and_untrusted_simulation_are_rejected_in_the_handshake() {
         verifier(&p, &tee).with_config_root([4; 32]),
         Freshness::Deterministic,
     ));
-    assert!(call(port, client_config(v.clone(), None, None).unwrap()).is_err());
-    assert!(v.last().unwrap().unwrap_err().contains("config root"));
+    let reason = call(port, &v, client_config(v.clone(), None, None).unwrap()).unwrap_err();
+    assert!(reason.contains("config root"), "{reason}");
 
     let untrusted = RatlsVerifier::new(Verifier::default()).with_operator_root(p.root.clone());
     let v = Arc::new(RatlsServerVerifier::new(
         untrusted,
         Freshness::Deterministic,
     ));
-    assert!(call(port, client_config(v.clone(), None, None).unwrap()).is_err());
-    assert!(v.last().unwrap().unwrap_err().contains("--trust-sim"));
+    let reason = call(port, &v, client_config(v.clone(), None, None).unwrap()).unwrap_err();
+    assert!(reason.contains("--trust-sim"), "{reason}");
 
     let other = pki();
     let v = Arc::new(RatlsServerVerifier::new(
         verifier(&other, &tee),
         Freshness::Deterministic,
     ));
-    assert!(call(port, client_config(v.clone(), None, None).unwrap()).is_err());
-    assert!(v.last().unwrap().unwrap_err().contains("operator root"));
+    let reason = call(port, &v, client_config(v.clone(), None, None).unwrap()).unwrap_err();
+    assert!(reason.contains("operator root"), "{reason}");
     server.join().unwrap();
+}
+
+#[test]
+fn a_certificate_for_another_name_is_refused_in_the_handshake() {
+    let p = pki();
+    let (res, tee) = resolver(&p, Flavour::Tdx, [3; 32]);
+    let (port, server) = serve(server_config(res, None).unwrap(), 2);
+    let v = Arc::new(RatlsServerVerifier::new(
+        verifier(&p, &tee),
+        Freshness::Deterministic,
+    ));
+    // The leaf is for localhost: everything else about it verifies, and still it is refused.
+    let reason = call_as(
+        port,
+        "bank.example.com",
+        &v,
+        client_config(v.clone(), None, None).unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        reason.contains("'localhost'") && reason.contains("'bank.example.com'"),
+        "{reason}"
+    );
+    // An IP address is checked against the IP addresses the leaf names (it names none).
+    let reason = call_as(
+        port,
+        "127.0.0.1",
+        &v,
+        client_config(v.clone(), None, None).unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        reason.contains("'localhost'") && reason.contains("'127.0.0.1'"),
+        "{reason}"
+    );
+    server.join().unwrap();
+}
+
+/// Serve `n` connections requiring RA-TLS client certificates checked by `clients`; each
+/// connection's client report (or the reason its client was refused) goes to the receiver.
+fn serve_mutual(
+    server_res: Arc<RatlsResolver>,
+    clients: Arc<RatlsClientVerifier>,
+    n: usize,
+) -> (
+    u16,
+    std::sync::mpsc::Receiver<Result<Report, String>>,
+    std::thread::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = Arc::new(server_config(server_res, Some(clients.clone())).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        for _ in 0..n {
+            let Ok((tcp, _)) = listener.accept() else {
+                return;
+            };
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut buf = [0u8; 64];
+            let outcome = match tls.read(&mut buf) {
+                Ok(_) => clients
+                    .peer_report(&tls.conn, enclave_evidence::time::now())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(io_rejection(&e).map_or_else(|| e.to_string(), ToString::to_string)),
+            };
+            if outcome.is_ok() {
+                let _ = tls.write_all(b"hello\n");
+                let _ = tls.flush();
+            }
+            tx.send(outcome).unwrap();
+        }
+    });
+    (port, rx, handle)
 }
 
 #[test]
@@ -208,28 +312,133 @@ fn mutual_ratls() {
     let p = pki();
     let (server_res, tee) = resolver(&p, Flavour::Tdx, [3; 32]);
     let (client_res, _) = resolver(&p, Flavour::Sgx, [5; 32]);
+    // No expected name: the client's names are not checked.
     let clients = Arc::new(RatlsClientVerifier::new(
         verifier(&p, &tee).with_config_root([5; 32]),
     ));
-    let (port, server) = serve(server_config(server_res, Some(clients.clone())).unwrap(), 2);
+    let (port, reports, server) = serve_mutual(server_res, clients, 2);
     let v = Arc::new(RatlsServerVerifier::new(
         verifier(&p, &tee),
         Freshness::Deterministic,
     ));
-    assert_eq!(
-        call(
-            port,
-            client_config(v.clone(), None, Some(client_res)).unwrap()
-        )
-        .unwrap(),
-        "hello\n"
-    );
-    let client_report = clients.last().unwrap().unwrap();
+    let (answer, _) = call(
+        port,
+        &v,
+        client_config(v.clone(), None, Some(client_res)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(answer, "hello\n");
+    let client_report = reports.recv().unwrap().unwrap();
     assert_eq!(client_report.appraisal.tee, TeeKind::Sgx);
+    assert_eq!(client_report.name, None);
     // Without a client certificate, the server refuses.
-    let answered = call(port, client_config(v, None, None).unwrap());
+    let answered = call(port, &v, client_config(v.clone(), None, None).unwrap());
     assert!(answered.is_err(), "{answered:?}");
+    assert!(reports.recv().unwrap().is_err());
     server.join().unwrap();
+}
+
+#[test]
+fn mutual_ratls_checks_the_clients_name_when_one_is_expected() {
+    let p = pki();
+    let (server_res, tee) = resolver(&p, Flavour::Tdx, [3; 32]);
+    // The client's leaf is for localhost.
+    let (client_res, _) = resolver(&p, Flavour::Sgx, [5; 32]);
+    let v = Arc::new(RatlsServerVerifier::new(
+        verifier(&p, &tee),
+        Freshness::Deterministic,
+    ));
+
+    let bank = RatlsClientVerifier::new(verifier(&p, &tee))
+        .expecting(ServerName::try_from("bank.example.com").unwrap());
+    let (port, reports, server) = serve_mutual(server_res.clone(), Arc::new(bank), 1);
+    let answered = call(
+        port,
+        &v,
+        client_config(v.clone(), None, Some(client_res.clone())).unwrap(),
+    );
+    assert!(answered.is_err(), "{answered:?}");
+    let reason = reports.recv().unwrap().unwrap_err();
+    assert!(
+        reason.contains("'localhost'") && reason.contains("'bank.example.com'"),
+        "{reason}"
+    );
+    server.join().unwrap();
+
+    let local = RatlsClientVerifier::new(verifier(&p, &tee))
+        .expecting(ServerName::try_from("localhost").unwrap());
+    let (port, reports, server) = serve_mutual(server_res, Arc::new(local), 1);
+    call(
+        port,
+        &v,
+        client_config(v.clone(), None, Some(client_res)).unwrap(),
+    )
+    .unwrap();
+    let report = reports.recv().unwrap().unwrap();
+    assert_eq!(report.name.as_deref(), Some("localhost"));
+    assert_eq!(report.appraisal.tee, TeeKind::Sgx);
+    server.join().unwrap();
+}
+
+#[test]
+fn each_connection_gets_the_report_of_its_own_server() {
+    let p = pki();
+    let (tdx, tee) = resolver(&p, Flavour::Tdx, [3; 32]);
+    // Same simulation PKI, other evidence: an SGX quote, another config root.
+    let (sgx, _) = resolver(&p, Flavour::Sgx, [5; 32]);
+    // One verifier, one client configuration, shared by every connection.
+    let both = verifier(&p, &tee);
+    let v = Arc::new(RatlsServerVerifier::new(both, Freshness::Deterministic));
+    let config = client_config(v.clone(), None, None).unwrap();
+    const ROUNDS: usize = 8;
+    let (tdx_port, tdx_server) = serve(server_config(tdx, None).unwrap(), ROUNDS + 1);
+    let (sgx_port, sgx_server) = serve(server_config(sgx, None).unwrap(), ROUNDS + 1);
+
+    // Interleaved: the first connection's report is asked for after the second handshake.
+    let open = |port: u16| {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let conn = rustls::ClientConnection::new(
+            Arc::new(config.clone()),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        tls.write_all(b"hi\n").unwrap();
+        tls
+    };
+    let first = open(tdx_port);
+    let second = open(sgx_port);
+    let localhost = ServerName::try_from("localhost").unwrap();
+    let now = enclave_evidence::time::now();
+    let r1 = v.peer_report(&first.conn, &localhost, now).unwrap();
+    let r2 = v.peer_report(&second.conn, &localhost, now).unwrap();
+    assert_eq!(
+        (r1.appraisal.tee, r1.config_root),
+        (TeeKind::Tdx, Some(hex::encode([3; 32])))
+    );
+    assert_eq!(
+        (r2.appraisal.tee, r2.config_root),
+        (TeeKind::Sgx, Some(hex::encode([5; 32])))
+    );
+    drop((first, second));
+
+    // Concurrent: handshakes to both servers at once, each checked against its own server.
+    std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..ROUNDS)
+            .flat_map(|_| [(tdx_port, TeeKind::Tdx), (sgx_port, TeeKind::Sgx)])
+            .map(|(port, kind)| {
+                let (v, config) = (v.clone(), config.clone());
+                scope.spawn(move || (kind, call(port, &v, config).unwrap().1))
+            })
+            .collect();
+        for c in calls {
+            let (kind, report) = c.join().unwrap();
+            assert_eq!(report.appraisal.tee, kind);
+        }
+    });
+    tdx_server.join().unwrap();
+    sgx_server.join().unwrap();
 }
 
 #[test]
@@ -297,18 +506,26 @@ fn openssl_connects_and_sees_the_extensions() {
     assert!(!shown.contains("2.23.133.5.4.9"), "{shown}");
 }
 
-/// A server that answers `GET /.well-known/enclave-os/attestation` with channel-bound evidence.
-fn serve_channel(resolver: Arc<RatlsResolver>, n: usize) -> (u16, std::thread::JoinHandle<()>) {
+/// A server that answers `GET /.well-known/enclave-os/attestation` with channel-bound evidence
+/// for the leaf each connection presented, as the runtime does; or, with `bind_instead`, for that
+/// resolver's cached leaf whatever the connection presented (what the runtime did before).
+fn serve_channel(
+    resolver: Arc<dyn ResolvesServerCert>,
+    tee: Arc<dyn Tee>,
+    bind_instead: Option<Arc<RatlsResolver>>,
+    n: usize,
+) -> (u16, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let config = Arc::new(server_config(resolver.clone(), None).unwrap());
+    let config = Arc::new(server_config(resolver, None).unwrap());
     let handle = std::thread::spawn(move || {
         for _ in 0..n {
             let Ok((tcp, _)) = listener.accept() else {
                 return;
             };
             tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+            let (config, chosen) = recording(&config);
+            let Ok(conn) = rustls::ServerConnection::new(config) else {
                 return;
             };
             let mut tls = rustls::StreamOwned::new(conn, tcp);
@@ -318,12 +535,19 @@ fn serve_channel(resolver: Arc<RatlsResolver>, n: usize) -> (u16, std::thread::J
             let (status, body) =
                 if request.starts_with(&format!("GET {} ", enclave_ratls::channel::PATH)) {
                     let exporter = enclave_ratls::channel::exporter(&tls.conn).unwrap();
-                    let spki = resolver.current_spki().unwrap();
-                    (
-                        "200 OK",
-                        enclave_ratls::channel::respond(resolver.tee().as_ref(), &spki, &exporter)
-                            .unwrap(),
-                    )
+                    let body = match &bind_instead {
+                        Some(r) => enclave_ratls::channel::respond(
+                            tee.as_ref(),
+                            &r.current_spki().unwrap(),
+                            &exporter,
+                        ),
+                        None => enclave_ratls::channel::respond_for_leaf(
+                            tee.as_ref(),
+                            chosen.presented(&tls.conn).unwrap(),
+                            &exporter,
+                        ),
+                    };
+                    ("200 OK", body.unwrap())
                 } else {
                     ("404 Not Found", String::new())
                 };
@@ -338,22 +562,26 @@ fn serve_channel(resolver: Arc<RatlsResolver>, n: usize) -> (u16, std::thread::J
     (port, handle)
 }
 
-/// Handshake, then fetch channel evidence; returns (leaf, exporter, body).
-fn fetch_channel(port: u16, v: Arc<RatlsServerVerifier>) -> (Vec<u8>, [u8; 32], Vec<u8>) {
+/// Handshake as `name`, then fetch channel evidence; returns (leaf, exporter, body).
+fn fetch_channel(
+    port: u16,
+    name: &str,
+    v: Arc<RatlsServerVerifier>,
+) -> (Vec<u8>, [u8; 32], Vec<u8>) {
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let conn = rustls::ClientConnection::new(
         Arc::new(client_config(v, None, None).unwrap()),
-        "localhost".try_into().unwrap(),
+        ServerName::try_from(name.to_string()).unwrap(),
     )
     .unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    write!(
-        tls,
-        "GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    // One write, so one record: the server reads the request with a single read.
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n",
         enclave_ratls::channel::PATH
-    )
-    .unwrap();
+    );
+    tls.write_all(request.as_bytes()).unwrap();
     tls.flush().unwrap();
     let mut response = Vec::new();
     tls.read_to_end(&mut response).ok();
@@ -368,24 +596,128 @@ fn channel_bound_evidence_binds_the_connection_and_a_relay_fails() {
     let p = pki();
     let (res, tee) = resolver(&p, Flavour::Tdx, [3; 32]);
     res.current().unwrap();
-    let (port, server) = serve_channel(res, 2);
+    let (port, server) = serve_channel(res, tee.clone(), None, 2);
     let v = Arc::new(RatlsServerVerifier::new(
         verifier(&p, &tee),
         Freshness::Deterministic,
     ));
-    let (leaf, exporter, body) = fetch_channel(port, v.clone());
+    let (leaf, exporter, body) = fetch_channel(port, "localhost", v.clone());
     let now = enclave_evidence::time::now();
     let r =
         enclave_ratls::channel::verify(&verifier(&p, &tee), &body, &leaf, &exporter, now).unwrap();
     assert_eq!(r.key_binding, KeyBinding::EnclaveOs { mode: "channel" });
     assert_eq!(r.appraisal.tee, TeeKind::Tdx);
     // Evidence fetched on one connection, presented as if for another: rejected.
-    let (leaf2, exporter2, _) = fetch_channel(port, v);
+    let (leaf2, exporter2, _) = fetch_channel(port, "localhost", v);
     assert_ne!(exporter, exporter2);
     let err = enclave_ratls::channel::verify(&verifier(&p, &tee), &body, &leaf2, &exporter2, now)
         .unwrap_err();
     assert!(err.to_string().contains("another connection"), "{err}");
     server.join().unwrap();
+}
+
+#[test]
+fn channel_bound_evidence_binds_the_workload_leaf_the_sni_chose() {
+    let p = pki();
+    let (enclave, tee) = resolver(&p, Flavour::Tdx, [3; 32]);
+    let app = Arc::new(RatlsResolver::new(
+        tee.clone() as Arc<dyn Tee>,
+        ca(&p),
+        LeafSpec {
+            names: vec!["app.localhost".into()],
+            lifetime_secs: 3600,
+            config_root: Some([7; 32]),
+            modules: vec![],
+            workload: Some(enclave_ratls::issue::WorkloadIdentity {
+                config_root: [7; 32],
+                code_digest: [8; 32],
+                image: None,
+                key_source: "tee-generated".into(),
+                declared: Default::default(),
+            }),
+            binding: Default::default(),
+        },
+    ));
+    let sni = Arc::new(SniResolver::new(
+        enclave.clone(),
+        vec![("app".into(), vec!["app.localhost".into()], app)],
+    ));
+    let v = Arc::new(RatlsServerVerifier::new(
+        verifier(&p, &tee),
+        Freshness::Deterministic,
+    ));
+    let now = enclave_evidence::time::now();
+
+    let (port, server) = serve_channel(sni.clone(), tee.clone(), None, 1);
+    let (leaf, exporter, body) = fetch_channel(port, "app.localhost", v.clone());
+    let r =
+        enclave_ratls::channel::verify(&verifier(&p, &tee), &body, &leaf, &exporter, now).unwrap();
+    assert_eq!(r.workload.unwrap().code_digest, [8; 32]);
+    assert_eq!(r.config_root, Some(hex::encode([7; 32])));
+    server.join().unwrap();
+
+    // Evidence for the enclave-wide key over a workload's connection: refused, naming both keys.
+    let (port, server) = serve_channel(sni, tee.clone(), Some(enclave), 1);
+    let (leaf, exporter, body) = fetch_channel(port, "app.localhost", v);
+    let err = enclave_ratls::channel::verify(&verifier(&p, &tee), &body, &leaf, &exporter, now)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not the key of the certificate this connection presented"),
+        "{err}"
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn a_resumed_session_presented_no_certificate_to_bind() {
+    let p = pki();
+    let (res, tee) = resolver(&p, Flavour::Tdx, [3; 32]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = Arc::new(server_config(res, None).unwrap());
+    let server = std::thread::spawn(move || {
+        let mut presented = Vec::new();
+        for _ in 0..2 {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let (config, chosen) = recording(&config);
+            let mut tls =
+                rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), tcp);
+            let mut buf = [0u8; 3];
+            tls.read_exact(&mut buf).unwrap();
+            presented.push((
+                tls.conn.handshake_kind(),
+                chosen.presented(&tls.conn).cloned(),
+            ));
+            tls.write_all(b"hello\n").unwrap();
+            tls.flush().unwrap();
+        }
+        presented
+    });
+    let v = Arc::new(RatlsServerVerifier::new(
+        verifier(&p, &tee),
+        Freshness::Deterministic,
+    ));
+    // One client configuration: the second connection resumes the first one's session.
+    let config = client_config(v.clone(), None, None).unwrap();
+    call(port, &v, config.clone()).unwrap();
+    let (_, resumed_report) = call(port, &v, config).unwrap();
+    let presented = server.join().unwrap();
+    assert_eq!(presented[0].0, Some(rustls::HandshakeKind::Full));
+    let first = presented[0]
+        .1
+        .as_ref()
+        .expect("a full handshake presents its leaf");
+    assert_eq!(presented[1].0, Some(rustls::HandshakeKind::Resumed));
+    assert_eq!(presented[1].1, None);
+    // The client still holds (and reports) the first session's certificate.
+    assert_eq!(
+        resumed_report.subject,
+        enclave_ratls::RatlsCertificate::parse(first)
+            .unwrap()
+            .subject
+    );
 }
 
 /// Serve one fixed certificate chain (the resolver of a misbehaving server).
@@ -447,12 +779,8 @@ fn tampered_evidence_and_stale_certificates_are_rejected_in_the_handshake() {
         true,
     )));
     let v = Arc::new(RatlsServerVerifier::new(no_root, Freshness::Deterministic));
-    assert!(call(port, client_config(v.clone(), None, None).unwrap()).is_err());
-    assert!(
-        v.last().unwrap().unwrap_err().contains("signature"),
-        "{:?}",
-        v.last()
-    );
+    let reason = call(port, &v, client_config(v.clone(), None, None).unwrap()).unwrap_err();
+    assert!(reason.contains("signature"), "{reason}");
     server.join().unwrap();
 
     // A stale certificate: issued two days ago for an hour.
@@ -469,8 +797,7 @@ fn tampered_evidence_and_stale_certificates_are_rejected_in_the_handshake() {
         verifier(&p, &tee),
         Freshness::Deterministic,
     ));
-    assert!(call(port, client_config(v.clone(), None, None).unwrap()).is_err());
-    let reason = v.last().unwrap().unwrap_err();
+    let reason = call(port, &v, client_config(v.clone(), None, None).unwrap()).unwrap_err();
     assert!(
         reason.contains("expired") || reason.contains("Expired"),
         "{reason}"

@@ -40,10 +40,13 @@ use crate::{State, workloads};
 pub(crate) const OPERATOR_NAMESPACE: &str = "sys/operator";
 
 /// What the connection knows that a request needs.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct Connection {
     /// The TLS exporter of this connection (channel-bound evidence).
     pub exporter: Option<[u8; 32]>,
+    /// The certificate this connection presented (the one the SNI chose): the key its
+    /// channel-bound evidence binds. `None` on a resumed session, which presented none.
+    pub presented: Option<Arc<rustls_pki_types::CertificateDer<'static>>>,
 }
 
 /// A JSON error with its reason.
@@ -182,13 +185,19 @@ async fn attestation(
             "no TLS exporter on this connection",
         );
     };
+    // Bind the leaf this connection presented, not a leaf chosen now: the enclave-wide one
+    // would fail for every workload's connection, and a renewed one for every connection made
+    // before the renewal.
+    let Some(leaf) = conn.presented else {
+        return error(
+            StatusCode::CONFLICT,
+            "this connection resumed an earlier TLS session, so it presented no certificate to \
+             bind: connect again without session resumption",
+        );
+    };
     // A quote is blocking work.
     blocking(move || {
-        let spki = s
-            .enclave
-            .current_spki()
-            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        enclave_ratls::channel::respond(s.tee.as_ref(), &spki, &exporter)
+        enclave_ratls::channel::respond_for_leaf(s.tee.as_ref(), &leaf, &exporter)
             .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await

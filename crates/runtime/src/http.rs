@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use enclave_ratls::tls::{SniResolver, challenge_nonce};
+use enclave_ratls::tls::{ChosenCert, SniResolver, challenge_nonce};
 use http_body_util::BodyExt;
 use rustls::ServerConfig;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
@@ -170,12 +170,20 @@ impl Handshakes {
         Ok(leaf)
     }
 
-    /// Read the ClientHello, choose the configuration it needs, and finish the handshake.
+    /// Read the ClientHello, choose the configuration it needs, and finish the handshake. With
+    /// the stream comes the certificate the connection presented (recorded by a copy of the
+    /// configuration made for this connection only): what its channel-bound evidence binds.
     async fn accept(
         &self,
         state: &State,
         tcp: tokio::net::TcpStream,
-    ) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String> {
+    ) -> Result<
+        (
+            tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+            Arc<ChosenCert>,
+        ),
+        String,
+    > {
         let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
             .await
             .map_err(|e| format!("ClientHello: {e}"))?;
@@ -195,10 +203,12 @@ impl Handshakes {
                 Arc::new(config)
             }
         };
-        start
+        let (config, chosen) = enclave_ratls::tls::recording(&config);
+        let tls = start
             .into_stream(config)
             .await
-            .map_err(|e| format!("TLS handshake: {e}"))
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        Ok((tls, chosen))
     }
 }
 
@@ -215,7 +225,8 @@ pub(crate) async fn connection(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes.accept(&state, tcp)).await {
+    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes.accept(&state, tcp)).await;
+    let (tls, chosen) = match accepted {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             state
@@ -238,6 +249,7 @@ pub(crate) async fn connection(
     // The exporter of this very connection: what channel-bound evidence binds.
     let conn = Connection {
         exporter: enclave_ratls::channel::exporter(session).ok(),
+        presented: chosen.presented(session).cloned().map(Arc::new),
     };
     let sni = session.server_name().map(str::to_string);
     let request_timeout = Duration::from_secs(u64::from(
@@ -247,6 +259,7 @@ pub(crate) async fn connection(
         let app = app.clone();
         let state = state.clone();
         let sni = sni.clone();
+        let conn = conn.clone();
         async move {
             req.extensions_mut().insert(conn);
             let host = req

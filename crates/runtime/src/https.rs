@@ -56,10 +56,10 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
 
 /// An I/O error from a TLS stream, with an RA-TLS refusal's reason spelt out.
 fn io_reason(e: &std::io::Error) -> String {
-    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        Some(tls) => enclave_ratls::tls::describe_error(tls),
-        None => e.to_string(),
-    }
+    enclave_ratls::tls::io_rejection(e).map_or_else(
+        || e.to_string(),
+        |r| format!("its RA-TLS certificate was refused: {r}"),
+    )
 }
 
 /// Send `method path` with `body` to `base` (`https://HOST:PORT`); the status and body.
