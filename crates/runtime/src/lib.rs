@@ -8,7 +8,8 @@
 //! The intermediary CA's key is imported once and kept sealed to the TEE, and so is the sealed
 //! store's master key (`provision`). The store is opened and verified against its rollback
 //! counter before anything is served (`enclave-store`). The management API (`api`) answers on
-//! the reserved hostname; state-changing calls need an OIDC bearer token (`auth`). An instance
+//! the reserved hostname; beyond the public status, calls need an OIDC bearer token carrying the
+//! route's scope (`auth`), and a JWKS URL is fetched again on a schedule. An instance
 //! may also serve as a witness, keeping other instances' rollback counters (`witness`).
 //!
 //! WebAssembly workloads run through `enclave-wasm`; container and process workloads are
@@ -25,7 +26,7 @@ mod sdk;
 mod witness;
 mod workloads;
 
-pub use auth::{Authenticator, Claims};
+pub use auth::{Authenticator, Claims, KeySet, RESERVED_SCOPE_PREFIX, Scope, ScopeClaim};
 pub use witness::WitnessCounter;
 
 use std::net::SocketAddr;
@@ -113,6 +114,7 @@ pub(crate) struct State {
 /// A prepared runtime: TEE open, CA and store unsealed, certificates issued.
 pub struct Runtime {
     state: Arc<State>,
+    jwks_refresh: Option<auth::JwksRefresh>,
     listen: SocketAddr,
     /// The root clients pass as `--root`.
     pub ca_root: PathBuf,
@@ -215,10 +217,20 @@ impl Runtime {
                     o.clock_skew_secs,
                     &jwks(&config, o, egress.as_ref())?,
                 )
-                .map_err(RuntimeError::Oidc)?,
+                .map_err(RuntimeError::Oidc)?
+                .with_max_lifetime(o.max_token_lifetime()),
             ),
             None => None,
         };
+        // A JWKS URL is fetched again on a schedule (key rotation); a file never is.
+        let jwks_refresh = c.oidc.as_ref().and_then(|o| {
+            let every = Duration::from_secs(o.jwks_refresh()?);
+            let (config, o, egress) = (config.clone(), o.clone(), egress.clone());
+            Some(auth::JwksRefresh::new(
+                every,
+                Box::new(move || jwks(&config, &o, egress.as_ref()).map_err(|e| e.to_string())),
+            ))
+        });
 
         // The enclave-wide certificate first: a witness counter presents it as the client
         // certificate before the store (and so the loaded workloads) can be read.
@@ -349,6 +361,7 @@ impl Runtime {
         services.attach(&state);
         Ok(Self {
             state,
+            jwks_refresh,
             listen,
             ca_root,
             state_dir,
@@ -388,6 +401,10 @@ impl Runtime {
             .map_err(|e| listen_err(&main, e.to_string()))?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let app = api::router(self.state.clone());
+        let _jwks_refresh = self
+            .jwks_refresh
+            .as_ref()
+            .map(|r| r.start(self.state.clone()));
 
         // The witness listener: mutual RA-TLS, the witness routes only.
         let witness = match &self.state.config.config.witness {
