@@ -52,13 +52,7 @@ fn operator_data_survives_a_restart_and_unauthenticated_calls_get_401_with_a_rea
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(json_of(&body)["version"], 1);
 
-    let (status, body) = a.call(&tls, "GET", "/api/v1/status", None, b"").unwrap();
-    assert_eq!(status, 200);
-    let v = json_of(&body);
-    assert_eq!(v["store"]["records"], 1);
-    assert_eq!(v["tee"], "sim-sgx");
-    assert_eq!(v["simulated"], true);
-    let (status, body) = a.call(&tls, "GET", "/metrics", None, b"").unwrap();
+    let (status, body) = a.call(&tls, "GET", "/metrics", Some(&t), b"").unwrap();
     assert_eq!(status, 200);
     let text = String::from_utf8(body).unwrap();
     assert!(text.contains("enclave_os_auth_failures_total 3"), "{text}");
@@ -82,6 +76,203 @@ fn operator_data_survives_a_restart_and_unauthenticated_calls_get_401_with_a_rea
     // Nothing readable on disk.
     let db = std::fs::read(tmp.path().join("state/store/kv.redb")).unwrap();
     assert!(!db.windows(5).any(|w| w == b"hello"));
+}
+
+/// Item 12: the public status shows what a client needs to trust the service and nothing that
+/// shows activity; the rest needs `status:read`.
+#[test]
+fn the_public_status_hides_the_store_and_the_detail_needs_status_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Instance::new(tmp.path(), "");
+    let _server = a.start();
+    let tls = a.client();
+    let t = token();
+    assert_eq!(
+        a.call(&tls, "PUT", "/api/v1/kv/k", Some(&t), b"v")
+            .unwrap()
+            .0,
+        200
+    );
+
+    let (status, body) = a.call(&tls, "GET", "/api/v1/status", None, b"").unwrap();
+    assert_eq!(status, 200);
+    let public = json_of(&body);
+    assert_eq!(public["tee"], "sim-sgx");
+    assert_eq!(public["simulated"], true);
+    assert_eq!(
+        public["config_root"],
+        verify(&a, None)["config_root"],
+        "the public status names the attested config root"
+    );
+    assert!(public["workloads"].is_array());
+    let text = String::from_utf8_lossy(&body).to_string();
+    for hidden in [
+        "store",
+        "counter",
+        "version",
+        "records",
+        "uptime_secs",
+        "oidc_issuer",
+    ] {
+        assert!(
+            public.get(hidden).is_none(),
+            "the public status shows '{hidden}': {text}"
+        );
+    }
+    assert!(
+        !text.contains("kv.counter") && !text.contains("\"store\""),
+        "the public status reveals the store or its counter: {text}"
+    );
+    let (status, body) = a.call(&tls, "GET", "/readyz", None, b"").unwrap();
+    assert_eq!(status, 200);
+    assert!(json_of(&body).get("store_version").is_none());
+
+    // The detail and the metrics need a token with status:read.
+    for path in ["/api/v1/status/detail", "/metrics"] {
+        let (status, body) = a.call(&tls, "GET", path, None, b"").unwrap();
+        assert_eq!(status, 401, "{path}: {}", String::from_utf8_lossy(&body));
+        assert!(
+            json_of(&body)["error"]
+                .as_str()
+                .unwrap()
+                .contains("no bearer token")
+        );
+        let kv_only = token_with(&["kv:read"], &[]);
+        let (status, body) = a.call(&tls, "GET", path, Some(&kv_only), b"").unwrap();
+        assert_eq!(status, 403, "{path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(json_of(&body)["scope"], "status:read");
+    }
+    let reader = token_with(&["status:read"], &[]);
+    let (status, body) = a
+        .call(&tls, "GET", "/api/v1/status/detail", Some(&reader), b"")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let detail = json_of(&body);
+    assert_eq!(detail["store"]["version"], 1);
+    assert_eq!(detail["store"]["records"], 1);
+    assert!(
+        detail["store"]["counter"]
+            .as_str()
+            .unwrap()
+            .contains("kv.counter"),
+        "{detail}"
+    );
+    assert_eq!(detail["config_root"], public["config_root"]);
+    assert_eq!(detail["oidc_issuer"], ISS);
+    let (status, body) = a.call(&tls, "GET", "/metrics", Some(&reader), b"").unwrap();
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("enclave_os_store_version 1"));
+}
+
+/// Item 13: each route group's scope, the token's lifetime and issue time, each refusal with
+/// its reason.
+#[test]
+fn tokens_need_the_route_scope_a_bounded_lifetime_and_an_issue_time_not_in_the_future() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Instance::new(tmp.path(), "max_token_lifetime_secs = 600\n");
+    let _server = a.start();
+    let tls = a.client();
+    let error = |body: &[u8]| json_of(body)["error"].as_str().unwrap().to_string();
+
+    // A reader reads and cannot write; the 403 names the scope the route needs.
+    let reader = token_with(&["kv:read"], &["--ttl", "600"]);
+    let (status, body) = a
+        .call(&tls, "GET", "/api/v1/kv", Some(&reader), b"")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = a
+        .call(&tls, "PUT", "/api/v1/kv/k", Some(&reader), b"v")
+        .unwrap();
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let e = error(&body);
+    assert!(
+        e.contains("lacks scope 'kv:write'")
+            && e.contains("PUT /api/v1/kv/{key}")
+            && e.contains("it carries: kv:read"),
+        "{e}"
+    );
+    assert_eq!(json_of(&body)["scope"], "kv:write");
+    // A writer writes and cannot read back, nor load a workload.
+    let writer = token_with(&["kv:write"], &["--ttl", "600"]);
+    let (status, body) = a
+        .call(&tls, "PUT", "/api/v1/kv/k", Some(&writer), b"v")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = a
+        .call(&tls, "GET", "/api/v1/kv/k", Some(&writer), b"")
+        .unwrap();
+    assert_eq!(status, 403);
+    assert!(error(&body).contains("lacks scope 'kv:read'"));
+    let (status, body) = a
+        .call(&tls, "DELETE", "/api/v1/workloads/x", Some(&writer), b"")
+        .unwrap();
+    assert_eq!(status, 403);
+    assert!(error(&body).contains("lacks scope 'workloads:write'"));
+    // A token without any scope opens nothing.
+    let none = token_with(&[], &["--ttl", "600"]);
+    let (status, body) = a.call(&tls, "GET", "/api/v1/kv", Some(&none), b"").unwrap();
+    assert_eq!(status, 403);
+    assert!(error(&body).contains("it carries no scope"));
+
+    // Lifetime: the configured 600 s, measured from iat.
+    let long = token_with(&["kv:read"], &["--ttl", "3600"]);
+    let (status, body) = a.call(&tls, "GET", "/api/v1/kv", Some(&long), b"").unwrap();
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        error(&body).contains("lifetime (exp - iat) is 3600 s, more than the 600 s allowed"),
+        "{}",
+        error(&body)
+    );
+
+    // iat in the future, and no iat at all: minted by hand, since `enclave-os token` always
+    // writes the current time.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let key =
+        jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(testdata("ec.key.pem")).unwrap())
+            .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("ec-1".into());
+    let mint = |claims: serde_json::Value| jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let future = mint(serde_json::json!({
+        "iss": ISS, "aud": AUD, "sub": "operator", "scope": "kv:read",
+        "iat": now + 3600, "exp": now + 3900,
+    }));
+    let (status, body) = a
+        .call(&tls, "GET", "/api/v1/kv", Some(&future), b"")
+        .unwrap();
+    assert_eq!(status, 401);
+    assert!(
+        error(&body).contains("issued in the future"),
+        "{}",
+        error(&body)
+    );
+    let no_iat = mint(serde_json::json!({
+        "iss": ISS, "aud": AUD, "sub": "operator", "scope": "kv:read", "exp": now + 300,
+    }));
+    let (status, body) = a
+        .call(&tls, "GET", "/api/v1/kv", Some(&no_iat), b"")
+        .unwrap();
+    assert_eq!(status, 401);
+    assert!(error(&body).contains("no 'iat' claim"), "{}", error(&body));
+
+    // `enclave-os token` refuses a scope the runtime does not know.
+    let o = run(&[
+        "token",
+        "--key",
+        testdata("ec.key.pem").to_str().unwrap(),
+        "--issuer",
+        ISS,
+        "--audience",
+        AUD,
+        "--scope",
+        "kv:wrte",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--scope kv:wrte: not a scope"), "{err}");
 }
 
 #[test]
