@@ -25,11 +25,10 @@ fn operator_data_survives_a_restart_and_unauthenticated_calls_get_401_with_a_rea
         .call(&tls, "PUT", "/api/v1/kv/greeting", None, b"hello")
         .unwrap();
     assert_eq!(status, 401);
+    let e = json_of(&body)["error"].as_str().unwrap().to_string();
     assert!(
-        json_of(&body)["error"]
-            .as_str()
-            .unwrap()
-            .contains("no bearer token")
+        e.contains("no bearer token") && e.contains("carrying scope 'kv:write'"),
+        "{e}"
     );
     let (status, body) = a
         .call(

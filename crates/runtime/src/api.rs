@@ -110,12 +110,14 @@ async fn require(
             None,
         );
     };
-    let claims = match auth.check(
-        req.headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    ) {
+    let presented = req.headers().get(header::AUTHORIZATION);
+    let claims = match auth.check(presented.and_then(|v| v.to_str().ok())) {
         Ok(c) => c,
+        // Without any token, say what one needs to carry here.
+        Err(reason) if presented.is_none() => {
+            let reason = format!("{reason}, carrying scope '{scope}'");
+            return refuse(&s, StatusCode::UNAUTHORIZED, reason, None);
+        }
         Err(reason) => return refuse(&s, StatusCode::UNAUTHORIZED, reason, None),
     };
     if !claims.has(scope) {

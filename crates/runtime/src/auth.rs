@@ -350,7 +350,7 @@ impl Authenticator {
     pub fn check(&self, authorization: Option<&str>) -> Result<Claims, String> {
         let Some(value) = authorization else {
             return Err(format!(
-                "no bearer token: this endpoint changes or reads sealed state and needs `Authorization: Bearer <JWT>` from issuer {}",
+                "no bearer token: this endpoint needs `Authorization: Bearer <JWT>` from issuer {}",
                 self.issuer
             ));
         };
