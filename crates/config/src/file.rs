@@ -128,7 +128,7 @@ impl OidcConfig {
     /// A `jwks_url` is fetched again this often unless `jwks_refresh_secs` says otherwise.
     pub const DEFAULT_JWKS_REFRESH_SECS: u64 = 3600;
     /// The shortest `jwks_refresh_secs` accepted: more often would hammer the issuer.
-    pub const MIN_JWKS_REFRESH_SECS: u64 = 60;
+    pub const MIN_JWKS_REFRESH_SECS: u64 = 10;
 
     fn default_skew() -> u64 {
         60

@@ -90,7 +90,7 @@ fn mistakes_name_file_line_and_field() {
         ),
         (
             "[oidc]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"https://idp/jwks\"\njwks_refresh_secs = 5\n",
-            vec!["field `oidc.jwks_refresh_secs`", "less than 60"],
+            vec!["field `oidc.jwks_refresh_secs`", "less than 10"],
         ),
         (
             "[oidc]\nissuer = \"\"\naudience = \"a\"\njwks_file = \"j\"\n",

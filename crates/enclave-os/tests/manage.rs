@@ -8,6 +8,7 @@ mod common;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::instance::*;
@@ -272,6 +273,174 @@ fn tokens_need_the_route_scope_a_bounded_lifetime_and_an_issue_time_not_in_the_f
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--scope kv:wrte: not a scope"), "{err}");
+}
+
+/// A CA, and a certificate for `localhost` it issued: (CA PEM, chain, key).
+fn localhost_pki() -> (
+    String,
+    Vec<rustls_pki_types::CertificateDer<'static>>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Issuer Test CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    (
+        ca_cert.pem(),
+        vec![leaf.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+    )
+}
+
+/// An identity provider's JWKS endpoint on loopback over HTTPS, answering whatever `jwks` holds
+/// at the time; its port.
+fn serve_jwks(
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+    jwks: Arc<Mutex<Vec<u8>>>,
+) -> u16 {
+    use std::io::{Read, Write};
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(enclave_ratls::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match tls.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            if head.ends_with(b"\r\n\r\n") {
+                let body = jwks.lock().unwrap().clone();
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tls.write_all(&body);
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+        }
+    });
+    port
+}
+
+/// The JWKS of `testdata/oidc` with only the key `kid`.
+fn jwks_only(kid: &str) -> Vec<u8> {
+    let mut set: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(testdata("jwks.json")).unwrap()).unwrap();
+    set["keys"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|k| k["kid"] == kid);
+    serde_json::to_vec(&set).unwrap()
+}
+
+/// Item 13: a JWKS URL is fetched again on its schedule; a rotated key set is used without a
+/// restart, the retired key stops verifying, and an answer without a usable key changes nothing.
+#[test]
+fn a_jwks_url_is_reloaded_on_its_schedule_and_rotated_keys_take_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = localhost_pki();
+    let served = Arc::new(Mutex::new(jwks_only("ec-1")));
+    let port = serve_jwks(chain, key, served.clone());
+    std::fs::create_dir_all(tmp.path()).unwrap();
+    std::fs::write(tmp.path().join("egress-ca.pem"), ca).unwrap();
+    let a = Instance::new(
+        tmp.path(),
+        "jwks_refresh_secs = 10\n[egress]\nca_bundle = \"egress-ca.pem\"\n",
+    );
+    let text = std::fs::read_to_string(&a.config).unwrap().replace(
+        &format!("jwks_file = \"{}\"", testdata("jwks.json").display()),
+        &format!("jwks_url = \"https://localhost:{port}/jwks\""),
+    );
+    assert!(text.contains("jwks_url"), "{text}");
+    std::fs::write(&a.config, text).unwrap();
+    let _server = a.start();
+    let tls = a.client();
+    let o = run(&[
+        "token",
+        "--key",
+        testdata("rsa.key.pem").to_str().unwrap(),
+        "--kid",
+        "rsa-1",
+        "--issuer",
+        ISS,
+        "--audience",
+        AUD,
+        "--scope",
+        "kv:read",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rsa = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let ec = token();
+    let get = |t: &str| a.call(&tls, "GET", "/api/v1/kv", Some(t), b"").unwrap();
+    assert_eq!(get(&ec).0, 200);
+    let (status, body) = get(&rsa);
+    assert_eq!(status, 401);
+    assert!(
+        String::from_utf8_lossy(&body).contains("key id 'rsa-1' is not in the issuer's JWKS"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+
+    // The issuer rotates to rsa-1; within a refresh period or two the runtime follows.
+    *served.lock().unwrap() = jwks_only("rsa-1");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while get(&rsa).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the rotated key was not taken up: {}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (status, body) = get(&ec);
+    assert_eq!(status, 401);
+    assert!(
+        String::from_utf8_lossy(&body).contains("key id 'ec-1' is not in the issuer's JWKS"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(a.log().contains("JWKS reloaded"), "{}", a.log());
+
+    // An answer without a usable key is refused, and the keys in use stay.
+    *served.lock().unwrap() = br#"{"keys": []}"#.to_vec();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !a.log().contains("JWKS reload failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no failed reload logged: {}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(a.log().contains("holds no usable"), "{}", a.log());
+    assert_eq!(get(&rsa).0, 200);
 }
 
 #[test]
