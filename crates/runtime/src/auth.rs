@@ -32,8 +32,8 @@ use jsonwebtoken::jwk::{
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
-/// What a token may be allowed to do. Named `resource:action`, as Slack, Auth0's examples and
-/// many OAuth APIs do; unknown scopes in a token (`openid`, `profile`, …) are ignored.
+/// What a token may be allowed to do. Named `resource:action`, as many OAuth APIs name theirs
+/// (Slack's `chat:write`); other scopes in a token (`openid`, `profile`, …) are ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// The detailed status (store version and counter, uptime, …) and the metrics.
@@ -502,22 +502,25 @@ impl Authenticator {
 pub(crate) type FetchJwks = Box<dyn Fn() -> Result<Vec<u8>, String> + Send + Sync>;
 
 /// Fetch the JWKS every `every` and hand the bytes to `apply` (in the runtime, [`reload_jwks`]),
-/// until the task is dropped. A failure is logged and the keys in use stay: the issuer being
-/// unreachable must not lock the operator out, and keys are never taken from anywhere else.
+/// until the task is dropped. Both run off the async workers: the fetch is blocking I/O, and a
+/// reload that makes a new tree and certificate is blocking work. A failure is logged and the
+/// keys in use stay: the issuer being unreachable must not lock the operator out, and keys are
+/// never taken from anywhere else.
 pub(crate) async fn refresh_loop(
     every: Duration,
     fetch: Arc<FetchJwks>,
     apply: impl Fn(&[u8]) -> Result<bool, String> + Send + Sync + 'static,
 ) {
+    let apply = Arc::new(apply);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let f = fetch.clone();
-        let fetched = tokio::task::spawn_blocking(move || f())
+        let (fetch, apply) = (fetch.clone(), apply.clone());
+        let outcome = tokio::task::spawn_blocking(move || fetch().and_then(|b| apply(&b)))
             .await
-            .unwrap_or_else(|e| Err(format!("the fetch task failed: {e}")));
-        match fetched.and_then(|bytes| apply(&bytes)) {
+            .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+        match outcome {
             Ok(true) => tracing::info!("JWKS reloaded: new signing keys in use"),
             Ok(false) => tracing::debug!("JWKS unchanged"),
             Err(reason) => {
