@@ -361,7 +361,8 @@ fn jwks_only(kid: &str) -> Vec<u8> {
 }
 
 /// Item 13: a JWKS URL is fetched again on its schedule; a rotated key set is used without a
-/// restart, the retired key stops verifying, and an answer without a usable key changes nothing.
+/// restart, a key the issuer now marks use=enc stops verifying, and an answer without a usable
+/// key changes nothing.
 #[test]
 fn a_jwks_url_is_reloaded_on_its_schedule_and_rotated_keys_take_over() {
     let tmp = tempfile::tempdir().unwrap();
@@ -408,8 +409,16 @@ fn a_jwks_url_is_reloaded_on_its_schedule_and_rotated_keys_take_over() {
         String::from_utf8_lossy(&body)
     );
 
-    // The issuer rotates to rsa-1; within a refresh period or two the runtime follows.
-    *served.lock().unwrap() = jwks_only("rsa-1");
+    // The issuer rotates to rsa-1 and keeps ec-1 only as an encryption key; within a refresh
+    // period or two the runtime follows.
+    let mut rotated: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(testdata("jwks.json")).unwrap()).unwrap();
+    for k in rotated["keys"].as_array_mut().unwrap() {
+        if k["kid"] == "ec-1" {
+            k["use"] = serde_json::json!("enc");
+        }
+    }
+    *served.lock().unwrap() = serde_json::to_vec(&rotated).unwrap();
     let deadline = Instant::now() + Duration::from_secs(40);
     while get(&rsa).0 != 200 {
         assert!(
@@ -422,7 +431,8 @@ fn a_jwks_url_is_reloaded_on_its_schedule_and_rotated_keys_take_over() {
     let (status, body) = get(&ec);
     assert_eq!(status, 401);
     assert!(
-        String::from_utf8_lossy(&body).contains("key id 'ec-1' is not in the issuer's JWKS"),
+        String::from_utf8_lossy(&body)
+            .contains("key id 'ec-1' is in the issuer's JWKS but does not verify tokens: use=enc"),
         "{}",
         String::from_utf8_lossy(&body)
     );
