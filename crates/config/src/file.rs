@@ -134,14 +134,46 @@ pub struct OidcConfig {
     pub jwks_file: Option<PathBuf>,
     /// JWKS from a URL (fetched over HTTPS trusting only the egress CA bundle).
     pub jwks_url: Option<String>,
-    /// How far `exp` and `nbf` may be off, seconds (at most 300).
+    /// How far `exp`, `nbf` and `iat` may be off, seconds (at most 300).
     #[serde(default = "OidcConfig::default_skew")]
     pub clock_skew_secs: u64,
+    /// The longest lifetime (`exp - iat`) a token may have, seconds; absent means
+    /// [`OidcConfig::DEFAULT_MAX_TOKEN_LIFETIME_SECS`]. Left out of the leaf when absent, so
+    /// that configurations without it keep their config root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_token_lifetime_secs: Option<u64>,
+    /// How often a `jwks_url` is fetched again (key rotation), seconds; absent means
+    /// [`OidcConfig::DEFAULT_JWKS_REFRESH_SECS`]. Refused with `jwks_file`: a file is read once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_refresh_secs: Option<u64>,
 }
 
 impl OidcConfig {
+    /// A token may live at most this long unless `max_token_lifetime_secs` says otherwise.
+    pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: u64 = 3600;
+    /// The ceiling for `max_token_lifetime_secs`.
+    pub const MAX_TOKEN_LIFETIME_CEILING_SECS: u64 = 86_400;
+    /// A `jwks_url` is fetched again this often unless `jwks_refresh_secs` says otherwise.
+    pub const DEFAULT_JWKS_REFRESH_SECS: u64 = 3600;
+    /// The shortest `jwks_refresh_secs` accepted: more often would hammer the issuer.
+    pub const MIN_JWKS_REFRESH_SECS: u64 = 10;
+
     fn default_skew() -> u64 {
         60
+    }
+
+    /// The configured or default maximum token lifetime, seconds.
+    pub fn max_token_lifetime(&self) -> u64 {
+        self.max_token_lifetime_secs
+            .unwrap_or(Self::DEFAULT_MAX_TOKEN_LIFETIME_SECS)
+    }
+
+    /// How often the JWKS is fetched again: `None` for a file, which is never reloaded.
+    pub fn jwks_refresh(&self) -> Option<u64> {
+        self.jwks_url.as_ref().map(|_| {
+            self.jwks_refresh_secs
+                .unwrap_or(Self::DEFAULT_JWKS_REFRESH_SECS)
+        })
     }
 }
 
@@ -606,6 +638,34 @@ impl EnclaveConfig {
                     "oidc.clock_skew_secs".into(),
                     format!("{} is more than 300 seconds", o.clock_skew_secs),
                 ));
+            }
+            if let Some(l) = o.max_token_lifetime_secs
+                && (l == 0 || l > OidcConfig::MAX_TOKEN_LIFETIME_CEILING_SECS)
+            {
+                return Err(invalid(
+                    "oidc.max_token_lifetime_secs".into(),
+                    format!(
+                        "{l} is not between 1 and {} seconds",
+                        OidcConfig::MAX_TOKEN_LIFETIME_CEILING_SECS
+                    ),
+                ));
+            }
+            if let Some(r) = o.jwks_refresh_secs {
+                if o.jwks_file.is_some() {
+                    return Err(invalid(
+                        "oidc.jwks_refresh_secs".into(),
+                        "applies to jwks_url only: a jwks_file is read once at start and never reloaded".into(),
+                    ));
+                }
+                if r < OidcConfig::MIN_JWKS_REFRESH_SECS {
+                    return Err(invalid(
+                        "oidc.jwks_refresh_secs".into(),
+                        format!(
+                            "{r} is less than {} seconds",
+                            OidcConfig::MIN_JWKS_REFRESH_SECS
+                        ),
+                    ));
+                }
             }
         }
         if config.listener.evidence_binding == EvidenceBinding::Dice && config.tee == "snp" {

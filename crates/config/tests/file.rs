@@ -78,6 +78,21 @@ fn mistakes_name_file_line_and_field() {
             vec!["field `oidc.clock_skew_secs`", "more than 300"],
         ),
         (
+            "[oidc]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"j\"\nmax_token_lifetime_secs = 0\n",
+            vec![
+                "field `oidc.max_token_lifetime_secs`",
+                "not between 1 and 86400",
+            ],
+        ),
+        (
+            "[oidc]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"j\"\njwks_refresh_secs = 600\n",
+            vec!["field `oidc.jwks_refresh_secs`", "never reloaded"],
+        ),
+        (
+            "[oidc]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"https://idp/jwks\"\njwks_refresh_secs = 5\n",
+            vec!["field `oidc.jwks_refresh_secs`", "less than 10"],
+        ),
+        (
             "[oidc]\nissuer = \"\"\naudience = \"a\"\njwks_file = \"j\"\n",
             vec!["field `oidc`", "must not be empty"],
         ),

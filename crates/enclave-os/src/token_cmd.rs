@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use enclave_runtime::{RESERVED_SCOPE_PREFIX, Scope};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
@@ -26,13 +27,19 @@ pub(crate) struct TokenArgs {
     /// `sub`.
     #[arg(long, default_value = "operator")]
     subject: String,
-    /// Lifetime in seconds.
+    /// Lifetime in seconds (`exp - iat`; the runtime refuses more than `[oidc]
+    /// max_token_lifetime_secs`, 3600 by default).
     #[arg(long, default_value_t = 3600)]
     ttl: i64,
+    /// A scope the token grants, into the `scope` claim: status:read, kv:read, kv:write,
+    /// workloads:write (vault:* is reserved). Repeat it, or give several separated by spaces.
+    /// Without it the token opens no endpoint.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    scopes: Vec<String>,
     /// `kid` in the header (the key's id in the JWKS).
     #[arg(long)]
     kid: Option<String>,
-    /// Print `{"token": ..., "expires": ...}`.
+    /// Print `{"token": ..., "issued": ..., "expires": ..., "scope": ...}`.
     #[arg(long)]
     json: bool,
 }
@@ -62,16 +69,39 @@ pub(crate) fn run(a: &TokenArgs) -> ExitCode {
             }
         },
     };
+    let scopes: Vec<&str> = a.scopes.iter().flat_map(|s| s.split_whitespace()).collect();
+    if let Some(bad) = scopes.iter().find(|s| {
+        !s.starts_with(RESERVED_SCOPE_PREFIX) && !Scope::ALL.iter().any(|k| k.as_str() == **s)
+    }) {
+        return fail(format!(
+            "--scope {bad}: not a scope the runtime knows ({}, or {RESERVED_SCOPE_PREFIX}* reserved)",
+            Scope::ALL.map(Scope::as_str).join(", ")
+        ));
+    }
+    if a.ttl <= 0 {
+        return fail(format!("--ttl {}: a lifetime must be positive", a.ttl));
+    }
+    if scopes.is_empty() {
+        eprintln!("warning: no --scope given: this token opens no endpoint of the management API");
+    }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let claims = json!({
+    // `iat` is what the runtime measures the lifetime from; `scope` is the standard
+    // space-separated claim.
+    let mut claims = json!({
         "iss": a.issuer, "aud": a.audience, "sub": a.subject,
         "iat": now, "nbf": now, "exp": now + a.ttl,
     });
+    if !scopes.is_empty() {
+        claims["scope"] = json!(scopes.join(" "));
+    }
     let mut header = Header::new(alg);
     header.kid = a.kid.clone();
     match jsonwebtoken::encode(&header, &claims, &key) {
         Ok(t) if a.json => {
-            println!("{}", json!({ "token": t, "expires": now + a.ttl }));
+            println!(
+                "{}",
+                json!({ "token": t, "issued": now, "expires": now + a.ttl, "scope": scopes.join(" ") })
+            );
             ExitCode::SUCCESS
         }
         Ok(t) => {

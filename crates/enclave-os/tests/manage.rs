@@ -6,7 +6,8 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::instance::*;
 use common::*;
@@ -23,11 +24,10 @@ fn operator_data_survives_a_restart_and_unauthenticated_calls_get_401_with_a_rea
         .call(&tls, "PUT", "/api/v1/kv/greeting", None, b"hello")
         .unwrap();
     assert_eq!(status, 401);
+    let e = json_of(&body)["error"].as_str().unwrap().to_string();
     assert!(
-        json_of(&body)["error"]
-            .as_str()
-            .unwrap()
-            .contains("no bearer token")
+        e.contains("no bearer token") && e.contains("carrying scope 'kv:write'"),
+        "{e}"
     );
     let (status, body) = a
         .call(
@@ -50,13 +50,7 @@ fn operator_data_survives_a_restart_and_unauthenticated_calls_get_401_with_a_rea
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(json_of(&body)["version"], 1);
 
-    let (status, body) = a.call(&tls, "GET", "/api/v1/status", None, b"").unwrap();
-    assert_eq!(status, 200);
-    let v = json_of(&body);
-    assert_eq!(v["store"]["records"], 1);
-    assert_eq!(v["tee"], "sim-sgx");
-    assert_eq!(v["simulated"], true);
-    let (status, body) = a.call(&tls, "GET", "/metrics", None, b"").unwrap();
+    let (status, body) = a.call(&tls, "GET", "/metrics", Some(&t), b"").unwrap();
     assert_eq!(status, 200);
     let text = String::from_utf8(body).unwrap();
     assert!(text.contains("enclave_os_auth_failures_total 3"), "{text}");
@@ -80,6 +74,392 @@ fn operator_data_survives_a_restart_and_unauthenticated_calls_get_401_with_a_rea
     // Nothing readable on disk.
     let db = std::fs::read(tmp.path().join("state/store/kv.redb")).unwrap();
     assert!(!db.windows(5).any(|w| w == b"hello"));
+}
+
+/// Item 12: the public status shows what a client needs to trust the service and nothing that
+/// shows activity; the rest needs `status:read`.
+#[test]
+fn the_public_status_hides_the_store_and_the_detail_needs_status_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Instance::new(tmp.path(), "");
+    let _server = a.start();
+    let tls = a.client();
+    let t = token();
+    assert_eq!(
+        a.call(&tls, "PUT", "/api/v1/kv/k", Some(&t), b"v")
+            .unwrap()
+            .0,
+        200
+    );
+
+    let (status, body) = a.call(&tls, "GET", "/api/v1/status", None, b"").unwrap();
+    assert_eq!(status, 200);
+    let public = json_of(&body);
+    assert_eq!(public["tee"], "sim-sgx");
+    assert_eq!(public["simulated"], true);
+    assert_eq!(
+        public["config_root"],
+        verify(&a, None)["config_root"],
+        "the public status names the attested config root"
+    );
+    assert!(public["workloads"].is_array());
+    let text = String::from_utf8_lossy(&body).to_string();
+    for hidden in [
+        "store",
+        "counter",
+        "version",
+        "records",
+        "uptime_secs",
+        "oidc_issuer",
+    ] {
+        assert!(
+            public.get(hidden).is_none(),
+            "the public status shows '{hidden}': {text}"
+        );
+    }
+    assert!(
+        !text.contains("kv.counter") && !text.contains("\"store\""),
+        "the public status reveals the store or its counter: {text}"
+    );
+    let (status, body) = a.call(&tls, "GET", "/readyz", None, b"").unwrap();
+    assert_eq!(status, 200);
+    assert!(json_of(&body).get("store_version").is_none());
+
+    // The detail and the metrics need a token with status:read.
+    for path in ["/api/v1/status/detail", "/metrics"] {
+        let (status, body) = a.call(&tls, "GET", path, None, b"").unwrap();
+        assert_eq!(status, 401, "{path}: {}", String::from_utf8_lossy(&body));
+        assert!(
+            json_of(&body)["error"]
+                .as_str()
+                .unwrap()
+                .contains("no bearer token")
+        );
+        let kv_only = token_with(&["kv:read"], &[]);
+        let (status, body) = a.call(&tls, "GET", path, Some(&kv_only), b"").unwrap();
+        assert_eq!(status, 403, "{path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(json_of(&body)["scope"], "status:read");
+    }
+    let reader = token_with(&["status:read"], &[]);
+    let (status, body) = a
+        .call(&tls, "GET", "/api/v1/status/detail", Some(&reader), b"")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let detail = json_of(&body);
+    assert_eq!(detail["store"]["version"], 1);
+    assert_eq!(detail["store"]["records"], 1);
+    assert!(
+        detail["store"]["counter"]
+            .as_str()
+            .unwrap()
+            .contains("kv.counter"),
+        "{detail}"
+    );
+    assert_eq!(detail["config_root"], public["config_root"]);
+    assert_eq!(detail["oidc_issuer"], ISS);
+    let (status, body) = a.call(&tls, "GET", "/metrics", Some(&reader), b"").unwrap();
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("enclave_os_store_version 1"));
+}
+
+/// Item 13: each route group's scope, the token's lifetime and issue time, each refusal with
+/// its reason.
+#[test]
+fn tokens_need_the_route_scope_a_bounded_lifetime_and_an_issue_time_not_in_the_future() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Instance::new(tmp.path(), "max_token_lifetime_secs = 600\n");
+    let _server = a.start();
+    let tls = a.client();
+    let error = |body: &[u8]| json_of(body)["error"].as_str().unwrap().to_string();
+
+    // A reader reads and cannot write; the 403 names the scope the route needs.
+    let reader = token_with(&["kv:read"], &["--ttl", "600"]);
+    let (status, body) = a
+        .call(&tls, "GET", "/api/v1/kv", Some(&reader), b"")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = a
+        .call(&tls, "PUT", "/api/v1/kv/k", Some(&reader), b"v")
+        .unwrap();
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let e = error(&body);
+    assert!(
+        e.contains("lacks scope 'kv:write'")
+            && e.contains("PUT /api/v1/kv/{key}")
+            && e.contains("it carries: kv:read"),
+        "{e}"
+    );
+    assert_eq!(json_of(&body)["scope"], "kv:write");
+    // A writer writes and cannot read back, nor load a workload.
+    let writer = token_with(&["kv:write"], &["--ttl", "600"]);
+    let (status, body) = a
+        .call(&tls, "PUT", "/api/v1/kv/k", Some(&writer), b"v")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = a
+        .call(&tls, "GET", "/api/v1/kv/k", Some(&writer), b"")
+        .unwrap();
+    assert_eq!(status, 403);
+    assert!(error(&body).contains("lacks scope 'kv:read'"));
+    let (status, body) = a
+        .call(&tls, "DELETE", "/api/v1/workloads/x", Some(&writer), b"")
+        .unwrap();
+    assert_eq!(status, 403);
+    assert!(error(&body).contains("lacks scope 'workloads:write'"));
+    // A token without any scope opens nothing.
+    let none = token_with(&[], &["--ttl", "600"]);
+    let (status, body) = a.call(&tls, "GET", "/api/v1/kv", Some(&none), b"").unwrap();
+    assert_eq!(status, 403);
+    assert!(error(&body).contains("it carries no scope"));
+
+    // Lifetime: the configured 600 s, measured from iat.
+    let long = token_with(&["kv:read"], &["--ttl", "3600"]);
+    let (status, body) = a.call(&tls, "GET", "/api/v1/kv", Some(&long), b"").unwrap();
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        error(&body).contains("lifetime (exp - iat) is 3600 s, more than the 600 s allowed"),
+        "{}",
+        error(&body)
+    );
+
+    // iat in the future, and no iat at all: minted by hand, since `enclave-os token` always
+    // writes the current time.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let key =
+        jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(testdata("ec.key.pem")).unwrap())
+            .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("ec-1".into());
+    let mint = |claims: serde_json::Value| jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let future = mint(serde_json::json!({
+        "iss": ISS, "aud": AUD, "sub": "operator", "scope": "kv:read",
+        "iat": now + 3600, "exp": now + 3900,
+    }));
+    let (status, body) = a
+        .call(&tls, "GET", "/api/v1/kv", Some(&future), b"")
+        .unwrap();
+    assert_eq!(status, 401);
+    assert!(
+        error(&body).contains("issued in the future"),
+        "{}",
+        error(&body)
+    );
+    let no_iat = mint(serde_json::json!({
+        "iss": ISS, "aud": AUD, "sub": "operator", "scope": "kv:read", "exp": now + 300,
+    }));
+    let (status, body) = a
+        .call(&tls, "GET", "/api/v1/kv", Some(&no_iat), b"")
+        .unwrap();
+    assert_eq!(status, 401);
+    assert!(error(&body).contains("no 'iat' claim"), "{}", error(&body));
+
+    // `enclave-os token` refuses a scope the runtime does not know.
+    let o = run(&[
+        "token",
+        "--key",
+        testdata("ec.key.pem").to_str().unwrap(),
+        "--issuer",
+        ISS,
+        "--audience",
+        AUD,
+        "--scope",
+        "kv:wrte",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--scope kv:wrte: not a scope"), "{err}");
+}
+
+/// A CA, and a certificate for `localhost` it issued: (CA PEM, chain, key).
+fn localhost_pki() -> (
+    String,
+    Vec<rustls_pki_types::CertificateDer<'static>>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Issuer Test CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    (
+        ca_cert.pem(),
+        vec![leaf.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+    )
+}
+
+/// An identity provider's JWKS endpoint on loopback over HTTPS, answering whatever `jwks` holds
+/// at the time; its port.
+fn serve_jwks(
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+    jwks: Arc<Mutex<Vec<u8>>>,
+) -> u16 {
+    use std::io::{Read, Write};
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(enclave_ratls::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match tls.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            if head.ends_with(b"\r\n\r\n") {
+                let body = jwks.lock().unwrap().clone();
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tls.write_all(&body);
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+        }
+    });
+    port
+}
+
+/// The JWKS of `testdata/oidc` with only the key `kid`.
+fn jwks_only(kid: &str) -> Vec<u8> {
+    let mut set: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(testdata("jwks.json")).unwrap()).unwrap();
+    set["keys"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|k| k["kid"] == kid);
+    serde_json::to_vec(&set).unwrap()
+}
+
+/// Item 13: a JWKS URL is fetched again on its schedule; a rotated key set is used without a
+/// restart, a key the issuer now marks use=enc stops verifying, and an answer without a usable
+/// key changes nothing.
+#[test]
+fn a_jwks_url_is_reloaded_on_its_schedule_and_rotated_keys_take_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = localhost_pki();
+    let served = Arc::new(Mutex::new(jwks_only("ec-1")));
+    let port = serve_jwks(chain, key, served.clone());
+    std::fs::create_dir_all(tmp.path()).unwrap();
+    std::fs::write(tmp.path().join("egress-ca.pem"), ca).unwrap();
+    let a = Instance::new(
+        tmp.path(),
+        "jwks_refresh_secs = 10\n[egress]\nca_bundle = \"egress-ca.pem\"\n",
+    );
+    let text = std::fs::read_to_string(&a.config).unwrap().replace(
+        &format!("jwks_file = \"{}\"", testdata("jwks.json").display()),
+        &format!("jwks_url = \"https://localhost:{port}/jwks\""),
+    );
+    assert!(text.contains("jwks_url"), "{text}");
+    std::fs::write(&a.config, text).unwrap();
+    let _server = a.start();
+    let tls = a.client();
+    let o = run(&[
+        "token",
+        "--key",
+        testdata("rsa.key.pem").to_str().unwrap(),
+        "--kid",
+        "rsa-1",
+        "--issuer",
+        ISS,
+        "--audience",
+        AUD,
+        "--scope",
+        "kv:read",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rsa = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let ec = token();
+    let get = |t: &str| a.call(&tls, "GET", "/api/v1/kv", Some(t), b"").unwrap();
+    assert_eq!(get(&ec).0, 200);
+    let root = || {
+        let (_, body) = a.call(&tls, "GET", "/api/v1/status", None, b"").unwrap();
+        json_of(&body)["config_root"].as_str().unwrap().to_string()
+    };
+    let root_before = root();
+    let (status, body) = get(&rsa);
+    assert_eq!(status, 401);
+    assert!(
+        String::from_utf8_lossy(&body).contains("key id 'rsa-1' is not in the issuer's JWKS"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+
+    // The issuer rotates to rsa-1 and keeps ec-1 only as an encryption key; within a refresh
+    // period or two the runtime follows.
+    let mut rotated: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(testdata("jwks.json")).unwrap()).unwrap();
+    for k in rotated["keys"].as_array_mut().unwrap() {
+        if k["kid"] == "ec-1" {
+            k["use"] = serde_json::json!("enc");
+        }
+    }
+    *served.lock().unwrap() = serde_json::to_vec(&rotated).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while get(&rsa).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the rotated key was not taken up: {}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (status, body) = get(&ec);
+    assert_eq!(status, 401);
+    assert!(
+        String::from_utf8_lossy(&body)
+            .contains("key id 'ec-1' is in the issuer's JWKS but does not verify tokens: use=enc"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(a.log().contains("JWKS reloaded"), "{}", a.log());
+    // The key set is a leaf of the tree: the served config root moved with it.
+    assert_ne!(
+        root(),
+        root_before,
+        "the rotation left the config root unchanged"
+    );
+
+    // An answer without a usable key is refused, and the keys in use stay.
+    *served.lock().unwrap() = br#"{"keys": []}"#.to_vec();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !a.log().contains("JWKS reload failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no failed reload logged: {}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(a.log().contains("holds no usable"), "{}", a.log());
+    assert_eq!(get(&rsa).0, 200);
 }
 
 #[test]

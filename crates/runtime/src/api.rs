@@ -1,17 +1,23 @@
 //! The management API, under the reserved hostname (and any name no workload claims).
 //!
-//! | path | auth | what |
+//! Public: what a client needs to trust the service, and probes. Everything else needs a bearer
+//! token carrying the scope its route group declares (`auth::Scope`), checked once by the
+//! group's layer (`require`) before any handler runs: no token or a bad one gets 401, a good
+//! token without the scope gets 403 naming the scope.
+//!
+//! | path | scope | what |
 //! |---|---|---|
-//! | `GET /healthz`, `GET /readyz` | | liveness; readiness (the store is open and verified) |
-//! | `GET /api/v1/status` | | TEE, config root, store version and records, workloads, uptime |
-//! | `GET /metrics` | | Prometheus text format |
-//! | `GET /.well-known/enclave-os/manifest` | | the config manifest |
-//! | `GET /.well-known/enclave-os/proof/<name>` | | an inclusion proof |
-//! | `GET /.well-known/enclave-os/attestation` | | channel-bound evidence for this connection |
-//! | `GET /api/v1/kv` | bearer | the operator's keys |
-//! | `GET, PUT, DELETE /api/v1/kv/<key>` | bearer | the operator's sealed key-value data |
-//! | `GET /api/v1/workloads` | | workloads and where they come from |
-//! | `PUT, DELETE /api/v1/workloads/<name>` | bearer | load (or replace) and unload a workload |
+//! | `GET /healthz`, `GET /readyz` | public | liveness; readiness (the store is open and verified) |
+//! | `GET /api/v1/status` | public | TEE, simulated or not, config root, workloads' names, kinds, hostnames and code hashes |
+//! | `GET /api/v1/workloads` | public | the same workloads list |
+//! | `GET /.well-known/enclave-os/manifest` | public | the config manifest |
+//! | `GET /.well-known/enclave-os/proof/<name>` | public | an inclusion proof |
+//! | `GET /.well-known/enclave-os/attestation` | public | channel-bound evidence for this connection |
+//! | `GET /api/v1/status/detail` | `status:read` | the above plus version, uptime, store id, version, records and counter, issuer, where each workload came from |
+//! | `GET /metrics` | `status:read` | Prometheus text format |
+//! | `GET /api/v1/kv`, `GET /api/v1/kv/<key>` | `kv:read` | the operator's keys; a value |
+//! | `PUT, DELETE /api/v1/kv/<key>` | `kv:write` | the operator's sealed key-value data |
+//! | `PUT, DELETE /api/v1/workloads/<name>` | `workloads:write` | load (or replace) and unload a workload |
 //!
 //! Writes are acknowledged (200) only once durable and recorded by the rollback counter.
 
@@ -23,17 +29,18 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{MatchedPath, Path, Request, State as Axum};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, put};
+use axum::{Extension, Json, Router};
 use base64::Engine;
 use enclave_config::file::{Workload, WorkloadKind, WorkloadLimits};
 use enclave_store::Op;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::Scope;
 use crate::{State, workloads};
 
 /// The operator's own key-value namespace.
@@ -56,33 +63,97 @@ pub(crate) fn error(status: StatusCode, reason: impl Into<String>) -> Response {
 
 type Shared = Arc<State>;
 
-fn authorize(state: &State, headers: &HeaderMap) -> Result<String, Response> {
-    let outcome = match &state.auth {
-        None => Err(
-            "no OIDC issuer is configured ([oidc] in enclave.toml), so endpoints that change or read sealed state are disabled"
-                .to_string(),
+/// Who made a request that passed `require`: the token's subject, for the audit log.
+#[derive(Clone)]
+pub(crate) struct Caller {
+    pub subject: String,
+}
+
+/// A 401 or 403 with its reason, counted and logged (never with the token).
+fn refuse(state: &State, status: StatusCode, reason: String, scope: Option<Scope>) -> Response {
+    state
+        .metrics
+        .auth_failures
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(%reason, status = status.as_u16(), "request refused");
+    refusal(status, reason, scope)
+}
+
+/// The refusal's response: the reason in the body, and the challenge.
+fn refusal(status: StatusCode, reason: String, scope: Option<Scope>) -> Response {
+    let (challenge, body) = match scope {
+        // RFC 6750 §3.1: the scope the resource needs, in the challenge and the body.
+        Some(scope) => (
+            format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\""),
+            json!({ "error": reason, "scope": scope.as_str() }),
         ),
-        Some(a) => a
-            .check(
-                headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok()),
-            )
-            .map(|c| c.sub),
+        None => ("Bearer".to_string(), json!({ "error": reason })),
     };
-    outcome.map_err(|reason| {
-        state
-            .metrics
-            .auth_failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::warn!(%reason, "request refused: not authenticated");
-        let mut r = error(StatusCode::UNAUTHORIZED, reason);
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
+    let mut r = (status, Json(body)).into_response();
+    if let Ok(v) = header::HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// The auth layer of a route group: a valid token (401 otherwise) that carries the group's
+/// scope (403 otherwise). The handlers behind it see the caller as a `Caller` extension.
+async fn require(
+    Axum((s, scope)): Axum<(Shared, Scope)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(auth) = &s.auth else {
+        return refuse(
+            &s,
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "no OIDC issuer is configured ([oidc] in enclave.toml), so endpoints that need a token (here scope {scope}) are disabled"
+            ),
+            None,
         );
-        r
-    })
+    };
+    let presented = req.headers().get(header::AUTHORIZATION);
+    let claims = match auth.check(presented.and_then(|v| v.to_str().ok())) {
+        Ok(c) => c,
+        // Without any token, say what one needs to carry here.
+        Err(reason) if presented.is_none() => {
+            let reason = format!("{reason}, carrying scope '{scope}'");
+            return refuse(&s, StatusCode::UNAUTHORIZED, reason, None);
+        }
+        Err(reason) => return refuse(&s, StatusCode::UNAUTHORIZED, reason, None),
+    };
+    if !claims.has(scope) {
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_else(|| req.uri().path().to_string());
+        let held: Vec<&str> = claims.scopes().into_iter().collect();
+        let held = if held.is_empty() {
+            "it carries no scope".to_string()
+        } else {
+            format!("it carries: {}", held.join(" "))
+        };
+        let reason = format!(
+            "the token of '{}' lacks scope '{scope}', which {} {route} needs ({held})",
+            claims.sub,
+            req.method()
+        );
+        return refuse(&s, StatusCode::FORBIDDEN, reason, Some(scope));
+    }
+    req.extensions_mut().insert(Caller {
+        subject: claims.sub,
+    });
+    next.run(req).await
+}
+
+/// `routes`, each behind the auth layer for `scope`.
+fn guarded(state: &Shared, scope: Scope, routes: Router<Shared>) -> Router<Shared> {
+    routes.route_layer(axum::middleware::from_fn_with_state(
+        (state.clone(), scope),
+        require,
+    ))
 }
 
 /// Blocking store work off the async workers.
@@ -110,24 +181,57 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(Axum(s): Axum<Shared>) -> Response {
-    Json(
-        json!({ "status": "ready", "tee": s.tee.name(), "store_version": s.store.stats().version }),
-    )
+    Json(json!({ "status": "ready", "tee": s.tee.name() })).into_response()
+}
+
+/// Each workload as the public sees it: what runs (name, kind, code hash) and where to reach it.
+fn public_workloads(s: &State) -> Vec<(serde_json::Value, &'static str)> {
+    let tree = s.tree.read().unwrap_or_else(|p| p.into_inner()).clone();
+    workloads::all(s)
+        .into_iter()
+        .map(|(w, from)| {
+            let code = tree
+                .leaves()
+                .iter()
+                .find(|l| l.name == format!("workload/{}/code", w.name))
+                .map(|l| hex::encode(l.value_hash));
+            (
+                json!({ "name": w.name, "kind": w.kind, "hostnames": w.hostnames, "code_sha256": code }),
+                from,
+            )
+        })
+        .collect()
+}
+
+/// What a client needs to decide whether to trust the service, and nothing that shows activity
+/// (store version, records, counter location, uptime): those are in `status_detail`.
+async fn status(Axum(s): Axum<Shared>) -> Response {
+    let root = hex::encode(s.tree.read().unwrap_or_else(|p| p.into_inner()).root());
+    let workloads: Vec<_> = public_workloads(&s).into_iter().map(|(w, _)| w).collect();
+    Json(json!({
+        "tee": s.tee.name(),
+        "simulated": s.tee.simulated(),
+        "config_root": root,
+        "workloads": workloads,
+    }))
     .into_response()
 }
 
-async fn status(Axum(s): Axum<Shared>) -> Response {
+async fn status_detail(Axum(s): Axum<Shared>) -> Response {
     let stats = s.store.stats();
-    let tree = s.tree.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let workloads: Vec<_> = workloads::all(&s)
+    let root = hex::encode(s.tree.read().unwrap_or_else(|p| p.into_inner()).root());
+    let workloads: Vec<_> = public_workloads(&s)
         .into_iter()
-        .map(|(w, from)| json!({ "name": w.name, "kind": w.kind, "hostnames": w.hostnames, "from": from }))
+        .map(|(mut w, from)| {
+            w["from"] = json!(from);
+            w
+        })
         .collect();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "tee": s.tee.name(),
         "simulated": s.tee.simulated(),
-        "config_root": hex::encode(tree.root()),
+        "config_root": root,
         "management_hostname": s.config.config.management.hostname,
         "uptime_secs": s.metrics.uptime_secs(),
         "store": {
@@ -205,10 +309,7 @@ async fn attestation(
     .unwrap_or_else(|r| r)
 }
 
-async fn kv_list(Axum(s): Axum<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&s, &headers) {
-        return r;
-    }
+async fn kv_list(Axum(s): Axum<Shared>) -> Response {
     blocking(move || s.store.keys(OPERATOR_NAMESPACE).map_err(store_error))
         .await
         .map(|keys| {
@@ -221,10 +322,7 @@ async fn kv_list(Axum(s): Axum<Shared>, headers: HeaderMap) -> Response {
         .unwrap_or_else(|r| r)
 }
 
-async fn kv_get(Axum(s): Axum<Shared>, headers: HeaderMap, Path(key): Path<String>) -> Response {
-    if let Err(r) = authorize(&s, &headers) {
-        return r;
-    }
+async fn kv_get(Axum(s): Axum<Shared>, Path(key): Path<String>) -> Response {
     let k = key.clone();
     match blocking(move || {
         s.store
@@ -243,12 +341,8 @@ async fn kv_get(Axum(s): Axum<Shared>, headers: HeaderMap, Path(key): Path<Strin
     }
 }
 
-/// A put (`value`) or a delete (`None`) in the operator's namespace, once authorized.
-async fn kv_write(s: Shared, headers: &HeaderMap, key: String, value: Option<Bytes>) -> Response {
-    let sub = match authorize(&s, headers) {
-        Ok(sub) => sub,
-        Err(r) => return r,
-    };
+/// A put (`value`) or a delete (`None`) in the operator's namespace, by `sub`.
+async fn kv_write(s: Shared, sub: String, key: String, value: Option<Bytes>) -> Response {
     let action = if value.is_some() {
         "written"
     } else {
@@ -276,30 +370,23 @@ async fn kv_write(s: Shared, headers: &HeaderMap, key: String, value: Option<Byt
 
 async fn kv_put(
     Axum(s): Axum<Shared>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     body: Bytes,
 ) -> Response {
-    kv_write(s, &headers, key, Some(body)).await
+    kv_write(s, caller.subject, key, Some(body)).await
 }
 
-async fn kv_delete(Axum(s): Axum<Shared>, headers: HeaderMap, Path(key): Path<String>) -> Response {
-    kv_write(s, &headers, key, None).await
+async fn kv_delete(
+    Axum(s): Axum<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+) -> Response {
+    kv_write(s, caller.subject, key, None).await
 }
 
 async fn workloads_list(Axum(s): Axum<Shared>) -> Response {
-    let tree = s.tree.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let list: Vec<_> = workloads::all(&s)
-        .into_iter()
-        .map(|(w, from)| {
-            let code = tree
-                .leaves()
-                .iter()
-                .find(|l| l.name == format!("workload/{}/code", w.name))
-                .map(|l| hex::encode(l.value_hash));
-            json!({ "name": w.name, "kind": w.kind, "hostnames": w.hostnames, "from": from, "code_sha256": code })
-        })
-        .collect();
+    let list: Vec<_> = public_workloads(&s).into_iter().map(|(w, _)| w).collect();
     Json(json!({ "workloads": list })).into_response()
 }
 
@@ -324,14 +411,11 @@ struct LoadRequest {
 
 async fn workload_put(
     Axum(s): Axum<Shared>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let sub = match authorize(&s, &headers) {
-        Ok(sub) => sub,
-        Err(r) => return r,
-    };
+    let sub = caller.subject;
     let req: LoadRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the request body: {e}")),
@@ -376,13 +460,10 @@ async fn workload_put(
 
 async fn workload_delete(
     Axum(s): Axum<Shared>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Response {
-    let sub = match authorize(&s, &headers) {
-        Ok(sub) => sub,
-        Err(r) => return r,
-    };
+    let sub = caller.subject;
     let (s2, n) = (s.clone(), name.clone());
     match blocking(move || {
         workloads::unload(&s2, &n).map_err(|(status, reason)| error(status, reason))
@@ -418,30 +499,76 @@ async fn count(Axum(s): Axum<Shared>, req: Request, next: Next) -> Response {
     response
 }
 
-/// The management API's routes.
+/// The management API's routes: the public group, then one group per scope, each behind its
+/// auth layer. A path may sit in two groups with different methods (`/api/v1/kv/{key}`: GET
+/// needs `kv:read`, PUT and DELETE `kv:write`).
 pub(crate) fn router(state: Shared) -> Router {
     let max_body =
         usize::try_from(state.config.config.limits.max_request_bytes).unwrap_or(usize::MAX);
-    Router::new()
+    let public = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/workloads", get(workloads_list))
         .route("/.well-known/enclave-os/manifest", get(manifest))
         .route("/.well-known/enclave-os/proof/{*name}", get(proof))
-        .route(enclave_ratls::channel::PATH, get(attestation))
-        .route("/api/v1/kv", get(kv_list))
-        .route(
-            "/api/v1/kv/{key}",
-            get(kv_get).put(kv_put).delete(kv_delete),
-        )
-        .route("/api/v1/workloads", get(workloads_list))
-        .route(
+        .route(enclave_ratls::channel::PATH, get(attestation));
+    let status_read = guarded(
+        &state,
+        Scope::StatusRead,
+        Router::new()
+            .route("/api/v1/status/detail", get(status_detail))
+            .route("/metrics", get(metrics)),
+    );
+    let kv_read = guarded(
+        &state,
+        Scope::KvRead,
+        Router::new()
+            .route("/api/v1/kv", get(kv_list))
+            .route("/api/v1/kv/{key}", get(kv_get)),
+    );
+    let kv_write = guarded(
+        &state,
+        Scope::KvWrite,
+        Router::new().route("/api/v1/kv/{key}", put(kv_put).delete(kv_delete)),
+    );
+    let workloads_write = guarded(
+        &state,
+        Scope::WorkloadsWrite,
+        Router::new().route(
             "/api/v1/workloads/{name}",
-            axum::routing::put(workload_put).delete(workload_delete),
-        )
+            put(workload_put).delete(workload_delete),
+        ),
+    );
+    public
+        .merge(status_read)
+        .merge(kv_read)
+        .merge(kv_write)
+        .merge(workloads_write)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_missing_scope_is_named_in_the_challenge_and_the_body() {
+        let r = refusal(
+            StatusCode::FORBIDDEN,
+            "lacks scope 'kv:write'".into(),
+            Some(Scope::KvWrite),
+        );
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer error=\"insufficient_scope\", scope=\"kv:write\""
+        );
+        let r = refusal(StatusCode::UNAUTHORIZED, "no bearer token".into(), None);
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    }
 }

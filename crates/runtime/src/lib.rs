@@ -8,7 +8,8 @@
 //! The intermediary CA's key is imported once and kept sealed to the TEE, and so is the sealed
 //! store's master key (`provision`). The store is opened and verified against its rollback
 //! counter before anything is served (`enclave-store`). The management API (`api`) answers on
-//! the reserved hostname; state-changing calls need an OIDC bearer token (`auth`). An instance
+//! the reserved hostname; beyond the public status, calls need an OIDC bearer token carrying the
+//! route's scope (`auth`), and a JWKS URL is fetched again on a schedule. An instance
 //! may also serve as a witness, keeping other instances' rollback counters (`witness`).
 //!
 //! WebAssembly workloads run through `enclave-wasm`; container and process workloads are
@@ -28,7 +29,7 @@ mod trust;
 mod witness;
 mod workloads;
 
-pub use auth::{Authenticator, Claims};
+pub use auth::{Authenticator, Claims, KeySet, RESERVED_SCOPE_PREFIX, Scope, ScopeClaim};
 pub use witness::{WitnessCounter, WitnessPin};
 
 use std::net::SocketAddr;
@@ -101,6 +102,9 @@ pub(crate) struct State {
     /// Chooses the enclave-wide or a workload's certificate by SNI.
     pub resolver: Arc<SniResolver>,
     pub config: LoadedConfig,
+    /// The JWKS bytes in use when a `jwks_url` refetch rotated them since the start; the tree
+    /// commits these (`oidc/jwks`) in place of the configuration's own (`workloads::tree_now`).
+    pub rotated_jwks: RwLock<Option<Arc<Vec<u8>>>>,
     pub tree: RwLock<Arc<ConfigTree>>,
     /// Workloads loaded at run time.
     pub loaded: Mutex<workloads::Loaded>,
@@ -115,6 +119,7 @@ pub(crate) struct State {
 /// A prepared runtime: TEE open, CA and store unsealed, certificates issued.
 pub struct Runtime {
     state: Arc<State>,
+    jwks_refresh: Option<auth::JwksRefresh>,
     listen: SocketAddr,
     /// The root clients pass as `--root`.
     pub ca_root: PathBuf,
@@ -237,10 +242,23 @@ impl Runtime {
                     o.clock_skew_secs,
                     jwks::keys(&config)?,
                 )
-                .map_err(RuntimeError::Oidc)?,
+                .map_err(RuntimeError::Oidc)?
+                .with_max_lifetime(o.max_token_lifetime()),
             ),
             None => None,
         };
+        // A JWKS URL is fetched again on a schedule (key rotation); a file never is.
+        let jwks_refresh = c.oidc.as_ref().and_then(|o| {
+            let every = Duration::from_secs(o.jwks_refresh()?);
+            let (o, egress) = (o.clone(), egress.clone());
+            Some(auth::JwksRefresh::new(
+                every,
+                Box::new(move || {
+                    let url = o.jwks_url.as_deref().unwrap_or_default();
+                    jwks::fetch(url, egress.as_ref()).map_err(|e| e.to_string())
+                }),
+            ))
+        });
 
         // The enclave-wide certificate first: a witness counter presents it as the client
         // certificate before the store (and so the loaded workloads) can be read.
@@ -381,6 +399,7 @@ impl Runtime {
             enclave_names,
             resolver,
             config,
+            rotated_jwks: RwLock::new(None),
             tree: RwLock::new(tree),
             loaded: Mutex::new(loaded),
             store,
@@ -392,6 +411,7 @@ impl Runtime {
         services.attach(&state);
         Ok(Self {
             state,
+            jwks_refresh,
             listen,
             ca_root,
             state_dir,
@@ -455,6 +475,10 @@ impl Runtime {
                 .with_header_timeout(header_timeout),
         );
         let app = api::router(self.state.clone());
+        let _jwks_refresh = self
+            .jwks_refresh
+            .as_ref()
+            .map(|r| r.start(self.state.clone()));
 
         // The witness listener: mutual RA-TLS, the witness routes only, the enclave-wide
         // certificate for every name.

@@ -263,11 +263,24 @@ fn conflict(reason: String) -> ApiError {
     (StatusCode::CONFLICT, reason)
 }
 
-/// Recompute the tree and the enclave-wide certificate after `loaded` changed.
-fn retree(state: &State, loaded: &Loaded) -> Result<Arc<ConfigTree>, ApiError> {
+/// The tree as the runtime now stands: the configuration, with the JWKS a refetch rotated in
+/// (if any), and `loaded`.
+pub(crate) fn tree_now(state: &State, loaded: &Loaded) -> Result<ConfigTree, RuntimeError> {
+    let rotated = state
+        .rotated_jwks
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    match rotated {
+        Some(jwks) => tree(&state.config.with_jwks(jwks.to_vec())?, loaded),
+        None => tree(&state.config, loaded),
+    }
+}
+
+/// Recompute the tree and the enclave-wide certificate after `loaded` (or the JWKS) changed.
+pub(crate) fn retree(state: &State, loaded: &Loaded) -> Result<Arc<ConfigTree>, ApiError> {
     let tree = Arc::new(
-        tree(&state.config, loaded)
-            .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?,
+        tree_now(state, loaded).map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?,
     );
     state.enclave.set_spec(enclave_spec(
         state.enclave_names.clone(),
@@ -324,8 +337,8 @@ pub(crate) fn load(state: &State, w: Workload, code: Vec<u8>) -> Result<(), ApiE
     let mut next = loaded.clone();
     next.insert(w.name.clone(), (w.clone(), code.clone()));
     // Check the tree before anything is kept.
-    let candidate = tree(&state.config, &next)
-        .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let candidate =
+        tree_now(state, &next).map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let spec = workload_spec(
         &candidate,
         &w,

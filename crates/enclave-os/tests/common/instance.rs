@@ -195,18 +195,30 @@ pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
+/// A token with every scope the management API knows.
 pub fn token() -> String {
-    let o = run(&[
+    token_with(&["status:read kv:read kv:write workloads:write"], &[])
+}
+
+/// A token with these `--scope` values and further `enclave-os token` arguments.
+pub fn token_with(scopes: &[&str], extra: &[&str]) -> String {
+    let key = testdata("ec.key.pem");
+    let mut args = vec![
         "token",
         "--key",
-        testdata("ec.key.pem").to_str().unwrap(),
+        key.to_str().unwrap(),
         "--kid",
         "ec-1",
         "--issuer",
         ISS,
         "--audience",
         AUD,
-    ]);
+    ];
+    for s in scopes {
+        args.extend(["--scope", s]);
+    }
+    args.extend(extra);
+    let o = run(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap().trim().to_string()
 }
