@@ -18,7 +18,15 @@ import tomllib
 
 MAX_EXACT_INTEGER = 2**53 - 1
 DEFAULT_MANAGEMENT_HOSTNAME = "manage.enclave-os.internal"
-DEFAULT_LIMITS = {"max_connections": 1024, "max_request_bytes": 1 << 20, "max_wasm_instances": 64}
+DEFAULT_LIMITS = {
+    "max_connections": 1024,
+    "max_request_bytes": 1 << 20,
+    "max_wasm_instances": 64,
+    "header_timeout_secs": 10,
+    "request_timeout_secs": 60,
+    "max_challenge_handshakes": 2,
+    "max_witness_connections": 64,
+}
 DEFAULT_CLOCK_SKEW_SECS = 60
 SIM_ROOT_FILE = "root.crt.pem"
 
@@ -91,12 +99,17 @@ def leaves(path, version, jwks_override=None):
     if o is None:
         out["oidc"] = b"null"
     else:
-        out["oidc"] = jcs({
+        oidc = {
             "issuer": o["issuer"],
             "audience": o["audience"],
             "jwks_url": o.get("jwks_url"),
             "clock_skew_secs": o.get("clock_skew_secs", DEFAULT_CLOCK_SKEW_SECS),
-        }).encode()
+        }
+        # Members only when set, so that configurations without them keep their roots.
+        for optional in ("max_token_lifetime_secs", "jwks_refresh_secs"):
+            if optional in o:
+                oidc[optional] = o[optional]
+        out["oidc"] = jcs(oidc).encode()
         if jwks_override is not None:
             out["oidc/jwks"] = jwks_override
         elif "jwks_file" in o:
@@ -116,17 +129,23 @@ def leaves(path, version, jwks_override=None):
     store = c.get("store", {})
     counter, w = store.get("counter", "file"), store.get("witness")
     if counter != "file" or w is not None:
-        out["store"] = jcs({"counter": counter, "witness": None if w is None else {"url": w["url"]}}).encode()
+        witness = None if w is None else {"url": w["url"], "config_root": w.get("config_root")}
+        out["store"] = jcs({"counter": counter, "witness": witness}).encode()
         if w is not None:
             out["store/witness-root"] = read(w["root"])
             if "trust_sim" in w:
                 out["store/witness-trust-sim"] = sim_root(w["trust_sim"])
+            if "policy" in w:
+                out["store/witness-policy"] = read(w["policy"])
     w = c.get("witness")
     if w is not None:
         out["witness"] = jcs({"listen": w["listen"]}).encode()
         out["witness/clients-root"] = read(w["clients_root"])
         if "trust_sim" in w:
             out["witness/trust-sim"] = sim_root(w["trust_sim"])
+    binding = c.get("listener", {}).get("evidence_binding", "seed")
+    if binding != "seed":
+        out["listener/evidence-binding"] = binding.encode()
     for wl in c.get("workload", []):
         name = wl["name"]
         out[f"workload/{name}/code"] = read(wl["source"]) if "source" in wl else wl["image"].encode()

@@ -581,13 +581,11 @@ pub(crate) fn reload_jwks(state: &crate::State, bytes: &[u8]) -> Result<bool, St
     // by a new key is never accepted while the served root still commits to the old key set.
     // Loads and unloads hold the same lock, so neither rebuilds the tree from the old set.
     let loaded = state.loaded.lock().unwrap_or_else(|p| p.into_inner());
-    let before = std::mem::replace(
-        &mut *state
-            .rotated_jwks
-            .write()
-            .unwrap_or_else(|p| p.into_inner()),
-        Some(std::sync::Arc::new(bytes.to_vec())),
-    );
+    let before = state
+        .rotated_jwks
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .replace(std::sync::Arc::new(bytes.to_vec()));
     if let Err((_, reason)) = crate::workloads::retree(state, &loaded) {
         *state
             .rotated_jwks

@@ -92,11 +92,34 @@ impl Instance {
     }
 
     /// Start, expecting a refusal: the exit code and what it said.
+    /// A runtime that starts serving instead of refusing is killed after 60 s and fails the
+    /// test, rather than leaving it waiting forever.
     pub fn refused(&self) -> (i32, String) {
-        let o = run(&self.args().iter().map(String::as_str).collect::<Vec<_>>());
+        let err = tempfile::NamedTempFile::new().unwrap();
+        let mut child = Command::new(BIN)
+            .args(self.args())
+            .stdout(Stdio::null())
+            .stderr(err.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the runtime did not refuse to start (still running after 60 s): {}",
+                    std::fs::read_to_string(err.path()).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
+            status.code().unwrap_or(-1),
+            std::fs::read_to_string(err.path()).unwrap_or_default(),
         )
     }
 
