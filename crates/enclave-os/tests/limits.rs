@@ -119,7 +119,9 @@ fn connections_past_the_witness_listeners_cap_are_dropped_at_once() {
     drop(held);
 
     let tls = a.client();
-    let (status, body) = a.call(&tls, "GET", "/metrics", None, b"").unwrap();
+    let (status, body) = a
+        .call(&tls, "GET", "/metrics", Some(&token()), b"")
+        .unwrap();
     assert_eq!(status, 200);
     let metrics = String::from_utf8_lossy(&body);
     let refused = metric(&metrics, "enclave_os_connections_refused_total");
@@ -178,7 +180,9 @@ fn a_flood_of_challenge_handshakes_is_bounded_and_plain_requests_still_complete(
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
-    let (status, body) = a.call(&tls, "GET", "/metrics", None, b"").unwrap();
+    let (status, body) = a
+        .call(&tls, "GET", "/metrics", Some(&token()), b"")
+        .unwrap();
     assert_eq!(status, 200);
     let metrics = String::from_utf8_lossy(&body);
     assert!(
@@ -201,7 +205,9 @@ fn made_up_methods_are_counted_as_other() {
         let (status, _) = a.call(&tls, m, "/api/v1/status", None, b"").unwrap();
         assert_eq!(status, 405);
     }
-    let (_, body) = a.call(&tls, "GET", "/metrics", None, b"").unwrap();
+    let (_, body) = a
+        .call(&tls, "GET", "/metrics", Some(&token()), b"")
+        .unwrap();
     let metrics = String::from_utf8_lossy(&body);
     assert!(
         !metrics.contains("FOOBAR") && !metrics.contains("XYZZY"),

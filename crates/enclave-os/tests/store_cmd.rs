@@ -56,8 +56,10 @@ fn a_deleted_counter_stops_the_start_until_the_operator_resets_it() {
     // A witness counter is not this command's to reset.
     let w = Instance::new(
         &tmp.path().join("witnessed"),
-        "[store]\ncounter = \"witness\"\n[store.witness]\nurl = \"https://127.0.0.1:9\"\nroot = \"root.crt.pem\"\n",
+        "[store]\ncounter = \"witness\"\n[store.witness]\nurl = \"https://127.0.0.1:9\"\nroot = \"root.crt.pem\"\nconfig_root = \"abababababababababababababababababababababababababababababababab\"\n",
     );
+    // The witness's root is read when the configuration is loaded; any bytes do here.
+    std::fs::write(w.dir.join("root.crt.pem"), b"a stand-in root").unwrap();
     let (code, v) = json(&["store", "reset-counter", w.config.to_str().unwrap()]);
     assert_eq!(code, 1, "{v}");
     let e = v["error"].as_str().unwrap();
