@@ -267,7 +267,19 @@ impl Runtime {
             listen.ip().to_string(),
             c.management.hostname.clone(),
         ];
-        enclave_names.dedup();
+        // Clients of a witness check its certificate's names against the URL they use: the
+        // witness listener's own address is one they may reach it by.
+        if let Some(ip) = c
+            .witness
+            .as_ref()
+            .and_then(|w| w.listen.parse::<SocketAddr>().ok())
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified())
+        {
+            enclave_names.push(ip.to_string());
+        }
+        let mut seen = std::collections::HashSet::new();
+        enclave_names.retain(|n| seen.insert(n.clone()));
         let file_tree = workloads::tree(&config, &workloads::Loaded::new())?;
         let binding = workloads::evidence_binding(&config);
         let enclave = Arc::new(RatlsResolver::new(
