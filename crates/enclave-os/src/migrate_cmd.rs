@@ -11,16 +11,17 @@ use serde_json::json;
 
 use crate::{EXIT_REJECTED, EXIT_USAGE};
 
+/// What the commands that open sealed state share (`migrate`, `store`).
 #[derive(Args)]
 pub(crate) struct Common {
-    /// The configuration file.
-    config: PathBuf,
+    /// The configuration file (its TEE and seal policy unseal the state).
+    pub config: PathBuf,
     /// The state directory, instead of the file's `state_dir`.
     #[arg(long)]
-    state_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Subcommand)]
@@ -71,7 +72,8 @@ pub(crate) enum MigrateCommand {
     Import(Common),
 }
 
-fn finish(json_out: bool, result: Result<serde_json::Value, (u8, String)>) -> ExitCode {
+/// Print `result` (its `message`, or all of it as JSON) and give the exit status.
+pub(crate) fn finish(json_out: bool, result: Result<serde_json::Value, (u8, String)>) -> ExitCode {
     match result {
         Ok(v) => {
             if json_out {

@@ -1,28 +1,16 @@
 //! `enclave-os store`: operator commands on the sealed store (see docs/store.md), run while the
 //! runtime is stopped.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use enclave_config::LoadedConfig;
 use enclave_runtime::Overrides;
 use enclave_runtime::store_admin::{self, PreviousCounter};
 use serde_json::json;
 
+use crate::migrate_cmd::{Common, finish};
 use crate::{EXIT_REJECTED, EXIT_USAGE};
-
-#[derive(Args)]
-pub(crate) struct Common {
-    /// The configuration file (for the TEE and seal policy that unseal the master key).
-    config: PathBuf,
-    /// The state directory, instead of the file's `state_dir`.
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
-}
 
 #[derive(Subcommand)]
 pub(crate) enum StoreCommand {
@@ -36,7 +24,7 @@ pub(crate) enum StoreCommand {
 
 pub(crate) fn run(cmd: StoreCommand) -> ExitCode {
     match cmd {
-        StoreCommand::ResetCounter(c) => finish(&c, reset_counter(&c)),
+        StoreCommand::ResetCounter(c) => finish(c.json, reset_counter(&c)),
     }
 }
 
@@ -74,25 +62,4 @@ fn reset_counter(c: &Common) -> Result<serde_json::Value, (u8, String)> {
         "previous": previous,
         "message": message,
     }))
-}
-
-fn finish(c: &Common, result: Result<serde_json::Value, (u8, String)>) -> ExitCode {
-    match result {
-        Ok(v) => {
-            if c.json {
-                println!("{v}");
-            } else if let Some(m) = v["message"].as_str() {
-                println!("{m}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err((code, e)) => {
-            if c.json {
-                println!("{}", json!({ "error": e }));
-            } else {
-                eprintln!("error: {e}");
-            }
-            ExitCode::from(code)
-        }
-    }
 }

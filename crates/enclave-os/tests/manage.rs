@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -273,32 +272,6 @@ fn tokens_need_the_route_scope_a_bounded_lifetime_and_an_issue_time_not_in_the_f
     assert!(err.contains("--scope kv:wrte: not a scope"), "{err}");
 }
 
-/// A CA, and a certificate for `localhost` it issued: (CA PEM, chain, key).
-fn localhost_pki() -> (
-    String,
-    Vec<rustls_pki_types::CertificateDer<'static>>,
-    rustls_pki_types::PrivateKeyDer<'static>,
-) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Issuer Test CA");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    (
-        ca_cert.pem(),
-        vec![leaf.der().clone()],
-        rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-    )
-}
-
 /// An identity provider's JWKS endpoint on loopback over HTTPS, answering whatever `jwks` holds
 /// at the time; its port.
 fn serve_jwks(
@@ -364,7 +337,7 @@ fn jwks_only(kid: &str) -> Vec<u8> {
 #[test]
 fn a_jwks_url_is_reloaded_on_its_schedule_and_rotated_keys_take_over() {
     let tmp = tempfile::tempdir().unwrap();
-    let (ca, chain, key) = localhost_pki();
+    let (ca, chain, key) = test_pki("Issuer Test CA");
     let served = Arc::new(Mutex::new(jwks_only("ec-1")));
     let port = serve_jwks(chain, key, served.clone());
     std::fs::create_dir_all(tmp.path()).unwrap();
@@ -574,19 +547,6 @@ fn a_database_copied_back_from_earlier_is_refused() {
     let (code, err) = a.refused();
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("missing"), "{err}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
 }
 
 /// A host restoring the whole state directory defeats the file counter (the documented

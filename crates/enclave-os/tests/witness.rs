@@ -10,19 +10,6 @@ use std::path::Path;
 use common::instance::*;
 use common::*;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 /// The config root `enclave-os measure` computes for `config`.
 fn measure(config: &Path) -> String {
     let (code, v) = json(&["measure", config.to_str().unwrap()]);
