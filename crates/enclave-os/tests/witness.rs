@@ -147,6 +147,20 @@ fn a_stand_in_witness_that_never_enrolled_the_counter_is_refused() {
         err.contains("is not enrolled at this witness") && err.contains("answered 404"),
         "{err}"
     );
+
+    // The host deletes the database too, hoping the client takes itself for new and enrols at
+    // B, and then walks old copies of the database up one version at a time. A sealed master
+    // key on disk means an enrolled counter: the client never enrols again.
+    std::fs::remove_file(s.dir("client/state/store/kv.redb")).unwrap();
+    let (code, err) = client.refused();
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("is not enrolled at this witness"), "{err}");
+    assert_eq!(
+        client.log().matches("store counter enrolled at the witness").count(),
+        1,
+        "{}",
+        client.log()
+    );
 }
 
 /// A witness whose certificate carries another config root than the pinned one is refused in

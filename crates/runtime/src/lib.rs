@@ -289,7 +289,7 @@ impl Runtime {
         ));
         enclave.current().map_err(ca_err)?;
 
-        let (master, id) = provision::master_key(&state_dir, tee.as_ref(), policy)?;
+        let (master, id, unsaved) = provision::master_key(&state_dir, tee.as_ref(), policy)?;
         let store_dir = state_dir.join("store");
         let db_path = store_dir.join("kv.redb");
         let counter: Box<dyn Counter> = match (&c.store.counter, &c.store.witness) {
@@ -309,9 +309,10 @@ impl Runtime {
                     id,
                 )
                 .map_err(witness_err)?;
-                // A witness answers only for counters it enrolled; a store enrols when it is
-                // created, and never again (see `witness`).
-                if !db_path.exists() {
+                // A witness answers only for counters it enrolled. A store enrols once, when its
+                // master key is generated, before that key is written: a key on disk means an
+                // enrolled counter, whatever else the host deleted (see `provision::Unsaved`).
+                if unsaved.is_some() {
                     counter
                         .enrol()
                         .map_err(|e| RuntimeError::Store(e.to_string()))?;
@@ -324,6 +325,9 @@ impl Runtime {
                     .map_err(|e| RuntimeError::Store(e.to_string()))?,
             ),
         };
+        if let Some(unsaved) = unsaved {
+            unsaved.persist()?;
+        }
         // Derived before the master key moves into the store: the compiled-code cache has a key
         // of its own (see enclave_wasm::cache).
         let cache_key = master

@@ -186,13 +186,42 @@ fn drop_dev_root_key(state_dir: &Path, root_cert: &Path) -> Result<(), RuntimeEr
 
 pub(crate) const MASTER_CONTEXT: &str = "runtime/store/master-key";
 
-/// The sealed store's master key and store id: generated on the first run and sealed to the TEE
-/// into `<state_dir>/store/master.key.sealed`; unsealed on later runs.
+/// A master key generated in this start and not yet on disk: [`Unsaved::persist`] writes it.
+///
+/// A witness-counted store enrols its counter between the two: a master key on disk then always
+/// means an enrolled counter, so the runtime never enrols for a store it already had. Deciding
+/// "new store" from anything else on the host's disk (the database file, say) would let the host
+/// delete that and have an existing store enrol again at a witness that never saw it.
+pub(crate) struct Unsaved {
+    path: PathBuf,
+    blob: Vec<u8>,
+    id: enclave_store::StoreId,
+}
+
+impl Unsaved {
+    /// Write the sealed master key: from here on this store exists.
+    pub(crate) fn persist(self) -> Result<(), RuntimeError> {
+        write_private(&self.path, &self.blob)?;
+        tracing::info!(path = %self.path.display(), store = %self.id, "generated the store's master key and sealed it to the TEE");
+        Ok(())
+    }
+}
+
+/// The sealed store's master key and store id, unsealed from
+/// `<state_dir>/store/master.key.sealed`; or, on the first run, generated and sealed, with the
+/// sealed blob still to be written (`Unsaved`).
 pub(crate) fn master_key(
     state_dir: &Path,
     tee: &dyn Tee,
     policy: SealPolicy,
-) -> Result<(enclave_store::MasterKey, enclave_store::StoreId), RuntimeError> {
+) -> Result<
+    (
+        enclave_store::MasterKey,
+        enclave_store::StoreId,
+        Option<Unsaved>,
+    ),
+    RuntimeError,
+> {
     let dir = state_dir.join("store");
     let sealed_path = dir.join("master.key.sealed");
     let key = |what: &str| {
@@ -221,7 +250,7 @@ pub(crate) fn master_key(
             .map_err(|e| store_err(e.to_string()))?;
         let mut id = [0u8; 16];
         id.copy_from_slice(&plain[32..]);
-        return Ok((master, enclave_store::StoreId(id)));
+        return Ok((master, enclave_store::StoreId(id), None));
     }
     if dir.join("kv.redb").exists() {
         return Err(store_err(format!(
@@ -239,7 +268,13 @@ pub(crate) fn master_key(
     let blob = key("seal")?
         .seal(MASTER_CONTEXT, &plain)
         .map_err(|e| store_err(e.to_string()))?;
-    write_private(&sealed_path, &blob)?;
-    tracing::info!(path = %sealed_path.display(), store = %id, "generated the store's master key and sealed it to the TEE");
-    Ok((master, id))
+    Ok((
+        master,
+        id,
+        Some(Unsaved {
+            path: sealed_path,
+            blob,
+            id,
+        }),
+    ))
 }

@@ -54,7 +54,15 @@ pub fn reset_counter(config: &LoadedConfig, overrides: &Overrides) -> Result<Res
     }
     let tee = enclave_tee::hw::detect::open(&c.tee, &state_dir.join("sim"))?;
     let policy = enclave_tee::SealPolicy::parse(&c.seal_policy).map_err(store_err)?;
-    let (master, id) = provision::master_key(&state_dir, tee.as_ref(), policy)?;
+    let (master, id, unsaved) = provision::master_key(&state_dir, tee.as_ref(), policy)?;
+    if unsaved.is_some() {
+        // Not reached while the database exists (master_key refuses that), and never worth
+        // a new key: the command only repairs an existing store.
+        return Err(store_err(format!(
+            "{} holds no sealed master key: there is no store to repair",
+            store_dir.display()
+        )));
+    }
     let counter = FileCounter::new(&counter_path, &master, id).map_err(store_err)?;
     let done = enclave_store::reset_counter(&database, &master, id, &counter).map_err(store_err)?;
     tracing::warn!(

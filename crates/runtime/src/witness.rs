@@ -287,14 +287,11 @@ impl WitnessCounter {
             .ok_or_else(|| self.err("answered without a value"))
     }
 
-    /// Enrol this store's counter at the witness: done once, when the store is created. A
-    /// counter already enrolled (a creation interrupted after enrolment) is left as it is; the
-    /// store's open then compares it with the database.
+    /// Enrol this store's counter at the witness: done once, for a store id generated in this
+    /// start. Store ids are random, so a counter that already exists is not this store's to
+    /// take over: refused.
     pub fn enrol(&self) -> Result<(), CounterError> {
         let answer = self.call("PUT", None)?;
-        if answer.0 == 409 {
-            return Ok(());
-        }
         self.value(answer, 201).map(|_| ())
     }
 }
