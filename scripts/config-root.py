@@ -24,6 +24,7 @@ DEFAULT_LIMITS = {
     "max_wasm_instances": 64,
     "header_timeout_secs": 10,
     "request_timeout_secs": 60,
+    "write_stall_secs": 10,
     "max_challenge_handshakes": 2,
     "max_witness_connections": 64,
 }

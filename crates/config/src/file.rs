@@ -310,6 +310,11 @@ pub struct Limits {
     /// Seconds a management API request may take, its body included.
     #[serde(default = "Limits::default_request_timeout")]
     pub request_timeout_secs: NonZeroU32,
+    /// Seconds a response may make no progress, its client reading none of it, before the
+    /// connection is closed: a client that pipelines requests and never reads cannot hold a
+    /// connection and its buffers.
+    #[serde(default = "Limits::default_write_stall")]
+    pub write_stall_secs: NonZeroU32,
     /// Challenge-mode certificates (a fresh key, quote and signature each) issued at once, off
     /// the threads that serve requests. As many more may wait; a challenge beyond that is refused.
     #[serde(default = "Limits::default_challenges")]
@@ -338,6 +343,10 @@ impl Limits {
         const N: NonZeroU32 = nonzero(60);
         N
     }
+    fn default_write_stall() -> NonZeroU32 {
+        const N: NonZeroU32 = nonzero(10);
+        N
+    }
     fn default_challenges() -> NonZeroU32 {
         const N: NonZeroU32 = nonzero(2);
         N
@@ -364,6 +373,7 @@ impl Default for Limits {
             max_wasm_instances: Self::default_wasm_instances(),
             header_timeout_secs: Self::default_header_timeout(),
             request_timeout_secs: Self::default_request_timeout(),
+            write_stall_secs: Self::default_write_stall(),
             max_challenge_handshakes: Self::default_challenges(),
             max_witness_connections: Self::default_witness_connections(),
         }
@@ -437,6 +447,24 @@ impl Workload {
                     self.name
                 ),
             ));
+        }
+        // A workload's names are DNS names of its own. `localhost` and IP addresses are how
+        // clients reach the management API (the enclave-wide certificate names them): a
+        // workload claiming one would receive the operator's requests and bearer tokens.
+        for h in &self.hostnames {
+            let h = h.trim_end_matches('.');
+            let ip = h.trim_start_matches('[').trim_end_matches(']');
+            if h.is_empty()
+                || h.eq_ignore_ascii_case("localhost")
+                || ip.parse::<std::net::IpAddr>().is_ok()
+            {
+                return Err((
+                    "hostnames",
+                    format!(
+                        "'{h}' is not a workload's own DNS name: localhost and IP addresses reach the management API"
+                    ),
+                ));
+            }
         }
         match (self.kind, &self.source, &self.image) {
             (WorkloadKind::Wasm | WorkloadKind::Process, None, _) if needs_source => Err((

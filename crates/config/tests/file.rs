@@ -129,6 +129,20 @@ fn mistakes_name_file_line_and_field() {
             vec!["field `store.witness.config_root`", "64 hex digits"],
         ),
         (
+            "[[workload]]\nname = \"a\"\nkind = \"wasm\"\nsource = \"x\"\nhostnames = [\"127.0.0.1\"]\n",
+            vec![
+                "workload[0].hostnames",
+                "IP addresses reach the management API",
+            ],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"wasm\"\nsource = \"x\"\nhostnames = [\"LocalHost\"]\n",
+            vec![
+                "workload[0].hostnames",
+                "'LocalHost' is not a workload's own DNS name",
+            ],
+        ),
+        (
             "[limits]\nmax_challenge_handshakes = 0\n",
             vec!["line 2", "max_challenge_handshakes", "nonzero"],
         ),

@@ -723,6 +723,17 @@ fn workloads_load_and_unload_at_run_time_changing_only_their_own_certificate() {
     );
     let (status, body) = load("bad.name", "x.test", b"x");
     assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    // Names that reach the management API cannot be claimed: the workload would receive the
+    // operator's requests and their bearer tokens.
+    for host in ["127.0.0.1", "localhost", "::1"] {
+        let (status, body) = load("three", host, b"x");
+        assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+        assert!(
+            String::from_utf8_lossy(&body).contains("reach the management API"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
     // A workload's hostname reaches the workload, which this build does not run yet.
     let (status, _) = a.call(&tls, "GET", "/", None, b"").unwrap();
     assert_eq!(status, 404);

@@ -156,7 +156,10 @@ fn a_stand_in_witness_that_never_enrolled_the_counter_is_refused() {
     assert_ne!(code, 0, "{err}");
     assert!(err.contains("is not enrolled at this witness"), "{err}");
     assert_eq!(
-        client.log().matches("store counter enrolled at the witness").count(),
+        client
+            .log()
+            .matches("store counter enrolled at the witness")
+            .count(),
         1,
         "{}",
         client.log()

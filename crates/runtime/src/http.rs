@@ -7,8 +7,9 @@
 //!   a fresh key, quote and signature, is issued on the blocking pool, at most
 //!   `limits.max_challenge_handshakes` at once with as many waiting, and refused beyond that;
 //! - a request head must arrive within `limits.header_timeout_secs` of the connection being
-//!   ready for it (also the keep-alive idle limit), and a management request must complete
-//!   within `limits.request_timeout_secs`;
+//!   ready for it (also the keep-alive idle limit), a management request must complete within
+//!   `limits.request_timeout_secs`, and a response that makes no progress for
+//!   `limits.write_stall_secs` closes the connection (`stall`);
 //! - request bodies larger than `limits.max_request_bytes` are refused, for workloads as for
 //!   the management API.
 
@@ -252,9 +253,9 @@ pub(crate) async fn connection(
         presented: chosen.presented(session).cloned().map(Arc::new),
     };
     let sni = session.server_name().map(str::to_string);
-    let request_timeout = Duration::from_secs(u64::from(
-        state.config.config.limits.request_timeout_secs.get(),
-    ));
+    let limits = &state.config.config.limits;
+    let request_timeout = Duration::from_secs(u64::from(limits.request_timeout_secs.get()));
+    let write_stall = Duration::from_secs(u64::from(limits.write_stall_secs.get()));
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let app = app.clone();
         let state = state.clone();
@@ -297,6 +298,9 @@ pub(crate) async fn connection(
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshakes.header_timeout)
-        .serve_connection(TokioIo::new(tls), service)
+        .serve_connection(
+            TokioIo::new(crate::stall::StallLimit::new(tls, write_stall)),
+            service,
+        )
         .await;
 }

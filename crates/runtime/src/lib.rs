@@ -15,6 +15,7 @@
 //! WebAssembly workloads run through `enclave-wasm`; container and process workloads are
 //! certified and routed, and answer 503 until they are built.
 
+mod admission;
 mod api;
 mod auth;
 mod http;
@@ -24,6 +25,7 @@ mod metrics;
 pub mod migrate;
 mod provision;
 mod sdk;
+mod stall;
 pub mod store_admin;
 mod trust;
 mod witness;
@@ -81,6 +83,10 @@ pub enum RuntimeError {
         reason: String,
     },
 }
+
+/// One source address may hold at most this share (1/N) of the witness listener's connections:
+/// its clients are a few known instances, and slots are taken before anyone authenticates.
+const WITNESS_SOURCE_SHARE: u32 = 4;
 
 /// Command-line overrides of the configuration file.
 #[derive(Debug, Clone, Default)]
@@ -449,24 +455,6 @@ impl Runtime {
         self.state.tee.as_ref()
     }
 
-    /// A connection slot of `cap`, or `None` (counted and logged) when `listener` is full: the
-    /// connection is then dropped at once rather than queued.
-    fn admit(
-        &self,
-        cap: &Arc<tokio::sync::Semaphore>,
-        listener: &str,
-    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let permit = cap.clone().try_acquire_owned().ok();
-        if permit.is_none() {
-            self.state
-                .metrics
-                .connections_refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(listener, "connection limit reached; connection dropped");
-        }
-        permit
-    }
-
     /// Serve until `shutdown` completes; connections in flight get `grace` to finish.
     pub async fn serve(
         self,
@@ -523,9 +511,12 @@ impl Runtime {
                     http::Handshakes::new(Arc::new(tls), certs, max_challenges)
                         .with_header_timeout(header_timeout),
                 );
-                let cap = Arc::new(tokio::sync::Semaphore::new(
-                    limits.max_witness_connections.get() as usize,
-                ));
+                let all = limits.max_witness_connections.get();
+                let cap = admission::Admission::new(
+                    "the witness listener",
+                    all as usize,
+                    Some(all.div_ceil(WITNESS_SOURCE_SHARE)),
+                );
                 Some((l, handshakes, router, cap))
             }
             None => None,
@@ -540,9 +531,11 @@ impl Runtime {
             "serving RA-TLS on {}",
             self.listen
         );
-        let limit = Arc::new(tokio::sync::Semaphore::new(
+        let limit = admission::Admission::new(
+            "the RA-TLS listener",
             self.state.config.config.limits.max_connections as usize,
-        ));
+            None,
+        );
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
         let (wl, wh, wr, wcap) = match witness {
@@ -553,8 +546,8 @@ impl Runtime {
             tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => {
-                    let Ok((tcp, _)) = accepted else { continue };
-                    let Some(permit) = self.admit(&limit, "the RA-TLS listener") else { continue };
+                    let Ok((tcp, from)) = accepted else { continue };
+                    let Some(permit) = limit.admit(from.ip(), &self.state.metrics) else { continue };
                     let (handshakes, state, app) = (handshakes.clone(), self.state.clone(), app.clone());
                     tasks.spawn(async move {
                         http::connection(handshakes, tcp, state, app, true).await;
@@ -562,12 +555,12 @@ impl Runtime {
                     });
                 }
                 accepted = async { wl.as_ref()?.accept().await.ok() }, if wl.is_some() => {
-                    let (Some((tcp, _)), Some(h), Some(r), Some(cap)) =
+                    let (Some((tcp, from)), Some(h), Some(r), Some(cap)) =
                         (accepted, wh.clone(), wr.clone(), wcap.as_ref())
                     else {
                         continue;
                     };
-                    let Some(permit) = self.admit(cap, "the witness listener") else { continue };
+                    let Some(permit) = cap.admit(from.ip(), &self.state.metrics) else { continue };
                     let state = self.state.clone();
                     tasks.spawn(async move {
                         http::connection(h, tcp, state, r, false).await;

@@ -49,6 +49,8 @@ use crate::https;
 
 const NAMESPACE: &str = "sys/witness";
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// Waits between attempts at a witness call.
+const RETRIES: [Duration; 2] = [Duration::from_millis(300), Duration::from_millis(1500)];
 
 /// The witness side.
 pub(crate) struct Witness {
@@ -262,9 +264,28 @@ impl WitnessCounter {
         body: Option<&[u8]>,
     ) -> Result<(u16, serde_json::Value), CounterError> {
         let path = format!("/witness/v1/counters/{}", self.id);
-        let (status, reply) =
-            https::call(&self.url, method, &path, body, self.tls.clone(), TIMEOUT)
-                .map_err(|e| self.err(format!("unreachable: {e}")))?;
+        // A witness's connection slots are taken before anyone authenticates, so anyone who
+        // can reach its port can fill them for a moment; one failed attempt would then stop
+        // this store (a write whose counter cannot advance stops it, fail closed). A few
+        // attempts spread over about two seconds ride out a passing flood. Every request here
+        // is idempotent: reads, `advance_to` (a counter already there answers the same), and
+        // enrolment (a repeat answers 409, which the caller refuses).
+        let mut attempt = 0;
+        let (status, reply) = loop {
+            match https::call(&self.url, method, &path, body, self.tls.clone(), TIMEOUT) {
+                Ok(answer) => break answer,
+                Err(e) if attempt >= RETRIES.len() => {
+                    return Err(
+                        self.err(format!("unreachable after {} attempts: {e}", attempt + 1))
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(witness = %self.url, error = %e, "witness call failed; trying again");
+                    std::thread::sleep(RETRIES[attempt]);
+                    attempt += 1;
+                }
+            }
+        };
         let v: serde_json::Value = serde_json::from_slice(&reply)
             .map_err(|_| self.err(format!("answered {status} with a body that is not JSON")))?;
         Ok((status, v))
