@@ -18,10 +18,13 @@ use crate::metrics::Metrics;
 /// How often a listener logs that it refused connections (with how many since the last line).
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
+/// Connections held, by source address.
+type BySource = Arc<Mutex<HashMap<IpAddr, u32>>>;
+
 pub(crate) struct Admission {
     listener: &'static str,
     all: Arc<Semaphore>,
-    per_source: Option<(u32, Arc<Mutex<HashMap<IpAddr, u32>>>)>,
+    per_source: Option<(u32, BySource)>,
     refused_since_log: AtomicU64,
     last_log: Mutex<Option<Instant>>,
 }
@@ -29,7 +32,7 @@ pub(crate) struct Admission {
 /// A connection's slot; given back when dropped.
 pub(crate) struct Slot {
     _all: OwnedSemaphorePermit,
-    source: Option<(IpAddr, Arc<Mutex<HashMap<IpAddr, u32>>>)>,
+    source: Option<(IpAddr, BySource)>,
 }
 
 impl Drop for Slot {
