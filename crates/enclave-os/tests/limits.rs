@@ -197,15 +197,37 @@ fn a_flood_of_challenge_handshakes_is_bounded_and_plain_requests_still_complete(
 }
 
 #[test]
-fn made_up_methods_are_counted_as_other() {
+fn made_up_methods_are_counted_as_other_and_refused_in_json() {
     let tmp = tempfile::tempdir().unwrap();
     let a = Instance::new(tmp.path(), "");
     let _server = a.start();
     let tls = a.client();
     for m in ["FOOBAR", "XYZZY1", "XYZZY2"] {
-        let (status, _) = a.call(&tls, m, "/api/v1/status", None, b"").unwrap();
+        let (status, body) = a.call(&tls, m, "/api/v1/status", None, b"").unwrap();
         assert_eq!(status, 405);
+        // The refusal is JSON with a reason, like every other.
+        let reason = json_of(&body)["error"].as_str().unwrap().to_string();
+        assert!(
+            reason.contains(&format!("{m} is not served at /api/v1/status")),
+            "{reason}"
+        );
     }
+    // So is axum's own rejection of a path that is not UTF-8.
+    let (status, body) = a
+        .call(
+            &tls,
+            "GET",
+            "/.well-known/enclave-os/proof/%FF%FE",
+            None,
+            b"",
+        )
+        .unwrap();
+    assert_eq!(status, 400);
+    assert!(
+        json_of(&body)["error"].as_str().unwrap().contains("UTF-8"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     let (_, body) = a
         .call(&tls, "GET", "/metrics", Some(&token()), b"")
         .unwrap();

@@ -299,8 +299,24 @@ async fn attestation(
              bind: connect again without session resumption",
         );
     };
+    // Anyone may ask and each answer costs a quote, as a challenge handshake does: the same
+    // bound applies (`limits.max_challenge_handshakes` at once), and beyond it the client is
+    // told to come back rather than queued.
+    let Ok(permit) = s.quotes.clone().try_acquire_owned() else {
+        s.metrics
+            .challenges_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut busy = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "as many quotes are being made as limits.max_challenge_handshakes allows: try again",
+        );
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return busy;
+    };
     // A quote is blocking work.
     blocking(move || {
+        let _permit = permit;
         enclave_ratls::channel::respond_for_leaf(s.tee.as_ref(), &leaf, &exporter)
             .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
@@ -499,6 +515,52 @@ async fn count(Axum(s): Axum<Shared>, req: Request, next: Next) -> Response {
     response
 }
 
+/// Every refusal is JSON with a reason: axum's own answers (405 for a method a route does not
+/// serve, 400 for a path segment that is not UTF-8, 413, …) come as empty or plain-text bodies,
+/// so they are rewritten here, keeping their status and headers.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // axum's rejection texts are short; anything longer is cut, never buffered whole.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let reason = if status == StatusCode::METHOD_NOT_ALLOWED {
+        let allowed = parts
+            .headers
+            .get(header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_string();
+        format!("{method} is not served at {path} (allowed: {allowed})")
+    } else if text.is_empty() {
+        format!(
+            "{method} {path}: {}",
+            status.canonical_reason().unwrap_or("refused")
+        )
+    } else {
+        format!("{method} {path}: {text}")
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut rewritten = error(status, reason);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE {
+            rewritten.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rewritten
+}
+
 /// The management API's routes: the public group, then one group per scope, each behind its
 /// auth layer. A path may sit in two groups with different methods (`/api/v1/kv/{key}`: GET
 /// needs `kv:read`, PUT and DELETE `kv:write`).
@@ -546,6 +608,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .merge(kv_write)
         .merge(workloads_write)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(state)

@@ -362,6 +362,13 @@ impl Authenticator {
         };
         let token = token.trim();
         let header = peek(token, 0).ok_or("the token is not a JWT (header.payload.signature)")?;
+        // RFC 7515 §4.1.11: extensions marked critical must be understood or the token refused,
+        // and this runtime understands none.
+        if let Some(crit) = header.get("crit") {
+            return Err(format!(
+                "the token marks header extensions critical (crit: {crit}), and none is understood here"
+            ));
+        }
         let alg = header.get("alg").and_then(|a| a.as_str()).unwrap_or("");
         let alg = match alg {
             "ES256" => Algorithm::ES256,
@@ -797,6 +804,36 @@ mod tests {
             Some(&bearer(&es256("ec-1", &c))),
             "the token's claims are malformed",
         );
+    }
+
+    #[test]
+    fn a_token_with_critical_header_extensions_is_refused() {
+        let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("ec-1".into());
+        let token = encode(
+            &header,
+            &claims(),
+            &EncodingKey::from_ec_pem(&data("ec.key.pem")).unwrap(),
+        )
+        .unwrap();
+        assert!(auth().check(Some(&format!("Bearer {token}"))).is_ok());
+        // The same token with `"crit": ["exp"]` in its header: its signature no longer matters,
+        // the header alone is refused.
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut parts = token.split('.');
+        let head: serde_json::Value =
+            serde_json::from_slice(&b64.decode(parts.next().unwrap()).unwrap()).unwrap();
+        let mut head = head.as_object().unwrap().clone();
+        head.insert("crit".into(), json!(["exp"]));
+        let forged = format!(
+            "{}.{}.{}",
+            b64.encode(serde_json::to_vec(&head).unwrap()),
+            parts.next().unwrap(),
+            parts.next().unwrap()
+        );
+        let err = auth().check(Some(&format!("Bearer {forged}"))).unwrap_err();
+        assert!(err.contains("critical (crit"), "{err}");
     }
 
     #[test]

@@ -112,6 +112,8 @@ pub(crate) struct State {
     /// commits these (`oidc/jwks`) in place of the configuration's own (`workloads::tree_now`).
     pub rotated_jwks: RwLock<Option<Arc<Vec<u8>>>>,
     pub tree: RwLock<Arc<ConfigTree>>,
+    /// Channel-bound quotes being made (`limits.max_challenge_handshakes` at once).
+    pub quotes: Arc<tokio::sync::Semaphore>,
     /// Workloads loaded at run time.
     pub loaded: Mutex<workloads::Loaded>,
     pub store: Arc<Store>,
@@ -414,6 +416,7 @@ impl Runtime {
                 );
             }
         }
+        let max_quotes = c.limits.max_challenge_handshakes.get() as usize;
         let state = Arc::new(State {
             tee,
             ca,
@@ -422,6 +425,7 @@ impl Runtime {
             resolver,
             config,
             rotated_jwks: RwLock::new(None),
+            quotes: Arc::new(tokio::sync::Semaphore::new(max_quotes)),
             tree: RwLock::new(tree),
             loaded: Mutex::new(loaded),
             store,
