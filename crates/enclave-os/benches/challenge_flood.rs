@@ -202,7 +202,7 @@ fn main() {
         let config = dir.path().join("enclave.toml");
         std::fs::write(
             &config,
-            "tee = \"sim-tdx\"\nseal_policy = \"measurement\"\nstate_dir = \"state\"\n",
+            "tee = \"sim-sgx\"\nseal_policy = \"measurement\"\nstate_dir = \"state\"\n",
         )
         .unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -215,19 +215,23 @@ fn main() {
             .args(["run", config.to_str().unwrap(), "--listen", &addr.to_string()])
             .env("ENCLAVE_OS_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("runtime.log")).unwrap())
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(child.try_wait().unwrap().is_none(), "the runtime exited");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the runtime exited: {}",
+                std::fs::read_to_string(dir.path().join("runtime.log")).unwrap_or_default()
+            );
             assert!(Instant::now() < deadline, "not listening after 60 s");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _guard = Killed(child);
         let secs = seconds();
         println!(
-            "enclave-os run on sim-tdx, {FLOODERS} flooding connections, {} s per case\n",
+            "enclave-os run on sim-sgx, {FLOODERS} flooding connections, {} s per case\n",
             secs.as_secs()
         );
 
