@@ -413,3 +413,83 @@ fn authorize_refuses_a_root_key_that_is_not_the_root_certificates() {
         "{err}"
     );
 }
+
+/// A review's attack: the host runs its own instance of the same build on the same platform,
+/// with a CA of its own, and puts that instance's sealed root pin into the victim's state. The
+/// pin names the store it was made for, so it does not count for the victim's store. Nor does
+/// running the victim's own master key under the host's CA make a new pin: pins are made only
+/// with a new store.
+#[test]
+fn a_root_pin_from_another_state_directory_authorizes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ops, hostca) = (tmp.path().join("ops"), tmp.path().join("hostca"));
+    for dir in [&ops, &hostca] {
+        assert_eq!(json(&["ca", "init", "--out", dir.to_str().unwrap()]).0, 0);
+    }
+    let instance = |name: &str, ca: &Path| {
+        let i = Instance::new(
+            &tmp.path().join(name),
+            &format!(
+                "[ca]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+                ca.join("intermediary.crt.pem").display(),
+                ca.join("intermediary.key.pem").display()
+            ),
+        );
+        let text = std::fs::read_to_string(&i.config)
+            .unwrap()
+            .replace("seal_policy = \"signer\"", "seal_policy = \"measurement\"");
+        std::fs::write(&i.config, text).unwrap();
+        i
+    };
+    let victim = instance("victim", &ops);
+    victim.start().stop();
+    // The host's instance runs on the victim's (simulated) platform.
+    copy_dir(
+        &tmp.path().join("victim/state/sim"),
+        &tmp.path().join("host/state/sim"),
+    );
+    let host = instance("host", &hostca);
+    host.start().stop();
+    std::fs::copy(
+        tmp.path().join("host/state/ca/operator-root.sealed"),
+        tmp.path().join("victim/state/ca/operator-root.sealed"),
+    )
+    .unwrap();
+    let config = victim.config.to_str().unwrap();
+    let source = at_svn(Path::new(BIN), 0, &["migrate", "source", config, "--json"]);
+    let err = String::from_utf8_lossy(&source.stdout).to_string();
+    assert!(
+        err.contains("pins the operator root of store") && err.contains("not of this store"),
+        "{err}"
+    );
+    let target = stdout_json(&at_svn(
+        &another_build(tmp.path(), "enclave-os-rogue"),
+        0,
+        &["migrate", "measurement", config, "--json"],
+    ))["measurement"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let victim_store = {
+        let v = std::fs::read_to_string(victim.log_path()).unwrap();
+        let at = v.find("store=").unwrap() + "store=".len();
+        v[at..at + 32].to_string()
+    };
+    let auth = tmp.path().join("rogue-auth.json");
+    let (code, v) = authorize(&hostca, &victim_store, &target, 0, &auth);
+    assert_eq!(code, 0, "{v}");
+    let (code, err) = export(config, &auth, 0);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("pins the operator root of store") && err.contains("not of this store"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("victim/state/migration.sealed").exists());
+
+    // The host runs the victim's state under its own CA: the store exists, so no pin is made.
+    std::fs::remove_file(tmp.path().join("victim/state/ca/operator-root.sealed")).unwrap();
+    let hijack = instance("victim", &hostca);
+    let _ = std::fs::remove_file(tmp.path().join("victim/state/ca/intermediary.key.sealed"));
+    hijack.start().stop();
+    assert!(!tmp.path().join("victim/state/ca/operator-root.sealed").exists());
+}

@@ -225,18 +225,7 @@ impl Runtime {
             (None, None, _) => provision::Source::Development,
             _ => return Err(ca_err("ca.certificate and ca.key go together")),
         };
-        let first_import = !state_dir.join("ca/intermediary.key.sealed").exists();
         let (ca, ca_root) = provision::intermediary(&state_dir, tee.as_ref(), policy, source)?;
-        if first_import {
-            // Only now, with the CA the clients will pin: never later from a file the host can swap.
-            migrate::pin_operator_root(
-                &state_dir,
-                tee.as_ref(),
-                policy,
-                &ca_root,
-                &state_dir.join("ca/intermediary.crt.pem"),
-            )?;
-        }
         let ca = Arc::new(ca);
         let egress = egress_tls(&config)?;
         // From here on the configuration holds every byte the tree commits, the JWKS included.
@@ -334,6 +323,16 @@ impl Runtime {
             ),
         };
         if let Some(unsaved) = unsaved {
+            // The migration pin is bound to this new store and written before its key: a store
+            // on disk never gets a pin later, from a CA the host chose (see `migrate`).
+            migrate::pin_operator_root(
+                &state_dir,
+                tee.as_ref(),
+                policy,
+                &ca_root,
+                &state_dir.join("ca/intermediary.crt.pem"),
+                &id,
+            )?;
             unsaved.persist()?;
         }
         // Derived before the master key moves into the store: the compiled-code cache has a key

@@ -39,7 +39,10 @@ use crate::{Overrides, RuntimeError};
 const ENVELOPE: &str = "migration.sealed";
 /// The sealed operator root, beside the sealed intermediary key.
 const ROOT_PIN: &str = "ca/operator-root.sealed";
-const ROOT_PIN_CONTEXT: &str = "runtime/migration/operator-root";
+/// The pin holds `store id (16) | root certificate (DER)`: bound to one store, so a pin sealed
+/// for another store (another state directory of the same build on the same platform, which
+/// the host can run with a CA of its own) does not open as this store's.
+const ROOT_PIN_CONTEXT: &str = "runtime/migration/operator-root/v2";
 
 // v2: envelopes carry the security versions and the pinned root. Builds that read v1 envelopes
 // check neither, so they cannot open these.
@@ -95,18 +98,30 @@ impl Opened {
             .map_err(|e| err(format!("{}: {e}", path.display())))
     }
 
-    /// The operator root pinned for this state.
+    /// The operator root pinned for this state's store.
     fn pinned_root(&self, key: &enclave_tee::SealingKey) -> Result<Vec<u8>, RuntimeError> {
         let path = self.state_dir.join(ROOT_PIN);
         if !path.exists() {
             return Err(err(format!(
-                "{} is missing: no operator root was pinned when the CA was first imported (a root \
+                "{} is missing: no operator root was pinned when this store was created (a root \
                  certificate root.crt.pem beside the intermediary's, or state from before pinning), so \
                  no migration authorization can be checked and none is accepted",
                 path.display()
             )));
         }
-        Ok(self.unseal(key, ROOT_PIN, ROOT_PIN_CONTEXT)?.to_vec())
+        let pin = self.unseal(key, ROOT_PIN, ROOT_PIN_CONTEXT)?;
+        let store = self.store_id(key)?;
+        match pin.split_at_checked(16) {
+            Some((pinned_for, root)) if pinned_for == store.as_slice() => Ok(root.to_vec()),
+            Some((pinned_for, _)) => Err(err(format!(
+                "{} pins the operator root of store {}, not of this store {}: it was put here from \
+                 another state directory, and no authorization is checked against it",
+                path.display(),
+                hex::encode(pinned_for),
+                hex::encode(store)
+            ))),
+            None => Err(err(format!("{} is too short to hold a pin", path.display()))),
+        }
     }
 
     fn store_id(&self, key: &enclave_tee::SealingKey) -> Result<[u8; 16], RuntimeError> {
@@ -138,10 +153,12 @@ fn read(path: &Path) -> Result<Vec<u8>, RuntimeError> {
     std::fs::read(path).map_err(|e| err(format!("{}: {e}", path.display())))
 }
 
-/// Pin the operator root for migration authorizations: called once, when the intermediary CA
-/// is first imported. `root` is the root certificate that came with it; it must have issued
-/// `intermediary` (PEM). It is the root clients pin, so a host that substitutes its own at
-/// the first run is seen by every client. Without a usable root nothing is pinned, and the runtime
+/// Pin the operator root for migration authorizations of `store`: called once, when the store's
+/// master key is generated (and before it is written), never for a store that already exists,
+/// so the host cannot have an existing store pinned to a root of its choosing by running it
+/// with another CA. `root` is the root certificate beside the intermediary; it must have issued
+/// `intermediary` (PEM). It is the root clients pin, so a host that substitutes its own at the
+/// first run is seen by every client. Without a usable root nothing is pinned, and the runtime
 /// says that migration will be refused; it still runs.
 pub fn pin_operator_root(
     state_dir: &Path,
@@ -149,6 +166,7 @@ pub fn pin_operator_root(
     policy: SealPolicy,
     root: &Path,
     intermediary: &Path,
+    store: &enclave_store::StoreId,
 ) -> Result<(), RuntimeError> {
     let unpinned = |why: String| {
         tracing::warn!(
@@ -170,7 +188,9 @@ pub fn pin_operator_root(
     let key = tee
         .sealing_key(policy)
         .map_err(|e| err(format!("cannot seal the operator root pin: {e}")))?;
-    let blob = key.seal(ROOT_PIN_CONTEXT, &der).map_err(err)?;
+    let mut pin = store.0.to_vec();
+    pin.extend_from_slice(&der);
+    let blob = key.seal(ROOT_PIN_CONTEXT, &pin).map_err(err)?;
     write_private(&state_dir.join(ROOT_PIN), &blob)?;
     tracing::info!(root_sha256 = %authorization::fingerprint(&der), "pinned the operator root that authorizes migrations");
     Ok(())
@@ -342,7 +362,13 @@ pub fn import(config: &LoadedConfig, overrides: &Overrides) -> Result<(), Runtim
         .seal(CONTEXT, envelope.ca_key_pem.as_bytes())
         .map_err(err)?;
     let master_blob = key.seal(MASTER_CONTEXT, &master).map_err(err)?;
-    let root_blob = key.seal(ROOT_PIN_CONTEXT, &root).map_err(err)?;
+    // The pin names the store it belongs to: the one whose master key arrives with it.
+    let store = master
+        .get(32..48)
+        .ok_or_else(|| err("the exported master key holds no store id"))?;
+    let mut pin = store.to_vec();
+    pin.extend_from_slice(&root);
+    let root_blob = key.seal(ROOT_PIN_CONTEXT, &pin).map_err(err)?;
     write_private(&o.state_dir.join("ca/intermediary.key.sealed"), &ca_blob)?;
     write_private(&o.state_dir.join("store/master.key.sealed"), &master_blob)?;
     write_private(&o.state_dir.join(ROOT_PIN), &root_blob)?;
