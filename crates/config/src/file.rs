@@ -452,7 +452,14 @@ impl Workload {
         // clients reach the management API (the enclave-wide certificate names them): a
         // workload claiming one would receive the operator's requests and bearer tokens.
         for h in &self.hostnames {
-            let h = h.trim_end_matches('.');
+            // One spelling per name: with a trailing dot, `manage.enclave-os.internal.` would
+            // slip past the comparison with the reserved management hostname.
+            if h.ends_with('.') {
+                return Err((
+                    "hostnames",
+                    format!("'{h}': write the name without its trailing dot"),
+                ));
+            }
             let ip = h.trim_start_matches('[').trim_end_matches(']');
             if h.is_empty()
                 || h.eq_ignore_ascii_case("localhost")

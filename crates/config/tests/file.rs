@@ -143,6 +143,10 @@ fn mistakes_name_file_line_and_field() {
             ],
         ),
         (
+            "[[workload]]\nname = \"a\"\nkind = \"wasm\"\nsource = \"x\"\nhostnames = [\"manage.enclave-os.internal.\"]\n",
+            vec!["workload[0].hostnames", "without its trailing dot"],
+        ),
+        (
             "[limits]\nmax_challenge_handshakes = 0\n",
             vec!["line 2", "max_challenge_handshakes", "nonzero"],
         ),

@@ -491,5 +491,9 @@ fn a_root_pin_from_another_state_directory_authorizes_nothing() {
     let hijack = instance("victim", &hostca);
     let _ = std::fs::remove_file(tmp.path().join("victim/state/ca/intermediary.key.sealed"));
     hijack.start().stop();
-    assert!(!tmp.path().join("victim/state/ca/operator-root.sealed").exists());
+    assert!(
+        !tmp.path()
+            .join("victim/state/ca/operator-root.sealed")
+            .exists()
+    );
 }

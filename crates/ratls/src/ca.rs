@@ -105,6 +105,57 @@ fn sha256_hex(der: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, der))
 }
 
+/// A root CA and an intermediary CA, in memory.
+pub struct GeneratedCa {
+    /// The root certificate, PEM.
+    pub root_cert_pem: String,
+    /// The root key, PKCS#8 PEM.
+    pub root_key_pem: Zeroizing<String>,
+    /// The intermediary certificate, PEM.
+    pub intermediary_cert_pem: String,
+    /// The intermediary key, PKCS#8 PEM.
+    pub intermediary_key_pem: Zeroizing<String>,
+    root_der: Vec<u8>,
+    intermediary_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for GeneratedCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratedCa")
+            .field("root_sha256", &sha256_hex(&self.root_der))
+            .field("intermediary_sha256", &sha256_hex(&self.intermediary_der))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Create a root CA and an intermediary CA (ECDSA P-256) for organisation `org`, in memory: a
+/// caller that needs only the intermediary (the runtime's development CA) never writes the root
+/// key anywhere.
+pub fn generate(org: &str) -> Result<GeneratedCa, CaError> {
+    let gen_err = |e: rcgen::Error| CaError::Generate(e.to_string());
+    let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
+    let root_params = ca_params(&format!("{org} Enclave OS Root CA"), org, ROOT_YEARS, 1)?;
+    let root = root_params.self_signed(&root_key).map_err(gen_err)?;
+    let int_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
+    let int_params = ca_params(
+        &format!("{org} Enclave OS Intermediary CA"),
+        org,
+        INTERMEDIARY_YEARS,
+        0,
+    )?;
+    let int = int_params
+        .signed_by(&int_key, &Issuer::from_params(&root_params, &root_key))
+        .map_err(gen_err)?;
+    Ok(GeneratedCa {
+        root_cert_pem: root.pem(),
+        root_key_pem: Zeroizing::new(root_key.serialize_pem()),
+        intermediary_cert_pem: int.pem(),
+        intermediary_key_pem: Zeroizing::new(int_key.serialize_pem()),
+        root_der: root.der().to_vec(),
+        intermediary_der: int.der().to_vec(),
+    })
+}
+
 /// Create a root CA and an intermediary CA (ECDSA P-256) in `dir`, for organisation `org`.
 /// Existing files are never overwritten; private keys are written 0600.
 pub fn init(dir: &Path, org: &str) -> Result<CaFiles, CaError> {
@@ -130,36 +181,23 @@ pub fn init(dir: &Path, org: &str) -> Result<CaFiles, CaError> {
         path: dir.to_path_buf(),
         source,
     })?;
-    let gen_err = |e: rcgen::Error| CaError::Generate(e.to_string());
-    let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
-    let root_params = ca_params(&format!("{org} Enclave OS Root CA"), org, ROOT_YEARS, 1)?;
-    let root = root_params.self_signed(&root_key).map_err(gen_err)?;
-    let int_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
-    let int_params = ca_params(
-        &format!("{org} Enclave OS Intermediary CA"),
-        org,
-        INTERMEDIARY_YEARS,
-        0,
-    )?;
-    let int = int_params
-        .signed_by(&int_key, &Issuer::from_params(&root_params, &root_key))
-        .map_err(gen_err)?;
+    let ca = generate(org)?;
     // Keys first, certificates last: a directory with certificates is a complete CA.
-    write_new(
-        &files.root_key,
-        Zeroizing::new(root_key.serialize_pem()).as_bytes(),
-        0o600,
-    )?;
+    write_new(&files.root_key, ca.root_key_pem.as_bytes(), 0o600)?;
     write_new(
         &files.intermediary_key,
-        Zeroizing::new(int_key.serialize_pem()).as_bytes(),
+        ca.intermediary_key_pem.as_bytes(),
         0o600,
     )?;
-    write_new(&files.intermediary_cert, int.pem().as_bytes(), 0o644)?;
-    write_new(&files.root_cert, root.pem().as_bytes(), 0o644)?;
+    write_new(
+        &files.intermediary_cert,
+        ca.intermediary_cert_pem.as_bytes(),
+        0o644,
+    )?;
+    write_new(&files.root_cert, ca.root_cert_pem.as_bytes(), 0o644)?;
     Ok(CaFiles {
-        root_sha256: sha256_hex(root.der()),
-        intermediary_sha256: sha256_hex(int.der()),
+        root_sha256: sha256_hex(&ca.root_der),
+        intermediary_sha256: sha256_hex(&ca.intermediary_der),
         ..files
     })
 }

@@ -120,7 +120,10 @@ impl Opened {
                 hex::encode(pinned_for),
                 hex::encode(store)
             ))),
-            None => Err(err(format!("{} is too short to hold a pin", path.display()))),
+            None => Err(err(format!(
+                "{} is too short to hold a pin",
+                path.display()
+            ))),
         }
     }
 

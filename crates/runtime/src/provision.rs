@@ -110,7 +110,7 @@ pub(crate) fn intermediary(
 
     // First run: import, seal, and leave no plaintext key behind that we created.
     std::fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
-    let (cert_pem, key_pem, root_src, dev_key) = match source {
+    let (cert_pem, key_pem, root_src, operator_key_file) = match source {
         Source::Files {
             cert_pem,
             cert,
@@ -121,26 +121,36 @@ pub(crate) fn intermediary(
                 committed_pem(&cert_pem, &cert)?,
                 read(&key)?,
                 root_beside.exists().then_some(root_beside),
-                None,
+                true,
             )
         }
         Source::Development => {
+            // Generated in memory: the root key is dropped here, never written, so no one (the
+            // host included, watching the directory) can issue another intermediary under the
+            // root clients pin. Only the certificates go to disk.
             let dev = state_dir.join("dev-ca");
-            if !dev.join("intermediary.key.pem").exists() {
-                enclave_ratls::ca::init(&dev, "Enclave OS development (not for production)")
+            let generated =
+                enclave_ratls::ca::generate("Enclave OS development (not for production)")
                     .map_err(err)?;
+            std::fs::create_dir_all(&dev).map_err(|e| err(format!("{}: {e}", dev.display())))?;
+            for (name, pem) in [
+                ("root.crt.pem", &generated.root_cert_pem),
+                ("intermediary.crt.pem", &generated.intermediary_cert_pem),
+            ] {
+                std::fs::write(dev.join(name), pem.as_bytes())
+                    .map_err(|e| err(format!("{}: {e}", dev.join(name).display())))?;
             }
             tracing::warn!(
                 dir = %dev.display(),
                 root = %root_hint.display(),
-                "no CA configured: created a development CA (not for production); clients pin its root"
+                "no CA configured: created a development CA (not for production); its root key \
+                 existed only in memory and is gone; clients pin its root certificate"
             );
-            let key = dev.join("intermediary.key.pem");
             (
-                read(&dev.join("intermediary.crt.pem"))?,
-                read(&key)?,
+                Zeroizing::new(generated.intermediary_cert_pem.clone()),
+                Zeroizing::new(generated.intermediary_key_pem.to_string()),
                 Some(dev.join("root.crt.pem")),
-                Some(key),
+                false,
             )
         }
     };
@@ -154,15 +164,11 @@ pub(crate) fn intermediary(
         std::fs::copy(&root, &root_hint).map_err(|e| err(format!("{}: {e}", root.display())))?;
     }
     write_private(&sealed_path, &blob)?;
-    match dev_key {
-        Some(path) => {
-            std::fs::remove_file(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-            drop_dev_root_key(state_dir, &root_hint)?;
-        }
-        None => tracing::warn!(
+    if operator_key_file {
+        tracing::warn!(
             sealed = %sealed_path.display(),
             "the intermediary CA key is now sealed to this TEE; the plaintext key file is no longer needed: remove it"
-        ),
+        );
     }
     Ok((ca, root_hint))
 }
