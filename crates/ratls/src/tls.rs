@@ -608,7 +608,52 @@ pub fn server_config(
         Some(v) => builder.with_client_cert_verifier(v),
         None => builder.with_no_client_auth(),
     };
-    Ok(builder.with_cert_resolver(resolver))
+    let mut config = builder.with_cert_resolver(resolver);
+    compress_certificates(
+        &mut config.cert_compressors,
+        &mut config.cert_decompressors,
+        &mut config.cert_compression_cache,
+    );
+    Ok(config)
+}
+
+/// How many compressed certificate chains a [`server_config`] or [`client_config`] keeps (rustls
+/// keeps 4 by default): enough for the enclave-wide leaf, the workloads' leaves and challenges.
+pub const COMPRESSION_CACHE_ENTRIES: usize = 32;
+
+/// RFC 8879 certificate compression (zlib), both ways, with a cache of [`COMPRESSION_CACHE_ENTRIES`].
+///
+/// An RA-TLS leaf carries a quote (about 4 KB; the PCK chain inside it is PEM text), so its
+/// Certificate message is several times a plain leaf's: compressing it shrinks what the server
+/// encrypts, hashes and sends. The cache makes it cheap: rustls keys each entry by the whole
+/// uncompressed chain, compresses a chain once at the best level and serves every later
+/// handshake from the entry. A deterministic leaf is the same chain until it is renewed, so the
+/// cost is paid once per leaf, not per handshake.
+///
+/// The cache is an `Arc` in the configuration, so every clone of it shares it: the runtime's
+/// per-connection copy ([`recording`]) and its challenge copies hit the same entries. rustls's
+/// default keeps 4, least recently used first out; the runtime serves the enclave-wide leaf and
+/// one per workload, and challenge leaves (each new, each compressed once) pass through the same
+/// cache, so it keeps [`COMPRESSION_CACHE_ENTRIES`]: a leaf in use stays cached unless that many
+/// other chains were compressed between two of its handshakes. An entry holds the chain and its
+/// compression, about 8 KB for an RA-TLS chain.
+///
+/// zlib, not brotli: on an RA-TLS chain brotli's best level saves about 300 bytes more (10%) but
+/// costs about 5 ms where zlib's costs about 55 µs (see `docs/performance.md`), and a challenge
+/// leaf, always a miss, would pay that on every handshake.
+///
+/// Nothing is checked less: the receiver decompresses (bounded by rustls to 64 KB, the length
+/// must match exactly) and then verifies the chain it got exactly as an uncompressed one.
+fn compress_certificates(
+    compressors: &mut Vec<&'static dyn rustls::compress::CertCompressor>,
+    decompressors: &mut Vec<&'static dyn rustls::compress::CertDecompressor>,
+    cache: &mut Arc<rustls::compress::CompressionCache>,
+) {
+    *compressors = vec![rustls::compress::ZLIB_COMPRESSOR];
+    *decompressors = vec![rustls::compress::ZLIB_DECOMPRESSOR];
+    *cache = Arc::new(rustls::compress::CompressionCache::new(
+        COMPRESSION_CACHE_ENTRIES,
+    ));
 }
 
 /// A client configuration verifying servers with `verifier`, offering `nonce` as a challenge
@@ -629,5 +674,12 @@ pub fn client_config(
     if let Some(n) = nonce {
         config.alpn_protocols = vec![nonce_alpn(n)];
     }
+    // Offer compression of the server's chain; a client certificate (mutual RA-TLS) is sent
+    // compressed when the server offers it, and cached the same way when `config` is reused.
+    compress_certificates(
+        &mut config.cert_compressors,
+        &mut config.cert_decompressors,
+        &mut config.cert_compression_cache,
+    );
     Ok(config)
 }

@@ -804,3 +804,101 @@ fn tampered_evidence_and_stale_certificates_are_rejected_in_the_handshake() {
     );
     server.join().unwrap();
 }
+
+/// The bytes of the server's first flight, from `server` to `client`, in memory; then the rest
+/// of the handshake, which must complete.
+fn first_flight(server: Arc<rustls::ServerConfig>, client: rustls::ClientConfig) -> usize {
+    let mut c =
+        rustls::ClientConnection::new(Arc::new(client), "localhost".try_into().unwrap()).unwrap();
+    let mut s = rustls::ServerConnection::new(server).unwrap();
+    let mut flight = None;
+    for _ in 0..10 {
+        let mut buf = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut buf).unwrap();
+        }
+        let mut rd = buf.as_slice();
+        while !rd.is_empty() {
+            s.read_tls(&mut rd).unwrap();
+            s.process_new_packets().unwrap();
+        }
+        buf.clear();
+        while s.wants_write() {
+            s.write_tls(&mut buf).unwrap();
+        }
+        flight.get_or_insert(buf.len());
+        let mut rd = buf.as_slice();
+        while !rd.is_empty() {
+            c.read_tls(&mut rd).unwrap();
+            c.process_new_packets().unwrap();
+        }
+        if !c.is_handshaking() && !s.is_handshaking() {
+            return flight.unwrap();
+        }
+    }
+    panic!("the handshake did not complete");
+}
+
+#[test]
+fn the_certificate_chain_is_sent_compressed_and_verified_in_full() {
+    let p = pki();
+    let (res, tee) = resolver(&p, Flavour::Tdx, [5; 32]);
+    let chain: usize = res.current().unwrap().cert.iter().map(|c| c.len()).sum();
+    let config = Arc::new(server_config(res, None).unwrap());
+    let v = Arc::new(RatlsServerVerifier::new(
+        verifier(&p, &tee).with_config_root([5; 32]),
+        Freshness::Deterministic,
+    ));
+
+    // The runtime's per-connection copy shares the compression cache: one compression per leaf.
+    let (copy, _) = recording(&config);
+    assert!(Arc::ptr_eq(
+        &copy.cert_compression_cache,
+        &config.cert_compression_cache
+    ));
+
+    // Both sides built by this crate: the chain (a quote in the leaf) travels compressed, so the
+    // whole flight is smaller than the chain alone, and the RA-TLS verifier accepts it.
+    let compressed = first_flight(copy, client_config(v.clone(), None, None).unwrap());
+    assert!(
+        compressed < chain,
+        "flight {compressed} bytes, chain {chain}"
+    );
+    // A client offering no compression gets the chain as it is.
+    let mut plain_client = client_config(v.clone(), None, None).unwrap();
+    plain_client.cert_decompressors = vec![];
+    let uncompressed = first_flight(config.clone(), plain_client);
+    assert!(
+        uncompressed > chain,
+        "flight {uncompressed} bytes, chain {chain}"
+    );
+
+    // What the client decompressed is verified as any chain: another config root is refused.
+    let strict = Arc::new(RatlsServerVerifier::new(
+        verifier(&p, &tee).with_config_root([6; 32]),
+        Freshness::Deterministic,
+    ));
+    let mut c = rustls::ClientConnection::new(
+        Arc::new(client_config(strict, None, None).unwrap()),
+        "localhost".try_into().unwrap(),
+    )
+    .unwrap();
+    let mut s = rustls::ServerConnection::new(config).unwrap();
+    let mut buf = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut buf).unwrap();
+    }
+    s.read_tls(&mut buf.as_slice()).unwrap();
+    s.process_new_packets().unwrap();
+    buf.clear();
+    while s.wants_write() {
+        s.write_tls(&mut buf).unwrap();
+    }
+    let mut rd = buf.as_slice();
+    let mut failed = false;
+    while !rd.is_empty() && !failed {
+        c.read_tls(&mut rd).unwrap();
+        failed = c.process_new_packets().is_err();
+    }
+    assert!(failed, "a config root the leaf does not carry was accepted");
+}
