@@ -384,3 +384,36 @@ fn a_crl_not_signed_by_the_ark_is_refused() {
         "{err}"
     );
 }
+
+/// A verifier that has already verified a chain (and remembers its certificates by content) gives
+/// exactly the answer a fresh one gives: time, chip, TCB and the report signature are checked on
+/// every report.
+#[test]
+fn a_warm_amd_verifier_answers_as_a_cold_one() {
+    let report = read("amd/milan-v2-a/report.hex");
+    let inputs = amd("amd/milan-v2-a/vcek.der", None, Some(Product::Milan));
+    let warm = Verifier::default();
+    warm.verify(&report, &inputs, AMD_AT).unwrap();
+    let mut tampered = report.clone();
+    tampered[0x50] ^= 1; // report_data, covered by the signature
+    let other_chip = read("amd/milan-v2-c/report.bin");
+    for (evidence, at) in [
+        (&report, 1672531200), // before the VCEK's notBefore
+        (&report, 1924992000), // after its notAfter
+        (&tampered, AMD_AT),
+        (&other_chip, AMD_AT),
+    ] {
+        let cold = Verifier::default()
+            .verify(evidence, &inputs, at)
+            .unwrap_err();
+        let hot = warm.verify(evidence, &inputs, at).unwrap_err();
+        assert_eq!(hot, cold);
+    }
+    // And the cached chain still accepts the genuine report afterwards.
+    assert_eq!(
+        warm.verify(&report, &inputs, AMD_AT).unwrap(),
+        Verifier::default()
+            .verify(&report, &inputs, AMD_AT)
+            .unwrap()
+    );
+}
