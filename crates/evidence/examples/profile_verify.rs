@@ -3,7 +3,7 @@
 //! `cargo build --release -p enclave-evidence --example profile_verify`, then e.g.
 //! `valgrind --tool=callgrind --toggle-collect='*profile_verify::run*' \
 //!   target/release/examples/profile_verify snp-warm 20`.
-//! Cases: tdx-qvl, tdx-cold, tdx-warm, sgx-qvl, sgx-cold, sgx-warm, snp-floor, snp-cold, snp-warm.
+//! Cases: tdx-qvl, tdx-cold, tdx-known, tdx-warm, and the same for sgx, snp-floor, snp-cold, snp-warm.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
@@ -101,6 +101,10 @@ fn main() {
             Verifier::default()
                 .verify(black_box(&quote), &inputs, at)
                 .unwrap();
+        }),
+        Some("known") => run(n, &mut || {
+            warm.forget_appraisals();
+            warm.verify(black_box(&quote), &inputs, at).unwrap();
         }),
         _ => run(n, &mut || {
             warm.verify(black_box(&quote), &inputs, at).unwrap();

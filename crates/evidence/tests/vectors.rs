@@ -417,3 +417,41 @@ fn a_warm_amd_verifier_answers_as_a_cold_one() {
             .unwrap()
     );
 }
+
+/// A verifier that has seen a platform (its collateral, CRLs, PCK chain and QE signatures are
+/// remembered as verified) and has forgotten its appraisals gives exactly the answer a fresh one
+/// gives: dates are checked at the requested time, and altered evidence or collateral is refused
+/// for the same reason.
+#[test]
+fn a_known_platform_verifier_answers_as_a_cold_one() {
+    for (dir, at) in [("sgx-v3", SGX_AT), ("tdx-v4", TDX_AT)] {
+        let quote = read(&format!("intel/{dir}/quote.bin"));
+        let inputs = collateral(&format!("intel/{dir}/collateral.json"));
+        let known = Verifier::default();
+        known.verify(&quote, &inputs, at).unwrap();
+
+        let q = enclave_evidence::intel::Quote::decode(&quote).unwrap();
+        let mut body = quote.clone();
+        body[q.signed_len - 1] ^= 1; // the last byte of the body, under the quote signature
+        let mut qe_report = quote.clone();
+        qe_report[q.signed_len + 4 + 128 + if q.header.version == 3 { 0 } else { 6 }] ^= 1;
+        let mut tcb_info = inputs.clone();
+        let mut qvl = inputs.collateral.as_ref().unwrap().qvl().clone();
+        qvl.tcb_info = qvl.tcb_info.replacen("\"version\":3", "\"version\": 3", 1);
+        assert_ne!(&qvl, inputs.collateral.as_ref().unwrap().qvl());
+        tcb_info.collateral = Some(enclave_evidence::intel::Collateral::new(qvl).unwrap());
+
+        for (evidence, inputs, at) in [
+            (&quote, &inputs, at),
+            (&quote, &inputs, at + 100_000),    // collateral expired
+            (&quote, &inputs, at - 10_000_000), // collateral not yet valid
+            (&body, &inputs, at),
+            (&qe_report, &inputs, at),
+            (&quote, &tcb_info, at), // TCB Info no longer matches its signature
+        ] {
+            known.forget_appraisals();
+            let cold = Verifier::default().verify(evidence, inputs, at);
+            assert_eq!(known.verify(evidence, inputs, at), cold, "{dir}");
+        }
+    }
+}
