@@ -253,9 +253,48 @@ impl IntelVerifier {
             return Ok(known);
         }
         let chain = quote.signature.qe.certification.pck_chain_der()?;
+        let known = match Self::pck_chain_walked(&chain) {
+            Some(known) => Arc::new(known),
+            None => Arc::new(Self::pck_chain_parsed(&chain)?),
+        };
+        if let Some(pem) = pem
+            && let Ok(mut m) = self.pck_chains.lock()
+        {
+            if m.len() >= CACHE_CAPACITY {
+                m.clear();
+            }
+            m.insert(pem.clone(), known.clone());
+        }
+        Ok(known)
+    }
+
+    /// The PCK chain's facts by a DER walk (see `der.rs`); `None` if it cannot tell.
+    fn pck_chain_walked(chain: &[Vec<u8>]) -> Option<PckChain> {
+        let (mut not_before, mut not_after) = (i64::MIN, i64::MAX);
+        let mut facts = None;
+        for der in chain {
+            let cert = super::der::walk(der)?;
+            not_before = not_before.max(cert.not_before);
+            not_after = not_after.min(cert.not_after);
+            if facts.is_none() {
+                let (fmspc, pce_id) = super::der::pck_facts(cert.extensions?)?;
+                facts = Some((fmspc?, pce_id?.to_vec()));
+            }
+        }
+        let (fmspc, pce_id) = facts?;
+        Some(PckChain {
+            fmspc,
+            pce_id,
+            not_before,
+            not_after,
+        })
+    }
+
+    /// The PCK chain's facts by x509-parser, with its reasons when something does not parse.
+    fn pck_chain_parsed(chain: &[Vec<u8>]) -> Result<PckChain, VerifyError> {
         let (mut not_before, mut not_after) = (i64::MIN, i64::MAX);
         let mut pck = None;
-        for der in &chain {
+        for der in chain {
             let (_, cert) = X509Certificate::from_der(der).map_err(|e| {
                 VerifyError::Chain(format!("a PCK chain certificate does not parse: {e}"))
             })?;
@@ -266,21 +305,12 @@ impl IntelVerifier {
             }
         }
         let pck = pck.ok_or_else(|| VerifyError::Chain("the PCK chain is empty".into()))?;
-        let known = Arc::new(PckChain {
+        Ok(PckChain {
             fmspc: pck.fmspc,
             pce_id: pck.pce_id,
             not_before,
             not_after,
-        });
-        if let Some(pem) = pem
-            && let Ok(mut m) = self.pck_chains.lock()
-        {
-            if m.len() >= CACHE_CAPACITY {
-                m.clear();
-            }
-            m.insert(pem.clone(), known.clone());
-        }
-        Ok(known)
+        })
     }
 
     /// The warm path: same root, collateral, platform, QE and enclave as an earlier success.
