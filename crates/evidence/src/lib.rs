@@ -146,10 +146,20 @@ impl Verifier {
         }
     }
 
+    /// Forget the appraisals remembered for warm verification, keeping what is remembered about
+    /// platforms (verified signatures, PCK chains, AMD certificate chains): the next piece of
+    /// evidence is appraised as one never seen before from a known platform.
+    pub fn forget_appraisals(&self) {
+        self.intel.forget_appraisals();
+    }
+
     /// Decode and verify `raw` at unix time `at`.
     pub fn verify(&self, raw: &[u8], inputs: &Inputs, at: i64) -> Result<Appraisal, VerifyError> {
         match Evidence::decode(raw)? {
-            Evidence::DcapQuote(_) => self.intel.verify(raw, inputs.collateral.as_ref(), at),
+            Evidence::DcapQuote(quote) => {
+                self.intel
+                    .verify_decoded(&quote, raw, inputs.collateral.as_ref(), at)
+            }
             Evidence::SnpReport(report) => {
                 amd::verify_report(&report, raw, &inputs.amd, at, &self.amd_chains)
             }

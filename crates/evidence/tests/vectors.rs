@@ -384,3 +384,74 @@ fn a_crl_not_signed_by_the_ark_is_refused() {
         "{err}"
     );
 }
+
+/// A verifier that has already verified a chain (and remembers its certificates by content) gives
+/// exactly the answer a fresh one gives: time, chip, TCB and the report signature are checked on
+/// every report.
+#[test]
+fn a_warm_amd_verifier_answers_as_a_cold_one() {
+    let report = read("amd/milan-v2-a/report.hex");
+    let inputs = amd("amd/milan-v2-a/vcek.der", None, Some(Product::Milan));
+    let warm = Verifier::default();
+    warm.verify(&report, &inputs, AMD_AT).unwrap();
+    let mut tampered = report.clone();
+    tampered[0x50] ^= 1; // report_data, covered by the signature
+    let other_chip = read("amd/milan-v2-c/report.bin");
+    for (evidence, at) in [
+        (&report, 1672531200), // before the VCEK's notBefore
+        (&report, 1924992000), // after its notAfter
+        (&tampered, AMD_AT),
+        (&other_chip, AMD_AT),
+    ] {
+        let cold = Verifier::default()
+            .verify(evidence, &inputs, at)
+            .unwrap_err();
+        let hot = warm.verify(evidence, &inputs, at).unwrap_err();
+        assert_eq!(hot, cold);
+    }
+    // And the cached chain still accepts the genuine report afterwards.
+    assert_eq!(
+        warm.verify(&report, &inputs, AMD_AT).unwrap(),
+        Verifier::default()
+            .verify(&report, &inputs, AMD_AT)
+            .unwrap()
+    );
+}
+
+/// A verifier that has seen a platform (its collateral, CRLs, PCK chain and QE signatures are
+/// remembered as verified) and has forgotten its appraisals gives exactly the answer a fresh one
+/// gives: dates are checked at the requested time, and altered evidence or collateral is refused
+/// for the same reason.
+#[test]
+fn a_known_platform_verifier_answers_as_a_cold_one() {
+    for (dir, at) in [("sgx-v3", SGX_AT), ("tdx-v4", TDX_AT)] {
+        let quote = read(&format!("intel/{dir}/quote.bin"));
+        let inputs = collateral(&format!("intel/{dir}/collateral.json"));
+        let known = Verifier::default();
+        known.verify(&quote, &inputs, at).unwrap();
+
+        let q = enclave_evidence::intel::Quote::decode(&quote).unwrap();
+        let mut body = quote.clone();
+        body[q.signed_len - 1] ^= 1; // the last byte of the body, under the quote signature
+        let mut qe_report = quote.clone();
+        qe_report[q.signed_len + 4 + 128 + if q.header.version == 3 { 0 } else { 6 }] ^= 1;
+        let mut tcb_info = inputs.clone();
+        let mut qvl = inputs.collateral.as_ref().unwrap().qvl().clone();
+        qvl.tcb_info = qvl.tcb_info.replacen("\"version\":3", "\"version\": 3", 1);
+        assert_ne!(&qvl, inputs.collateral.as_ref().unwrap().qvl());
+        tcb_info.collateral = Some(enclave_evidence::intel::Collateral::new(qvl).unwrap());
+
+        for (evidence, inputs, at) in [
+            (&quote, &inputs, at),
+            (&quote, &inputs, at + 100_000),    // collateral expired
+            (&quote, &inputs, at - 10_000_000), // collateral not yet valid
+            (&body, &inputs, at),
+            (&qe_report, &inputs, at),
+            (&quote, &tcb_info, at), // TCB Info no longer matches its signature
+        ] {
+            known.forget_appraisals();
+            let cold = Verifier::default().verify(evidence, inputs, at);
+            assert_eq!(known.verify(evidence, inputs, at), cold, "{dir}");
+        }
+    }
+}

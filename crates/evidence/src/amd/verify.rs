@@ -6,8 +6,8 @@
 //! and a CRL when one is supplied. The report signature is checked over the raw signed bytes, never
 //! over a re-serialisation.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ring::signature::{ECDSA_P384_SHA384_FIXED, RSA_PSS_2048_8192_SHA384, UnparsedPublicKey};
 use sev::certs::snp::{Certificate as SevCert, Verifiable};
@@ -41,41 +41,53 @@ const OID_HW_ID: &str = "1.3.6.1.4.1.3704.1.4";
 const OID_CSP_ID: &str = "1.3.6.1.4.1.3704.1.5";
 const OID_PRODUCT_NAME: &str = "1.3.6.1.4.1.3704.1.2";
 
-/// One parsed certificate and its DER.
-struct Cert {
+/// What verification reads from one certificate, taken from its DER once and remembered by the
+/// DER's SHA-256 (see [`ChainCache`]): the same bytes always parse to the same facts, so a later
+/// report that presents the same certificate reuses them instead of parsing it again.
+#[derive(Debug)]
+struct CertInfo {
     der: Vec<u8>,
+    /// Bytes after the certificate's DER; a supplied certificate with any is refused.
+    trailing: bool,
     self_signed: bool,
     is_rsa: bool,
     subject: String,
+    not_before: i64,
+    not_after: i64,
+    /// The subjectPublicKey bits (for the VCEK/VLEK, the uncompressed P-384 point).
+    public_key: Vec<u8>,
+    /// The VCEK/VLEK extensions, read for EC certificates only.
+    vek: Option<Result<VekFacts, VerifyError>>,
 }
 
-fn parse(der: &[u8], what: &str) -> Result<Cert, VerifyError> {
-    let (rest, c) = X509Certificate::from_der(der)
-        .map_err(|e| VerifyError::input(what, format!("not an X.509 certificate: {e}")))?;
-    if !rest.is_empty() {
-        return Err(VerifyError::input(
-            what,
-            "trailing bytes after the certificate",
-        ));
+fn sha256(der: &[u8]) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    d.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, der).as_ref());
+    d
+}
+
+impl CertInfo {
+    fn parse(der: &[u8], what: &str) -> Result<Self, VerifyError> {
+        let (rest, c) = X509Certificate::from_der(der)
+            .map_err(|e| VerifyError::input(what, format!("not an X.509 certificate: {e}")))?;
+        let is_rsa = c.public_key().algorithm.algorithm.to_id_string() == "1.2.840.113549.1.1.1"
+            || c.public_key().algorithm.algorithm.to_id_string() == "1.2.840.113549.1.1.10";
+        Ok(Self {
+            der: der.to_vec(),
+            trailing: !rest.is_empty(),
+            self_signed: c.subject() == c.issuer(),
+            is_rsa,
+            subject: c.subject().to_string(),
+            not_before: c.validity().not_before.timestamp(),
+            not_after: c.validity().not_after.timestamp(),
+            public_key: c.public_key().subject_public_key.data.to_vec(),
+            vek: (!is_rsa).then(|| vek_facts(&c)),
+        })
     }
-    Ok(Cert {
-        der: der.to_vec(),
-        self_signed: c.subject() == c.issuer(),
-        is_rsa: c.public_key().algorithm.algorithm.to_id_string() == "1.2.840.113549.1.1.1"
-            || c.public_key().algorithm.algorithm.to_id_string() == "1.2.840.113549.1.1.10",
-        subject: c.subject().to_string(),
-    })
 }
 
-fn x509<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>, VerifyError> {
-    X509Certificate::from_der(der)
-        .map(|(_, c)| c)
-        .map_err(|e| VerifyError::input(what, format!("not an X.509 certificate: {e}")))
-}
-
-fn check_validity(c: &X509Certificate<'_>, what: &str, at: i64) -> Result<(), VerifyError> {
-    let v = c.validity();
-    let (nb, na) = (v.not_before.timestamp(), v.not_after.timestamp());
+fn check_validity(c: &CertInfo, what: &str, at: i64) -> Result<(), VerifyError> {
+    let (nb, na) = (c.not_before, c.not_after);
     if at < nb {
         return Err(VerifyError::Chain(format!(
             "{what} is not valid until {} (verification time {})",
@@ -91,6 +103,12 @@ fn check_validity(c: &X509Certificate<'_>, what: &str, at: i64) -> Result<(), Ve
         )));
     }
     Ok(())
+}
+
+fn x509<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>, VerifyError> {
+    X509Certificate::from_der(der)
+        .map(|(_, c)| c)
+        .map_err(|e| VerifyError::input(what, format!("not an X.509 certificate: {e}")))
 }
 
 fn sev_cert(der: &[u8], what: &str) -> Result<SevCert, VerifyError> {
@@ -139,6 +157,7 @@ fn ext_u8(value: &[u8], name: &str) -> Result<u8, VerifyError> {
     }
 }
 
+#[derive(Debug)]
 struct VekFacts {
     kind: SigningKey,
     product_name: Option<String>,
@@ -257,19 +276,31 @@ fn check_crl(
     Ok(())
 }
 
-/// Certificate chains (ARK, ASK, VCEK) whose signatures have verified, by content hash.
+/// What a verifier remembers between reports, all of it keyed by content hash:
+///
+/// - the chains (ARK, ASK, VCEK) whose three RSA-4096 PSS signatures have verified. A signature's
+///   validity is a function of the bytes alone, never of the time, so the same three certificates
+///   always give the same answer;
+/// - the facts read from each certificate (validity dates, key, extensions), so that a report
+///   presenting a known certificate costs a hash instead of an X.509 parse.
+///
+/// Everything that depends on the verification time or on the report (validity periods, the CRL,
+/// product, TCB and chip ID, and the report signature) is checked afresh on every report.
 #[derive(Debug, Default)]
-pub struct ChainCache(Mutex<HashSet<[u8; 32]>>);
+pub struct ChainCache {
+    verified: Mutex<HashSet<[u8; 32]>>,
+    certs: Mutex<HashMap<[u8; 32], Arc<CertInfo>>>,
+}
 
 impl ChainCache {
     const CAPACITY: usize = 4096;
 
-    fn id(ark: &[u8], ask: &[u8], vek: &[u8]) -> [u8; 32] {
+    /// The chain's identity: the SHA-256 of its three certificates' SHA-256s, in order.
+    fn id(ark: &[u8; 32], ask: &[u8; 32], vek: &[u8; 32]) -> [u8; 32] {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(b"enclave-os/amd-chain/v1");
-        for der in [ark, ask, vek] {
-            ctx.update(&(der.len() as u64).to_le_bytes());
-            ctx.update(der);
+        ctx.update(b"enclave-os/amd-chain/v2");
+        for d in [ark, ask, vek] {
+            ctx.update(d);
         }
         let mut id = [0u8; 32];
         id.copy_from_slice(ctx.finish().as_ref());
@@ -277,17 +308,75 @@ impl ChainCache {
     }
 
     fn contains(&self, id: &[u8; 32]) -> bool {
-        self.0.lock().map(|s| s.contains(id)).unwrap_or(false)
+        self.verified
+            .lock()
+            .map(|s| s.contains(id))
+            .unwrap_or(false)
     }
 
     fn insert(&self, id: [u8; 32]) {
-        if let Ok(mut s) = self.0.lock() {
+        if let Ok(mut s) = self.verified.lock() {
             if s.len() >= Self::CAPACITY {
                 s.clear();
             }
             s.insert(id);
         }
     }
+
+    /// The facts of the certificate `der`, whose SHA-256 is `digest`, parsed on first sight.
+    /// `strict` refuses bytes after the certificate, as for certificates the caller supplies.
+    fn cert(
+        &self,
+        digest: &[u8; 32],
+        der: &[u8],
+        what: &str,
+        strict: bool,
+    ) -> Result<Arc<CertInfo>, VerifyError> {
+        let known = self.certs.lock().ok().and_then(|m| m.get(digest).cloned());
+        let info = match known {
+            Some(info) => info,
+            None => {
+                let info = Arc::new(CertInfo::parse(der, what)?);
+                if let Ok(mut m) = self.certs.lock() {
+                    if m.len() >= Self::CAPACITY {
+                        m.clear();
+                    }
+                    m.insert(*digest, info.clone());
+                }
+                info
+            }
+        };
+        if strict && info.trailing {
+            return Err(VerifyError::input(
+                what,
+                "trailing bytes after the certificate",
+            ));
+        }
+        Ok(info)
+    }
+}
+
+/// AMD's ARK and ASK for `product`, decoded from the built-in PEM once per process: they are
+/// constants of the binary.
+fn builtin(product: Product) -> (Option<&'static [u8]>, Option<&'static [u8]>) {
+    type Decoded = Vec<(Product, Option<Vec<u8>>, Option<Vec<u8>>)>;
+    static BUILTIN: OnceLock<Decoded> = OnceLock::new();
+    let first = |pem: &[u8]| {
+        crate::input::pem_certificates(pem)
+            .ok()
+            .and_then(|v| v.into_iter().next())
+    };
+    let all = BUILTIN.get_or_init(|| {
+        Product::ALL
+            .into_iter()
+            .map(|p| (p, first(p.builtin_ark_pem()), first(p.builtin_ask_pem())))
+            .collect()
+    });
+    all.iter()
+        .find(|(p, _, _)| *p == product)
+        .map_or((None, None), |(_, ark, ask)| {
+            (ark.as_deref(), ask.as_deref())
+        })
 }
 
 /// Verify an SNP report at unix time `at`. `chains` remembers chains already verified; pass a
@@ -300,14 +389,19 @@ pub fn verify_report(
     chains: &ChainCache,
 ) -> Result<Appraisal, VerifyError> {
     let mut notes = Vec::new();
-    let certs: Vec<Cert> = inputs
+    let certs: Vec<([u8; 32], Arc<CertInfo>)> = inputs
         .certs
         .iter()
-        .map(|d| parse(d, "certificate"))
+        .map(|d| {
+            let digest = sha256(d);
+            chains
+                .cert(&digest, d, "certificate", true)
+                .map(|c| (digest, c))
+        })
         .collect::<Result<_, _>>()?;
-    let supplied_ark = certs.iter().find(|c| c.self_signed);
-    let supplied_ask = certs.iter().find(|c| !c.self_signed && c.is_rsa);
-    let vek = certs.iter().find(|c| !c.is_rsa).ok_or_else(|| {
+    let supplied_ark = certs.iter().find(|(_, c)| c.self_signed);
+    let supplied_ask = certs.iter().find(|(_, c)| !c.self_signed && c.is_rsa);
+    let (vek_digest, vek) = certs.iter().find(|(_, c)| !c.is_rsa).ok_or_else(|| {
         VerifyError::input(
             "certificates",
             "no VCEK or VLEK (an EC P-384 certificate) was supplied; fetch it from AMD's KDS for \
@@ -339,12 +433,10 @@ pub fn verify_report(
         }
         (None, Some(given)) => given,
         (None, None) => supplied_ark
-            .and_then(|ark| {
-                Product::ALL.into_iter().find(|p| {
-                    crate::input::pem_certificates(p.builtin_ark_pem())
-                        .map(|v| v.first() == Some(&ark.der))
-                        .unwrap_or(false)
-                })
+            .and_then(|(_, ark)| {
+                Product::ALL
+                    .into_iter()
+                    .find(|p| builtin(*p).0 == Some(ark.der.as_slice()))
             })
             .ok_or_else(|| {
                 VerifyError::input(
@@ -358,14 +450,13 @@ pub fn verify_report(
             })?,
     };
 
-    let trusted_ark = match &inputs.root {
-        Some(root) => root.clone(),
-        None => crate::input::pem_certificates(product.builtin_ark_pem())
-            .ok()
-            .and_then(|v| v.into_iter().next())
+    let trusted_ark: &[u8] = match &inputs.root {
+        Some(root) => root,
+        None => builtin(product)
+            .0
             .ok_or_else(|| VerifyError::Chain(format!("built-in {product} ARK is unreadable")))?,
     };
-    if let Some(ark) = supplied_ark
+    if let Some((_, ark)) = supplied_ark
         && ark.der != trusted_ark
     {
         return Err(VerifyError::Chain(format!(
@@ -373,41 +464,48 @@ pub fn verify_report(
             ark.subject
         )));
     }
-    let ask_der = match supplied_ask {
-        Some(ask) => ask.der.clone(),
+    let ask_der: &[u8] = match supplied_ask {
+        Some((_, ask)) => &ask.der,
         None if report.signing_key == SigningKey::Vlek => {
             return Err(VerifyError::input(
                 "certificates",
                 "a VLEK-signed report needs the ASVK certificate in the chain",
             ));
         }
-        None => crate::input::pem_certificates(product.builtin_ask_pem())
-            .ok()
-            .and_then(|v| v.into_iter().next())
+        None => builtin(product)
+            .1
             .ok_or_else(|| VerifyError::Chain(format!("built-in {product} ASK is unreadable")))?,
     };
 
     // Signatures down the chain (RSA-4096 PSS, the expensive part, so remembered by content:
     // signatures do not depend on time), then validity at the verification time.
-    let chain_id = ChainCache::id(&trusted_ark, &ask_der, &vek.der);
+    let ark_digest = match supplied_ark {
+        Some((d, _)) => *d,
+        None => sha256(trusted_ark),
+    };
+    let ask_digest = match supplied_ask {
+        Some((d, _)) => *d,
+        None => sha256(ask_der),
+    };
+    let chain_id = ChainCache::id(&ark_digest, &ask_digest, vek_digest);
     if !chains.contains(&chain_id) {
-        signs(&trusted_ark, &trusted_ark, "ARK", "ARK")?;
-        signs(&trusted_ark, &ask_der, "ARK", "ASK")?;
-        signs(&ask_der, &vek.der, "ASK", "VCEK")?;
+        signs(trusted_ark, trusted_ark, "ARK", "ARK")?;
+        signs(trusted_ark, ask_der, "ARK", "ASK")?;
+        signs(ask_der, &vek.der, "ASK", "VCEK")?;
         chains.insert(chain_id);
     }
-    // Each certificate is parsed once from here on.
-    let ark_cert = x509(&trusted_ark, "ARK certificate")?;
-    let ask_cert = x509(&ask_der, "ASK certificate")?;
-    let vek_cert = x509(&vek.der, "VCEK certificate")?;
+    // Each certificate is parsed once per content, ever (see `ChainCache`).
+    let ark_cert = chains.cert(&ark_digest, trusted_ark, "ARK certificate", false)?;
+    let ask_cert = chains.cert(&ask_digest, ask_der, "ASK certificate", false)?;
+    let vek_cert = vek;
     check_validity(&ark_cert, "ARK", at)?;
     check_validity(&ask_cert, "ASK", at)?;
-    check_validity(&vek_cert, "VCEK", at)?;
+    check_validity(vek_cert, "VCEK", at)?;
     match &inputs.crl {
         Some(crl) => check_crl(
             crl,
-            &trusted_ark,
-            &[("ASK", &ask_der), ("VCEK", &vek.der)],
+            trusted_ark,
+            &[("ASK", ask_der), ("VCEK", &vek.der)],
             at,
         )?,
         None => {
@@ -416,7 +514,16 @@ pub fn verify_report(
     }
 
     // The endorsement key must be the kind, product, TCB and chip the report claims.
-    let facts = vek_facts(&vek_cert)?;
+    let facts = match &vek_cert.vek {
+        Some(Ok(facts)) => facts,
+        Some(Err(e)) => return Err(e.clone()),
+        None => {
+            return Err(VerifyError::input(
+                "VCEK certificate",
+                "is not an EC certificate",
+            ));
+        }
+    };
     match report.signing_key {
         SigningKey::None => {
             return Err(VerifyError::Signature(
@@ -491,23 +598,19 @@ pub fn verify_report(
     let mut sig = [0u8; 96];
     sig[..48].copy_from_slice(&p384_component(&report.signature_r, "r")?);
     sig[48..].copy_from_slice(&p384_component(&report.signature_s, "s")?);
-    UnparsedPublicKey::new(
-        &ECDSA_P384_SHA384_FIXED,
-        &vek_cert.public_key().subject_public_key.data,
-    )
-    .verify(&raw[..SIGNED_LEN], &sig)
-    .map_err(|_| {
-        VerifyError::Signature(
-            "the report's signature does not verify under the endorsement key".into(),
-        )
-    })?;
+    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &vek_cert.public_key)
+        .verify(&raw[..SIGNED_LEN], &sig)
+        .map_err(|_| {
+            VerifyError::Signature(
+                "the report's signature does not verify under the endorsement key".into(),
+            )
+        })?;
 
     notes.push(
         "AMD publishes no TCB status: appraise the reported TCB with a policy's snp.min_tcb".into(),
     );
-    let valid_until = [&ark_cert, &ask_cert, &vek_cert]
-        .iter()
-        .map(|c| c.validity().not_after.timestamp())
+    let valid_until = [ark_cert.not_after, ask_cert.not_after, vek_cert.not_after]
+        .into_iter()
         .min()
         .and_then(|t| u64::try_from(t).ok());
     Ok(Appraisal {

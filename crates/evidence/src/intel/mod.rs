@@ -1,6 +1,8 @@
 //! Intel DCAP: SGX and TDX quotes, their collateral, and their verification.
 
 pub mod collateral;
+mod der;
+mod memo;
 mod pck;
 pub mod quote;
 pub mod verify;

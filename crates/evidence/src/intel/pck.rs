@@ -3,13 +3,16 @@
 
 use x509_parser::der_parser::ber::BerObjectContent;
 use x509_parser::der_parser::der::parse_der;
+use x509_parser::der_parser::oid;
+use x509_parser::der_parser::oid::Oid;
 use x509_parser::prelude::*;
 
 use crate::error::VerifyError;
 
-const SGX_EXTENSION: &str = "1.2.840.113741.1.13.1";
-const PCE_ID: &str = "1.2.840.113741.1.13.1.3";
-const FMSPC: &str = "1.2.840.113741.1.13.1.4";
+// Compared as encoded OIDs: rendering every OID as dotted text allocated on each quote.
+const SGX_EXTENSION: Oid<'static> = oid!(1.2.840.113741.1.13.1);
+const PCE_ID: Oid<'static> = oid!(1.2.840.113741.1.13.1.3);
+const FMSPC: Oid<'static> = oid!(1.2.840.113741.1.13.1.4);
 
 /// The platform facts of a PCK leaf certificate.
 pub(crate) struct PckFacts {
@@ -28,7 +31,7 @@ pub(crate) fn facts(leaf: &X509Certificate<'_>) -> Result<PckFacts, VerifyError>
     let ext = leaf
         .extensions()
         .iter()
-        .find(|e| e.oid.to_id_string() == SGX_EXTENSION)
+        .find(|e| e.oid == SGX_EXTENSION)
         .ok_or_else(|| bad("is missing: this is not a PCK certificate"))?;
     let (_, seq) = parse_der(ext.value).map_err(|e| bad(format!("does not parse: {e}")))?;
     let items = seq.as_sequence().map_err(|_| bad("is not a SEQUENCE"))?;
@@ -40,10 +43,10 @@ pub(crate) fn facts(leaf: &X509Certificate<'_>) -> Result<PckFacts, VerifyError>
         let (Ok(oid), BerObjectContent::OctetString(bytes)) = (oid.as_oid(), &value.content) else {
             continue;
         };
-        match oid.to_id_string().as_str() {
-            FMSPC => fmspc = <[u8; 6]>::try_from(&bytes[..]).ok(),
-            PCE_ID => pce_id = Some(bytes.to_vec()),
-            _ => {}
+        if *oid == FMSPC {
+            fmspc = <[u8; 6]>::try_from(&bytes[..]).ok();
+        } else if *oid == PCE_ID {
+            pce_id = Some(bytes.to_vec());
         }
     }
     Ok(PckFacts {

@@ -14,7 +14,7 @@
 //! inside the window in which every piece of collateral is valid.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ring::digest::{Context, SHA256};
 use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
@@ -22,7 +22,8 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::*;
 
 use super::collateral::Collateral;
-use super::quote::{Body, INTEL_QE_VENDOR_ID, Quote};
+use super::memo::{MemoConfig, SigMemo};
+use super::quote::{Body, Certification, INTEL_QE_VENDOR_ID, Quote};
 use crate::appraisal::{
     Appraisal, Measurements, Platform, SgxMeasurements, TcbStatus, TdxMeasurements, TeeKind,
 };
@@ -34,6 +35,15 @@ pub const INTEL_SGX_ROOT_CA: &[u8] = include_bytes!("intel-sgx-root-ca.der");
 /// How many appraisals the warm cache keeps before it starts over.
 const CACHE_CAPACITY: usize = 1024;
 
+/// What a verified PCK chain says, read once per chain (by its exact PEM text): the platform's
+/// FMSPC and PCE-ID and the window in which every certificate of the chain is valid.
+struct PckChain {
+    fmspc: [u8; 6],
+    pce_id: Vec<u8>,
+    not_before: i64,
+    not_after: i64,
+}
+
 struct Cached {
     appraisal: Appraisal,
     not_before: i64,
@@ -43,8 +53,13 @@ struct Cached {
 /// A DCAP quote verifier bound to one root of trust.
 pub struct IntelVerifier {
     root_der: Vec<u8>,
+    root_digest: [u8; 32],
     simulated: bool,
     cache: Mutex<HashMap<[u8; 32], Cached>>,
+    /// Signatures dcap-qvl has verified, by content (see `memo.rs`).
+    sigs: Arc<SigMemo>,
+    /// PCK chains already read, by their PEM text.
+    pck_chains: Mutex<HashMap<String, Arc<PckChain>>>,
 }
 
 impl std::fmt::Debug for IntelVerifier {
@@ -64,7 +79,22 @@ impl Default for IntelVerifier {
 impl IntelVerifier {
     /// A verifier that trusts Intel's production root.
     pub fn intel() -> Self {
-        Self::with_root(INTEL_SGX_ROOT_CA.to_vec(), false)
+        // Intel's root is a constant of this crate and not a simulation root (a unit test below
+        // checks it), so it is not parsed on every construction.
+        Self::new(INTEL_SGX_ROOT_CA.to_vec(), false)
+    }
+
+    fn new(root_der: Vec<u8>, simulated: bool) -> Self {
+        let mut root_digest = [0u8; 32];
+        root_digest.copy_from_slice(ring::digest::digest(&SHA256, &root_der).as_ref());
+        Self {
+            root_der,
+            root_digest,
+            simulated,
+            cache: Mutex::new(HashMap::new()),
+            sigs: Arc::default(),
+            pck_chains: Mutex::new(HashMap::new()),
+        }
     }
 
     /// A verifier that trusts `root_der`. `simulated` marks every appraisal it makes, so that
@@ -76,10 +106,15 @@ impl IntelVerifier {
         let is_sim_root = X509Certificate::from_der(&root_der)
             .map(|(_, c)| c.subject().to_string().contains(SIM_MARKER))
             .unwrap_or(false);
-        Self {
-            root_der,
-            simulated: simulated || is_sim_root,
-            cache: Mutex::new(HashMap::new()),
+        Self::new(root_der, simulated || is_sim_root)
+    }
+
+    /// Forget every appraisal remembered for the warm path, keeping what is remembered about
+    /// platforms (verified signatures, PCK chains): the next quote of each kind is appraised in
+    /// full by dcap-qvl, as a quote never seen before would be.
+    pub fn forget_appraisals(&self) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
         }
     }
 
@@ -95,18 +130,27 @@ impl IntelVerifier {
         collateral: Option<&Collateral>,
         at: i64,
     ) -> Result<Appraisal, VerifyError> {
-        let quote = Quote::decode(raw)?;
+        self.verify_decoded(&Quote::decode(raw)?, raw, collateral, at)
+    }
+
+    /// [`IntelVerifier::verify`] for a quote already decoded from `raw`.
+    pub(crate) fn verify_decoded(
+        &self,
+        quote: &Quote,
+        raw: &[u8],
+        collateral: Option<&Collateral>,
+        at: i64,
+    ) -> Result<Appraisal, VerifyError> {
         match collateral {
-            None => self.verify_signatures_only(&quote, raw, at),
-            Some(c) => self.verify_with_collateral(&quote, raw, c, at),
+            None => self.verify_signatures_only(quote, raw, at),
+            Some(c) => self.verify_with_collateral(quote, raw, c, at),
         }
     }
 
     fn cache_key(&self, quote: &Quote, raw: &[u8], collateral: &Collateral) -> [u8; 32] {
         let mut ctx = Context::new(&SHA256);
-        ctx.update(b"enclave-os/dcap-appraisal/v1");
-        ctx.update(&(self.root_der.len() as u64).to_le_bytes());
-        ctx.update(&self.root_der);
+        ctx.update(b"enclave-os/dcap-appraisal/v2");
+        ctx.update(&self.root_digest);
         ctx.update(collateral.digest());
         // Everything in the quote but report_data and the quote signature, which the warm path
         // checks afresh.
@@ -133,10 +177,15 @@ impl IntelVerifier {
         }
         let at_u = u64::try_from(at)
             .map_err(|_| VerifyError::input("time", "verification time is before 1970"))?;
-        let verifier = dcap_qvl::verify::QuoteVerifier::new(self.root_der.clone())
-            // Debug is appraised by our policy, so that its rejection names the rule.
-            .allow_debug(true);
-        let report = match verifier.verify(raw, collateral.qvl(), at_u) {
+        let verifier =
+            dcap_qvl::verify::QuoteVerifier::<MemoConfig>::new_with_config(self.root_der.clone())
+                // Debug is appraised by our policy, so that its rejection names the rule.
+                .allow_debug(true);
+        let mut attestation_key = [0x04u8; 65];
+        attestation_key[1..].copy_from_slice(&quote.signature.attestation_key);
+        let report = match self.sigs.install(attestation_key, || {
+            verifier.verify(raw, collateral.qvl(), at_u)
+        }) {
             Ok(r) => r,
             Err(e) => {
                 // Say precisely what broke when it is the signature chain or a date; otherwise
@@ -147,20 +196,10 @@ impl IntelVerifier {
             }
         };
         // dcap-qvl verified the PCK chain; read what it certifies, and the window it is valid in.
-        let chain = quote.signature.qe.certification.pck_chain_der()?;
-        let (mut not_before, mut not_after) = collateral.window();
-        let mut pck = None;
-        for der in &chain {
-            let (_, cert) = X509Certificate::from_der(der).map_err(|e| {
-                VerifyError::Chain(format!("a PCK chain certificate does not parse: {e}"))
-            })?;
-            not_before = not_before.max(cert.validity().not_before.timestamp());
-            not_after = not_after.min(cert.validity().not_after.timestamp());
-            if pck.is_none() {
-                pck = Some(super::pck::facts(&cert)?);
-            }
-        }
-        let pck = pck.ok_or_else(|| VerifyError::Chain("the PCK chain is empty".into()))?;
+        let pck = self.pck_chain(quote)?;
+        let (not_before, not_after) = collateral.window();
+        let (not_before, not_after) =
+            (not_before.max(pck.not_before), not_after.min(pck.not_after));
         let pce_id = hex::encode(&pck.pce_id);
         if !pce_id.eq_ignore_ascii_case(collateral.pce_id()) {
             return Err(VerifyError::Collateral(format!(
@@ -170,7 +209,7 @@ impl IntelVerifier {
         }
         let status = TcbStatus::parse(&report.status)
             .ok_or_else(|| VerifyError::Tcb(format!("unexpected TCB status {}", report.status)))?;
-        let mut appraisal = self.appraisal(quote, status, pck.fmspc, pck.pce_id);
+        let mut appraisal = self.appraisal(quote, status, pck.fmspc, pck.pce_id.clone());
         appraisal.advisory_ids = report.advisory_ids;
         appraisal.valid_until = u64::try_from(not_after).ok();
         if let Platform::Intel {
@@ -194,6 +233,84 @@ impl IntelVerifier {
             );
         }
         Ok(appraisal)
+    }
+
+    /// The facts of the quote's PCK chain, read on its first sighting. They are a function of
+    /// the chain's bytes only; whether the chain is trusted at the verification time is decided
+    /// by dcap-qvl on every quote, before this is consulted.
+    fn pck_chain(&self, quote: &Quote) -> Result<Arc<PckChain>, VerifyError> {
+        let pem = match &quote.signature.qe.certification {
+            Certification::PckChain { pem } => Some(pem),
+            Certification::Other { .. } => None,
+        };
+        if let Some(pem) = pem
+            && let Some(known) = self
+                .pck_chains
+                .lock()
+                .ok()
+                .and_then(|m| m.get(pem.as_str()).cloned())
+        {
+            return Ok(known);
+        }
+        let chain = quote.signature.qe.certification.pck_chain_der()?;
+        let known = match Self::pck_chain_walked(&chain) {
+            Some(known) => Arc::new(known),
+            None => Arc::new(Self::pck_chain_parsed(&chain)?),
+        };
+        if let Some(pem) = pem
+            && let Ok(mut m) = self.pck_chains.lock()
+        {
+            if m.len() >= CACHE_CAPACITY {
+                m.clear();
+            }
+            m.insert(pem.clone(), known.clone());
+        }
+        Ok(known)
+    }
+
+    /// The PCK chain's facts by a DER walk (see `der.rs`); `None` if it cannot tell.
+    fn pck_chain_walked(chain: &[Vec<u8>]) -> Option<PckChain> {
+        let (mut not_before, mut not_after) = (i64::MIN, i64::MAX);
+        let mut facts = None;
+        for der in chain {
+            let cert = super::der::walk(der)?;
+            not_before = not_before.max(cert.not_before);
+            not_after = not_after.min(cert.not_after);
+            if facts.is_none() {
+                let (fmspc, pce_id) = super::der::pck_facts(cert.extensions?)?;
+                facts = Some((fmspc?, pce_id?.to_vec()));
+            }
+        }
+        let (fmspc, pce_id) = facts?;
+        Some(PckChain {
+            fmspc,
+            pce_id,
+            not_before,
+            not_after,
+        })
+    }
+
+    /// The PCK chain's facts by x509-parser, with its reasons when something does not parse.
+    fn pck_chain_parsed(chain: &[Vec<u8>]) -> Result<PckChain, VerifyError> {
+        let (mut not_before, mut not_after) = (i64::MIN, i64::MAX);
+        let mut pck = None;
+        for der in chain {
+            let (_, cert) = X509Certificate::from_der(der).map_err(|e| {
+                VerifyError::Chain(format!("a PCK chain certificate does not parse: {e}"))
+            })?;
+            not_before = not_before.max(cert.validity().not_before.timestamp());
+            not_after = not_after.min(cert.validity().not_after.timestamp());
+            if pck.is_none() {
+                pck = Some(super::pck::facts(&cert)?);
+            }
+        }
+        let pck = pck.ok_or_else(|| VerifyError::Chain("the PCK chain is empty".into()))?;
+        Ok(PckChain {
+            fmspc: pck.fmspc,
+            pce_id: pck.pce_id,
+            not_before,
+            not_after,
+        })
     }
 
     /// The warm path: same root, collateral, platform, QE and enclave as an earlier success.
@@ -439,5 +556,18 @@ fn classify(e: &impl std::fmt::Display) -> VerifyError {
         VerifyError::Tcb(msg)
     } else {
         VerifyError::Collateral(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `IntelVerifier::intel` skips the simulation-root check for Intel's own root; this is the
+    /// check it skips.
+    #[test]
+    fn intels_root_is_not_a_simulation_root() {
+        assert!(!IntelVerifier::with_root(INTEL_SGX_ROOT_CA.to_vec(), false).simulated());
+        assert!(!IntelVerifier::intel().simulated());
     }
 }
