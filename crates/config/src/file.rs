@@ -428,6 +428,58 @@ pub struct Workload {
     pub limits: WorkloadLimits,
 }
 
+/// Names that resolve to this machine's loopback on common systems (`/etc/hosts`).
+const LOOPBACK_ALIASES: [&str; 6] = [
+    "localhost",
+    "localhost.localdomain",
+    "localhost6",
+    "localhost6.localdomain6",
+    "ip6-localhost",
+    "ip6-loopback",
+];
+
+/// Whether `h` may be a workload's hostname: a DNS name in letters, digits and hyphens
+/// (RFC 1123 labels of 1 to 63, at most 253 in all, no trailing dot), whose last label starts
+/// with a letter, so that no spelling of an IP address a resolver would accept (`127.1`,
+/// `2130706433`, `0x7f000001`) passes, and not a loopback alias.
+fn workload_hostname(h: &str) -> Result<(), &'static str> {
+    if h.is_empty() || h.len() > 253 {
+        return Err("is not a DNS name of 1 to 253 characters");
+    }
+    if h.ends_with('.') {
+        return Err("must be written without its trailing dot");
+    }
+    for label in h.split('.') {
+        let ldh = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ldh {
+            return Err(
+                "is not a DNS name: labels of 1 to 63 letters, digits and inner hyphens, no wildcards",
+            );
+        }
+    }
+    if !h
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| last.starts_with(|c: char| c.is_ascii_alphabetic()))
+    {
+        return Err(
+            "is not a workload's own DNS name: its last label starts with a digit, as IP addresses do, and IP addresses reach the management API",
+        );
+    }
+    if LOOPBACK_ALIASES.iter().any(|a| a.eq_ignore_ascii_case(h)) {
+        return Err(
+            "is not a workload's own DNS name: localhost and its aliases reach the management API",
+        );
+    }
+    Ok(())
+}
+
 impl Workload {
     /// Check the workload on its own: its name, and that it says where its code is
     /// (`needs_source`: a file's workloads name a file; those loaded at run time bring bytes).
@@ -448,29 +500,13 @@ impl Workload {
                 ),
             ));
         }
-        // A workload's names are DNS names of its own. `localhost` and IP addresses are how
-        // clients reach the management API (the enclave-wide certificate names them): a
-        // workload claiming one would receive the operator's requests and bearer tokens.
+        // A workload's names are DNS names of its own. `localhost` (and its usual aliases) and
+        // IP addresses, in any spelling a resolver accepts, are how clients reach the management
+        // API (the enclave-wide certificate names them): a workload claiming one would receive
+        // the operator's requests and bearer tokens.
         for h in &self.hostnames {
-            // One spelling per name: with a trailing dot, `manage.enclave-os.internal.` would
-            // slip past the comparison with the reserved management hostname.
-            if h.ends_with('.') {
-                return Err((
-                    "hostnames",
-                    format!("'{h}': write the name without its trailing dot"),
-                ));
-            }
-            let ip = h.trim_start_matches('[').trim_end_matches(']');
-            if h.is_empty()
-                || h.eq_ignore_ascii_case("localhost")
-                || ip.parse::<std::net::IpAddr>().is_ok()
-            {
-                return Err((
-                    "hostnames",
-                    format!(
-                        "'{h}' is not a workload's own DNS name: localhost and IP addresses reach the management API"
-                    ),
-                ));
+            if let Err(why) = workload_hostname(h) {
+                return Err(("hostnames", format!("'{h}' {why}")));
             }
         }
         match (self.kind, &self.source, &self.image) {

@@ -147,6 +147,10 @@ fn mistakes_name_file_line_and_field() {
             vec!["workload[0].hostnames", "without its trailing dot"],
         ),
         (
+            "[[workload]]\nname = \"a\"\nkind = \"wasm\"\nsource = \"x\"\nhostnames = [\"localhost.localdomain\"]\n",
+            vec!["workload[0].hostnames", "localhost and its aliases"],
+        ),
+        (
             "[limits]\nmax_challenge_handshakes = 0\n",
             vec!["line 2", "max_challenge_handshakes", "nonzero"],
         ),

@@ -725,11 +725,20 @@ fn workloads_load_and_unload_at_run_time_changing_only_their_own_certificate() {
     assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
     // Names that reach the management API cannot be claimed: the workload would receive the
     // operator's requests and their bearer tokens.
-    for host in ["127.0.0.1", "localhost", "::1"] {
+    for host in ["127.0.0.1", "localhost", "2130706433", "0x7f000001"] {
         let (status, body) = load("three", host, b"x");
         assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
         assert!(
             String::from_utf8_lossy(&body).contains("reach the management API"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    for host in ["::1", "*", "localhost:8443", " localhost"] {
+        let (status, body) = load("three", host, b"x");
+        assert_eq!(status, 422, "{host}: {}", String::from_utf8_lossy(&body));
+        assert!(
+            String::from_utf8_lossy(&body).contains("is not a DNS name"),
             "{}",
             String::from_utf8_lossy(&body)
         );

@@ -497,3 +497,50 @@ fn a_root_pin_from_another_state_directory_authorizes_nothing() {
             .exists()
     );
 }
+
+/// A third review's attack: the host writes its own root and intermediary certificates into the
+/// state directory and forces a new store. The runtime still serves the operator's intermediary
+/// (the one the config tree commits), so the host's root, which did not issue it, is not pinned,
+/// and nothing the host signs authorizes an export.
+#[test]
+fn a_root_the_host_writes_into_the_state_directory_is_not_pinned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ops, hostca) = (tmp.path().join("ops"), tmp.path().join("hostca"));
+    for dir in [&ops, &hostca] {
+        assert_eq!(json(&["ca", "init", "--out", dir.to_str().unwrap()]).0, 0);
+    }
+    let a = Instance::new(
+        tmp.path(),
+        &format!(
+            "[ca]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+            ops.join("intermediary.crt.pem").display(),
+            ops.join("intermediary.key.pem").display()
+        ),
+    );
+    let text = std::fs::read_to_string(&a.config)
+        .unwrap()
+        .replace("seal_policy = \"signer\"", "seal_policy = \"measurement\"");
+    std::fs::write(&a.config, text).unwrap();
+    a.start().stop();
+    let state = tmp.path().join("state");
+    for f in ["root.crt.pem", "intermediary.crt.pem"] {
+        std::fs::copy(hostca.join(f), state.join("ca").join(f)).unwrap();
+    }
+    for f in ["master.key.sealed", "kv.redb", "kv.counter"] {
+        let _ = std::fs::remove_file(state.join("store").join(f));
+    }
+    a.start().stop();
+    let log = a.log();
+    assert!(
+        log.contains("no operator root pinned") && log.contains("did not issue the intermediary"),
+        "{log}"
+    );
+    let config = a.config.to_str().unwrap();
+    let source = stdout_json(&at_svn(
+        Path::new(BIN),
+        0,
+        &["migrate", "source", config, "--json"],
+    ));
+    let err = source["error"].as_str().unwrap_or_default().to_string();
+    assert!(err.contains("not of this store"), "{source}");
+}

@@ -330,7 +330,7 @@ impl Runtime {
                 tee.as_ref(),
                 policy,
                 &ca_root,
-                &state_dir.join("ca/intermediary.crt.pem"),
+                ca.cert_der(),
                 &id,
             )?;
             unsaved.persist()?;

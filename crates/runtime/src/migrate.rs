@@ -160,7 +160,7 @@ fn read(path: &Path) -> Result<Vec<u8>, RuntimeError> {
 /// master key is generated (and before it is written), never for a store that already exists,
 /// so the host cannot have an existing store pinned to a root of its choosing by running it
 /// with another CA. `root` is the root certificate beside the intermediary; it must have issued
-/// `intermediary` (PEM). It is the root clients pin, so a host that substitutes its own at the
+/// `intermediary_der`, the intermediary the runtime holds (unsealed, and served). It is the root clients pin, so a host that substitutes its own at the
 /// first run is seen by every client. Without a usable root nothing is pinned, and the runtime
 /// says that migration will be refused; it still runs.
 pub fn pin_operator_root(
@@ -168,7 +168,7 @@ pub fn pin_operator_root(
     tee: &dyn Tee,
     policy: SealPolicy,
     root: &Path,
-    intermediary: &Path,
+    intermediary_der: &[u8],
     store: &enclave_store::StoreId,
 ) -> Result<(), RuntimeError> {
     let unpinned = |why: String| {
@@ -185,7 +185,10 @@ pub fn pin_operator_root(
         Ok(der) => der,
         Err(e) => return unpinned(e),
     };
-    if let Err(e) = authorization::issued_by(&read(intermediary)?, &der) {
+    // The intermediary the runtime actually holds and serves: a root file on the host's disk
+    // counts only if it issued that one, so the host cannot pin a root of its own by writing
+    // certificates into the state directory.
+    if let Err(e) = authorization::issued_by(intermediary_der, &der) {
         return unpinned(e);
     }
     let key = tee

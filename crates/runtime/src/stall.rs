@@ -84,7 +84,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallLimit<T> {
         }
     }
 
+    // Shutting down writes the TLS close_notify, which waits on the client like any write.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match Pin::new(&mut self.inner).poll_shutdown(cx) {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.pending(cx),
+        }
     }
 }

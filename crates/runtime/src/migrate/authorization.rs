@@ -116,10 +116,9 @@ pub fn fingerprint(cert_der: &[u8]) -> String {
 const NOT_ISSUED: &str = "the root certificate did not issue the intermediary CA certificate \
      (not an ECDSA P-256 SHA-256 signature by its key)";
 
-/// Whether `root_der`'s key signed the certificate `issued_pem` (ECDSA P-256 with SHA-256).
-pub fn issued_by(issued_pem: &[u8], root_der: &[u8]) -> Result<(), String> {
-    let issued = first_cert(issued_pem, "the intermediary CA certificate")?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&issued)
+/// Whether `root_der`'s key signed the certificate `issued` (DER; ECDSA P-256 with SHA-256).
+pub fn issued_by(issued: &[u8], root_der: &[u8]) -> Result<(), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(issued)
         .map_err(|e| format!("the intermediary CA certificate does not parse: {e}"))?;
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, ec_point(root_der)?)
         .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
