@@ -41,7 +41,7 @@ use axum::response::{IntoResponse, Response};
 use enclave_ratls::RatlsVerifier;
 use enclave_ratls::binding::Freshness;
 use enclave_ratls::tls::{RatlsResolver, RatlsServerVerifier, client_config};
-use enclave_store::{Counter, CounterError, Store, StoreId};
+use enclave_store::{Counter, CounterError, Recorded, StateDigest, Store, StoreId};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -67,8 +67,10 @@ impl Witness {
         }
     }
 
-    /// The counter's value, or 404 when it was never enrolled.
-    fn read(&self, id: &str) -> Result<u64, (StatusCode, String)> {
+    /// The counter's value and the state digest recorded with it (none before the first
+    /// advance that gave one), or 404 when it was never enrolled. Kept as `version (8, BE)`,
+    /// then the digest (32) once one was recorded.
+    fn read(&self, id: &str) -> Result<Recorded, (StatusCode, String)> {
         match self
             .store
             .get(NAMESPACE, id.as_bytes())
@@ -81,17 +83,37 @@ impl Witness {
                      store enrolled it, when the store was created"
                 ),
             )),
-            Some(v) => v
-                .as_slice()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(|_| {
+            Some(v) => {
+                let corrupt = || {
                     (
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("counter {id} is not 8 bytes"),
+                        format!("counter {id} is neither 8 nor 40 bytes"),
                     )
-                }),
+                };
+                let version = v
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(corrupt)?;
+                let state = match v.len() {
+                    8 => None,
+                    40 => v[8..].try_into().ok(),
+                    _ => return Err(corrupt()),
+                };
+                Ok(Recorded { version, state })
+            }
         }
+    }
+
+    fn write(&self, id: &str, r: &Recorded) -> Result<(), (StatusCode, String)> {
+        let mut value = r.version.to_be_bytes().to_vec();
+        if let Some(d) = &r.state {
+            value.extend_from_slice(d);
+        }
+        self.store
+            .put(NAMESPACE, id.as_bytes(), &value)
+            .map(|_| ())
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     }
 
     /// Create counter `id` at 0; 409 when it exists.
@@ -100,34 +122,68 @@ impl Witness {
         match self.read(id) {
             Ok(current) => Err((
                 StatusCode::CONFLICT,
-                format!("counter {id} is already enrolled, at {current}"),
+                format!("counter {id} is already enrolled, at {}", current.version),
             )),
             Err((StatusCode::NOT_FOUND, _)) => {
-                self.store
-                    .put(NAMESPACE, id.as_bytes(), &0u64.to_be_bytes())
-                    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                self.write(
+                    id,
+                    &Recorded {
+                        version: 0,
+                        state: None,
+                    },
+                )?;
                 Ok(0)
             }
             Err(e) => Err(e),
         }
     }
 
-    fn advance(&self, id: &str, to: u64) -> Result<u64, (StatusCode, String)> {
+    /// Move counter `id` to `to`, recording `state` with it. At its current version the state
+    /// must be the one recorded: another state at the same version is a second database at
+    /// that version, which the client's store must not be allowed to serve.
+    fn advance(
+        &self,
+        id: &str,
+        to: u64,
+        state: Option<StateDigest>,
+    ) -> Result<u64, (StatusCode, String)> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.read(id)?;
-        if to < current {
+        if to < current.version {
             return Err((
                 StatusCode::CONFLICT,
-                format!("counter {id} is at {current}; it cannot go back to {to}"),
+                format!(
+                    "counter {id} is at {}; it cannot go back to {to}",
+                    current.version
+                ),
             ));
         }
-        if to > current {
-            self.store
-                .put(NAMESPACE, id.as_bytes(), &to.to_be_bytes())
-                .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        if to == current.version {
+            match (current.state, state) {
+                (Some(had), Some(new)) if had != new => {
+                    return Err((
+                        StatusCode::CONFLICT,
+                        format!(
+                            "counter {id} is at {to} with another state: two different databases \
+                             claim version {to}"
+                        ),
+                    ));
+                }
+                (None, Some(_)) => self.write(id, &Recorded { version: to, state })?,
+                _ => {}
+            }
+            return Ok(to);
         }
+        self.write(id, &Recorded { version: to, state })?;
         Ok(to)
     }
+}
+
+fn parse_digest(hexed: &str) -> Result<StateDigest, String> {
+    let mut d = [0u8; 32];
+    hex::decode_to_slice(hexed, &mut d)
+        .map_err(|e| format!("state '{hexed}' is not 32 bytes of hex: {e}"))?;
+    Ok(d)
 }
 
 fn valid_id(id: &str) -> Result<(), Response> {
@@ -146,7 +202,9 @@ async fn get_counter(State(w): State<Arc<Witness>>, Path(id): Path<String>) -> R
         return r;
     }
     match tokio::task::spawn_blocking(move || w.read(&id)).await {
-        Ok(Ok(v)) => Json(json!({ "value": v })).into_response(),
+        Ok(Ok(r)) => {
+            Json(json!({ "value": r.version, "state": r.state.map(hex::encode) })).into_response()
+        }
         Ok(Err((status, e))) => crate::api::error(status, e),
         Err(e) => crate::api::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -170,6 +228,9 @@ async fn put_counter(State(w): State<Arc<Witness>>, Path(id): Path<String>) -> R
 #[derive(Deserialize)]
 struct Advance {
     advance_to: u64,
+    /// Hex SHA-256 of the state record at `advance_to` (clients from before it send none).
+    #[serde(default)]
+    state: Option<String>,
 }
 
 async fn post_counter(
@@ -180,8 +241,12 @@ async fn post_counter(
     if let Err(r) = valid_id(&id) {
         return r;
     }
+    let state = match body.state.as_deref().map(parse_digest).transpose() {
+        Ok(s) => s,
+        Err(e) => return crate::api::error(StatusCode::BAD_REQUEST, e),
+    };
     let id2 = id.clone();
-    match tokio::task::spawn_blocking(move || w.advance(&id2, body.advance_to)).await {
+    match tokio::task::spawn_blocking(move || w.advance(&id2, body.advance_to, state)).await {
         Ok(Ok(v)) => {
             tracing::info!(counter = %id, value = v, "witness counter advanced");
             Json(json!({ "value": v })).into_response()
@@ -323,13 +388,69 @@ impl Counter for WitnessCounter {
     }
 
     fn read(&self) -> Result<u64, CounterError> {
+        Ok(self.read_recorded()?.map_or(0, |r| r.version))
+    }
+
+    fn read_recorded(&self) -> Result<Option<Recorded>, CounterError> {
         let answer = self.call("GET", None)?;
-        self.value(answer, 200)
+        let state = match answer.1["state"].as_str() {
+            Some(h) => Some(parse_digest(h).map_err(|e| self.err(e))?),
+            None => None,
+        };
+        let version = self.value(answer, 200)?;
+        Ok(Some(Recorded { version, state }))
     }
 
     fn advance(&self, to: u64) -> Result<(), CounterError> {
         let body = json!({ "advance_to": to }).to_string();
         let answer = self.call("POST", Some(body.as_bytes()))?;
         self.value(answer, 200).map(|_| ())
+    }
+
+    fn advance_recorded(&self, to: u64, state: &StateDigest) -> Result<(), CounterError> {
+        let body = json!({ "advance_to": to, "state": hex::encode(state) }).to_string();
+        let answer = self.call("POST", Some(body.as_bytes()))?;
+        self.value(answer, 200).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use enclave_store::{FileCounter, MasterKey};
+
+    fn witness(dir: &std::path::Path) -> Witness {
+        let master = MasterKey::from_bytes(&[7; 32]).unwrap();
+        let id = StoreId([3; 16]);
+        let counter = FileCounter::new(&dir.join("kv.counter"), &master, id).unwrap();
+        let store = Store::open(&dir.join("kv.redb"), master, id, Box::new(counter)).unwrap();
+        Witness::new(Arc::new(store))
+    }
+
+    #[test]
+    fn counters_exist_by_enrolment_only_and_one_version_has_one_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = witness(tmp.path());
+        let id = "00112233445566778899aabbccddeeff";
+        let (status, why) = w.read(id).unwrap_err();
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(why.contains("not enrolled"), "{why}");
+        assert_eq!(
+            w.advance(id, 1, Some([1; 32])).unwrap_err().0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(w.enrol(id).unwrap(), 0);
+        assert_eq!(w.enrol(id).unwrap_err().0, StatusCode::CONFLICT);
+        assert_eq!(w.advance(id, 1, Some([1; 32])).unwrap(), 1);
+        // The same version again with the same state: a retried call, answered the same.
+        assert_eq!(w.advance(id, 1, Some([1; 32])).unwrap(), 1);
+        // The same version with another state: a second database at that version.
+        let (status, why) = w.advance(id, 1, Some([2; 32])).unwrap_err();
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(why.contains("two different databases"), "{why}");
+        assert_eq!(w.advance(id, 0, None).unwrap_err().0, StatusCode::CONFLICT);
+        let r = w.read(id).unwrap();
+        assert_eq!((r.version, r.state), (1, Some([1; 32])));
     }
 }

@@ -35,6 +35,21 @@ pub struct CounterError {
     pub reason: String,
 }
 
+/// SHA-256 of a state record as stored: which state a version is. Every state record carries a
+/// fresh random nonce, so two databases at one version have different digests, and a digest
+/// says nothing about the records.
+pub type StateDigest = [u8; 32];
+
+/// What a counter recorded: the newest version, and, from counters that keep one, the digest
+/// of the state record written at that version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// The newest version.
+    pub version: u64,
+    /// Which state had it, when the counter keeps that.
+    pub state: Option<StateDigest>,
+}
+
 /// A monotonic counter that remembers the store's newest version.
 pub trait Counter: Send + Sync {
     /// What and where it is, for messages.
@@ -50,6 +65,21 @@ pub trait Counter: Send + Sync {
     }
     /// Record `to` as the newest version. Refused when the counter is already past `to`.
     fn advance(&self, to: u64) -> Result<(), CounterError>;
+    /// What [`Self::read_existing`] says, with the state digest when the counter keeps one.
+    /// A version alone cannot tell two databases at that version apart (one whose write was
+    /// acknowledged, one whose counter advance the host made fail); the digest can.
+    fn read_recorded(&self) -> Result<Option<Recorded>, CounterError> {
+        Ok(self.read_existing()?.map(|version| Recorded {
+            version,
+            state: None,
+        }))
+    }
+    /// [`Self::advance`], recording which state has version `to`. A counter that keeps no
+    /// digest records the version only.
+    fn advance_recorded(&self, to: u64, state: &StateDigest) -> Result<(), CounterError> {
+        let _ = state;
+        self.advance(to)
+    }
 }
 
 const MAGIC: &[u8; 8] = b"EOSCTR1\0";

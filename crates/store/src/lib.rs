@@ -37,7 +37,7 @@ mod store;
 
 pub mod counter;
 
-pub use counter::{Counter, CounterError, FileCounter};
+pub use counter::{Counter, CounterError, FileCounter, Recorded, StateDigest};
 pub use keys::{MasterKey, StoreId};
 pub use reset::{CounterReset, PreviousCounter, reset_counter};
 pub use store::{Op, Stats, Store};
@@ -76,6 +76,16 @@ pub enum StoreError {
         database: u64,
         /// The counter's version.
         recorded: u64,
+        /// Which counter.
+        counter: String,
+    },
+    /// The database is at the counter's version, but is not the state the counter recorded.
+    #[error(
+        "the database is at version {version}, as {counter} says, but it is not the state recorded at that version: another copy of the database at the same version (a write the counter never acknowledged, kept aside and put back). Refusing to serve"
+    )]
+    Fork {
+        /// The version both claim.
+        version: u64,
         /// Which counter.
         counter: String,
     },

@@ -9,8 +9,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHand
 use zeroize::Zeroizing;
 
 use crate::StoreError;
-use crate::counter::Counter;
-use crate::keys::{MasterKey, StoreId};
+use crate::counter::{Counter, StateDigest};
+use crate::keys::{MasterKey, StoreId, constant_time_eq};
 use crate::record::{KeyHash, NsKeys, version_of};
 use crate::state::{SetHash, State, StateKeys, add, same, sub, xor};
 
@@ -135,6 +135,8 @@ fn db_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
 /// What a database proves about itself, before any counter is asked.
 pub(crate) struct Verified {
     pub version: u64,
+    /// SHA-256 of the state record as stored (`None` before the first one is written).
+    pub state_digest: Option<StateDigest>,
     set: SetHash,
     index: HashMap<String, Index>,
     form: Form,
@@ -159,11 +161,15 @@ pub(crate) fn verify_database(
 ) -> Result<Verified, StoreError> {
     let err = |e: &dyn std::fmt::Display| db_err(path, e);
     let rtxn = db.begin_read().map_err(|e| err(&e))?;
+    let mut state_digest = None;
     let state = match rtxn.open_table(META) {
         Ok(t) => t
             .get(STATE)
             .map_err(|e| err(&e))?
-            .map(|v| keys.open(id, v.value()))
+            .map(|v| {
+                state_digest = Some(digest(v.value()));
+                keys.open(id, v.value())
+            })
             .transpose()?,
         Err(redb::TableError::TableDoesNotExist(_)) => None,
         Err(e) => return Err(err(&e)),
@@ -237,10 +243,18 @@ pub(crate) fn verify_database(
     };
     Ok(Verified {
         version,
+        state_digest,
         set,
         index,
         form,
     })
+}
+
+/// Which state a state record is: what counters that keep a digest record beside the version.
+pub(crate) fn digest(state_record: &[u8]) -> StateDigest {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, state_record).as_ref());
+    out
 }
 
 impl Store {
@@ -274,7 +288,8 @@ impl Store {
         id: StoreId,
         counter: Box<dyn Counter>,
     ) -> Result<Self, StoreError> {
-        let recorded = counter.read_existing()?;
+        let recorded_state = counter.read_recorded()?;
+        let recorded = recorded_state.map(|r| r.version);
         let existed = path.exists();
         if !existed {
             match recorded {
@@ -319,6 +334,22 @@ impl Store {
                 counter: counter.describe(),
             });
         }
+        // At the counter's own version the database must also be the state the counter saw:
+        // a version alone cannot tell an acknowledged write from one whose advance the host
+        // made fail and whose database it kept aside.
+        if version == recorded
+            && let (Some(want), Some(have)) = (
+                recorded_state.and_then(|r| r.state),
+                verified.state_digest.as_ref(),
+            )
+            && !constant_time_eq(&want, have)
+        {
+            return Err(StoreError::Fork {
+                version,
+                counter: counter.describe(),
+            });
+        }
+        let state_digest = verified.state_digest;
         let form = verified.form;
         let store = Self {
             db,
@@ -340,17 +371,22 @@ impl Store {
             // A write committed but never acknowledged: a crash between its commit and its
             // counter advance, or an advance that failed. Keeping it is what a crash one
             // instant later would have done; the counter catches up.
-            store.counter.advance(version)?;
+            match &state_digest {
+                Some(d) => store.counter.advance_recorded(version, d)?,
+                None => store.counter.advance(version)?,
+            }
         }
         match form {
             Form::Current => {}
-            Form::Empty => store.write_state(0)?,
+            Form::Empty => {
+                store.write_state(0)?;
+            }
             Form::Legacy => {
                 // The first format's state records stay valid under the old keys; moving past
                 // their versions, with the counter, is what retires them.
                 let next = version + 1;
-                store.write_state(next)?;
-                store.counter.advance(next)?;
+                let written = store.write_state(next)?;
+                store.counter.advance_recorded(next, &written)?;
                 store
                     .known
                     .write()
@@ -362,7 +398,8 @@ impl Store {
     }
 
     /// Write a state record for `version` over the records present, in a transaction of its own.
-    fn write_state(&self, version: u64) -> Result<(), StoreError> {
+    /// The record's digest is returned, for the counter.
+    fn write_state(&self, version: u64) -> Result<StateDigest, StoreError> {
         let record = {
             let k = self.known.read().unwrap_or_else(|p| p.into_inner());
             self.state.seal(&self.id, version, &k.set)?
@@ -373,7 +410,8 @@ impl Store {
             meta.insert(STATE, record.as_slice())
                 .map_err(|e| self.db_err(e))?;
         }
-        w.commit().map_err(|e| self.db_err(e))
+        w.commit().map_err(|e| self.db_err(e))?;
+        Ok(digest(&record))
     }
 
     /// Fail closed once a write could not be made rollback-safe.
@@ -431,6 +469,7 @@ impl Store {
         };
         let mut changes: Vec<(KeyHash, Entry)> = Vec::with_capacity(ops.len());
         let name = &keys.table;
+        let written: StateDigest;
         let w = self.db.begin_write().map_err(|e| self.db_err(e))?;
         {
             let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
@@ -473,13 +512,15 @@ impl Store {
                 }
             }
             let mut meta = w.open_table(META).map_err(|e| self.db_err(e))?;
-            meta.insert(STATE, self.state.seal(&self.id, version, &set)?.as_slice())
+            let record = self.state.seal(&self.id, version, &set)?;
+            written = digest(&record);
+            meta.insert(STATE, record.as_slice())
                 .map_err(|e| self.db_err(e))?;
         }
         w.commit().map_err(|e| self.db_err(e))?;
         // The write is in the database but not yet protected against rollback: until the
         // counter records it, it is not published to the index, so no read accepts it.
-        if let Err(e) = self.counter.advance(version) {
+        if let Err(e) = self.counter.advance_recorded(version, &written) {
             // The database now holds a write that is neither acknowledged nor protected, and
             // nothing here can take it back out. Serve nothing more: at the next start the
             // database is one write ahead of the counter, which is accepted as a crash would be.

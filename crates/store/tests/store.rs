@@ -834,3 +834,100 @@ mod model {
         }
     }
 }
+
+/// An external counter that keeps, as a witness does, the digest of the state record beside
+/// the version; its advances can be made to fail.
+#[derive(Clone, Default)]
+struct Witnessing {
+    recorded: Arc<Mutex<Option<enclave_store::Recorded>>>,
+    fail: Arc<AtomicBool>,
+}
+
+impl Counter for Witnessing {
+    fn describe(&self) -> String {
+        "the witnessing test counter".into()
+    }
+    fn read(&self) -> Result<u64, CounterError> {
+        Ok(self.recorded.lock().unwrap().map_or(0, |r| r.version))
+    }
+    fn read_recorded(&self) -> Result<Option<enclave_store::Recorded>, CounterError> {
+        Ok(Some(self.recorded.lock().unwrap().unwrap_or(
+            enclave_store::Recorded {
+                version: 0,
+                state: None,
+            },
+        )))
+    }
+    fn advance(&self, to: u64) -> Result<(), CounterError> {
+        self.advance_recorded(to, &[0; 32])
+    }
+    fn advance_recorded(
+        &self,
+        to: u64,
+        state: &enclave_store::StateDigest,
+    ) -> Result<(), CounterError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(CounterError {
+                counter: self.describe(),
+                reason: "unreachable".into(),
+            });
+        }
+        *self.recorded.lock().unwrap() = Some(enclave_store::Recorded {
+            version: to,
+            state: Some(*state),
+        });
+        Ok(())
+    }
+}
+
+/// A review's attack on a witness: make one advance fail and keep that database (its write
+/// was never acknowledged), put back the one before, let a write be acknowledged at the same
+/// version, then swap the kept database in. A version alone passes; the state digest the
+/// counter keeps does not.
+#[test]
+fn a_second_database_at_the_counters_version_is_refused() {
+    let d = dir();
+    let counter = Witnessing::default();
+    let open_with = || {
+        Store::open(
+            &d.db,
+            MasterKey::from_bytes(&KEY).unwrap(),
+            ID,
+            Box::new(counter.clone()),
+        )
+    };
+    let s = open_with().unwrap();
+    s.put("ns", b"bal", b"100").unwrap();
+    drop(s);
+    let before = d.db.with_extension("before");
+    std::fs::copy(&d.db, &before).unwrap();
+
+    let s = open_with().unwrap();
+    counter.fail.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        s.put("ns", b"bal", b"999 (never acknowledged)"),
+        Err(StoreError::Stopped(_))
+    ));
+    drop(s);
+    counter.fail.store(false, Ordering::SeqCst);
+    let unacknowledged = d.db.with_extension("unacknowledged");
+    std::fs::copy(&d.db, &unacknowledged).unwrap();
+
+    std::fs::copy(&before, &d.db).unwrap();
+    let s = open_with().unwrap();
+    s.put("ns", b"bal", b"5 (acknowledged)").unwrap();
+    assert_eq!(s.stats().version, 2);
+    drop(s);
+
+    std::fs::copy(&unacknowledged, &d.db).unwrap();
+    match open_with() {
+        Err(e @ StoreError::Fork { .. }) => {
+            let m = e.to_string();
+            assert!(
+                m.contains("at version 2") && m.contains("not the state recorded"),
+                "{m}"
+            );
+        }
+        other => panic!("expected the second database at version 2 refused, got {other:?}"),
+    }
+}
