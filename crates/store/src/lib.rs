@@ -44,8 +44,8 @@ pub use store::{Op, Stats, Store};
 
 use thiserror::Error;
 
-/// Why a store operation failed.
-#[derive(Debug, Error)]
+/// Why a store operation failed. `Clone`, since one failed group commit answers every writer in it.
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// redb failed.
     #[error("database {path}: {reason}")]
