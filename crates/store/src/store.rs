@@ -170,34 +170,36 @@ impl Drop for Leading<'_> {
 type RecordTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 /// A read transaction on the newest commit, shared by reads until the next commit: beginning
-/// one and opening a table in it is about as costly as a read itself.
+/// one and opening a table in it costs about as much as the lookup itself.
 struct Snapshot {
     txn: redb::ReadTransaction,
     /// The namespace tables opened in it so far; `None` for one that does not exist in it.
-    tables: RwLock<HashMap<String, Option<Arc<RecordTable>>>>,
+    tables: RwLock<HashMap<String, Option<RecordTable>>>,
 }
 
 impl Snapshot {
-    fn table(&self, name: &str) -> Result<Option<Arc<RecordTable>>, redb::TableError> {
+    /// `f` on the table `name` of this snapshot, opened on first use.
+    fn with_table<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(Option<&RecordTable>) -> R,
+    ) -> Result<R, redb::TableError> {
         if let Some(t) = self
             .tables
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
         {
-            return Ok(t.clone());
+            return Ok(f(t.as_ref()));
         }
         let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
-        let t = match self.txn.open_table(def) {
-            Ok(t) => Some(Arc::new(t)),
+        let opened = match self.txn.open_table(def) {
+            Ok(t) => Some(t),
             Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(e),
         };
-        self.tables
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), t.clone());
-        Ok(t)
+        let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
+        Ok(f(tables.entry(name.to_string()).or_insert(opened).as_ref()))
     }
 }
 
@@ -211,6 +213,10 @@ impl Snapshot {
 /// commit and counter advance exactly as single writes were, so the database is never more than
 /// one transaction ahead of the counter.
 pub struct Store {
+    /// The read transaction reads share; replaced after every commit, with `writer` held.
+    /// Declared before `db` so it is dropped first, and the database closes with no reader
+    /// left (a clean close, which records the allocator state).
+    snapshot: RwLock<Option<Snapshot>>,
     db: Database,
     path: PathBuf,
     id: StoreId,
@@ -223,8 +229,7 @@ pub struct Store {
     /// Writers waiting for the group in progress, and the one leading.
     queue: Mutex<Queue>,
     queue_changed: Condvar,
-    /// The read transaction reads share; replaced after every commit, with `writer` held.
-    snapshot: RwLock<Option<Arc<Snapshot>>>,
+
     known: RwLock<Known>,
     counter: Box<dyn Counter>,
     /// Set when a write committed but its counter advance failed: from then on the store serves
@@ -739,11 +744,9 @@ impl Store {
     /// newest commit once a writer lets go of the lock. If redb cannot begin one, reads begin
     /// their own until the next commit.
     fn refresh_snapshot(&self) {
-        let fresh = self.db.begin_read().ok().map(|txn| {
-            Arc::new(Snapshot {
-                txn,
-                tables: RwLock::new(HashMap::new()),
-            })
+        let fresh = self.db.begin_read().ok().map(|txn| Snapshot {
+            txn,
+            tables: RwLock::new(HashMap::new()),
         });
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = fresh;
     }
@@ -801,63 +804,58 @@ impl Store {
             .index
             .get(ns)
             .and_then(|m| m.get(hash).copied());
-        // The shared read transaction is the newest commit, like a fresh one (see
-        // `refresh_snapshot`); the index was read first, so it is never newer than the table.
-        let snapshot = self
-            .snapshot
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let table = match snapshot {
-            Some(s) => s.table(&keys.table).map_err(|e| self.db_err(e))?,
-            None => {
-                let rtxn = self.db.begin_read().map_err(|e| self.db_err(e))?;
-                let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&keys.table);
-                match rtxn.open_table(def) {
-                    Ok(t) => Some(Arc::new(t)),
-                    Err(redb::TableError::TableDoesNotExist(_)) => None,
-                    Err(e) => return Err(self.db_err(e)),
+        let check = |table: Option<&RecordTable>| {
+            let stored = match table {
+                Some(t) => t.get(hash.as_slice()).map_err(|e| self.db_err(e))?,
+                None => None,
+            };
+            let Some(stored) = stored else {
+                return Ok(match expected {
+                    Some(e) if e.live => Err(format!(
+                        "the record written at version {} is missing: it was deleted outside the runtime",
+                        e.version
+                    )),
+                    _ => Ok(None),
+                });
+            };
+            let (version, value) = match keys.open_key(&self.id, ns, hash, stored.value(), key) {
+                Ok(o) => o,
+                Err(reason) => return Ok(Err(reason)),
+            };
+            Ok(match expected {
+                None => Err(format!(
+                    "a record at version {version} exists that the runtime never wrote: replayed from another copy"
+                )),
+                Some(e) if version < e.version || (!e.live && version == e.version) => {
+                    Err(format!(
+                        "replayed: the record is from version {version} but version {} was written since",
+                        e.version
+                    ))
                 }
-            }
-        };
-        let stored = match &table {
-            Some(t) => t.get(hash.as_slice()).map_err(|e| self.db_err(e))?,
-            None => None,
-        };
-        let Some(stored) = stored else {
-            return Ok(match expected {
-                Some(e) if e.live => Err(format!(
-                    "the record written at version {} is missing: it was deleted outside the runtime",
+                // A write committed but not (or not yet) acknowledged: never served.
+                Some(e) if version > e.version => Err(format!(
+                    "the record is from version {version}, a write not acknowledged (the newest acknowledged for this key is version {})",
                     e.version
                 )),
-                _ => Ok(None),
-            });
+                Some(_) => Ok(Some(value)),
+            })
         };
-        let opened = match keys.open(&self.id, ns, hash, stored.value()) {
-            Ok(o) => o,
-            Err(reason) => return Ok(Err(reason)),
-        };
-        if opened.key != key {
-            return Ok(Err("the record decrypts to another key".into()));
+        // The shared read transaction is the newest commit, as a fresh one would be (see
+        // `refresh_snapshot`); the index was read first, so it is never newer than the table.
+        let snapshot = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = snapshot.as_ref() {
+            return s
+                .with_table(&keys.table, check)
+                .map_err(|e| self.db_err(e))?;
         }
-        Ok(match expected {
-            None => Err(format!(
-                "a record at version {} exists that the runtime never wrote: replayed from another copy",
-                opened.version
-            )),
-            Some(e) if opened.version < e.version || (!e.live && opened.version == e.version) => {
-                Err(format!(
-                    "replayed: the record is from version {} but version {} was written since",
-                    opened.version, e.version
-                ))
-            }
-            // A write committed but not (or not yet) acknowledged: never served.
-            Some(e) if opened.version > e.version => Err(format!(
-                "the record is from version {}, a write not acknowledged (the newest acknowledged for this key is version {})",
-                opened.version, e.version
-            )),
-            Some(_) => Ok(Some(opened.value)),
-        })
+        drop(snapshot);
+        let rtxn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&keys.table);
+        match rtxn.open_table(def) {
+            Ok(t) => check(Some(&t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => check(None),
+            Err(e) => Err(self.db_err(e)),
+        }
     }
 
     /// The keys present in `ns`, each checked like a read.
