@@ -169,12 +169,20 @@ impl Drop for Leading<'_> {
 
 type RecordTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
-/// A read transaction on the newest commit, shared by reads until the next commit: beginning
-/// one and opening a table in it costs about as much as the lookup itself.
+/// A read transaction shared by reads until the next commit: beginning one and opening a table
+/// in it costs about as much as the lookup itself.
 struct Snapshot {
     txn: redb::ReadTransaction,
     /// The namespace tables opened in it so far; `None` for one that does not exist in it.
     tables: RwLock<HashMap<String, Option<RecordTable>>>,
+}
+
+/// The shared read transaction, if a read began one since the last commit, and how many commits
+/// have retired one.
+#[derive(Default)]
+struct Shared {
+    generation: u64,
+    current: Option<Snapshot>,
 }
 
 impl Snapshot {
@@ -213,10 +221,9 @@ impl Snapshot {
 /// commit and counter advance exactly as single writes were, so the database is never more than
 /// one transaction ahead of the counter.
 pub struct Store {
-    /// The read transaction reads share; replaced after every commit, with `writer` held.
-    /// Declared before `db` so it is dropped first, and the database closes with no reader
-    /// left (a clean close, which records the allocator state).
-    snapshot: RwLock<Option<Snapshot>>,
+    /// The read transaction reads share (see `try_get`). Declared before `db` so it is dropped
+    /// first, and the database closes with no reader left (a clean close).
+    snapshot: RwLock<Shared>,
     db: Database,
     path: PathBuf,
     id: StoreId,
@@ -398,15 +405,17 @@ impl Store {
     /// - records deleted, replayed or swapped while the store was closed (the state record's
     ///   commitment does not match);
     /// - a database older than the counter (a rollback);
-    /// - a database more than one write ahead of the counter: writes are serialized and each is
-    ///   acknowledged only after its counter advance, so a crash leaves a gap of at most one,
+    /// - a database more than one transaction ahead of the counter: transactions (one write, or
+    ///   one group of concurrent writes) are serialized across commit and counter advance, and
+    ///   each write is acknowledged only after its transaction's advance, so a crash leaves a
+    ///   gap of at most one,
     ///   and a larger one means the counter was reset or replaced (a witness answering 0 for a
     ///   store it never saw is caught here too);
     /// - a database beside a counter that does not exist: a new store creates its counter
     ///   before its database, so the counter was removed (the operator may re-create it with
     ///   [`crate::reset_counter`]).
     ///
-    /// A gap of exactly one is a write committed but never acknowledged (a crash, or a failed
+    /// A gap of exactly one is a transaction committed but never acknowledged (a crash, or a failed
     /// counter advance): it is kept and the counter catches up. A store in the first format
     /// (clear XOR set-MAC) is checked under that format, then moved to the current one by a
     /// write of its own, which the counter records: the old state records are then behind the
@@ -473,7 +482,7 @@ impl Store {
             writer: Mutex::new(()),
             queue: Mutex::new(Queue::default()),
             queue_changed: Condvar::new(),
-            snapshot: RwLock::new(None),
+            snapshot: RwLock::new(Shared::default()),
             known: RwLock::new(Known {
                 version,
                 set: verified.set,
@@ -504,7 +513,6 @@ impl Store {
                     .version = next;
             }
         }
-        store.refresh_snapshot();
         Ok(store)
     }
 
@@ -701,8 +709,8 @@ impl Store {
                 .map_err(|e| self.db_err(e))?;
         }
         w.commit().map_err(|e| self.db_err(e))?;
-        // Reads now look at the database as committed, as a fresh read transaction would.
-        self.refresh_snapshot();
+        // Reads must see the database as committed, as a fresh read transaction would.
+        self.drop_snapshot();
         // The group is in the database but not yet protected against rollback: until the
         // counter records it, it is not published to the index, so no read accepts it.
         if let Err(e) = self.counter.advance(version) {
@@ -739,16 +747,12 @@ impl Store {
         Ok(version)
     }
 
-    /// Take a read transaction on the database as it now is, for reads to share. Called with
-    /// the writer lock held, after every commit, so the shared one is never older than the
-    /// newest commit once a writer lets go of the lock. If redb cannot begin one, reads begin
-    /// their own until the next commit.
-    fn refresh_snapshot(&self) {
-        let fresh = self.db.begin_read().ok().map(|txn| Snapshot {
-            txn,
-            tables: RwLock::new(HashMap::new()),
-        });
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    /// Retire the shared read transaction, after a commit: the next read begins a new one. A
+    /// writer alone so keeps no reader alive, and redb frees pages as it would without us.
+    fn drop_snapshot(&self) {
+        let mut shared = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        shared.generation += 1;
+        shared.current = None;
     }
 
     /// How many writes are queued behind the group being committed (for tests).
@@ -840,22 +844,31 @@ impl Store {
                 Some(_) => Ok(Some(value)),
             })
         };
-        // The shared read transaction is the newest commit, as a fresh one would be (see
-        // `refresh_snapshot`); the index was read first, so it is never newer than the table.
-        let snapshot = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = snapshot.as_ref() {
-            return s
-                .with_table(&keys.table, check)
-                .map_err(|e| self.db_err(e))?;
+        // Reads share one read transaction between two commits. It shows what a read
+        // transaction begun now would: every commit retires it (`drop_snapshot`), and one begun
+        // before a commit is never put in place after it, since the commit's retirement moves
+        // the generation on. The index was read first, so it is never newer than the table.
+        let generation = {
+            let shared = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(s) = shared.current.as_ref() {
+                return s
+                    .with_table(&keys.table, check)
+                    .map_err(|e| self.db_err(e))?;
+            }
+            shared.generation
+        };
+        let fresh = Snapshot {
+            txn: self.db.begin_read().map_err(|e| self.db_err(e))?,
+            tables: RwLock::new(HashMap::new()),
+        };
+        let result = fresh
+            .with_table(&keys.table, check)
+            .map_err(|e| self.db_err(e))?;
+        let mut shared = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        if shared.generation == generation && shared.current.is_none() {
+            shared.current = Some(fresh);
         }
-        drop(snapshot);
-        let rtxn = self.db.begin_read().map_err(|e| self.db_err(e))?;
-        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&keys.table);
-        match rtxn.open_table(def) {
-            Ok(t) => check(Some(&t)),
-            Err(redb::TableError::TableDoesNotExist(_)) => check(None),
-            Err(e) => Err(self.db_err(e)),
-        }
+        result
     }
 
     /// The keys present in `ns`, each checked like a read.
