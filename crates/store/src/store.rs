@@ -120,6 +120,8 @@ struct Part<'a> {
 struct Queue {
     /// Whether a writer is committing a group now.
     leading: bool,
+    /// Writers waiting on `queue_changed`: a lone writer wakes nobody (no futex call).
+    waiting: usize,
     next_ticket: u64,
     pending: Vec<Queued>,
     done: HashMap<u64, Result<u64, StoreError>>,
@@ -145,8 +147,11 @@ impl<'s> Leading<'s> {
             q.done.insert(*t, result.clone());
         }
         q.leading = false;
+        let wake = q.waiting > 0;
         drop(q);
-        self.store.queue_changed.notify_all();
+        if wake {
+            self.store.queue_changed.notify_all();
+        }
         self.finished = true;
     }
 }
@@ -615,10 +620,12 @@ impl Store {
             if !q.leading {
                 break;
             }
+            q.waiting += 1;
             q = self
                 .queue_changed
                 .wait(q)
                 .unwrap_or_else(|p| p.into_inner());
+            q.waiting -= 1;
         }
         // The previous group is done and ours is not: lead the group of everything queued,
         // ours included.
