@@ -26,7 +26,7 @@ use thiserror::Error;
 use crate::keys::{MasterKey, StoreId};
 
 /// Why a counter could not be read or advanced.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 #[error("counter {counter}: {reason}")]
 pub struct CounterError {
     /// Which counter.

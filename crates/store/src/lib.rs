@@ -14,18 +14,20 @@
 //! - Values are AES-256-GCM under another per-namespace key, with 96-bit nonces drawn by the store.
 //!   The AAD binds the store id, the namespace, the keyed hash and the record's version, so a
 //!   record moved to another key or namespace fails authentication.
-//! - Every write transaction advances a store-wide version. The database keeps that version in a
-//!   state record with a keyed multiset hash over all records, the hash only ever stored
-//!   encrypted (AES-256-GCM, fresh nonce, AAD binding store id and version), so the host can
-//!   neither compute it nor compare two of them. Opening the store recomputes it, so records
+//! - Every write transaction advances a store-wide version. Concurrent writers are grouped into
+//!   one transaction (see [`Store`]): a group is one version, one commit, one counter advance.
+//!   The database keeps that version in a state record with a keyed multiset hash over all
+//!   records, the hash only ever stored encrypted (AES-256-GCM, fresh nonce, AAD binding store
+//!   id and version), so the host can neither compute it nor compare two of them. Opening the store recomputes it, so records
 //!   deleted, replayed or swapped while the runtime was down are found at start.
 //! - The version is also kept in a [`Counter`] outside the database. A database older than the
-//!   counter is a rollback; more than one write ahead of it, or beside a counter that does not
-//!   exist, means the counter was tampered with: the store refuses to open in all three cases.
+//!   counter is a rollback; more than one transaction ahead of it, or beside a counter that does
+//!   not exist, means the counter was tampered with: the store refuses to open in all three cases.
 //!   The operator can re-create a lost file counter with [`reset_counter`], knowingly. Whether
 //!   the counter helps at all depends on where it lives: see [`counter`].
-//! - A write is acknowledged and readable only once the counter records it. When that fails
-//!   after the commit, the store stops serving until it is opened again.
+//! - A write is acknowledged and readable only once the transaction holding it is committed and
+//!   the counter records its version. When the advance fails after the commit, the store stops
+//!   serving, no write of that transaction is served, and it stays so until opened again.
 //! - While running, each read is checked against an in-memory index of the newest version of
 //!   every key, so a record replayed under a running store is refused too.
 
@@ -44,8 +46,8 @@ pub use store::{Op, Stats, Store};
 
 use thiserror::Error;
 
-/// Why a store operation failed.
-#[derive(Debug, Error)]
+/// Why a store operation failed. `Clone`, since one failed group commit answers every writer in it.
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// redb failed.
     #[error("database {path}: {reason}")]
@@ -69,7 +71,7 @@ pub enum StoreError {
     },
     /// The database is further ahead of the counter than a crash can leave it.
     #[error(
-        "the database is at version {database} but {counter} says version {recorded}: a crash leaves the database at most one write ahead of its counter, so the counter was reset, replaced or rolled back. Refusing to serve; if you know why, `enclave-os store reset-counter` re-creates it at the database's version"
+        "the database is at version {database} but {counter} says version {recorded}: a crash leaves the database at most one write transaction ahead of its counter, so the counter was reset, replaced or rolled back. Refusing to serve; if you know why, `enclave-os store reset-counter` re-creates it at the database's version"
     )]
     CounterGap {
         /// The database's version.
@@ -108,7 +110,7 @@ pub enum StoreError {
     Stopped(String),
     /// The database file is gone although writes were acknowledged.
     #[error(
-        "the database {path} is missing, but {counter} says {expected} writes were acknowledged; refusing to start empty"
+        "the database {path} is missing, but {counter} says write transactions up to version {expected} were acknowledged; refusing to start empty"
     )]
     Missing {
         /// The database file.

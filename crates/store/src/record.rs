@@ -31,11 +31,10 @@ pub(crate) struct NsKeys {
     aead: LessSafeKey,
 }
 
-/// A decrypted record.
+/// A decrypted record's version and key (listing needs no value).
 pub(crate) struct Opened {
     pub version: u64,
     pub key: Vec<u8>,
-    pub value: Zeroizing<Vec<u8>>,
 }
 
 const AAD_LABEL: &[u8; 23] = b"enclave-os/kv/v1/record";
@@ -137,13 +136,15 @@ impl NsKeys {
         Ok(out)
     }
 
-    pub(crate) fn open(
+    /// Authenticate and decrypt `stored`: its version, and the plaintext (`len(key) | key |
+    /// value`) with the key's length read and bounded.
+    fn decrypt(
         &self,
         store: &StoreId,
         ns: &str,
         hash: &KeyHash,
         stored: &[u8],
-    ) -> Result<Opened, String> {
+    ) -> Result<(u64, Zeroizing<Vec<u8>>, usize), String> {
         if stored.len() < HEADER + 4 + 16 {
             return Err(format!(
                 "{} bytes is too short to be a record",
@@ -171,17 +172,43 @@ impl NsKeys {
             .and_then(|b| b.try_into().ok())
             .map(u32::from_be_bytes)
             .ok_or("no key length")? as usize;
-        let key = plain
-            .get(4..4 + key_len)
-            .ok_or("key length past the end")?
-            .to_vec();
-        // The value is what remains: reuse the buffer rather than copy the secret again.
+        if plain_len < 4 + key_len {
+            return Err("key length past the end".into());
+        }
         body.truncate(plain_len);
-        body.drain(..4 + key_len);
+        Ok((version, body, key_len))
+    }
+
+    pub(crate) fn open(
+        &self,
+        store: &StoreId,
+        ns: &str,
+        hash: &KeyHash,
+        stored: &[u8],
+    ) -> Result<Opened, String> {
+        let (version, body, key_len) = self.decrypt(store, ns, hash, stored)?;
         Ok(Opened {
             version,
-            key,
-            value: body,
+            key: body[4..4 + key_len].to_vec(),
         })
+    }
+
+    /// [`Self::open`] for a read of `key`: the record must decrypt to that key. Compares in
+    /// place instead of copying the key out. Returns the version and the value.
+    pub(crate) fn open_key(
+        &self,
+        store: &StoreId,
+        ns: &str,
+        hash: &KeyHash,
+        stored: &[u8],
+        key: &[u8],
+    ) -> Result<(u64, Zeroizing<Vec<u8>>), String> {
+        let (version, mut body, key_len) = self.decrypt(store, ns, hash, stored)?;
+        if body[4..4 + key_len] != *key {
+            return Err("the record decrypts to another key".into());
+        }
+        // The value is what remains: reuse the buffer rather than copy the secret again.
+        body.drain(..4 + key_len);
+        Ok((version, body))
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use zeroize::Zeroizing;
@@ -76,17 +76,172 @@ struct Known {
     index: HashMap<String, Index>,
 }
 
-/// A sealed key-value store. Cheap to share behind an `Arc`; writes are serialized.
+/// A write waiting for the group being committed to finish, with its ops copied.
+struct Queued {
+    ticket: u64,
+    ns: String,
+    keys: Arc<NsKeys>,
+    ops: Vec<OwnedOp>,
+}
+
+/// An [`Op`] that owns its bytes; the value is a secret, so it is wiped when dropped.
+enum OwnedOp {
+    Put(Vec<u8>, Zeroizing<Vec<u8>>),
+    Delete(Vec<u8>),
+}
+
+impl From<&Op<'_>> for OwnedOp {
+    fn from(op: &Op<'_>) -> Self {
+        match *op {
+            Op::Put(k, v) => Self::Put(k.to_vec(), Zeroizing::new(v.to_vec())),
+            Op::Delete(k) => Self::Delete(k.to_vec()),
+        }
+    }
+}
+
+impl OwnedOp {
+    fn borrow(&self) -> Op<'_> {
+        match self {
+            Self::Put(k, v) => Op::Put(k, v),
+            Self::Delete(k) => Op::Delete(k),
+        }
+    }
+}
+
+/// One writer's share of a group: its namespace and its ops, all or none.
+struct Part<'a> {
+    ns: &'a str,
+    keys: &'a NsKeys,
+    ops: &'a [Op<'a>],
+}
+
+/// The writers waiting to be committed, and the results of those that were.
+#[derive(Default)]
+struct Queue {
+    /// Whether a writer is committing a group now.
+    leading: bool,
+    /// Writers waiting on `queue_changed`: a lone writer wakes nobody (no futex call).
+    waiting: usize,
+    next_ticket: u64,
+    pending: Vec<Queued>,
+    done: HashMap<u64, Result<u64, StoreError>>,
+}
+
+/// The leading writer's duty to hand on: results filed, the lead given up, the queue woken.
+struct Leading<'s> {
+    store: &'s Store,
+    finished: bool,
+}
+
+impl<'s> Leading<'s> {
+    fn new(store: &'s Store) -> Self {
+        Self {
+            store,
+            finished: false,
+        }
+    }
+
+    fn finish(&mut self, tickets: &[u64], result: &Result<u64, StoreError>) {
+        let mut q = lock(&self.store.queue);
+        for t in tickets {
+            q.done.insert(*t, result.clone());
+        }
+        q.leading = false;
+        let wake = q.waiting > 0;
+        drop(q);
+        if wake {
+            self.store.queue_changed.notify_all();
+        }
+        self.finished = true;
+    }
+}
+
+impl Drop for Leading<'_> {
+    /// A panic while leading: whether the group reached the database is unknown here, so the
+    /// store stops (fail closed) and the queue is woken; each waiter then finds it stopped.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let _ = self.store.stopped.set(
+            "a write failed unexpectedly while its group was committed; it was not acknowledged"
+                .into(),
+        );
+        lock(&self.store.queue).leading = false;
+        self.store.queue_changed.notify_all();
+    }
+}
+
+type RecordTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// A read transaction shared by reads until the next commit: beginning one and opening a table
+/// in it costs about as much as the lookup itself.
+struct Snapshot {
+    txn: redb::ReadTransaction,
+    /// The namespace tables opened in it so far; `None` for one that does not exist in it.
+    tables: RwLock<HashMap<String, Option<RecordTable>>>,
+}
+
+/// The shared read transaction, if a read began one since the last commit, and how many commits
+/// have retired one.
+#[derive(Default)]
+struct Shared {
+    generation: u64,
+    current: Option<Snapshot>,
+}
+
+impl Snapshot {
+    /// `f` on the table `name` of this snapshot, opened on first use.
+    fn with_table<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(Option<&RecordTable>) -> R,
+    ) -> Result<R, redb::TableError> {
+        if let Some(t) = self
+            .tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(f(t.as_ref()));
+        }
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
+        let opened = match self.txn.open_table(def) {
+            Ok(t) => Some(t),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
+        Ok(f(tables.entry(name.to_string()).or_insert(opened).as_ref()))
+    }
+}
+
+/// A sealed key-value store. Cheap to share behind an `Arc`.
+///
+/// Writes are grouped: a writer that finds none in progress commits its own ops at once; writers
+/// arriving while a transaction is being committed queue, and when it is done one of them
+/// commits everything queued as one transaction, at one version, with one counter advance, and
+/// answers them all. So N concurrent writers pay about two syncs between them rather than two
+/// each, and a lone writer pays what it did before grouping. Groups are serialized across
+/// commit and counter advance exactly as single writes were, so the database is never more than
+/// one transaction ahead of the counter.
 pub struct Store {
+    /// The read transaction reads share (see `try_get`). Declared before `db` so it is dropped
+    /// first, and the database closes with no reader left (a clean close).
+    snapshot: RwLock<Shared>,
     db: Database,
     path: PathBuf,
     id: StoreId,
     master: MasterKey,
     state: StateKeys,
     namespaces: RwLock<HashMap<String, Arc<NsKeys>>>,
-    /// Held across a write's commit and its counter advance, and by reads that must see the
+    /// Held across a group's commit and its counter advance, and by reads that must see the
     /// database and `known` agree.
     writer: Mutex<()>,
+    /// Writers waiting for the group in progress, and the one leading.
+    queue: Mutex<Queue>,
+    queue_changed: Condvar,
+
     known: RwLock<Known>,
     counter: Box<dyn Counter>,
     /// Set when a write committed but its counter advance failed: from then on the store serves
@@ -269,15 +424,17 @@ impl Store {
     /// - records deleted, replayed or swapped while the store was closed (the state record's
     ///   commitment does not match);
     /// - a database older than the counter (a rollback);
-    /// - a database more than one write ahead of the counter: writes are serialized and each is
-    ///   acknowledged only after its counter advance, so a crash leaves a gap of at most one,
+    /// - a database more than one transaction ahead of the counter: transactions (one write, or
+    ///   one group of concurrent writes) are serialized across commit and counter advance, and
+    ///   each write is acknowledged only after its transaction's advance, so a crash leaves a
+    ///   gap of at most one,
     ///   and a larger one means the counter was reset or replaced (a witness answering 0 for a
     ///   store it never saw is caught here too);
     /// - a database beside a counter that does not exist: a new store creates its counter
     ///   before its database, so the counter was removed (the operator may re-create it with
     ///   [`crate::reset_counter`]).
     ///
-    /// A gap of exactly one is a write committed but never acknowledged (a crash, or a failed
+    /// A gap of exactly one is a transaction committed but never acknowledged (a crash, or a failed
     /// counter advance): it is kept and the counter catches up. A store in the first format
     /// (clear XOR set-MAC) is checked under that format, then moved to the current one by a
     /// write of its own, which the counter records: the old state records are then behind the
@@ -359,6 +516,9 @@ impl Store {
             master,
             namespaces: RwLock::new(HashMap::new()),
             writer: Mutex::new(()),
+            queue: Mutex::new(Queue::default()),
+            queue_changed: Condvar::new(),
+            snapshot: RwLock::new(Shared::default()),
             known: RwLock::new(Known {
                 version,
                 set: verified.set,
@@ -440,8 +600,13 @@ impl Store {
         Ok(k)
     }
 
-    /// Apply `ops` to namespace `ns` in one transaction: all or none. Returns the store's new
-    /// version once the transaction is durable and the counter records it.
+    /// Apply `ops` to namespace `ns` atomically: all or none. Returns the store's new version
+    /// once the transaction holding them is durable and the counter records it.
+    ///
+    /// Concurrent callers are grouped (see [`Store`]): several `apply` calls may share one
+    /// transaction, and then return the same version. Each call's ops are still all or none:
+    /// a transaction is committed whole or not at all, and nobody's call returns before the
+    /// transaction holding its ops is committed and the counter records its version.
     pub fn apply(&self, ns: &str, ops: &[Op<'_>]) -> Result<u64, StoreError> {
         let keys = self.keys_for(ns)?;
         for op in ops {
@@ -461,24 +626,94 @@ impl Store {
                 )));
             }
         }
+        let mut q = lock(&self.queue);
+        if !q.leading && q.pending.is_empty() {
+            // Nobody is writing: lead at once, with the caller's ops as they are (no copy).
+            q.leading = true;
+            drop(q);
+            let mut guard = Leading::new(self);
+            let own = Part {
+                ns,
+                keys: &keys,
+                ops,
+            };
+            let result = self.commit_group(Some(own), &[]);
+            guard.finish(&[], &result);
+            return result;
+        }
+        // A group is being committed: queue behind it. The ops are copied, since whichever
+        // writer leads the next group applies them.
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        q.pending.push(Queued {
+            ticket,
+            ns: ns.to_string(),
+            keys: keys.clone(),
+            ops: ops.iter().map(OwnedOp::from).collect(),
+        });
+        loop {
+            if let Some(result) = q.done.remove(&ticket) {
+                return result;
+            }
+            if !q.leading {
+                break;
+            }
+            q.waiting += 1;
+            q = self
+                .queue_changed
+                .wait(q)
+                .unwrap_or_else(|p| p.into_inner());
+            q.waiting -= 1;
+        }
+        // The previous group is done and ours is not: lead the group of everything queued,
+        // ours included.
+        q.leading = true;
+        let group = std::mem::take(&mut q.pending);
+        drop(q);
+        let mut guard = Leading::new(self);
+        let ops: Vec<Vec<Op<'_>>> = group
+            .iter()
+            .map(|g| g.ops.iter().map(OwnedOp::borrow).collect())
+            .collect();
+        let parts: Vec<Part<'_>> = group
+            .iter()
+            .zip(&ops)
+            .map(|(g, ops)| Part {
+                ns: &g.ns,
+                keys: &g.keys,
+                ops,
+            })
+            .collect();
+        let result = self.commit_group(None, &parts);
+        let tickets: Vec<u64> = group.iter().map(|g| g.ticket).collect();
+        guard.finish(&tickets, &result);
+        // Our own result was filed with the others'.
+        lock(&self.queue).done.remove(&ticket).unwrap_or(result)
+    }
+
+    /// Commit `own` and `others` as one transaction at the next version, advance the counter
+    /// to it, and only then publish it to the index. Called by the one leading writer.
+    fn commit_group(&self, own: Option<Part<'_>>, others: &[Part<'_>]) -> Result<u64, StoreError> {
         let _writer = lock(&self.writer);
         self.check_serving()?;
         let (version, mut set) = {
             let k = self.known.read().unwrap_or_else(|p| p.into_inner());
             (k.version + 1, k.set.clone())
         };
-        let mut changes: Vec<(KeyHash, Entry)> = Vec::with_capacity(ops.len());
-        let name = &keys.table;
+        let parts = || own.iter().chain(others);
+        let mut changes: Vec<(usize, KeyHash, Entry)> = Vec::new();
         let written: StateDigest;
         let w = self.db.begin_write().map_err(|e| self.db_err(e))?;
-        {
-            let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
+        for (n, part) in parts().enumerate() {
+            let (ns, keys) = (part.ns, part.keys);
+            let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&keys.table);
             let mut t = w.open_table(def).map_err(|e| self.db_err(e))?;
-            for op in ops {
+            for op in part.ops {
                 let (Op::Put(key, _) | Op::Delete(key)) = op;
                 let hash = keys.hash(key);
-                // insert and remove hand back the record they replace: one B-tree walk, and
-                // the replaced record leaves the set commitment.
+                // insert and remove hand back the record they replace (also one written
+                // earlier in this group): one B-tree walk, and the replaced record leaves the
+                // set commitment.
                 match op {
                     Op::Put(key, value) => {
                         let stored = keys.seal(&self.id, ns, &hash, version, key, value)?;
@@ -490,6 +725,7 @@ impl Store {
                             sub(&mut set, &self.state.element(ns, &hash, old.value()));
                         }
                         changes.push((
+                            n,
                             hash,
                             Entry {
                                 version,
@@ -502,6 +738,7 @@ impl Store {
                             sub(&mut set, &self.state.element(ns, &hash, old.value()));
                         }
                         changes.push((
+                            n,
                             hash,
                             Entry {
                                 version,
@@ -511,6 +748,8 @@ impl Store {
                     }
                 }
             }
+        }
+        {
             let mut meta = w.open_table(META).map_err(|e| self.db_err(e))?;
             let record = self.state.seal(&self.id, version, &set)?;
             written = digest(&record);
@@ -518,28 +757,56 @@ impl Store {
                 .map_err(|e| self.db_err(e))?;
         }
         w.commit().map_err(|e| self.db_err(e))?;
-        // The write is in the database but not yet protected against rollback: until the
+        // Reads must see the database as committed, as a fresh read transaction would.
+        self.drop_snapshot();
+        // The group is in the database but not yet protected against rollback: until the
         // counter records it, it is not published to the index, so no read accepts it.
         if let Err(e) = self.counter.advance_recorded(version, &written) {
-            // The database now holds a write that is neither acknowledged nor protected, and
-            // nothing here can take it back out. Serve nothing more: at the next start the
-            // database is one write ahead of the counter, which is accepted as a crash would be.
+            // The database now holds writes that are neither acknowledged nor protected, and
+            // nothing here can take them back out. Serve nothing more: at the next start the
+            // database is one transaction ahead of the counter, which is accepted as a crash
+            // would be.
+            let writes = parts().count();
+            let grouped = if writes > 1 {
+                format!(" (with the {} other writes grouped into it)", writes - 1)
+            } else {
+                String::new()
+            };
             let reason = format!(
-                "write version {version} committed to the database but the counter could not record it ({e}); it was not acknowledged and is not served"
+                "write version {version} committed to the database but the counter could not record it ({e}); it was not acknowledged and is not served{grouped}"
             );
             let _ = self.stopped.set(reason.clone());
             return Err(StoreError::Stopped(reason));
         }
+        let names: Vec<&str> = parts().map(|p| p.ns).collect();
         {
             let mut k = self.known.write().unwrap_or_else(|p| p.into_inner());
             k.version = version;
             k.set = set;
-            let entries = k.index.entry(ns.to_string()).or_default();
-            for (hash, entry) in changes {
+            for (n, hash, entry) in changes {
+                let Some(ns) = names.get(n) else { continue };
+                let entries = match k.index.get_mut(*ns) {
+                    Some(e) => e,
+                    None => k.index.entry((*ns).to_string()).or_default(),
+                };
                 entries.insert(hash, entry);
             }
         }
         Ok(version)
+    }
+
+    /// Retire the shared read transaction, after a commit: the next read begins a new one. A
+    /// writer alone so keeps no reader alive, and redb frees pages as it would without us.
+    fn drop_snapshot(&self) {
+        let mut shared = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        shared.generation += 1;
+        shared.current = None;
+    }
+
+    /// How many writes are queued behind the group being committed (for tests).
+    #[doc(hidden)]
+    pub fn queued(&self) -> usize {
+        lock(&self.queue).pending.len()
     }
 
     /// Set `key` in `ns` to `value`.
@@ -589,51 +856,67 @@ impl Store {
             .index
             .get(ns)
             .and_then(|m| m.get(hash).copied());
-        let rtxn = self.db.begin_read().map_err(|e| self.db_err(e))?;
-        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&keys.table);
-        let table = match rtxn.open_table(def) {
-            Ok(t) => Some(t),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(self.db_err(e)),
-        };
-        let stored = match &table {
-            Some(t) => t.get(hash.as_slice()).map_err(|e| self.db_err(e))?,
-            None => None,
-        };
-        let Some(stored) = stored else {
-            return Ok(match expected {
-                Some(e) if e.live => Err(format!(
-                    "the record written at version {} is missing: it was deleted outside the runtime",
+        let check = |table: Option<&RecordTable>| {
+            let stored = match table {
+                Some(t) => t.get(hash.as_slice()).map_err(|e| self.db_err(e))?,
+                None => None,
+            };
+            let Some(stored) = stored else {
+                return Ok(match expected {
+                    Some(e) if e.live => Err(format!(
+                        "the record written at version {} is missing: it was deleted outside the runtime",
+                        e.version
+                    )),
+                    _ => Ok(None),
+                });
+            };
+            let (version, value) = match keys.open_key(&self.id, ns, hash, stored.value(), key) {
+                Ok(o) => o,
+                Err(reason) => return Ok(Err(reason)),
+            };
+            Ok(match expected {
+                None => Err(format!(
+                    "a record at version {version} exists that the runtime never wrote: replayed from another copy"
+                )),
+                Some(e) if version < e.version || (!e.live && version == e.version) => {
+                    Err(format!(
+                        "replayed: the record is from version {version} but version {} was written since",
+                        e.version
+                    ))
+                }
+                // A write committed but not (or not yet) acknowledged: never served.
+                Some(e) if version > e.version => Err(format!(
+                    "the record is from version {version}, a write not acknowledged (the newest acknowledged for this key is version {})",
                     e.version
                 )),
-                _ => Ok(None),
-            });
+                Some(_) => Ok(Some(value)),
+            })
         };
-        let opened = match keys.open(&self.id, ns, hash, stored.value()) {
-            Ok(o) => o,
-            Err(reason) => return Ok(Err(reason)),
-        };
-        if opened.key != key {
-            return Ok(Err("the record decrypts to another key".into()));
-        }
-        Ok(match expected {
-            None => Err(format!(
-                "a record at version {} exists that the runtime never wrote: replayed from another copy",
-                opened.version
-            )),
-            Some(e) if opened.version < e.version || (!e.live && opened.version == e.version) => {
-                Err(format!(
-                    "replayed: the record is from version {} but version {} was written since",
-                    opened.version, e.version
-                ))
+        // Reads share one read transaction between two commits. It shows what a read
+        // transaction begun now would: every commit retires it (`drop_snapshot`), and one begun
+        // before a commit is never put in place after it, since the commit's retirement moves
+        // the generation on. The index was read first, so it is never newer than the table.
+        let generation = {
+            let shared = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(s) = shared.current.as_ref() {
+                return s
+                    .with_table(&keys.table, check)
+                    .map_err(|e| self.db_err(e))?;
             }
-            // A write committed but not (or not yet) acknowledged: never served.
-            Some(e) if opened.version > e.version => Err(format!(
-                "the record is from version {}, a write not acknowledged (the newest acknowledged for this key is version {})",
-                opened.version, e.version
-            )),
-            Some(_) => Ok(Some(opened.value)),
-        })
+            shared.generation
+        };
+        let fresh = Snapshot {
+            txn: self.db.begin_read().map_err(|e| self.db_err(e))?,
+            tables: RwLock::new(HashMap::new()),
+        };
+        let result = fresh
+            .with_table(&keys.table, check)
+            .map_err(|e| self.db_err(e))?;
+        let mut shared = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        if shared.generation == generation && shared.current.is_none() {
+            shared.current = Some(fresh);
+        }
+        result
     }
 
     /// The keys present in `ns`, each checked like a read.
@@ -699,3 +982,9 @@ impl Store {
         self.counter.describe()
     }
 }
+
+// The runtime shares one store between threads; the shared read transaction must not undo that.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Store>();
+};

@@ -450,6 +450,8 @@ fn a_counter_more_than_one_write_behind_the_database_is_refused() {
 struct Shared {
     value: Arc<AtomicU64>,
     fail: Arc<AtomicBool>,
+    /// When not 0: the advance to exactly this version fails.
+    fail_at: Arc<AtomicU64>,
     gate: Arc<Mutex<Option<Gate>>>,
 }
 
@@ -471,7 +473,7 @@ impl Counter for Shared {
             gate.entered.send(()).unwrap();
             gate.release.recv().unwrap();
         }
-        if self.fail.load(Ordering::SeqCst) {
+        if self.fail.load(Ordering::SeqCst) || self.fail_at.load(Ordering::SeqCst) == to {
             return Err(CounterError {
                 counter: self.describe(),
                 reason: "unreachable".into(),
@@ -576,6 +578,209 @@ fn a_read_racing_a_write_whose_advance_fails_never_sees_it() {
         Err(StoreError::Stopped(m)) => assert!(m.contains("write version 2"), "{m}"),
         other => panic!("expected the read to fail closed, got {other:?}"),
     }
+}
+
+/// Wait until `n` writes are queued behind the group being committed.
+fn wait_queued(s: &Store, n: usize) {
+    for _ in 0..2000 {
+        if s.queued() == n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("expected {n} queued writes, found {}", s.queued());
+}
+
+/// A store on `counter`, its first write held in the counter advance, and `n` writers queued
+/// behind it, each putting `w<i>`. Returns the store, the held writer and the queued ones, and
+/// the word that releases the held advance.
+#[allow(clippy::type_complexity)]
+fn queue_behind_a_held_write(
+    d: &Dir,
+    counter: &Shared,
+    n: usize,
+) -> (
+    Arc<Store>,
+    std::thread::JoinHandle<Result<u64, StoreError>>,
+    Vec<std::thread::JoinHandle<Result<u64, StoreError>>>,
+    mpsc::Sender<()>,
+) {
+    let s = Arc::new(
+        Store::open(
+            &d.db,
+            MasterKey::from_bytes(&KEY).unwrap(),
+            ID,
+            Box::new(counter.clone()),
+        )
+        .unwrap(),
+    );
+    s.put("ns", b"before", b"acknowledged").unwrap();
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    *counter.gate.lock().unwrap() = Some(Gate {
+        entered: entered_tx,
+        release: release_rx,
+    });
+    let held = {
+        let s = s.clone();
+        std::thread::spawn(move || s.put("ns", b"held", b"first"))
+    };
+    entered.recv().unwrap();
+    let queued: Vec<_> = (0..n)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let key = format!("w{i}");
+                s.apply(
+                    if i % 2 == 0 { "ns" } else { "other" },
+                    &[Op::Put(key.as_bytes(), key.as_bytes())],
+                )
+            })
+        })
+        .collect();
+    wait_queued(&s, n);
+    (s, held, queued, release)
+}
+
+#[test]
+fn writers_queued_behind_a_commit_share_one_transaction_and_one_version() {
+    let d = dir();
+    let counter = Shared::default();
+    let (s, held, queued, release) = queue_behind_a_held_write(&d, &counter, 7);
+    // Nothing queued is visible before its group is committed and counted.
+    assert_eq!(s.get("ns", b"w0").unwrap(), None);
+    release.send(()).unwrap();
+    assert_eq!(held.join().unwrap().unwrap(), 2);
+    for q in queued {
+        assert_eq!(
+            q.join().unwrap().unwrap(),
+            3,
+            "the seven queued writes are one group"
+        );
+    }
+    assert_eq!(s.stats().version, 3);
+    assert_eq!(
+        counter.value.load(Ordering::SeqCst),
+        3,
+        "one counter advance"
+    );
+    for i in 0..7 {
+        let key = format!("w{i}");
+        let ns = if i % 2 == 0 { "ns" } else { "other" };
+        assert_eq!(
+            s.get(ns, key.as_bytes()).unwrap().unwrap().as_slice(),
+            key.as_bytes()
+        );
+    }
+    drop(s);
+    // The group's state record covers every record of both namespaces.
+    let s = Store::open(
+        &d.db,
+        MasterKey::from_bytes(&KEY).unwrap(),
+        ID,
+        Box::new(counter.clone()),
+    )
+    .unwrap();
+    assert_eq!(s.stats().records, 9);
+    assert_eq!(s.stats().version, 3);
+}
+
+#[test]
+fn a_group_whose_counter_advance_fails_is_never_served() {
+    let d = dir();
+    let counter = Shared::default();
+    // The held write (version 2) is counted; the group behind it (version 3) is not.
+    counter.fail_at.store(3, Ordering::SeqCst);
+    let (s, held, queued, release) = queue_behind_a_held_write(&d, &counter, 7);
+    release.send(()).unwrap();
+    assert_eq!(held.join().unwrap().unwrap(), 2);
+    for q in queued {
+        match q.join().unwrap() {
+            Err(StoreError::Stopped(m)) => assert!(
+                m.contains("write version 3 committed")
+                    && m.contains("not served")
+                    && m.contains("6 other writes grouped"),
+                "{m}"
+            ),
+            other => panic!("expected every write of the group to fail, got {other:?}"),
+        }
+    }
+    assert_eq!(s.stats().version, 2, "the group is not counted");
+    for i in 0..7 {
+        let key = format!("w{i}");
+        let ns = if i % 2 == 0 { "ns" } else { "other" };
+        match s.get(ns, key.as_bytes()) {
+            Err(StoreError::Stopped(_)) => {}
+            other => panic!("expected no write of the group to be served, got {other:?}"),
+        }
+    }
+    assert!(matches!(s.get("ns", b"held"), Err(StoreError::Stopped(_))));
+    drop(s);
+    // As for a single write: at restart the database is one transaction ahead of the counter,
+    // kept as a crash would have left it, and counted.
+    assert_eq!(counter.value.load(Ordering::SeqCst), 2);
+    counter.fail_at.store(0, Ordering::SeqCst);
+    let s = Store::open(
+        &d.db,
+        MasterKey::from_bytes(&KEY).unwrap(),
+        ID,
+        Box::new(counter.clone()),
+    )
+    .unwrap();
+    assert_eq!(s.stats().version, 3);
+    assert_eq!(counter.value.load(Ordering::SeqCst), 3);
+    assert_eq!(s.get("ns", b"w0").unwrap().unwrap().as_slice(), b"w0");
+}
+
+#[test]
+fn concurrent_writers_are_all_present_after_reopen() {
+    const THREADS: usize = 8;
+    const EACH: usize = 25;
+    let d = dir();
+    let s = Arc::new(open(&d).unwrap());
+    let writers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                for i in 0..EACH {
+                    let key = format!("t{t}-k{}", i % 10);
+                    let value = format!("t{t}-v{i}");
+                    let version = if i % 5 == 4 {
+                        s.delete("ns", key.as_bytes()).unwrap()
+                    } else {
+                        s.put("ns", key.as_bytes(), value.as_bytes()).unwrap()
+                    };
+                    acknowledged.push((key, (i % 5 != 4).then_some(value), version));
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut model = BTreeMap::new();
+    let mut newest = 0;
+    for w in writers {
+        let mut last = 0;
+        for (key, value, version) in w.join().unwrap() {
+            assert!(version > last, "a writer's own writes are ordered");
+            last = version;
+            newest = newest.max(version);
+            model.insert(key, value);
+        }
+    }
+    assert_eq!(s.stats().version, newest);
+    drop(s);
+    let s = open(&d).unwrap();
+    assert_eq!(s.stats().version, newest);
+    for (key, value) in &model {
+        assert_eq!(
+            s.get("ns", key.as_bytes()).unwrap().map(|v| v.to_vec()),
+            value.as_ref().map(|v| v.as_bytes().to_vec()),
+            "{key}"
+        );
+    }
+    let live = model.values().filter(|v| v.is_some()).count() as u64;
+    assert_eq!(s.stats().records, live);
 }
 
 /// Bytes 8..40 of a state record: where the first format kept its set-MAC in the clear.
