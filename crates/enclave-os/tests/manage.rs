@@ -561,19 +561,7 @@ fn a_witness_catches_a_whole_state_directory_rollback_that_a_file_counter_cannot
     let c_dir = tmp.path().join("client");
     // Each instance's simulation PKI exists before the other's configuration names it.
     for d in [&w_dir, &c_dir] {
-        let o = run(&[
-            "evidence",
-            "collect",
-            "--tee",
-            "sim-sgx",
-            "--sim-dir",
-            d.join("state/sim").to_str().unwrap(),
-            "--report-data",
-            &"00".repeat(64),
-            "--out",
-            d.join("probe").to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        sim_pki(d);
     }
     let ca_section = format!(
         "[ca]\ncertificate = \"{}\"\nkey = \"{}\"\n",

@@ -91,6 +91,24 @@ fn export(config: &str, auth: &Path, svn: u16) -> (i32, String) {
     )
 }
 
+/// An instance in `dir` with the intermediary of `ca` (from `ca init`) and the measurement seal
+/// policy, which is what migration is about.
+fn measurement_instance(dir: &Path, ca: &Path) -> Instance {
+    let i = Instance::new(
+        dir,
+        &format!(
+            "[ca]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+            ca.join("intermediary.crt.pem").display(),
+            ca.join("intermediary.key.pem").display()
+        ),
+    );
+    let text = std::fs::read_to_string(&i.config)
+        .unwrap()
+        .replace("seal_policy = \"signer\"", "seal_policy = \"measurement\"");
+    std::fs::write(&i.config, text).unwrap();
+    i
+}
+
 #[test]
 fn measurement_sealed_state_moves_only_to_the_build_the_operator_authorized() {
     let tmp = tempfile::tempdir().unwrap();
@@ -100,19 +118,7 @@ fn measurement_sealed_state_moves_only_to_the_build_the_operator_authorized() {
         let (code, v) = json(&["ca", "init", "--out", dir.to_str().unwrap()]);
         assert_eq!(code, 0, "{v}");
     }
-    let a = Instance::new(
-        tmp.path(),
-        &format!(
-            "[ca]\ncertificate = \"{}\"\nkey = \"{}\"\n",
-            ops.join("intermediary.crt.pem").display(),
-            ops.join("intermediary.key.pem").display()
-        ),
-    );
-    // This test is about the measurement policy.
-    let text = std::fs::read_to_string(&a.config)
-        .unwrap()
-        .replace("seal_policy = \"signer\"", "seal_policy = \"measurement\"");
-    std::fs::write(&a.config, text).unwrap();
+    let a = measurement_instance(tmp.path(), &ops);
     let t = token();
     let s = a.start();
     let tls = a.client();
@@ -426,21 +432,7 @@ fn a_root_pin_from_another_state_directory_authorizes_nothing() {
     for dir in [&ops, &hostca] {
         assert_eq!(json(&["ca", "init", "--out", dir.to_str().unwrap()]).0, 0);
     }
-    let instance = |name: &str, ca: &Path| {
-        let i = Instance::new(
-            &tmp.path().join(name),
-            &format!(
-                "[ca]\ncertificate = \"{}\"\nkey = \"{}\"\n",
-                ca.join("intermediary.crt.pem").display(),
-                ca.join("intermediary.key.pem").display()
-            ),
-        );
-        let text = std::fs::read_to_string(&i.config)
-            .unwrap()
-            .replace("seal_policy = \"signer\"", "seal_policy = \"measurement\"");
-        std::fs::write(&i.config, text).unwrap();
-        i
-    };
+    let instance = |name: &str, ca: &Path| measurement_instance(&tmp.path().join(name), ca);
     let victim = instance("victim", &ops);
     victim.start().stop();
     // The host's instance runs on the victim's (simulated) platform.
@@ -509,18 +501,7 @@ fn a_root_the_host_writes_into_the_state_directory_is_not_pinned() {
     for dir in [&ops, &hostca] {
         assert_eq!(json(&["ca", "init", "--out", dir.to_str().unwrap()]).0, 0);
     }
-    let a = Instance::new(
-        tmp.path(),
-        &format!(
-            "[ca]\ncertificate = \"{}\"\nkey = \"{}\"\n",
-            ops.join("intermediary.crt.pem").display(),
-            ops.join("intermediary.key.pem").display()
-        ),
-    );
-    let text = std::fs::read_to_string(&a.config)
-        .unwrap()
-        .replace("seal_policy = \"signer\"", "seal_policy = \"measurement\"");
-    std::fs::write(&a.config, text).unwrap();
+    let a = measurement_instance(tmp.path(), &ops);
     a.start().stop();
     let state = tmp.path().join("state");
     for f in ["root.crt.pem", "intermediary.crt.pem"] {

@@ -17,23 +17,6 @@ fn measure(config: &Path) -> String {
     v["root"].as_str().unwrap().to_string()
 }
 
-/// A simulation PKI in `dir` (created by collecting evidence once).
-fn sim_pki(dir: &Path) {
-    let o = run(&[
-        "evidence",
-        "collect",
-        "--tee",
-        "sim-sgx",
-        "--sim-dir",
-        dir.join("state/sim").to_str().unwrap(),
-        "--report-data",
-        &"00".repeat(64),
-        "--out",
-        dir.join("probe").to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
 struct Setup {
     tmp: tempfile::TempDir,
     ca_section: String,

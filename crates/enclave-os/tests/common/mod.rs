@@ -135,3 +135,20 @@ pub fn test_pki(
         rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
     )
 }
+
+/// A simulation PKI in `dir` (created by collecting evidence once).
+pub fn sim_pki(dir: &std::path::Path) {
+    let o = run(&[
+        "evidence",
+        "collect",
+        "--tee",
+        "sim-sgx",
+        "--sim-dir",
+        dir.join("state/sim").to_str().unwrap(),
+        "--report-data",
+        &"00".repeat(64),
+        "--out",
+        dir.join("probe").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
