@@ -201,6 +201,10 @@ impl Handshakes {
                 let leaf = self.challenge(state, sni, nonce).await?;
                 let mut config = (*self.base).clone();
                 config.cert_resolver = Arc::new(SingleCertAndKey::from(leaf));
+                // A challenge leaf is used once: compressing it into the shared cache would
+                // only push out the cached leaves every other handshake reuses.
+                config.cert_compression_cache =
+                    Arc::new(rustls::compress::CompressionCache::Disabled);
                 Arc::new(config)
             }
         };
