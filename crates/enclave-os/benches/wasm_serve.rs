@@ -7,7 +7,13 @@
 //!    so that the comparison with (1) has no TLS on either side;
 //! 3. `enclave-os run` over RA-TLS, keep-alive connections: what TLS adds per request;
 //! 4. `enclave-os run` over RA-TLS, a new connection per request: what an RA-TLS handshake
-//!    (issued certificate cached on the server, evidence verified by the client) adds.
+//!    (issued certificate cached on the server, evidence verified by the client) adds;
+//! 5. and 6. the same runtime's management API: `PUT` (a durable sealed write; concurrent ones
+//!    share a commit) and `GET` of 256-byte values in the sealed key-value store, with a bearer
+//!    token checked on each request.
+//!
+//! With `PROFILE=1` the runtime is sampled with `perf record` during cases 3, 5 and 6, and the
+//! top entries of each profile are printed.
 //!
 //! Every case uses the same load: `CONNS` connections, each sending requests back to back for
 //! `SECONDS`, after a one-second warm-up. The load generator shares the machine.
@@ -24,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -41,7 +47,19 @@ fn seconds() -> Duration {
     )
 }
 
-type Sender = SendRequest<Empty<Bytes>>;
+type Sender = SendRequest<Full<Bytes>>;
+/// Builds each request of a load: the path, method, headers and body.
+type MakeRequest = Arc<dyn Fn(u64) -> hyper::Request<Full<Bytes>> + Send + Sync>;
+
+/// `GET /` for `host`.
+fn get_root(host: &'static str) -> MakeRequest {
+    Arc::new(move |_| {
+        hyper::Request::get("/")
+            .header(hyper::header::HOST, host)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    })
+}
 type Connect =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Sender, String>> + Send>> + Send + Sync>;
 
@@ -111,18 +129,14 @@ impl Figures {
     }
 }
 
-/// `CONNS` connections sending `GET /` to `host` until `until`; latencies of successes.
-async fn run_load(
-    connect: Connect,
-    host: &'static str,
-    keep_alive: bool,
-    for_: Duration,
-) -> Figures {
+/// `CONNS` connections sending `make`'s requests back to back for `for_`; latencies of successes.
+async fn run_load(connect: Connect, make: MakeRequest, keep_alive: bool, for_: Duration) -> Figures {
     let until = Instant::now() + for_;
     let mut tasks = Vec::new();
-    for _ in 0..CONNS {
-        let connect = connect.clone();
+    for c in 0..CONNS {
+        let (connect, make) = (connect.clone(), make.clone());
         tasks.push(tokio::spawn(async move {
+            let mut n = (c as u64) << 32;
             let mut latencies = Vec::new();
             let mut errors = 0usize;
             let mut sender: Option<Sender> = None;
@@ -139,10 +153,8 @@ async fn run_load(
                     },
                 };
                 let mut s = s;
-                let req = hyper::Request::get("/")
-                    .header(hyper::header::HOST, host)
-                    .body(Empty::<Bytes>::new())
-                    .unwrap();
+                n += 1;
+                let req = make(n);
                 let ok = match s.send_request(req).await {
                     Ok(resp) => {
                         let status = resp.status();
@@ -178,9 +190,9 @@ async fn run_load(
     }
 }
 
-async fn measure(name: &str, connect: Connect, host: &'static str, keep_alive: bool) -> Figures {
-    run_load(connect.clone(), host, keep_alive, WARMUP).await;
-    let f = run_load(connect, host, keep_alive, seconds()).await;
+async fn measure(name: &str, connect: Connect, make: MakeRequest, keep_alive: bool) -> Figures {
+    run_load(connect.clone(), make.clone(), keep_alive, WARMUP).await;
+    let f = run_load(connect, make, keep_alive, seconds()).await;
     println!(
         "{name:<44} {:>9.0} req/s   p50 {:>8.1} µs   p99 {:>8.1} µs   ({} requests, {} errors)",
         f.rps(),
@@ -190,6 +202,65 @@ async fn measure(name: &str, connect: Connect, host: &'static str, keep_alive: b
         f.errors
     );
     f
+}
+
+const ISS: &str = "https://issuer.test";
+const AUD: &str = "enclave-os-test";
+
+fn oidc(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/oidc")
+        .join(name)
+}
+
+/// A token with the key-value scopes, from the test issuer's key.
+fn mint_token() -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_enclave-os"))
+        .args(["token", "--key"])
+        .arg(oidc("ec.key.pem"))
+        .args(["--kid", "ec-1", "--issuer", ISS, "--audience", AUD])
+        .args(["--scope", "kv:read kv:write", "--ttl", "3600"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// Run `load`; with `PROFILE=1`, sample the runtime (`pid`) with `perf record` meanwhile and
+/// print the top entries of its profile: where the runtime spends its CPU under that load.
+async fn profiled<T>(name: &str, pid: u32, load: impl Future<Output = T>) -> T {
+    if std::env::var_os("PROFILE").is_none() {
+        return load.await;
+    }
+    let data = std::env::temp_dir().join(format!("enclave-os-{name}.perf"));
+    let mut perf = Command::new("perf")
+        .args(["record", "-F", "499", "-o"])
+        .arg(&data)
+        .args(["-p", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("PROFILE=1 needs perf (Debian: linux-perf)");
+    let out = load.await;
+    // SIGINT makes perf write its data and exit.
+    let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+    let _ = perf.wait();
+    let report = Command::new("perf")
+        .args(["report", "--stdio", "--no-children", "--sort", "dso,symbol", "-i"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    println!("  top of the runtime's profile ({name}):");
+    for line in String::from_utf8_lossy(&report.stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .take(10)
+    {
+        // "12.34%  dso  [.] symbol   -  -": the share, where, and what.
+        let fields: Vec<&str> = line.split_whitespace().take_while(|t| *t != "-").collect();
+        println!("    {}", fields.join(" "));
+    }
+    out
 }
 
 struct Killed(Child);
@@ -281,7 +352,13 @@ fn main() {
                     .expect("run $WASMTIME");
                 wait_listening(addr, &mut child).await;
                 let _guard = Killed(child);
-                measure("wasmtime serve, plain HTTP", plain(addr), "localhost", true).await;
+                measure(
+                    "wasmtime serve, plain HTTP",
+                    plain(addr),
+                    get_root("localhost"),
+                    true,
+                )
+                .await;
             }
             None => println!(
                 "wasmtime serve: skipped (set WASMTIME to a wasmtime-cli 48 binary)"
@@ -290,7 +367,13 @@ fn main() {
 
         // 2. Our host, no TLS.
         let addr = wasm_host_plain().await;
-        measure("enclave-wasm host, plain HTTP", plain(addr), "localhost", true).await;
+        measure(
+            "enclave-wasm host, plain HTTP",
+            plain(addr),
+            get_root("localhost"),
+            true,
+        )
+        .await;
 
         // 3 and 4. The runtime over RA-TLS.
         let dir = tempfile::tempdir().unwrap();
@@ -299,7 +382,9 @@ fn main() {
             &config,
             format!(
                 "tee = \"sim-sgx\"\nseal_policy = \"signer\"\nstate_dir = \"state\"\n\
+                 [oidc]\nissuer = \"{ISS}\"\naudience = \"{AUD}\"\njwks_file = \"{}\"\n\
                  [[workload]]\nname = \"hello\"\nkind = \"wasm\"\nsource = \"{}\"\nhostnames = [\"hello.test\"]\n",
+                oidc("jwks.json").display(),
                 component().display()
             ),
         )
@@ -313,6 +398,7 @@ fn main() {
             .spawn()
             .unwrap();
         wait_listening(addr, &mut child).await;
+        let child_pid = child.id();
         let _guard = Killed(child);
         let trust = enclave_ratls::trust::TrustFiles {
             root: Some(dir.path().join("state/ca/root.crt.pem")),
@@ -324,19 +410,65 @@ fn main() {
             enclave_ratls::binding::Freshness::Deterministic,
         ));
         let tls = Arc::new(enclave_ratls::tls::client_config(verifier, None, None).unwrap());
-        measure(
-            "enclave-os run, RA-TLS, keep-alive",
-            ra_tls(addr, tls.clone(), "hello.test"),
-            "hello.test",
-            true,
-        )
+        let pid = child_pid;
+        profiled("wasm-keep-alive", pid, async {
+            measure(
+                "enclave-os run, RA-TLS, keep-alive",
+                ra_tls(addr, tls.clone(), "hello.test"),
+                get_root("hello.test"),
+                true,
+            )
+            .await
+        })
         .await;
         measure(
             "enclave-os run, RA-TLS, a handshake per request",
-            ra_tls(addr, tls, "hello.test"),
-            "hello.test",
+            ra_tls(addr, tls.clone(), "hello.test"),
+            get_root("hello.test"),
             false,
         )
+        .await;
+
+        // 5 and 6. The management API's sealed key-value store, over the same RA-TLS listener:
+        // each PUT is a durable write (concurrent ones share a commit), each GET a sealed read.
+        let token = mint_token();
+        let auth = format!("Bearer {token}");
+        let put: MakeRequest = {
+            let auth = auth.clone();
+            Arc::new(move |n| {
+                hyper::Request::put(format!("/api/v1/kv/k{}", n % 1024))
+                    .header(hyper::header::HOST, "localhost")
+                    .header(hyper::header::AUTHORIZATION, auth.as_str())
+                    .body(Full::new(Bytes::from_static(&[0x5a; 256])))
+                    .unwrap()
+            })
+        };
+        let get: MakeRequest = Arc::new(move |n| {
+            hyper::Request::get(format!("/api/v1/kv/k{}", n % 1024))
+                .header(hyper::header::HOST, "localhost")
+                .header(hyper::header::AUTHORIZATION, auth.as_str())
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        });
+        profiled("kv-put", pid, async {
+            measure(
+                "enclave-os run, RA-TLS, KV PUT 256 B (durable)",
+                ra_tls(addr, tls.clone(), "localhost"),
+                put,
+                true,
+            )
+            .await
+        })
+        .await;
+        profiled("kv-get", pid, async {
+            measure(
+                "enclave-os run, RA-TLS, KV GET 256 B",
+                ra_tls(addr, tls, "localhost"),
+                get,
+                true,
+            )
+            .await
+        })
         .await;
     });
 }
