@@ -130,7 +130,12 @@ impl Figures {
 }
 
 /// `CONNS` connections sending `make`'s requests back to back for `for_`; latencies of successes.
-async fn run_load(connect: Connect, make: MakeRequest, keep_alive: bool, for_: Duration) -> Figures {
+async fn run_load(
+    connect: Connect,
+    make: MakeRequest,
+    keep_alive: bool,
+    for_: Duration,
+) -> Figures {
     let until = Instant::now() + for_;
     let mut tasks = Vec::new();
     for c in 0..CONNS {
@@ -243,10 +248,19 @@ async fn profiled<T>(name: &str, pid: u32, load: impl Future<Output = T>) -> T {
         .expect("PROFILE=1 needs perf (Debian: linux-perf)");
     let out = load.await;
     // SIGINT makes perf write its data and exit.
-    let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-INT", &perf.id().to_string()])
+        .status();
     let _ = perf.wait();
     let report = Command::new("perf")
-        .args(["report", "--stdio", "--no-children", "--sort", "dso,symbol", "-i"])
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "dso,symbol",
+            "-i",
+        ])
         .arg(&data)
         .output()
         .unwrap();
