@@ -272,54 +272,6 @@ fn tokens_need_the_route_scope_a_bounded_lifetime_and_an_issue_time_not_in_the_f
     assert!(err.contains("--scope kv:wrte: not a scope"), "{err}");
 }
 
-/// An identity provider's JWKS endpoint on loopback over HTTPS, answering whatever `jwks` holds
-/// at the time; its port.
-fn serve_jwks(
-    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
-    key: rustls_pki_types::PrivateKeyDer<'static>,
-    jwks: Arc<Mutex<Vec<u8>>>,
-) -> u16 {
-    use std::io::{Read, Write};
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(enclave_ratls::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap(),
-    );
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for tcp in listener.incoming() {
-            let Ok(tcp) = tcp else { return };
-            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
-            let mut tls = rustls::StreamOwned::new(conn, tcp);
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                match tls.read(&mut byte) {
-                    Ok(1) => head.push(byte[0]),
-                    _ => break,
-                }
-            }
-            if head.ends_with(b"\r\n\r\n") {
-                let body = jwks.lock().unwrap().clone();
-                let _ = write!(
-                    tls,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = tls.write_all(&body);
-                tls.conn.send_close_notify();
-                let _ = tls.flush();
-            }
-        }
-    });
-    port
-}
-
 /// The JWKS of `testdata/oidc` with only the key `kid`.
 fn jwks_only(kid: &str) -> Vec<u8> {
     let mut set: serde_json::Value =
@@ -339,7 +291,7 @@ fn a_jwks_url_is_reloaded_on_its_schedule_and_rotated_keys_take_over() {
     let tmp = tempfile::tempdir().unwrap();
     let (ca, chain, key) = test_pki("Issuer Test CA");
     let served = Arc::new(Mutex::new(jwks_only("ec-1")));
-    let port = serve_jwks(chain, key, served.clone());
+    let port = https_server(chain, key, served.clone(), 64);
     std::fs::create_dir_all(tmp.path()).unwrap();
     std::fs::write(tmp.path().join("egress-ca.pem"), ca).unwrap();
     let a = Instance::new(

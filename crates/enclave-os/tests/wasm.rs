@@ -6,14 +6,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::instance::*;
-use common::{json, test_pki};
+use common::{body, https_server, json, test_pki};
 
 fn component(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -460,60 +457,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// An HTTPS server on loopback answering `body` to up to `n` connections; its port.
-fn upstream(
-    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
-    key: rustls_pki_types::PrivateKeyDer<'static>,
-    body: &'static str,
-    n: usize,
-) -> u16 {
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(enclave_ratls::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap(),
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for _ in 0..n {
-            let Ok((tcp, _)) = listener.accept() else {
-                return;
-            };
-            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
-            let mut tls = rustls::StreamOwned::new(conn, tcp);
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                match tls.read(&mut byte) {
-                    Ok(1) => head.push(byte[0]),
-                    _ => break,
-                }
-            }
-            if head.ends_with(b"\r\n\r\n") {
-                let _ = write!(
-                    tls,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                tls.conn.send_close_notify();
-                let _ = tls.flush();
-            }
-        }
-    });
-    port
-}
-
 #[test]
 fn egress_reaches_servers_in_the_bundle_and_refuses_others_with_the_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let (trusted_ca, chain, key) = test_pki("Egress Test CA");
     let (_, other_chain, other_key) = test_pki("Some Other CA");
-    let trusted = upstream(chain, key, "from the trusted upstream", 4);
-    let untrusted = upstream(other_chain, other_key, "must not be read", 4);
+    let trusted = https_server(chain, key, body("from the trusted upstream"), 4);
+    let untrusted = https_server(other_chain, other_key, body("must not be read"), 4);
     std::fs::create_dir_all(tmp.path()).unwrap();
     std::fs::write(tmp.path().join("egress-ca.pem"), trusted_ca).unwrap();
     let a = Instance::new(
@@ -638,7 +588,7 @@ fn a_jwks_url_is_fetched_at_start_and_committed_to_the_config_root() {
     let tmp = tempfile::tempdir().unwrap();
     let (ca, chain, key) = test_pki("JWKS Test CA");
     let jwks = std::fs::read_to_string(testdata("jwks.json")).unwrap();
-    let idp = upstream(chain, key, Box::leak(jwks.clone().into_boxed_str()), 1);
+    let idp = https_server(chain, key, body(&jwks), 1);
     std::fs::write(tmp.path().join("egress-ca.pem"), ca).unwrap();
     let a = Instance::new(tmp.path(), "[egress]\nca_bundle = \"egress-ca.pem\"\n");
     let text = std::fs::read_to_string(&a.config).unwrap().replace(
