@@ -444,11 +444,13 @@ fn a_counter_more_than_one_write_behind_the_database_is_refused() {
     }
 }
 
-/// An external counter, in memory: it can be told to fail its advances, as a witness that
-/// becomes unreachable does, and to hold an advance until released.
+/// An external counter, in memory, that keeps the state digest beside the version as a witness
+/// does: it can be told to fail its advances, as a witness that becomes unreachable does, and to
+/// hold an advance until released.
 #[derive(Clone, Default)]
 struct Shared {
     value: Arc<AtomicU64>,
+    state: Arc<Mutex<Option<enclave_store::StateDigest>>>,
     fail: Arc<AtomicBool>,
     /// When not 0: the advance to exactly this version fails.
     fail_at: Arc<AtomicU64>,
@@ -480,6 +482,23 @@ impl Counter for Shared {
             });
         }
         self.value.fetch_max(to, Ordering::SeqCst);
+        Ok(())
+    }
+    fn read_recorded(&self) -> Result<Option<enclave_store::Recorded>, CounterError> {
+        Ok(Some(enclave_store::Recorded {
+            version: self.value.load(Ordering::SeqCst),
+            state: *self.state.lock().unwrap(),
+        }))
+    }
+    fn advance_recorded(
+        &self,
+        to: u64,
+        state: &enclave_store::StateDigest,
+    ) -> Result<(), CounterError> {
+        self.advance(to)?;
+        if self.value.load(Ordering::SeqCst) == to {
+            *self.state.lock().unwrap() = Some(*state);
+        }
         Ok(())
     }
 }
@@ -1040,51 +1059,6 @@ mod model {
     }
 }
 
-/// An external counter that keeps, as a witness does, the digest of the state record beside
-/// the version; its advances can be made to fail.
-#[derive(Clone, Default)]
-struct Witnessing {
-    recorded: Arc<Mutex<Option<enclave_store::Recorded>>>,
-    fail: Arc<AtomicBool>,
-}
-
-impl Counter for Witnessing {
-    fn describe(&self) -> String {
-        "the witnessing test counter".into()
-    }
-    fn read(&self) -> Result<u64, CounterError> {
-        Ok(self.recorded.lock().unwrap().map_or(0, |r| r.version))
-    }
-    fn read_recorded(&self) -> Result<Option<enclave_store::Recorded>, CounterError> {
-        Ok(Some(self.recorded.lock().unwrap().unwrap_or(
-            enclave_store::Recorded {
-                version: 0,
-                state: None,
-            },
-        )))
-    }
-    fn advance(&self, to: u64) -> Result<(), CounterError> {
-        self.advance_recorded(to, &[0; 32])
-    }
-    fn advance_recorded(
-        &self,
-        to: u64,
-        state: &enclave_store::StateDigest,
-    ) -> Result<(), CounterError> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(CounterError {
-                counter: self.describe(),
-                reason: "unreachable".into(),
-            });
-        }
-        *self.recorded.lock().unwrap() = Some(enclave_store::Recorded {
-            version: to,
-            state: Some(*state),
-        });
-        Ok(())
-    }
-}
-
 /// A review's attack on a witness: make one advance fail and keep that database (its write
 /// was never acknowledged), put back the one before, let a write be acknowledged at the same
 /// version, then swap the kept database in. A version alone passes; the state digest the
@@ -1092,7 +1066,7 @@ impl Counter for Witnessing {
 #[test]
 fn a_second_database_at_the_counters_version_is_refused() {
     let d = dir();
-    let counter = Witnessing::default();
+    let counter = Shared::default();
     let open_with = || {
         Store::open(
             &d.db,
