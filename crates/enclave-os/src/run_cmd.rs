@@ -79,7 +79,11 @@ pub(crate) fn run(a: &RunArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(if e.is_rollback() {
+                crate::EXIT_ROLLBACK
+            } else {
+                EXIT_USAGE
+            });
         }
     };
     if runtime.tee().simulated() {

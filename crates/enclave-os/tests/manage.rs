@@ -488,7 +488,7 @@ fn a_database_copied_back_from_earlier_is_refused() {
     server.stop();
     std::fs::copy(tmp.path().join("old.redb"), &db).unwrap();
     let (code, err) = a.refused();
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 3, "{err}");
     assert!(
         err.contains("rollback detected") && err.contains("version 1"),
         "{err}"
@@ -497,7 +497,7 @@ fn a_database_copied_back_from_earlier_is_refused() {
     // A database deleted outright is refused too.
     std::fs::remove_file(&db).unwrap();
     let (code, err) = a.refused();
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 3, "{err}");
     assert!(err.contains("missing"), "{err}");
 }
 
@@ -567,7 +567,7 @@ fn a_witness_catches_a_whole_state_directory_rollback_that_a_file_counter_cannot
     std::fs::remove_dir_all(c_dir.join("state")).unwrap();
     copy_dir(&snapshot, &c_dir.join("state"));
     let (code, err) = client.refused();
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 3, "{err}");
     assert!(
         err.contains("rollback detected") && err.contains("the witness https://127.0.0.1"),
         "{err}"

@@ -26,7 +26,7 @@ fn a_deleted_counter_stops_the_start_until_the_operator_resets_it() {
     std::fs::remove_file(&counter).unwrap();
 
     let (code, err) = a.refused();
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 3, "{err}");
     assert!(
         err.contains("kv.counter does not") && err.contains("reset-counter"),
         "{err}"

@@ -14,7 +14,7 @@
 //! space-separated string, RFC 8693 and RFC 9068) and from `scp` (a string or an array, as some
 //! identity providers write it). The management API checks them per route group (`api`).
 //!
-//! A JWKS from a URL is fetched again on a schedule ([`refresh_loop`], [`reload_jwks`]): the key
+//! A JWKS from a URL is fetched again on a schedule ([`refresh_loop`], then a change of the control plane): the key
 //! set is swapped whole, and a fetch that fails or yields no usable key keeps the old set. A JWKS
 //! file is read once at start and never reloaded.
 //!
@@ -508,7 +508,7 @@ impl Authenticator {
 /// Fetches the JWKS again (for a `jwks_url`): the bytes, or why not.
 pub(crate) type FetchJwks = Box<dyn Fn() -> Result<Vec<u8>, String> + Send + Sync>;
 
-/// Fetch the JWKS every `every` and hand the bytes to `apply` (in the runtime, [`reload_jwks`]),
+/// Fetch the JWKS every `every` and hand the bytes to `apply` (in the runtime, a control change),
 /// until the task is dropped. Both run off the async workers: the fetch is blocking I/O, and a
 /// reload that makes a new tree and certificate is blocking work. A failure is logged and the
 /// keys in use stay: the issuer being unreachable must not lock the operator out, and keys are
@@ -560,49 +560,21 @@ impl JwksRefresh {
         }
     }
 
-    /// Start reloading into `state` on the current tokio runtime.
-    pub(crate) fn start(&self, state: Arc<crate::State>) -> RefreshGuard {
+    /// Start reloading through `control` on the current tokio runtime: a rotation is a change
+    /// of the control plane, published with the tree that commits it (see
+    /// `control::Writer::rotate`).
+    pub(crate) fn start(&self, control: crate::control::Control) -> RefreshGuard {
         tracing::info!(every_secs = self.every.as_secs(), "JWKS reload scheduled");
         let task = tokio::spawn(refresh_loop(self.every, self.fetch.clone(), move |bytes| {
-            reload_jwks(&state, bytes)
+            control
+                .submit_blocking(crate::control::Change::RotateJwks {
+                    bytes: bytes.to_vec(),
+                })
+                .map(|applied| applied != crate::control::Applied::Unchanged)
+                .map_err(|e| e.to_string())
         }));
         RefreshGuard(task.abort_handle())
     }
-}
-
-/// Take freshly fetched JWKS bytes into use. Unchanged bytes change nothing (`Ok(false)`);
-/// bytes without a usable key are refused and the old set stays.
-///
-/// This is the one place a rotation happens, so that it can move with the config tree: the JWKS
-/// decides whom the runtime trusts, so the served config root must commit to the keys in use.
-pub(crate) fn reload_jwks(state: &crate::State, bytes: &[u8]) -> Result<bool, String> {
-    let Some(auth) = &state.auth else {
-        return Err("no [oidc] issuer is configured".into());
-    };
-    if auth.serves(bytes) {
-        return Ok(false);
-    }
-    let set = KeySet::parse(bytes)?;
-    // The JWKS decides whom the runtime trusts, so the served config root must commit to the
-    // keys in use: the new tree and enclave-wide certificate first, then the keys. A token signed
-    // by a new key is never accepted while the served root still commits to the old key set.
-    // Loads and unloads hold the same lock, so neither rebuilds the tree from the old set.
-    let loaded = state.loaded.lock().unwrap_or_else(|p| p.into_inner());
-    let before = state
-        .rotated_jwks
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .replace(std::sync::Arc::new(bytes.to_vec()));
-    if let Err((_, reason)) = crate::workloads::retree(state, &loaded) {
-        *state
-            .rotated_jwks
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = before;
-        return Err(format!("the new key set cannot be committed: {reason}"));
-    }
-    drop(loaded);
-    auth.install(set);
-    Ok(true)
 }
 
 #[cfg(test)]

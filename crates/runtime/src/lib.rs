@@ -1,48 +1,66 @@
 //! The Enclave OS runtime: `enclave-os run enclave.toml`.
 //!
 //! It chooses the TEE, sets up the operator's intermediary CA (or a development CA on first run,
-//! saying so), opens the sealed store, computes the config tree, issues the RA-TLS leaves that
-//! carry the evidence and the config root, and serves on the RA-TLS listener (see `api` for the
-//! routes).
+//! saying so), opens the sealed store and verifies it against its rollback counter, computes the
+//! config tree, issues the RA-TLS leaves that carry the evidence and the config root, starts the
+//! workloads, and serves on the RA-TLS listeners.
+//!
+//! It is not a verifier (that is `enclave-ratls` and `enclave-evidence`) and not a CLI (that is
+//! the `enclave-os` binary, which only parses arguments and calls [`Runtime`]).
+//!
+//! # Module map
+//!
+//! | module | owns | may call | never touches |
+//! |---|---|---|---|
+//! | `control` | the published `Snapshot` (tree, workloads, their handlers and certificates) behind `arc-swap`, and its one writer, a thread fed by a channel | `backends`, the store, the CA | sockets, HTTP |
+//! | `backends` | the `Backend` trait and one implementation per kind (`wasm`; containers and processes answer 503 until built) | `enclave-wasm` | the listener, routing, the store |
+//! | `front` | listeners, admission, TLS through `LazyConfigAcceptor` (challenge leaves on the blocking pool, bounded), routing by SNI/Host with one load of the snapshot, hyper with timers, stalled writers | `control` (reads only), the handlers and routers it is given | the store, the API's routes |
+//! | `api` | the management and `/.well-known/enclave-os/` routers; authentication as a layer per scope group (`auth`) | `control` (snapshot reads, change submission), the store for the operator's data | the listener |
+//! | `witness` | the witness's router (counters for other instances) and the counter client | the store | the listener |
+//! | `sdk` | what a wasm app reaches: its sealed namespaces, evidence, certificate declarations (a change submitted to `control`) | the store, the TEE, `control` | the listener, other apps' data |
+//! | `provision`, `migrate`, `store_admin` | the sealed CA and master keys; moving state to a new build; offline store commands | the TEE, the store | the listener |
+//! | `auth`, `jwks`, `https`, `trust`, `metrics` | tokens and key sets; fetching the JWKS; the pinned egress client; committed trust roots; counters | | |
+//!
+//! Who calls whom, at run time: the `front` reads the snapshot for each connection and request,
+//! and hands a request either to the workload's handler or to the `api` router. The `api` and
+//! the `sdk` never change the snapshot themselves: they submit a `control::Change` and wait for
+//! the writer's answer. The writer validates the change against the snapshot it replaces (two
+//! loads of one hostname cannot both pass), makes it durable (an fsync, and with a witness
+//! counter a network round trip), then publishes. No lock a write holds is on a request's path.
 //!
 //! The intermediary CA's key is imported once and kept sealed to the TEE, and so is the sealed
-//! store's master key (`provision`). The store is opened and verified against its rollback
-//! counter before anything is served (`enclave-store`). The management API (`api`) answers on
-//! the reserved hostname; beyond the public status, calls need an OIDC bearer token carrying the
-//! route's scope (`auth`), and a JWKS URL is fetched again on a schedule. An instance
-//! may also serve as a witness, keeping other instances' rollback counters (`witness`).
-//!
-//! WebAssembly workloads run through `enclave-wasm`; container and process workloads are
-//! certified and routed, and answer 503 until they are built.
+//! store's master key (`provision`). Beyond the public status, API calls need an OIDC bearer
+//! token carrying the route's scope (`auth`); a JWKS URL is fetched again on a schedule and a
+//! rotation is a change like any other, published with the tree that commits the new keys.
 
-mod admission;
 mod api;
 mod auth;
-mod http;
+mod backends;
+mod control;
+mod front;
 mod https;
 mod jwks;
 mod metrics;
 pub mod migrate;
 mod provision;
 mod sdk;
-mod stall;
 pub mod store_admin;
 mod trust;
 mod witness;
-mod workloads;
 
 pub use auth::{Authenticator, Claims, KeySet, RESERVED_SCOPE_PREFIX, Scope, ScopeClaim};
+pub use backends::StartError;
+pub use control::ChangeError;
 pub use witness::{WitnessCounter, WitnessPin};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use enclave_config::LoadedConfig;
 use enclave_config::file::CounterKind;
-use enclave_config::{ConfigTree, LoadedConfig};
-use enclave_ratls::issue::IntermediaryCa;
-use enclave_ratls::tls::{RatlsClientVerifier, RatlsResolver, SniResolver, server_config};
+use enclave_ratls::tls::{RatlsClientVerifier, RatlsResolver, server_config};
 use enclave_store::{Counter, FileCounter, Store};
 use enclave_tee::Tee;
 use thiserror::Error;
@@ -59,15 +77,21 @@ pub enum RuntimeError {
     /// The CA could not be set up.
     #[error("CA: {0}")]
     Ca(String),
-    /// The sealed store could not be opened: a rollback, tampering, a missing key.
+    /// The sealed store could not be set up (its key, its counter's settings).
     #[error("sealed store: {0}")]
     Store(String),
+    /// The sealed store refused: a rollback, tampering, a fork, an unreachable counter.
+    #[error("sealed store: {0}")]
+    Sealed(#[from] enclave_store::StoreError),
     /// The management API's token issuer could not be set up.
     #[error("oidc: {0}")]
     Oidc(String),
-    /// A workload could not be loaded.
+    /// A workload could not be started, or the first snapshot not be made.
     #[error("{0}")]
-    Workload(String),
+    Workload(#[from] control::ChangeError),
+    /// The code cache or the WebAssembly engine could not be set up.
+    #[error("{0}")]
+    Engine(String),
     /// The egress CA bundle is unusable.
     #[error("egress.ca_bundle {0}")]
     Egress(String),
@@ -84,6 +108,24 @@ pub enum RuntimeError {
     },
 }
 
+impl RuntimeError {
+    /// Whether the store refused because its state is older than its counter says, or the two
+    /// disagree: a rollback (or a fork) the operator must look into, not a usage error.
+    pub fn is_rollback(&self) -> bool {
+        use enclave_store::StoreError as E;
+        matches!(
+            self,
+            RuntimeError::Sealed(
+                E::Rollback { .. }
+                    | E::CounterGap { .. }
+                    | E::Fork { .. }
+                    | E::CounterMissing { .. }
+                    | E::Missing { .. }
+            )
+        )
+    }
+}
+
 /// One source address may hold at most this share (1/N) of the witness listener's connections:
 /// its clients are a few known instances, and slots are taken before anyone authenticates.
 const WITNESS_SOURCE_SHARE: u32 = 4;
@@ -97,38 +139,16 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
 }
 
-/// What the runtime serves, shared by every connection.
-pub(crate) struct State {
-    pub tee: Arc<dyn Tee>,
-    pub ca: Arc<IntermediaryCa>,
-    /// The enclave-wide certificate (what channel-bound evidence binds).
-    pub enclave: Arc<RatlsResolver>,
-    /// The names the enclave-wide certificate carries.
-    pub enclave_names: Vec<String>,
-    /// Chooses the enclave-wide or a workload's certificate by SNI.
-    pub resolver: Arc<SniResolver>,
-    pub config: LoadedConfig,
-    /// The JWKS bytes in use when a `jwks_url` refetch rotated them since the start; the tree
-    /// commits these (`oidc/jwks`) in place of the configuration's own (`workloads::tree_now`).
-    pub rotated_jwks: RwLock<Option<Arc<Vec<u8>>>>,
-    pub tree: RwLock<Arc<ConfigTree>>,
-    /// Channel-bound quotes being made (`limits.max_challenge_handshakes` at once).
-    pub quotes: Arc<tokio::sync::Semaphore>,
-    /// Workloads loaded at run time.
-    pub loaded: Mutex<workloads::Loaded>,
-    pub store: Arc<Store>,
-    pub auth: Option<Authenticator>,
-    pub metrics: metrics::Metrics,
-    /// The WebAssembly engine, and the compiled wasm workloads by name.
-    pub wasm: enclave_wasm::Host,
-    pub apps: RwLock<std::collections::HashMap<String, Arc<enclave_wasm::App>>>,
-}
-
-/// A prepared runtime: TEE open, CA and store unsealed, certificates issued.
+/// A prepared runtime: TEE open, CA and store unsealed, certificates issued, workloads started
+/// and published by the control plane.
 pub struct Runtime {
-    state: Arc<State>,
+    control: control::Control,
+    api: Arc<api::Api>,
+    config: LoadedConfig,
+    enclave: Arc<RatlsResolver>,
+    metrics: Arc<metrics::Metrics>,
     jwks_refresh: Option<auth::JwksRefresh>,
-    listen: SocketAddr,
+    listen: Vec<SocketAddr>,
     /// The root clients pass as `--root`.
     pub ca_root: PathBuf,
     /// The state directory.
@@ -196,14 +216,27 @@ impl Runtime {
     /// issue the certificates.
     pub fn prepare(config: LoadedConfig, overrides: &Overrides) -> Result<Self, RuntimeError> {
         let c = &config.config;
-        let listen_text = overrides
-            .listen
-            .clone()
-            .unwrap_or_else(|| c.listen.first().cloned().unwrap_or_default());
-        let listen: SocketAddr = listen_text.parse().map_err(|_| RuntimeError::Listen {
-            addr: listen_text.clone(),
-            reason: "not HOST:PORT with an IP address".into(),
-        })?;
+        // `--listen` replaces every address of the file; otherwise each of them is served.
+        let listen_texts = match &overrides.listen {
+            Some(one) => vec![one.clone()],
+            None => c.listen.clone(),
+        };
+        let listen = listen_texts
+            .iter()
+            .map(|text| {
+                text.parse::<SocketAddr>()
+                    .map_err(|_| RuntimeError::Listen {
+                        addr: text.clone(),
+                        reason: "not HOST:PORT with an IP address".into(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if listen.is_empty() {
+            return Err(RuntimeError::Listen {
+                addr: String::new(),
+                reason: "no address to listen on: set listen in enclave.toml or --listen".into(),
+            });
+        }
         let state_dir = overrides
             .state_dir
             .clone()
@@ -232,7 +265,7 @@ impl Runtime {
         let config = jwks::committed(config, egress.as_ref())?;
         let c = &config.config;
         let auth = match &c.oidc {
-            Some(o) => Some(
+            Some(o) => Some(Arc::new(
                 Authenticator::new(
                     &o.issuer,
                     &o.audience,
@@ -241,7 +274,7 @@ impl Runtime {
                 )
                 .map_err(RuntimeError::Oidc)?
                 .with_max_lifetime(o.max_token_lifetime()),
-            ),
+            )),
             None => None,
         };
         // A JWKS URL is fetched again on a schedule (key rotation); a file never is.
@@ -259,11 +292,9 @@ impl Runtime {
 
         // The enclave-wide certificate first: a witness counter presents it as the client
         // certificate before the store (and so the loaded workloads) can be read.
-        let mut enclave_names = vec![
-            "localhost".to_string(),
-            listen.ip().to_string(),
-            c.management.hostname.clone(),
-        ];
+        let mut enclave_names = vec!["localhost".to_string()];
+        enclave_names.extend(listen.iter().map(|a| a.ip().to_string()));
+        enclave_names.push(c.management.hostname.clone());
         // Clients of a witness check its certificate's names against the URL they use: the
         // witness listener's own address is one they may reach it by.
         if let Some(ip) = c
@@ -277,12 +308,12 @@ impl Runtime {
         }
         let mut seen = std::collections::HashSet::new();
         enclave_names.retain(|n| seen.insert(n.clone()));
-        let file_tree = workloads::tree(&config, &workloads::Loaded::new())?;
-        let binding = workloads::evidence_binding(&config);
+        let file_tree = control::tree(&config, &control::Loaded::new())?;
+        let binding = control::evidence_binding(&config);
         let enclave = Arc::new(RatlsResolver::new(
             tee.clone(),
             ca.clone(),
-            workloads::enclave_spec(enclave_names.clone(), &file_tree, binding),
+            control::enclave_spec(enclave_names.clone(), &file_tree, binding),
         ));
         enclave.current().map_err(ca_err)?;
 
@@ -340,10 +371,7 @@ impl Runtime {
         let cache_key = master
             .derive("wasm-code-cache", "")
             .map_err(|e| RuntimeError::Store(e.to_string()))?;
-        let store = Arc::new(
-            Store::open(&db_path, master, id, counter)
-                .map_err(|e| RuntimeError::Store(e.to_string()))?,
-        );
+        let store = Arc::new(Store::open(&db_path, master, id, counter)?);
         let stats = store.stats();
         tracing::info!(
             store = %id,
@@ -353,89 +381,64 @@ impl Runtime {
             "sealed store opened and verified"
         );
 
-        let loaded = workloads::restore(&store)?;
-        let tree = Arc::new(workloads::tree(&config, &loaded)?);
-        enclave.set_spec(workloads::enclave_spec(
-            enclave_names.clone(),
-            &tree,
-            binding,
+        // The control plane: its handle first (the SDK's services hold one), then the writer,
+        // which starts every workload, publishes the first snapshot and takes changes from then
+        // on. A component that cannot run stops the start.
+        let (control, inbox) = control::Control::new(enclave.clone(), Arc::new(file_tree));
+        let services = Arc::new(sdk::AppServices::new(
+            store.clone(),
+            tee.clone(),
+            control.clone(),
         ));
-        enclave.current().map_err(ca_err)?;
-        // Each workload with hostnames gets its own certificate.
-        let mut certs = Vec::new();
-        let all = c
-            .workloads
-            .iter()
-            .chain(loaded.values().map(|(w, _)| w))
-            .filter(|w| !w.hostnames.is_empty());
-        for w in all {
-            let r = Arc::new(RatlsResolver::new(
-                tee.clone(),
-                ca.clone(),
-                workloads::workload_spec(&tree, w, &store, binding)?,
-            ));
-            r.current().map_err(ca_err)?;
-            certs.push((w.name.clone(), w.hostnames.clone(), r));
-        }
-        let resolver = Arc::new(SniResolver::new(enclave.clone(), certs));
-
-        // Compile every wasm workload now: a component that cannot run stops the start.
-        let services = Arc::new(sdk::AppServices::new(store.clone(), tee.clone()));
         let cache = enclave_wasm::CodeCache::new(&state_dir.join("wasm-cache"), cache_key)
-            .map_err(RuntimeError::Workload)?;
-        let wasm = enclave_wasm::Host::new(enclave_wasm::HostOptions {
-            services: Some(services.clone()),
+            .map_err(RuntimeError::Engine)?;
+        let host = enclave_wasm::Host::new(enclave_wasm::HostOptions {
+            services: Some(services),
             egress,
             cache: Some(cache),
             max_instances: c.limits.max_wasm_instances,
         })
-        .map_err(|e| RuntimeError::Workload(e.to_string()))?;
-        let mut apps = std::collections::HashMap::new();
-        for (i, w) in c.workloads.iter().enumerate() {
-            if w.kind != enclave_config::file::WorkloadKind::Wasm {
-                continue;
-            }
-            // The code the tree commits, read when the configuration was loaded.
-            let Some(code) = config.workload_code(&w.name) else {
-                return Err(RuntimeError::Workload(format!(
-                    "workload[{i}] '{}': no code was read from its source",
-                    w.name
-                )));
-            };
-            apps.insert(
-                w.name.clone(),
-                Arc::new(workloads::compile(&wasm, w, code)?),
-            );
-        }
-        for (w, code) in loaded.values() {
-            if w.kind == enclave_config::file::WorkloadKind::Wasm {
-                apps.insert(
-                    w.name.clone(),
-                    Arc::new(workloads::compile(&wasm, w, code)?),
-                );
-            }
-        }
-        let max_quotes = c.limits.max_challenge_handshakes.get() as usize;
-        let state = Arc::new(State {
-            tee,
-            ca,
-            enclave,
-            enclave_names,
-            resolver,
-            config,
-            rotated_jwks: RwLock::new(None),
-            quotes: Arc::new(tokio::sync::Semaphore::new(max_quotes)),
-            tree: RwLock::new(tree),
-            loaded: Mutex::new(loaded),
-            store,
-            auth,
-            metrics: metrics::Metrics::new(),
-            wasm,
-            apps: RwLock::new(apps),
+        .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let backends = backends::Backends::new(vec![Box::new(backends::WasmBackend::new(host))]);
+        let loaded = control::restore(&store)?;
+        let limits = &config.config.limits;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let api = Arc::new(api::Api {
+            control: control.clone(),
+            store: store.clone(),
+            tee: tee.clone(),
+            auth: auth.clone(),
+            metrics: metrics.clone(),
+            quotes: Arc::new(tokio::sync::Semaphore::new(
+                limits.max_challenge_handshakes.get() as usize,
+            )),
+            management_hostname: c.management.hostname.clone(),
+            max_request_bytes: limits.max_request_bytes,
         });
-        services.attach(&state);
+        let writer = control::Writer::new(
+            control::Parts {
+                config: config.clone(),
+                store,
+                tee,
+                ca,
+                enclave: enclave.clone(),
+                enclave_names,
+                backends,
+                auth,
+                loaded,
+            },
+            inbox,
+        )?;
+        enclave.current().map_err(ca_err)?;
+        writer.spawn().map_err(|e| {
+            RuntimeError::Engine(format!("the control plane's thread cannot start: {e}"))
+        })?;
         Ok(Self {
-            state,
+            control,
+            api,
+            config,
+            enclave,
+            metrics,
             jwks_refresh,
             listen,
             ca_root,
@@ -445,22 +448,45 @@ impl Runtime {
 
     /// The config root served.
     pub fn config_root(&self) -> [u8; 32] {
-        *self
-            .state
-            .tree
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .root()
+        self.control.snapshot().root()
     }
 
     /// The TEE in use.
     pub fn tee(&self) -> &dyn Tee {
-        self.state.tee.as_ref()
+        self.api.tee.as_ref()
     }
 
-    /// Serve until `shutdown` completes; connections in flight get `grace` to finish.
+    /// The addresses `serve` binds.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen
+    }
+
+    /// Bind every `listen` address and serve until `shutdown` completes; connections in flight
+    /// get `grace` to finish.
     pub async fn serve(
         self,
+        shutdown: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let mut listeners = Vec::new();
+        for addr in &self.listen {
+            let l =
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| RuntimeError::Listen {
+                        addr: addr.to_string(),
+                        reason: e.to_string(),
+                    })?;
+            listeners.push(l);
+        }
+        self.serve_on(listeners, shutdown, grace).await
+    }
+
+    /// Serve on listeners already bound (tests bind port 0 and read the address back, with no
+    /// window for another process to take the port), until `shutdown` completes.
+    pub async fn serve_on(
+        self,
+        listeners: Vec<tokio::net::TcpListener>,
         shutdown: impl std::future::Future<Output = ()>,
         grace: Duration,
     ) -> Result<(), RuntimeError> {
@@ -468,30 +494,29 @@ impl Runtime {
             addr: addr.to_string(),
             reason,
         };
-        let main = self.listen.to_string();
-        let listener = tokio::net::TcpListener::bind(self.listen)
-            .await
-            .map_err(|e| listen_err(&main, e.to_string()))?;
-        let limits = &self.state.config.config.limits;
-        let header_timeout = Duration::from_secs(u64::from(limits.header_timeout_secs.get()));
-        let max_challenges = limits.max_challenge_handshakes.get() as usize;
-        let tls = server_config(self.state.resolver.clone(), None)
-            .map_err(|e| listen_err(&main, e.to_string()))?;
-        let handshakes = Arc::new(
-            http::Handshakes::new(Arc::new(tls), self.state.resolver.clone(), max_challenges)
-                .with_header_timeout(header_timeout),
-        );
-        let app = api::router(self.state.clone());
+        let c = &self.config.config;
+        let limits = front::Limits::from_config(&c.limits);
+        let max_challenges = c.limits.max_challenge_handshakes.get() as usize;
+        let certs: Arc<dyn front::Certificates + Send + Sync> = Arc::new(self.control.clone());
+        let tls = server_config(Arc::new(self.control.clone()), None)
+            .map_err(|e| listen_err("the RA-TLS listener", e.to_string()))?;
+        let handshakes = Arc::new(front::Handshakes::new(Arc::new(tls), certs, max_challenges));
+        let site = Arc::new(front::Site {
+            control: Some(self.control.clone()),
+            api: api::router(self.api.clone()),
+            metrics: self.metrics.clone(),
+            limits,
+        });
         let _jwks_refresh = self
             .jwks_refresh
             .as_ref()
-            .map(|r| r.start(self.state.clone()));
+            .map(|r| r.start(self.control.clone()));
 
         // The witness listener: mutual RA-TLS, the witness routes only, the enclave-wide
         // certificate for every name.
-        let witness = match &self.state.config.config.witness {
+        let witness = match &c.witness {
             Some(w) => {
-                let config = &self.state.config;
+                let config = &self.config;
                 let clients = Arc::new(RatlsClientVerifier::new(
                     trust::committed(
                         "witness.clients_root",
@@ -501,81 +526,118 @@ impl Runtime {
                     )
                     .map_err(|e| listen_err(&w.listen, e))?,
                 ));
-                let tls = server_config(self.state.enclave.clone(), Some(clients))
+                let one = Arc::new(front::OneCertificate(self.enclave.clone()));
+                let tls = server_config(one.clone(), Some(clients))
                     .map_err(|e| listen_err(&w.listen, e.to_string()))?;
                 let l = tokio::net::TcpListener::bind(&w.listen)
                     .await
                     .map_err(|e| listen_err(&w.listen, e.to_string()))?;
                 tracing::info!(listen = %w.listen, "serving as a witness over mutual RA-TLS");
-                let router =
-                    witness::router(Arc::new(witness::Witness::new(self.state.store.clone())));
-                let certs = Arc::new(SniResolver::new(self.state.enclave.clone(), Vec::new()));
-                let handshakes = Arc::new(
-                    http::Handshakes::new(Arc::new(tls), certs, max_challenges)
-                        .with_header_timeout(header_timeout),
-                );
-                let all = limits.max_witness_connections.get();
-                let cap = admission::Admission::new(
+                let site = Arc::new(front::Site {
+                    control: None,
+                    api: witness::router(Arc::new(witness::Witness::new(self.api.store.clone()))),
+                    metrics: self.metrics.clone(),
+                    limits,
+                });
+                let handshakes =
+                    Arc::new(front::Handshakes::new(Arc::new(tls), one, max_challenges));
+                let all = c.limits.max_witness_connections.get();
+                let cap = front::admission::Admission::new(
                     "the witness listener",
                     all as usize,
                     Some(all.div_ceil(WITNESS_SOURCE_SHARE)),
                 );
-                Some((l, handshakes, router, cap))
+                Some(Listener {
+                    tcp: l,
+                    handshakes,
+                    site,
+                    admission: Arc::new(cap),
+                })
             }
             None => None,
         };
 
-        tracing::info!(
-            listen = %self.listen,
-            tee = self.state.tee.name(),
-            simulated = self.state.tee.simulated(),
-            config_root = %hex::encode(self.config_root()),
-            management = %self.state.config.config.management.hostname,
-            "serving RA-TLS on {}",
-            self.listen
-        );
-        let limit = admission::Admission::new(
+        let admission = Arc::new(front::admission::Admission::new(
             "the RA-TLS listener",
-            self.state.config.config.limits.max_connections as usize,
+            c.limits.max_connections as usize,
             None,
-        );
-        let mut tasks = tokio::task::JoinSet::new();
-        tokio::pin!(shutdown);
-        let (wl, wh, wr, wcap) = match witness {
-            Some((l, h, r, c)) => (Some(l), Some(h), Some(r), Some(c)),
-            None => (None, None, None, None),
-        };
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => {
-                    let Ok((tcp, from)) = accepted else { continue };
-                    let Some(permit) = limit.admit(from.ip(), &self.state.metrics) else { continue };
-                    let (handshakes, state, app) = (handshakes.clone(), self.state.clone(), app.clone());
-                    tasks.spawn(async move {
-                        http::connection(handshakes, tcp, state, app, true).await;
-                        drop(permit);
-                    });
-                }
-                accepted = async { wl.as_ref()?.accept().await.ok() }, if wl.is_some() => {
-                    let (Some((tcp, from)), Some(h), Some(r), Some(cap)) =
-                        (accepted, wh.clone(), wr.clone(), wcap.as_ref())
-                    else {
-                        continue;
-                    };
-                    let Some(permit) = cap.admit(from.ip(), &self.state.metrics) else { continue };
-                    let state = self.state.clone();
-                    tasks.spawn(async move {
-                        http::connection(h, tcp, state, r, false).await;
-                        drop(permit);
-                    });
-                }
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            }
+        ));
+        let mut all = Vec::new();
+        for tcp in listeners {
+            let addr = tcp
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "?".into());
+            tracing::info!(
+                listen = %addr,
+                tee = self.api.tee.name(),
+                simulated = self.api.tee.simulated(),
+                config_root = %hex::encode(self.config_root()),
+                management = %c.management.hostname,
+                "serving RA-TLS on {addr}"
+            );
+            all.push(Listener {
+                tcp,
+                handshakes: handshakes.clone(),
+                site: site.clone(),
+                admission: admission.clone(),
+            });
         }
+        all.extend(witness);
+
+        // One accept loop per listener; connections are tasks of one set, so shutdown finds
+        // them all.
+        let connections = Arc::new(tokio::sync::Mutex::new(tokio::task::JoinSet::new()));
+        let mut accepting = tokio::task::JoinSet::new();
+        for l in all {
+            accepting.spawn(accept_loop(l, self.metrics.clone(), connections.clone()));
+        }
+        shutdown.await;
+        accepting.abort_all();
         tracing::info!("shutting down; finishing requests in flight");
+        let mut tasks = std::mem::take(&mut *connections.lock().await);
         let _ =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        self.control.shutdown().await;
         Ok(())
+    }
+}
+
+/// One listener with what its connections need.
+struct Listener {
+    tcp: tokio::net::TcpListener,
+    handshakes: Arc<front::Handshakes>,
+    site: Arc<front::Site>,
+    admission: Arc<front::admission::Admission>,
+}
+
+/// Accept connections on `l` until aborted, each a task in `connections`.
+async fn accept_loop(
+    l: Listener,
+    metrics: Arc<metrics::Metrics>,
+    connections: Arc<tokio::sync::Mutex<tokio::task::JoinSet<()>>>,
+) {
+    loop {
+        let (tcp, from) = match l.tcp.accept().await {
+            Ok(accepted) => accepted,
+            // Out of descriptors, most often: give connections in flight a moment to close
+            // rather than spin on the error.
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(permit) = l.admission.admit(from.ip(), &metrics) else {
+            continue;
+        };
+        let (handshakes, site) = (l.handshakes.clone(), l.site.clone());
+        let mut set = connections.lock().await;
+        // Finished connections are reaped here, so the set holds only live ones.
+        while set.try_join_next().is_some() {}
+        set.spawn(async move {
+            front::connection(handshakes, tcp, site).await;
+            drop(permit);
+        });
     }
 }

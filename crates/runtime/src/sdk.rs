@@ -13,16 +13,15 @@
 //! same name starts with none, since a certificate must not carry claims another component made.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::Arc;
 
-use enclave_ratls::tls::RatlsResolver;
 use enclave_store::Store;
 use enclave_tee::Tee;
 use enclave_wasm::{Evidence, Services, Space};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::State;
+use crate::control::{Change, ChangeError, Control};
 
 const EXTENSIONS: &str = "sys/app-extensions";
 
@@ -47,15 +46,16 @@ pub(crate) fn declared(
     store: &Store,
     app: &str,
     code_sha256: &[u8; 32],
-) -> Result<BTreeMap<u32, Vec<u8>>, String> {
-    let Some(bytes) = store
-        .get(EXTENSIONS, app.as_bytes())
-        .map_err(|e| e.to_string())?
-    else {
+) -> Result<BTreeMap<u32, Vec<u8>>, ChangeError> {
+    let Some(bytes) = store.get(EXTENSIONS, app.as_bytes())? else {
         return Ok(BTreeMap::new());
     };
-    let kept: Declared = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("app '{app}': its declared extensions cannot be read back: {e}"))?;
+    let unreadable = |reason: String| {
+        ChangeError::Invalid(format!(
+            "app '{app}': its declared extensions cannot be read back: {reason}"
+        ))
+    };
+    let kept: Declared = serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
     if kept.code != hex::encode(code_sha256) {
         return Ok(BTreeMap::new());
     }
@@ -64,37 +64,68 @@ pub(crate) fn declared(
         .map(|(i, v)| {
             hex::decode(&v)
                 .map(|v| (i, v))
-                .map_err(|e| format!("app '{app}': declared extension {i}: {e}"))
+                .map_err(|e| unreadable(format!("extension {i}: {e}")))
         })
         .collect()
 }
 
-/// What the SDK reaches, for every app of this runtime.
+/// Keep `app`'s declaration of extension `index` (`None` withdraws it), made by the component
+/// with `code_sha256`. Whether anything changed: apps may declare on every request, and only a
+/// change reissues the certificate. Called by the control plane's writer only, so two
+/// declarations cannot lose each other's.
+pub(crate) fn record_declaration(
+    store: &Store,
+    app: &str,
+    code_sha256: &[u8; 32],
+    index: u32,
+    value: Option<&[u8]>,
+) -> Result<bool, ChangeError> {
+    let mut map = declared(store, app, code_sha256)?;
+    let before = map.clone();
+    match value {
+        Some(v) => {
+            map.insert(index, v.to_vec());
+        }
+        None => {
+            map.remove(&index);
+        }
+    }
+    if map.len() > enclave_wasm::sdk::MAX_EXTENSIONS {
+        return Err(ChangeError::Invalid(format!(
+            "an app declares at most {} extensions",
+            enclave_wasm::sdk::MAX_EXTENSIONS
+        )));
+    }
+    if map == before {
+        return Ok(false);
+    }
+    let kept = Declared {
+        code: hex::encode(code_sha256),
+        extensions: map.iter().map(|(i, v)| (*i, hex::encode(v))).collect(),
+    };
+    let bytes =
+        serde_json::to_vec(&kept).map_err(|e| ChangeError::Invalid(format!("app '{app}': {e}")))?;
+    store.put(EXTENSIONS, app.as_bytes(), &bytes)?;
+    Ok(true)
+}
+
+/// What the SDK reaches, for every app of this runtime: the store for its namespaces, the TEE
+/// for evidence, and the control plane for declarations (which reissue a certificate).
 pub(crate) struct AppServices {
     store: Arc<Store>,
     tee: Arc<dyn Tee>,
-    /// The runtime's state, for reissuing certificates; set once the state exists (the wasm
-    /// host, which holds these services, is part of it).
-    state: OnceLock<Weak<State>>,
-    /// Serialises declarations, so two requests cannot lose each other's.
-    declaring: Mutex<()>,
+    control: Control,
 }
 
 impl AppServices {
-    pub(crate) fn new(store: Arc<Store>, tee: Arc<dyn Tee>) -> Self {
+    pub(crate) fn new(store: Arc<Store>, tee: Arc<dyn Tee>, control: Control) -> Self {
         Self {
             store,
             tee,
-            state: OnceLock::new(),
-            declaring: Mutex::new(()),
+            control,
         }
     }
-
-    pub(crate) fn attach(&self, state: &Arc<State>) {
-        let _ = self.state.set(Arc::downgrade(state));
-    }
 }
-
 impl Services for AppServices {
     fn get(
         &self,
@@ -146,78 +177,14 @@ impl Services for AppServices {
     }
 
     fn set_extension(&self, app: &str, index: u32, value: Option<&[u8]>) -> Result<(), String> {
-        let state = self
-            .state
-            .get()
-            .and_then(Weak::upgrade)
-            .ok_or("the runtime is not serving yet")?;
-        let w = crate::workloads::find(&state, app)
-            .ok_or_else(|| format!("app '{app}' is no longer loaded"))?;
-        if w.hostnames.is_empty() {
-            return Err(format!(
-                "app '{app}' has no hostname, so no certificate of its own to declare extensions in"
-            ));
-        }
-        let code = state
-            .apps
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(app)
-            .map(|a| a.code_sha256())
-            .ok_or_else(|| format!("app '{app}' is no longer loaded"))?;
-
-        let _guard = self.declaring.lock().unwrap_or_else(|p| p.into_inner());
-        let mut map = declared(&self.store, app, &code)?;
-        let before = map.clone();
-        match value {
-            Some(v) => {
-                map.insert(index, v.to_vec());
-            }
-            None => {
-                map.remove(&index);
-            }
-        }
-        if map.len() > enclave_wasm::sdk::MAX_EXTENSIONS {
-            return Err(format!(
-                "an app declares at most {} extensions",
-                enclave_wasm::sdk::MAX_EXTENSIONS
-            ));
-        }
-        // Apps may declare on every request; only a change reissues the certificate.
-        if map == before {
-            return Ok(());
-        }
-        let kept = Declared {
-            code: hex::encode(code),
-            extensions: map.iter().map(|(i, v)| (*i, hex::encode(v))).collect(),
-        };
-        let bytes = serde_json::to_vec(&kept).map_err(|e| e.to_string())?;
-        self.store
-            .put(EXTENSIONS, app.as_bytes(), &bytes)
-            .map_err(|e| e.to_string())?;
-        let tree = state.tree.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let spec = crate::workloads::workload_spec(
-            &tree,
-            &w,
-            &self.store,
-            crate::workloads::evidence_binding(&state.config),
-        )
-        .map_err(|e| e.to_string())?;
-        let resolver = Arc::new(RatlsResolver::new(
-            state.tee.clone(),
-            state.ca.clone(),
-            spec,
-        ));
-        resolver.current()?;
-        state
-            .resolver
-            .set_workload(app, w.hostnames.clone(), resolver);
-        tracing::info!(
-            app,
-            index,
-            declared = value.is_some(),
-            "app certificate reissued"
-        );
-        Ok(())
+        // The SDK calls this on the blocking pool (enclave_wasm::sdk), where waiting is allowed.
+        self.control
+            .submit_blocking(Change::Declare {
+                app: app.to_string(),
+                index,
+                value: value.map(<[u8]>::to_vec),
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }

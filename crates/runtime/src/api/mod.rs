@@ -40,8 +40,9 @@ use enclave_store::Op;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::Scope;
-use crate::{State, workloads};
+use crate::auth::{Authenticator, Scope};
+use crate::control::{Applied, Change, ChangeError, Control, Snapshot};
+use crate::metrics::Metrics;
 
 /// The operator's own key-value namespace.
 pub(crate) const OPERATOR_NAMESPACE: &str = "sys/operator";
@@ -61,7 +62,22 @@ pub(crate) fn error(status: StatusCode, reason: impl Into<String>) -> Response {
     (status, Json(json!({ "error": reason.into() }))).into_response()
 }
 
-type Shared = Arc<State>;
+/// What the API's handlers reach: a handle on the control plane (to read the snapshot and
+/// submit changes), the store for the operator's own data, the TEE for evidence, and the
+/// authenticator its layer uses. Never the listener.
+pub(crate) struct Api {
+    pub control: Control,
+    pub store: Arc<enclave_store::Store>,
+    pub tee: Arc<dyn enclave_tee::Tee>,
+    pub auth: Option<Arc<Authenticator>>,
+    pub metrics: Arc<Metrics>,
+    /// Channel-bound quotes being made (`limits.max_challenge_handshakes` at once).
+    pub quotes: Arc<tokio::sync::Semaphore>,
+    pub management_hostname: String,
+    pub max_request_bytes: u64,
+}
+
+type Shared = Arc<Api>;
 
 /// Who made a request that passed `require`: the token's subject, for the audit log.
 #[derive(Clone)]
@@ -70,7 +86,7 @@ pub(crate) struct Caller {
 }
 
 /// A 401 or 403 with its reason, counted and logged (never with the token).
-fn refuse(state: &State, status: StatusCode, reason: String, scope: Option<Scope>) -> Response {
+fn refuse(state: &Api, status: StatusCode, reason: String, scope: Option<Scope>) -> Response {
     state
         .metrics
         .auth_failures
@@ -184,30 +200,52 @@ async fn readyz(Axum(s): Axum<Shared>) -> Response {
     Json(json!({ "status": "ready", "tee": s.tee.name() })).into_response()
 }
 
-/// Each workload as the public sees it: what runs (name, kind, code hash) and where to reach it.
-fn public_workloads(s: &State) -> Vec<(serde_json::Value, &'static str)> {
-    let tree = s.tree.read().unwrap_or_else(|p| p.into_inner()).clone();
-    workloads::all(s)
-        .into_iter()
-        .map(|(w, from)| {
-            let code = tree
-                .leaves()
-                .iter()
-                .find(|l| l.name == format!("workload/{}/code", w.name))
-                .map(|l| hex::encode(l.value_hash));
+/// Each workload as the public sees it: what runs (name, kind, code hash, health) and where to
+/// reach it.
+fn public_workloads(now: &Snapshot) -> Vec<(serde_json::Value, &'static str)> {
+    now.workloads
+        .iter()
+        .map(|e| {
+            let w = &e.spec;
             (
-                json!({ "name": w.name, "kind": w.kind, "hostnames": w.hostnames, "code_sha256": code }),
-                from,
+                json!({
+                    "name": w.name,
+                    "kind": w.kind,
+                    "hostnames": w.hostnames,
+                    "code_sha256": e.code_sha256.map(hex::encode),
+                    "health": e.running.health().as_str(),
+                }),
+                e.origin.as_str(),
             )
         })
         .collect()
 }
 
+/// A refused change as the caller sees it: one mapping from the control plane's reasons to
+/// HTTP statuses.
+fn change_error(e: ChangeError) -> Response {
+    let status = match &e {
+        ChangeError::Invalid(_) | ChangeError::Start(_) | ChangeError::Tree(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        ChangeError::Conflict(_) => StatusCode::CONFLICT,
+        ChangeError::NotFound(_) => StatusCode::NOT_FOUND,
+        ChangeError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        ChangeError::Store(enclave_store::StoreError::Invalid(_)) => StatusCode::BAD_REQUEST,
+        ChangeError::Store(_) | ChangeError::Certificate(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status.is_server_error() {
+        tracing::error!(error = %e, "change failed");
+    }
+    error(status, e.to_string())
+}
+
 /// What a client needs to decide whether to trust the service, and nothing that shows activity
 /// (store version, records, counter location, uptime): those are in `status_detail`.
 async fn status(Axum(s): Axum<Shared>) -> Response {
-    let root = hex::encode(s.tree.read().unwrap_or_else(|p| p.into_inner()).root());
-    let workloads: Vec<_> = public_workloads(&s).into_iter().map(|(w, _)| w).collect();
+    let now = s.control.snapshot();
+    let root = hex::encode(now.root());
+    let workloads: Vec<_> = public_workloads(&now).into_iter().map(|(w, _)| w).collect();
     Json(json!({
         "tee": s.tee.name(),
         "simulated": s.tee.simulated(),
@@ -219,8 +257,9 @@ async fn status(Axum(s): Axum<Shared>) -> Response {
 
 async fn status_detail(Axum(s): Axum<Shared>) -> Response {
     let stats = s.store.stats();
-    let root = hex::encode(s.tree.read().unwrap_or_else(|p| p.into_inner()).root());
-    let workloads: Vec<_> = public_workloads(&s)
+    let now = s.control.snapshot();
+    let root = hex::encode(now.root());
+    let workloads: Vec<_> = public_workloads(&now)
         .into_iter()
         .map(|(mut w, from)| {
             w["from"] = json!(from);
@@ -232,7 +271,7 @@ async fn status_detail(Axum(s): Axum<Shared>) -> Response {
         "tee": s.tee.name(),
         "simulated": s.tee.simulated(),
         "config_root": root,
-        "management_hostname": s.config.config.management.hostname,
+        "management_hostname": s.management_hostname,
         "uptime_secs": s.metrics.uptime_secs(),
         "store": {
             "id": s.store.id().to_string(),
@@ -254,7 +293,7 @@ async fn metrics(Axum(s): Axum<Shared>) -> Response {
         simulated: s.tee.simulated(),
         store_version: stats.version,
         store_records: stats.records,
-        workloads: workloads::all(&s).len(),
+        workloads: s.control.snapshot().workloads.len(),
     });
     (
         [(
@@ -267,13 +306,11 @@ async fn metrics(Axum(s): Axum<Shared>) -> Response {
 }
 
 async fn manifest(Axum(s): Axum<Shared>) -> Response {
-    let tree = s.tree.read().unwrap_or_else(|p| p.into_inner()).clone();
-    Json(json!(tree.manifest())).into_response()
+    Json(json!(s.control.snapshot().tree.manifest())).into_response()
 }
 
 async fn proof(Axum(s): Axum<Shared>, Path(name): Path<String>) -> Response {
-    let tree = s.tree.read().unwrap_or_else(|p| p.into_inner()).clone();
-    match tree.prove(&name) {
+    match s.control.snapshot().tree.prove(&name) {
         Ok(p) => Json(json!(p)).into_response(),
         Err(e) => error(StatusCode::NOT_FOUND, e.to_string()),
     }
@@ -402,7 +439,8 @@ async fn kv_delete(
 }
 
 async fn workloads_list(Axum(s): Axum<Shared>) -> Response {
-    let list: Vec<_> = public_workloads(&s).into_iter().map(|(w, _)| w).collect();
+    let now = s.control.snapshot();
+    let list: Vec<_> = public_workloads(&now).into_iter().map(|(w, _)| w).collect();
     Json(json!({ "workloads": list })).into_response()
 }
 
@@ -459,18 +497,22 @@ async fn workload_put(
         args: req.args,
         limits: req.limits,
     };
-    let s2 = s.clone();
-    match blocking(move || {
-        workloads::load(&s2, w, code).map_err(|(status, reason)| error(status, reason))
-    })
-    .await
-    {
-        Ok(()) => {
-            let root = hex::encode(s.tree.read().unwrap_or_else(|p| p.into_inner()).root());
-            tracing::info!(workload = %name, subject = %sub, config_root = %root, "workload loaded");
+    changed(&s, Change::Load { spec: w, code }, &name, &sub, "loaded").await
+}
+
+/// Submit `change` and answer with the config root it published.
+async fn changed(s: &Api, change: Change, name: &str, sub: &str, action: &str) -> Response {
+    match s.control.submit(change).await {
+        Ok(applied) => {
+            let root = match applied {
+                Applied::Published(root) => root,
+                Applied::Unchanged => s.control.snapshot().root(),
+            };
+            let root = hex::encode(root);
+            tracing::info!(workload = %name, subject = %sub, config_root = %root, "workload {action}");
             Json(json!({ "name": name, "config_root": root })).into_response()
         }
-        Err(r) => r,
+        Err(e) => change_error(e),
     }
 }
 
@@ -479,20 +521,8 @@ async fn workload_delete(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Response {
-    let sub = caller.subject;
-    let (s2, n) = (s.clone(), name.clone());
-    match blocking(move || {
-        workloads::unload(&s2, &n).map_err(|(status, reason)| error(status, reason))
-    })
-    .await
-    {
-        Ok(()) => {
-            let root = hex::encode(s.tree.read().unwrap_or_else(|p| p.into_inner()).root());
-            tracing::info!(workload = %name, subject = %sub, config_root = %root, "workload unloaded");
-            Json(json!({ "name": name, "config_root": root })).into_response()
-        }
-        Err(r) => r,
-    }
+    let change = Change::Unload { name: name.clone() };
+    changed(&s, change, &name, &caller.subject, "unloaded").await
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
@@ -565,8 +595,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
 /// auth layer. A path may sit in two groups with different methods (`/api/v1/kv/{key}`: GET
 /// needs `kv:read`, PUT and DELETE `kv:write`).
 pub(crate) fn router(state: Shared) -> Router {
-    let max_body =
-        usize::try_from(state.config.config.limits.max_request_bytes).unwrap_or(usize::MAX);
+    let max_body = usize::try_from(state.max_request_bytes).unwrap_or(usize::MAX);
     let public = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

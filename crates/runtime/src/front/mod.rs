@@ -1,62 +1,101 @@
-//! One connection: the TLS handshake (which presents the RA-TLS certificate the SNI selects),
-//! then HTTP/1.1, routed by name: a workload's hostname reaches the workload, every other name
-//! the management API. `/.well-known/enclave-os/` is the runtime's on every name.
+//! The front: listeners and connections. Each connection's TLS handshake presents the RA-TLS
+//! certificate the SNI selects, then HTTP/1.1 is routed by name: a workload's hostname reaches
+//! the workload's handler, every other name the API. `/.well-known/enclave-os/` is the
+//! runtime's on every name.
+//!
+//! Routing and certificate choice read the control plane's published snapshot: one atomic
+//! load, never a lock a change holds, so a slow change (an fsync, a witness round trip) delays
+//! no request. The front knows nothing of the store or the API's routes; it is handed the API
+//! as a router, and workloads as handlers.
 //!
 //! Nothing a client sends may hold the runtime's threads or memory for long:
 //! - the ClientHello is read first (`LazyConfigAcceptor`); a challenge-mode hello, which costs
 //!   a fresh key, quote and signature, is issued on the blocking pool, at most
 //!   `limits.max_challenge_handshakes` at once with as many waiting, and refused beyond that;
 //! - a request head must arrive within `limits.header_timeout_secs` of the connection being
-//!   ready for it (also the keep-alive idle limit), a management request must complete within
+//!   ready for it (also the keep-alive idle limit), an API request must complete within
 //!   `limits.request_timeout_secs`, and a response that makes no progress for
 //!   `limits.write_stall_secs` closes the connection (`stall`);
 //! - request bodies larger than `limits.max_request_bytes` are refused, for workloads as for
-//!   the management API.
+//!   the API;
+//! - connections are admitted up to `limits.max_connections` (`admission`).
+
+pub(crate) mod admission;
+mod stall;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use enclave_ratls::tls::{ChosenCert, SniResolver, challenge_nonce};
+use enclave_ratls::tls::{ChosenCert, RatlsResolver, challenge_nonce};
 use http_body_util::BodyExt;
 use rustls::ServerConfig;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use tokio::sync::Semaphore;
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tower::ServiceExt;
 
-use crate::State;
 use crate::api::{Connection, error};
+use crate::backends::BodyTooLarge;
+use crate::control::Control;
+use crate::metrics::Metrics;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The workload a request is for, by SNI, or by Host when the client sent no SNI.
-fn workload_for(state: &State, sni: Option<&str>, host: Option<&str>) -> Option<String> {
-    let name = sni.or(host)?;
-    let name = name.rsplit_once(':').map_or(name, |(h, p)| {
+/// The hostname of an SNI or a Host header, without its port.
+fn hostname(name: &str) -> &str {
+    name.rsplit_once(':').map_or(name, |(h, p)| {
         if p.bytes().all(|b| b.is_ascii_digit()) {
             h
         } else {
             name
         }
-    });
-    crate::workloads::serving(state, name)
+    })
 }
 
-/// Hand the request to the workload's component, in a fresh instance. Its body is limited to
-/// `limits.max_request_bytes`: a declared length over it is refused before the component runs,
-/// and a streamed body that grows past it fails the component's read.
+/// Limits a connection applies (from `[limits]`).
+#[derive(Clone, Copy)]
+pub(crate) struct Limits {
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+    pub write_stall: Duration,
+    pub max_request_bytes: u64,
+}
+
+impl Limits {
+    pub(crate) fn from_config(l: &enclave_config::file::Limits) -> Self {
+        Self {
+            header_timeout: Duration::from_secs(u64::from(l.header_timeout_secs.get())),
+            request_timeout: Duration::from_secs(u64::from(l.request_timeout_secs.get())),
+            write_stall: Duration::from_secs(u64::from(l.write_stall_secs.get())),
+            max_request_bytes: l.max_request_bytes,
+        }
+    }
+}
+
+/// What one listener serves.
+pub(crate) struct Site {
+    /// Routes to workloads (`None`: the witness listener, which serves only its router).
+    pub control: Option<Control>,
+    /// Everything a workload does not take.
+    pub api: Router,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+}
+
+/// Hand the request to the workload's handler. Its body is limited to
+/// `limits.max_request_bytes`: a declared length over it is refused before the workload sees
+/// it, and a streamed body that grows past it fails the workload's read.
 async fn serve_workload(
-    state: &State,
-    name: &str,
+    handler: crate::backends::Handler,
+    max: u64,
     req: Request<Incoming>,
 ) -> axum::response::Response {
-    let max = state.config.config.limits.max_request_bytes;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -70,42 +109,47 @@ async fn serve_workload(
     }
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let req = req.map(move |body| {
-        http_body_util::Limited::new(body, limit).map_err(move |e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                enclave_wasm::BodyError::HttpRequestBodySize(Some(max))
-            } else {
-                enclave_wasm::BodyError::InternalError(Some(e.to_string()))
-            }
-        })
+        axum::body::Body::new(http_body_util::Limited::new(body, limit).map_err(
+            move |e| -> Box<dyn std::error::Error + Send + Sync> {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    Box::new(BodyTooLarge { limit: max })
+                } else {
+                    e
+                }
+            },
+        ))
     });
-    let app = state
-        .apps
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(name)
-        .cloned();
-    let Some(app) = app else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "workload '{name}' is configured and certified, but only wasm workloads run in this build"
-            ),
-        );
-    };
-    match app.handle(req).await {
-        Ok(response) => response.map(axum::body::Body::new),
-        Err(e @ enclave_wasm::WasmError::Busy { .. }) => {
-            tracing::warn!(workload = %name, error = %e, "request refused: at capacity");
-            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
-        }
-        Err(e) => {
-            tracing::warn!(workload = %name, error = %e, "request failed");
-            error(StatusCode::BAD_GATEWAY, e.to_string())
-        }
+    match handler.oneshot(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
+/// Where a listener's certificates come from.
+pub(crate) trait Certificates: rustls::server::ResolvesServerCert {
+    /// The certificate for `server_name`.
+    fn for_name(&self, server_name: Option<&str>) -> Arc<RatlsResolver>;
+}
+
+impl Certificates for Control {
+    fn for_name(&self, server_name: Option<&str>) -> Arc<RatlsResolver> {
+        self.cert_for(server_name)
+    }
+}
+
+/// One certificate for every name (the witness listener: the enclave-wide certificate).
+#[derive(Debug)]
+pub(crate) struct OneCertificate(pub Arc<RatlsResolver>);
+
+impl rustls::server::ResolvesServerCert for OneCertificate {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.resolve(hello)
+    }
+}
+
+impl Certificates for OneCertificate {
+    fn for_name(&self, _: Option<&str>) -> Arc<RatlsResolver> {
+        self.0.clone()
     }
 }
 
@@ -113,45 +157,38 @@ async fn serve_workload(
 /// name, and the bound on challenge issuance.
 pub(crate) struct Handshakes {
     base: Arc<ServerConfig>,
-    certs: Arc<SniResolver>,
+    certs: Arc<dyn Certificates + Send + Sync>,
     /// Challenges being issued.
     issuing: Arc<Semaphore>,
     /// Challenges issuing or waiting to: twice `issuing`. A challenge that finds none is refused
     /// at once, so a flood costs the runtime a bounded queue, not a growing one.
     admitted: Arc<Semaphore>,
-    /// Seconds to read a request head (see the module docs).
-    header_timeout: Duration,
 }
 
 impl Handshakes {
-    pub fn new(base: Arc<ServerConfig>, certs: Arc<SniResolver>, max_challenges: usize) -> Self {
+    pub fn new(
+        base: Arc<ServerConfig>,
+        certs: Arc<dyn Certificates + Send + Sync>,
+        max_challenges: usize,
+    ) -> Self {
         Self {
             base,
             certs,
             issuing: Arc::new(Semaphore::new(max_challenges)),
             admitted: Arc::new(Semaphore::new(max_challenges.saturating_mul(2))),
-            header_timeout: Duration::from_secs(10),
         }
-    }
-
-    pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
-        self.header_timeout = timeout;
-        self
     }
 
     /// A challenge leaf for `nonce` from the certificate `sni` selects, issued on the blocking
     /// pool within the bounds above.
     async fn challenge(
         &self,
-        state: &State,
+        metrics: &Metrics,
         sni: Option<String>,
         nonce: Vec<u8>,
     ) -> Result<Arc<CertifiedKey>, String> {
         let Ok(_admitted) = self.admitted.clone().try_acquire_owned() else {
-            state
-                .metrics
-                .challenges_refused
-                .fetch_add(1, Ordering::Relaxed);
+            metrics.challenges_refused.fetch_add(1, Ordering::Relaxed);
             return Err("challenge refused: as many are already being issued and waiting".into());
         };
         let _issuing = self
@@ -164,10 +201,7 @@ impl Handshakes {
         let leaf = tokio::task::spawn_blocking(move || resolver.challenge(nonce))
             .await
             .map_err(|e| format!("challenge issuance failed: {e}"))??;
-        state
-            .metrics
-            .challenges_issued
-            .fetch_add(1, Ordering::Relaxed);
+        metrics.challenges_issued.fetch_add(1, Ordering::Relaxed);
         Ok(leaf)
     }
 
@@ -176,7 +210,7 @@ impl Handshakes {
     /// configuration made for this connection only): what its channel-bound evidence binds.
     async fn accept(
         &self,
-        state: &State,
+        metrics: &Metrics,
         tcp: tokio::net::TcpStream,
     ) -> Result<
         (
@@ -198,7 +232,7 @@ impl Handshakes {
         let config = match nonce {
             None => self.base.clone(),
             Some(nonce) => {
-                let leaf = self.challenge(state, sni, nonce).await?;
+                let leaf = self.challenge(metrics, sni, nonce).await?;
                 let mut config = (*self.base).clone();
                 config.cert_resolver = Arc::new(SingleCertAndKey::from(leaf));
                 // A challenge leaf is used once: compressing it into the shared cache would
@@ -217,35 +251,29 @@ impl Handshakes {
     }
 }
 
+/// Serve one connection until it closes.
 pub(crate) async fn connection(
     handshakes: Arc<Handshakes>,
     tcp: tokio::net::TcpStream,
-    state: Arc<State>,
-    app: Router,
-    route_workloads: bool,
+    site: Arc<Site>,
 ) {
-    state.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    let metrics = &site.metrics;
+    metrics.connections.fetch_add(1, Ordering::Relaxed);
     // Without it, Nagle's algorithm holds back the last segment of the server's handshake
     // flight until the client's delayed ACK, about 40 ms on Linux, for every new connection.
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
-    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes.accept(&state, tcp)).await;
+    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes.accept(metrics, tcp)).await;
     let (tls, chosen) = match accepted {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            state
-                .metrics
-                .handshake_failures
-                .fetch_add(1, Ordering::Relaxed);
+            metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
-            state
-                .metrics
-                .handshake_failures
-                .fetch_add(1, Ordering::Relaxed);
+            metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("TLS handshake timed out");
             return;
         }
@@ -256,41 +284,46 @@ pub(crate) async fn connection(
         exporter: enclave_ratls::channel::exporter(session).ok(),
         presented: chosen.presented(session).cloned().map(Arc::new),
     };
-    let sni = session.server_name().map(str::to_string);
-    let limits = &state.config.config.limits;
-    let request_timeout = Duration::from_secs(u64::from(limits.request_timeout_secs.get()));
-    let write_stall = Duration::from_secs(u64::from(limits.write_stall_secs.get()));
+    let sni: Option<Arc<str>> = session.server_name().map(Arc::from);
+    let limits = site.limits;
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        let app = app.clone();
-        let state = state.clone();
+        let site = site.clone();
         let sni = sni.clone();
         let conn = conn.clone();
         async move {
             req.extensions_mut().insert(conn);
-            let host = req
-                .headers()
-                .get(hyper::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string);
             let reserved = req.uri().path().starts_with("/.well-known/enclave-os/");
-            let workload = if reserved || !route_workloads {
-                None
-            } else {
-                workload_for(&state, sni.as_deref(), host.as_deref())
+            // By SNI, or by Host when the client sent no SNI; one load of the snapshot.
+            let handler = match (&site.control, reserved) {
+                (Some(control), false) => {
+                    let name = sni.as_deref().map(str::to_string).or_else(|| {
+                        req.headers()
+                            .get(hyper::header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                            .map(str::to_string)
+                    });
+                    name.and_then(|n| {
+                        control
+                            .snapshot()
+                            .route(hostname(&n))
+                            .map(|e| e.handler.clone())
+                    })
+                }
+                _ => None,
             };
-            let response = match workload {
-                // A workload's own deadline bounds its whole exchange (enclave-wasm).
-                Some(name) => serve_workload(&state, &name, req).await,
+            let response = match handler {
+                // A workload's own deadline bounds its whole exchange (its backend's).
+                Some(handler) => serve_workload(handler, limits.max_request_bytes, req).await,
                 None => {
-                    let call = app.oneshot(req.map(axum::body::Body::new));
-                    match tokio::time::timeout(request_timeout, call).await {
+                    let call = site.api.clone().oneshot(req.map(axum::body::Body::new));
+                    match tokio::time::timeout(limits.request_timeout, call).await {
                         Ok(Ok(r)) => r,
                         Ok(Err(never)) => match never {},
                         Err(_) => error(
                             StatusCode::REQUEST_TIMEOUT,
                             format!(
                                 "the request did not complete within {} s (limits.request_timeout_secs)",
-                                request_timeout.as_secs()
+                                limits.request_timeout.as_secs()
                             ),
                         ),
                     }
@@ -301,9 +334,9 @@ pub(crate) async fn connection(
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(handshakes.header_timeout)
+        .header_read_timeout(limits.header_timeout)
         .serve_connection(
-            TokioIo::new(crate::stall::StallLimit::new(tls, write_stall)),
+            TokioIo::new(stall::StallLimit::new(tls, limits.write_stall)),
             service,
         )
         .await;

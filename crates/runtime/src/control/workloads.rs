@@ -1,0 +1,326 @@
+//! Workloads as the tree and the certificates see them: those of `enclave.toml` and those
+//! loaded at run time through the management API.
+//!
+//! Loading, updating or unloading one workload recomputes the tree, reissues the enclave-wide
+//! certificate (its config root and combined workloads hash change) and that workload's own
+//! certificate. Other workloads' certificates carry only their own config root, so they do not
+//! change. Workloads loaded at run time are kept in the sealed store (`sys/workloads`), as a
+//! versioned record, and come back after a restart.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use enclave_config::file::{Workload, WorkloadKind, WorkloadLimits};
+use enclave_config::{ConfigTree, LoadedConfig};
+use enclave_ratls::binding::BindingFormat;
+use enclave_ratls::issue::{LeafSpec, WorkloadIdentity};
+use enclave_store::Store;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::ChangeError;
+use crate::RuntimeError;
+
+pub(crate) const NAMESPACE: &str = "sys/workloads";
+const LIFETIME_SECS: i64 = 12 * 3600;
+
+/// Runtime-loaded workloads by name: the settings and the code bytes.
+pub(crate) type Loaded = BTreeMap<String, (Workload, Vec<u8>)>;
+
+/// A workload loaded at run time, as kept in the sealed store. The record has its own schema,
+/// tagged with its version, apart from the configuration's types: a change of `enclave.toml`'s
+/// schema adds a record version and a conversion, and never makes a kept workload unreadable
+/// at the next start.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "record")]
+enum Record {
+    #[serde(rename = "workload/v1")]
+    V1(RecordV1),
+}
+
+/// Version 1 of the record: every field the configuration's workload had when it was made.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordV1 {
+    name: String,
+    kind: String,
+    image: Option<String>,
+    hostnames: Vec<String>,
+    env: BTreeMap<String, String>,
+    args: Vec<String>,
+    memory_bytes: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    /// The code, base64.
+    code: String,
+}
+
+/// The record of the first releases, untagged: the configuration's workload as it then was,
+/// spelled out here so that the configuration's types may change.
+#[derive(Deserialize)]
+struct Unversioned {
+    workload: UnversionedWorkload,
+    /// The code, base64.
+    code: String,
+}
+
+#[derive(Deserialize)]
+struct UnversionedWorkload {
+    name: String,
+    kind: String,
+    image: Option<String>,
+    #[serde(default)]
+    hostnames: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    limits: UnversionedLimits,
+}
+
+#[derive(Deserialize, Default)]
+struct UnversionedLimits {
+    memory_bytes: Option<u64>,
+    request_timeout_ms: Option<u64>,
+}
+
+/// The record kept for `w` with `code`.
+pub(crate) fn kept(w: &Workload, code: &[u8]) -> Result<Vec<u8>, ChangeError> {
+    let record = Record::V1(RecordV1 {
+        name: w.name.clone(),
+        kind: kind_name(w.kind).to_string(),
+        image: w.image.clone(),
+        hostnames: w.hostnames.clone(),
+        env: w.env.clone(),
+        args: w.args.clone(),
+        memory_bytes: w.limits.memory_bytes,
+        request_timeout_ms: w.limits.request_timeout_ms,
+        code: STANDARD.encode(code),
+    });
+    serde_json::to_vec(&record)
+        .map_err(|e| ChangeError::Invalid(format!("workload '{}': cannot be kept: {e}", w.name)))
+}
+
+fn kind_name(kind: WorkloadKind) -> &'static str {
+    match kind {
+        WorkloadKind::Wasm => "wasm",
+        WorkloadKind::Container => "container",
+        WorkloadKind::Process => "process",
+    }
+}
+
+/// A kept record, read back: any version this build knows.
+fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, Vec<u8>), String> {
+    let decode = |code: &str| STANDARD.decode(code).map_err(|e| format!("its code: {e}"));
+    let kind = |name: &str| match name {
+        "wasm" => Ok(WorkloadKind::Wasm),
+        "container" => Ok(WorkloadKind::Container),
+        "process" => Ok(WorkloadKind::Process),
+        other => Err(format!("kind '{other}' is not known to this build")),
+    };
+    if let Ok(Record::V1(r)) = serde_json::from_slice::<Record>(bytes) {
+        let kind = kind(&r.kind)?;
+        let code = decode(&r.code)?;
+        let w = Workload {
+            name: r.name,
+            kind,
+            source: None,
+            image: r.image,
+            hostnames: r.hostnames,
+            env: r.env,
+            args: r.args,
+            limits: WorkloadLimits {
+                memory_bytes: r.memory_bytes,
+                request_timeout_ms: r.request_timeout_ms,
+            },
+        };
+        return Ok((w, code));
+    }
+    match serde_json::from_slice::<Unversioned>(bytes) {
+        Ok(u) => {
+            let w = u.workload;
+            let spec = Workload {
+                name: w.name,
+                kind: kind(&w.kind)?,
+                source: None,
+                image: w.image,
+                hostnames: w.hostnames,
+                env: w.env,
+                args: w.args,
+                limits: WorkloadLimits {
+                    memory_bytes: w.limits.memory_bytes,
+                    request_timeout_ms: w.limits.request_timeout_ms,
+                },
+            };
+            Ok((spec, decode(&u.code)?))
+        }
+        Err(e) => Err(format!(
+            "record '{key}' is neither a known version nor the unversioned form: {e}"
+        )),
+    }
+}
+
+/// The workloads kept in the store.
+pub(crate) fn restore(store: &Store) -> Result<Loaded, RuntimeError> {
+    let mut out = Loaded::new();
+    for key in store.keys(NAMESPACE)? {
+        let Some(bytes) = store.get(NAMESPACE, &key)? else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(&key).into_owned();
+        let (w, code) = read_record(&name, &bytes).map_err(|reason| {
+            RuntimeError::Store(format!(
+                "the workload '{name}' loaded through the API cannot be read back: {reason}"
+            ))
+        })?;
+        out.insert(w.name.clone(), (w, code));
+    }
+    Ok(out)
+}
+
+/// SHA-256 of workload `name`'s code, as `tree` commits it.
+pub(crate) fn code_digest(tree: &ConfigTree, name: &str) -> Option<[u8; 32]> {
+    let leaf = format!("workload/{name}/code");
+    tree.leaves()
+        .iter()
+        .find(|l| l.name == leaf)
+        .map(|l| l.value_hash)
+}
+
+/// The tree of the file's configuration and the loaded workloads.
+pub(crate) fn tree(config: &LoadedConfig, loaded: &Loaded) -> Result<ConfigTree, ChangeError> {
+    let extra: Vec<(Workload, Vec<u8>)> = loaded.values().cloned().collect();
+    Ok(config.tree_with(env!("CARGO_PKG_VERSION"), &extra)?)
+}
+
+/// The module hashes for the enclave-wide certificate: the combined workloads hash (over every
+/// workload's name and code hash), the egress bundle and the attestation servers.
+fn modules(tree: &ConfigTree) -> Vec<(u64, [u8; 32])> {
+    let leaf = |name: &str| {
+        tree.leaves()
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.value_hash)
+    };
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for l in tree
+        .leaves()
+        .iter()
+        .filter(|l| l.name.starts_with("workload/") && l.name.ends_with("/code"))
+    {
+        ctx.update(l.name.as_bytes());
+        ctx.update(&l.value_hash);
+    }
+    let mut workloads = [0u8; 32];
+    workloads.copy_from_slice(ctx.finish().as_ref());
+    let mut out = vec![(5, workloads)];
+    if let Some(h) = leaf("egress/ca-bundle") {
+        out.push((1, h));
+    }
+    if let Some(h) = leaf("attestation/servers") {
+        out.push((7, h));
+    }
+    out
+}
+
+/// What the enclave-wide certificate certifies.
+pub(crate) fn enclave_spec(
+    names: Vec<String>,
+    tree: &ConfigTree,
+    binding: BindingFormat,
+) -> LeafSpec {
+    LeafSpec {
+        names,
+        lifetime_secs: LIFETIME_SECS,
+        config_root: Some(*tree.root()),
+        modules: modules(tree),
+        workload: None,
+        binding,
+    }
+}
+
+/// What a workload's own certificate certifies: its hostnames, its code hash, its own config
+/// root (its leaves only), so that no other workload's change touches it, and the extensions
+/// its code declared through the SDK.
+pub(crate) fn workload_spec(
+    tree: &ConfigTree,
+    w: &Workload,
+    store: &Store,
+    binding: BindingFormat,
+) -> Result<LeafSpec, ChangeError> {
+    let prefix = format!("workload/{}/", w.name);
+    let own = ConfigTree::from_hashes(
+        tree.leaves()
+            .iter()
+            .filter(|l| l.name.starts_with(&prefix))
+            .map(|l| (l.name.clone(), l.value_hash)),
+    )
+    .map_err(enclave_config::ConfigError::from)?;
+    let code_digest = code_digest(tree, &w.name).unwrap_or_default();
+    let declared = crate::sdk::declared(store, &w.name, &code_digest)?;
+    Ok(LeafSpec {
+        names: w.hostnames.clone(),
+        lifetime_secs: LIFETIME_SECS,
+        config_root: Some(*own.root()),
+        modules: Vec::new(),
+        workload: Some(WorkloadIdentity {
+            config_root: *own.root(),
+            code_digest,
+            image: w.image.clone(),
+            key_source: "tee-generated".into(),
+            declared,
+        }),
+        binding,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn spec() -> Workload {
+        Workload {
+            name: "app".into(),
+            kind: WorkloadKind::Wasm,
+            source: None,
+            image: None,
+            hostnames: vec!["app.test".into()],
+            env: BTreeMap::from([("K".into(), "V".into())]),
+            args: vec!["--flag".into()],
+            limits: WorkloadLimits {
+                memory_bytes: Some(1 << 20),
+                request_timeout_ms: Some(250),
+            },
+        }
+    }
+
+    #[test]
+    fn a_kept_record_reads_back_as_it_was_kept() {
+        let bytes = kept(&spec(), b"\0code").unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("\"record\":\"workload/v1\""), "{text}");
+        let (w, code) = read_record("app", &bytes).unwrap();
+        assert_eq!((w, code), (spec(), b"\0code".to_vec()));
+    }
+
+    #[test]
+    fn the_unversioned_record_of_earlier_releases_still_reads() {
+        // Byte for byte what the first releases kept: the configuration's workload, then the
+        // code in base64.
+        let old = br#"{"workload":{"name":"app","kind":"wasm","source":null,"image":null,"hostnames":["app.test"],"env":{"K":"V"},"args":["--flag"],"limits":{"memory_bytes":1048576,"request_timeout_ms":250}},"code":"AGNvZGU="}"#;
+        let (w, code) = read_record("app", old).unwrap();
+        assert_eq!((w, code), (spec(), b"\0code".to_vec()));
+    }
+
+    #[test]
+    fn an_unknown_record_is_refused_with_its_name() {
+        let e = read_record("app", br#"{"record":"workload/v9","x":1}"#).unwrap_err();
+        assert!(e.contains("record 'app'"), "{e}");
+        let e = read_record(
+            "app",
+            br#"{"record":"workload/v1","name":"app","kind":"vm","image":null,"hostnames":[],"env":{},"args":[],"memory_bytes":null,"request_timeout_ms":null,"code":""}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("kind 'vm'"), "{e}");
+    }
+}

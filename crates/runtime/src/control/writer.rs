@@ -1,0 +1,396 @@
+//! The one writer: applies changes in order, each validated, made durable, then published.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use enclave_config::file::Workload;
+use enclave_config::{ConfigTree, LoadedConfig};
+use enclave_ratls::binding::BindingFormat;
+use enclave_ratls::issue::IntermediaryCa;
+use enclave_ratls::tls::RatlsResolver;
+use enclave_store::Store;
+use enclave_tee::Tee;
+use tokio::sync::mpsc;
+
+use super::workloads::{self, Loaded};
+use super::{Applied, Change, ChangeError, Entry, Job, Origin, Snapshot};
+use crate::auth::{Authenticator, KeySet};
+use crate::backends::Backends;
+
+/// What the writer needs, handed over once at start.
+pub(crate) struct Parts {
+    pub config: LoadedConfig,
+    pub store: Arc<Store>,
+    pub tee: Arc<dyn Tee>,
+    pub ca: Arc<IntermediaryCa>,
+    pub enclave: Arc<RatlsResolver>,
+    pub enclave_names: Vec<String>,
+    pub backends: Backends,
+    pub auth: Option<Arc<Authenticator>>,
+    /// The workloads loaded through the API, as the store kept them.
+    pub loaded: Loaded,
+}
+
+/// The writer's end of the plane: the changes sent to it, and where it publishes.
+pub(crate) struct Inbox {
+    pub(super) jobs: mpsc::Receiver<Job>,
+    pub(super) published: Arc<ArcSwap<Snapshot>>,
+}
+
+/// The only code that changes what the runtime serves.
+pub(crate) struct Writer {
+    config: LoadedConfig,
+    store: Arc<Store>,
+    tee: Arc<dyn Tee>,
+    ca: Arc<IntermediaryCa>,
+    enclave: Arc<RatlsResolver>,
+    enclave_names: Vec<String>,
+    binding: BindingFormat,
+    backends: Backends,
+    auth: Option<Arc<Authenticator>>,
+    loaded: Loaded,
+    /// The JWKS a refetch rotated in since the start, which the tree commits (`oidc/jwks`) in
+    /// place of the configuration's own.
+    rotated_jwks: Option<Arc<Vec<u8>>>,
+    published: Arc<ArcSwap<Snapshot>>,
+    jobs: Option<mpsc::Receiver<Job>>,
+}
+
+impl Writer {
+    /// Start every workload (the file's, then those the store kept) and publish the first
+    /// snapshot. A workload that cannot start stops the runtime's start.
+    pub(crate) fn new(parts: Parts, inbox: Inbox) -> Result<Self, ChangeError> {
+        let binding = evidence_binding(&parts.config);
+        let w = Self {
+            binding,
+            config: parts.config,
+            store: parts.store,
+            tee: parts.tee,
+            ca: parts.ca,
+            enclave: parts.enclave,
+            enclave_names: parts.enclave_names,
+            backends: parts.backends,
+            auth: parts.auth,
+            loaded: parts.loaded,
+            rotated_jwks: None,
+            published: inbox.published,
+            jobs: Some(inbox.jobs),
+        };
+        let tree = Arc::new(w.tree_for(&w.loaded)?);
+        let mut list = Vec::new();
+        for (i, spec) in w.config.config.workloads.iter().enumerate() {
+            // The code the tree commits, read when the configuration was loaded.
+            let code = match spec.kind {
+                enclave_config::file::WorkloadKind::Wasm
+                | enclave_config::file::WorkloadKind::Process => {
+                    w.config.workload_code(&spec.name).ok_or_else(|| {
+                        ChangeError::Invalid(format!(
+                            "workload[{i}] '{}': no code was read from its source",
+                            spec.name
+                        ))
+                    })?
+                }
+                enclave_config::file::WorkloadKind::Container => &[],
+            };
+            list.push(w.entry(&tree, spec, Origin::File, code)?);
+        }
+        for (spec, code) in w.loaded.values() {
+            list.push(w.entry(&tree, spec, Origin::Api, code)?);
+        }
+        w.publish(tree, list)?;
+        Ok(w)
+    }
+
+    /// Run the writer on a thread of its own until the runtime shuts down.
+    pub(crate) fn spawn(mut self) -> std::io::Result<()> {
+        let Some(mut jobs) = self.jobs.take() else {
+            return Ok(());
+        };
+        std::thread::Builder::new()
+            .name("enclave-os-control".into())
+            .spawn(move || {
+                while let Some(job) = jobs.blocking_recv() {
+                    if matches!(job.change, Change::Shutdown) {
+                        let _ = job.reply.send(Ok(Applied::Unchanged));
+                        break;
+                    }
+                    let outcome = self.apply(job.change);
+                    // The caller may have gone (its request timed out); the change stands.
+                    let _ = job.reply.send(outcome);
+                }
+                // An empty snapshot drops the handlers, and with them what they hold of this
+                // plane (an app's SDK services hold a handle on it).
+                self.stop_all();
+            })
+            .map(|_| ())
+    }
+
+    fn apply(&mut self, change: Change) -> Result<Applied, ChangeError> {
+        match change {
+            Change::Load { spec, code } => self.load(spec, code),
+            Change::Unload { name } => self.unload(&name),
+            Change::RotateJwks { bytes } => self.rotate(bytes),
+            Change::Declare { app, index, value } => self.declare(&app, index, value.as_deref()),
+            Change::Shutdown => Ok(Applied::Unchanged),
+        }
+    }
+
+    fn current(&self) -> Arc<Snapshot> {
+        self.published.load_full()
+    }
+
+    /// The tree of the configuration (with a rotated JWKS, if any) and `loaded`.
+    fn tree_for(&self, loaded: &Loaded) -> Result<ConfigTree, ChangeError> {
+        Ok(match &self.rotated_jwks {
+            Some(jwks) => workloads::tree(&self.config.with_jwks(jwks.to_vec())?, loaded)?,
+            None => workloads::tree(&self.config, loaded)?,
+        })
+    }
+
+    /// Start `spec` and certify it against `tree`.
+    fn entry(
+        &self,
+        tree: &ConfigTree,
+        spec: &Workload,
+        origin: Origin,
+        code: &[u8],
+    ) -> Result<Arc<Entry>, ChangeError> {
+        let code_sha256 = workloads::code_digest(tree, &spec.name);
+        let cert = self.certificate(tree, spec)?;
+        let running = self.backends.start(spec, code)?;
+        Ok(Arc::new(Entry {
+            handler: running.handler(),
+            spec: spec.clone(),
+            origin,
+            code_sha256,
+            running,
+            cert,
+        }))
+    }
+
+    /// A workload's own certificate (issued on first use), when it has hostnames.
+    fn certificate(
+        &self,
+        tree: &ConfigTree,
+        spec: &Workload,
+    ) -> Result<Option<Arc<RatlsResolver>>, ChangeError> {
+        if spec.hostnames.is_empty() {
+            return Ok(None);
+        }
+        let leaf = workloads::workload_spec(tree, spec, &self.store, self.binding)?;
+        Ok(Some(Arc::new(RatlsResolver::new(
+            self.tee.clone(),
+            self.ca.clone(),
+            leaf,
+        ))))
+    }
+
+    /// Serve `tree` and `list`: the enclave-wide certificate first (it commits the root), then
+    /// the snapshot.
+    fn publish(
+        &self,
+        tree: Arc<ConfigTree>,
+        list: Vec<Arc<Entry>>,
+    ) -> Result<Applied, ChangeError> {
+        self.enclave.set_spec(workloads::enclave_spec(
+            self.enclave_names.clone(),
+            &tree,
+            self.binding,
+        ));
+        let root = *tree.root();
+        self.published.store(Arc::new(Snapshot::new(tree, list)));
+        Ok(Applied::Published(root))
+    }
+
+    /// The current list with `name` replaced by `entry` (or removed, with `None`): the file's
+    /// workloads first in file order, then the API's by name.
+    fn with(now: &Snapshot, name: &str, entry: Option<Arc<Entry>>) -> Vec<Arc<Entry>> {
+        let mut file: Vec<Arc<Entry>> = Vec::new();
+        let mut api: BTreeMap<String, Arc<Entry>> = BTreeMap::new();
+        for e in &now.workloads {
+            match e.origin {
+                Origin::File => file.push(e.clone()),
+                Origin::Api => {
+                    api.insert(e.spec.name.clone(), e.clone());
+                }
+            }
+        }
+        match entry {
+            Some(e) if e.origin == Origin::File => {
+                if let Some(slot) = file.iter_mut().find(|f| f.spec.name == name) {
+                    *slot = e;
+                }
+            }
+            Some(e) => {
+                api.insert(name.to_string(), e);
+            }
+            None => {
+                api.remove(name);
+            }
+        }
+        file.extend(api.into_values());
+        file
+    }
+
+    fn load(&mut self, spec: Workload, code: Vec<u8>) -> Result<Applied, ChangeError> {
+        spec.check(false)
+            .map_err(|(field, reason)| ChangeError::Invalid(format!("{field}: {reason}")))?;
+        let name = spec.name.clone();
+        if self.config.config.workloads.iter().any(|f| f.name == name) {
+            return Err(ChangeError::Conflict(format!(
+                "workload '{name}' is defined in enclave.toml; change it there"
+            )));
+        }
+        let now = self.current();
+        let reserved = &self.config.config.management.hostname;
+        for h in &spec.hostnames {
+            if h.eq_ignore_ascii_case(reserved) {
+                return Err(ChangeError::Conflict(format!(
+                    "'{h}' is reserved for the management API"
+                )));
+            }
+            // Checked here, by the only writer, against the snapshot this change replaces: two
+            // loads claiming one hostname are applied one after the other, and the second sees
+            // the first.
+            if let Some(other) = now.route(h).filter(|e| e.spec.name != name) {
+                return Err(ChangeError::Conflict(format!(
+                    "hostname '{h}' is served by workload '{}'",
+                    other.spec.name
+                )));
+            }
+        }
+        let mut next = self.loaded.clone();
+        next.insert(name.clone(), (spec.clone(), code.clone()));
+        // Everything that can refuse the change runs before anything is kept: the tree, the
+        // certificate's spec, and the backend (a component that does not compile).
+        let tree = Arc::new(self.tree_for(&next)?);
+        let entry = self.entry(&tree, &spec, Origin::Api, &code)?;
+        let kept = workloads::kept(&spec, &code)?;
+        self.store
+            .put(workloads::NAMESPACE, name.as_bytes(), &kept)?;
+        self.loaded = next;
+        let applied = self.publish(tree, Self::with(&now, &name, Some(entry)))?;
+        if let Some(old) = now.workload(&name) {
+            old.running.stop();
+        }
+        Ok(applied)
+    }
+
+    fn unload(&mut self, name: &str) -> Result<Applied, ChangeError> {
+        if self.config.config.workloads.iter().any(|f| f.name == name) {
+            return Err(ChangeError::Conflict(format!(
+                "workload '{name}' is defined in enclave.toml; remove it there"
+            )));
+        }
+        if !self.loaded.contains_key(name) {
+            return Err(ChangeError::NotFound(format!(
+                "no workload '{name}' is loaded"
+            )));
+        }
+        let mut next = self.loaded.clone();
+        next.remove(name);
+        let tree = Arc::new(self.tree_for(&next)?);
+        self.store.delete(workloads::NAMESPACE, name.as_bytes())?;
+        self.loaded = next;
+        let now = self.current();
+        let applied = self.publish(tree, Self::with(&now, name, None))?;
+        if let Some(old) = now.workload(name) {
+            old.running.stop();
+        }
+        Ok(applied)
+    }
+
+    /// Take freshly fetched JWKS bytes into use. Unchanged bytes change nothing; bytes without
+    /// a usable key are refused and the old set stays.
+    ///
+    /// The JWKS decides whom the runtime trusts, so the served config root must commit to the
+    /// keys in use: the new tree and enclave-wide certificate are published first, then the keys
+    /// installed. A token signed by a new key is never accepted while the served root still
+    /// commits to the old key set.
+    fn rotate(&mut self, bytes: Vec<u8>) -> Result<Applied, ChangeError> {
+        let Some(auth) = self.auth.clone() else {
+            return Err(ChangeError::Invalid(
+                "no [oidc] issuer is configured".into(),
+            ));
+        };
+        if auth.serves(&bytes) {
+            return Ok(Applied::Unchanged);
+        }
+        let set = KeySet::parse(&bytes).map_err(ChangeError::Invalid)?;
+        let before = self.rotated_jwks.replace(Arc::new(bytes));
+        let tree = match self.tree_for(&self.loaded) {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                self.rotated_jwks = before;
+                return Err(ChangeError::Invalid(format!(
+                    "the new key set cannot be committed: {e}"
+                )));
+            }
+        };
+        let now = self.current();
+        let applied = self.publish(tree, now.workloads.clone())?;
+        auth.install(set);
+        Ok(applied)
+    }
+
+    /// An app's declaration: kept with the code that made it, then the app's certificate
+    /// reissued. Apps may declare on every request; only a change reissues.
+    fn declare(
+        &mut self,
+        app: &str,
+        index: u32,
+        value: Option<&[u8]>,
+    ) -> Result<Applied, ChangeError> {
+        let now = self.current();
+        let gone = || ChangeError::NotFound(format!("app '{app}' is no longer loaded"));
+        let entry = now.workload(app).ok_or_else(gone)?;
+        if entry.spec.hostnames.is_empty() {
+            return Err(ChangeError::Invalid(format!(
+                "app '{app}' has no hostname, so no certificate of its own to declare extensions in"
+            )));
+        }
+        let code = entry.code_sha256.ok_or_else(gone)?;
+        if !crate::sdk::record_declaration(&self.store, app, &code, index, value)? {
+            return Ok(Applied::Unchanged);
+        }
+        let cert = self.certificate(&now.tree, &entry.spec)?;
+        if let Some(c) = &cert {
+            c.current().map_err(ChangeError::Certificate)?;
+        }
+        let next = Arc::new(Entry {
+            spec: entry.spec.clone(),
+            origin: entry.origin,
+            code_sha256: entry.code_sha256,
+            running: entry.running.clone(),
+            handler: entry.handler.clone(),
+            cert,
+        });
+        let applied = self.publish(now.tree.clone(), Self::with(&now, app, Some(next)))?;
+        tracing::info!(
+            app,
+            index,
+            declared = value.is_some(),
+            "app certificate reissued"
+        );
+        Ok(applied)
+    }
+
+    /// Stop every workload and publish an empty snapshot.
+    fn stop_all(&self) {
+        let now = self.current();
+        for e in &now.workloads {
+            e.running.stop();
+        }
+        self.published
+            .store(Arc::new(Snapshot::new(now.tree.clone(), Vec::new())));
+    }
+}
+
+/// The evidence binding the listener's certificates use (`[listener] evidence_binding`).
+pub(crate) fn evidence_binding(config: &LoadedConfig) -> BindingFormat {
+    match config.config.listener.evidence_binding {
+        enclave_config::file::EvidenceBinding::Seed => BindingFormat::Seed,
+        enclave_config::file::EvidenceBinding::Dice => BindingFormat::Dice,
+    }
+}
