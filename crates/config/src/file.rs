@@ -92,12 +92,129 @@ fn default_listen() -> Vec<String> {
     vec!["127.0.0.1:8443".into()]
 }
 
-fn default_tee() -> String {
-    "auto".into()
+/// The TEE backend (`tee = "…"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
+#[non_exhaustive]
+pub enum TeeChoice {
+    /// Whatever this machine offers, probed in a fixed order; refused if none.
+    #[default]
+    Auto,
+    /// The SGX simulator (development and CI only).
+    SimSgx,
+    /// The TDX simulator (development and CI only).
+    SimTdx,
+    /// Intel TDX, through the kernel's configfs-tsm.
+    Tdx,
+    /// AMD SEV-SNP, through /dev/sev-guest or configfs-tsm.
+    Snp,
+    /// Intel SGX under Gramine.
+    Sgx,
 }
 
-fn default_seal_policy() -> String {
-    "measurement".into()
+impl TeeChoice {
+    /// Every choice, in the order the documentation lists them.
+    pub const ALL: [TeeChoice; 6] = [
+        TeeChoice::Auto,
+        TeeChoice::SimSgx,
+        TeeChoice::SimTdx,
+        TeeChoice::Tdx,
+        TeeChoice::Snp,
+        TeeChoice::Sgx,
+    ];
+
+    /// Its name in `enclave.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TeeChoice::Auto => "auto",
+            TeeChoice::SimSgx => "sim-sgx",
+            TeeChoice::SimTdx => "sim-tdx",
+            TeeChoice::Tdx => "tdx",
+            TeeChoice::Snp => "snp",
+            TeeChoice::Sgx => "sgx",
+        }
+    }
+}
+
+impl std::fmt::Display for TeeChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TeeChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
+                format!("tee '{s}' is not one of {}", names.join(", "))
+            })
+    }
+}
+
+impl TryFrom<String> for TeeChoice {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<TeeChoice> for &'static str {
+    fn from(t: TeeChoice) -> Self {
+        t.as_str()
+    }
+}
+
+/// What sealed state is bound to (`seal_policy = "…"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum SealPolicyChoice {
+    /// This exact build; a new build needs an explicit migration.
+    #[default]
+    Measurement,
+    /// The signer: survives updates signed by the same key (SGX only; refused on SEV-SNP).
+    Signer,
+}
+
+impl SealPolicyChoice {
+    /// Its name in `enclave.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SealPolicyChoice::Measurement => "measurement",
+            SealPolicyChoice::Signer => "signer",
+        }
+    }
+}
+
+impl std::fmt::Display for SealPolicyChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for SealPolicyChoice {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "measurement" => Ok(SealPolicyChoice::Measurement),
+            "signer" => Ok(SealPolicyChoice::Signer),
+            other => Err(format!(
+                "seal_policy '{other}' is neither measurement nor signer"
+            )),
+        }
+    }
+}
+
+impl From<SealPolicyChoice> for &'static str {
+    fn from(p: SealPolicyChoice) -> Self {
+        p.as_str()
+    }
 }
 
 fn default_state_dir() -> PathBuf {
@@ -392,6 +509,17 @@ pub enum WorkloadKind {
     Process,
 }
 
+impl WorkloadKind {
+    /// Its name in `enclave.toml` (`kind = "…"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Wasm => "wasm",
+            WorkloadKind::Container => "container",
+            WorkloadKind::Process => "process",
+        }
+    }
+}
+
 /// Per-workload limits.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -402,30 +530,150 @@ pub struct WorkloadLimits {
     pub request_timeout_ms: Option<u64>,
 }
 
+/// What a workload runs, by kind, with the fields that kind takes and no other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Run {
+    /// A wasi:http component run inside the runtime: its file (`None` when the management API
+    /// brought the bytes).
+    Wasm {
+        /// The component file.
+        source: Option<PathBuf>,
+    },
+    /// An OCI container behind the attested proxy: its image, pinned by digest.
+    Container {
+        /// `name@sha256:…`.
+        image: String,
+    },
+    /// A local process behind the attested proxy: its executable (`None` when the management
+    /// API brought the bytes).
+    Process {
+        /// The executable.
+        source: Option<PathBuf>,
+    },
+}
+
+impl Run {
+    /// Its kind.
+    pub fn kind(&self) -> WorkloadKind {
+        match self {
+            Run::Wasm { .. } => WorkloadKind::Wasm,
+            Run::Container { .. } => WorkloadKind::Container,
+            Run::Process { .. } => WorkloadKind::Process,
+        }
+    }
+
+    /// The code file, for the kinds that have one.
+    pub fn source(&self) -> Option<&Path> {
+        match self {
+            Run::Wasm { source } | Run::Process { source } => source.as_deref(),
+            Run::Container { .. } => None,
+        }
+    }
+
+    /// The image, for a container.
+    pub fn image(&self) -> Option<&str> {
+        match self {
+            Run::Container { image } => Some(image),
+            Run::Wasm { .. } | Run::Process { .. } => None,
+        }
+    }
+}
+
 /// One workload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "WorkloadFields", into = "WorkloadFields")]
 pub struct Workload {
     /// Its name (also its key-value namespace).
     pub name: String,
-    /// Its kind.
-    pub kind: WorkloadKind,
-    /// Its code: the component file (wasm) or executable (process).
-    pub source: Option<PathBuf>,
-    /// Its image, digest-pinned (container).
-    pub image: Option<String>,
+    /// What it runs.
+    pub run: Run,
     /// Hostnames it serves (SNI / Host).
-    #[serde(default)]
     pub hostnames: Vec<String>,
     /// Environment.
-    #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Arguments.
-    #[serde(default)]
     pub args: Vec<String>,
     /// Limits.
-    #[serde(default)]
     pub limits: WorkloadLimits,
+}
+
+/// A `[[workload]]` table as written: every kind's fields side by side. Turned into a
+/// [`Workload`] only if the fields fit the kind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkloadFields {
+    name: String,
+    kind: WorkloadKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image: Option<String>,
+    #[serde(default)]
+    hostnames: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    limits: WorkloadLimits,
+}
+
+impl TryFrom<WorkloadFields> for Workload {
+    type Error = String;
+
+    fn try_from(f: WorkloadFields) -> Result<Self, String> {
+        let name = &f.name;
+        let run = match (f.kind, f.source, f.image) {
+            (WorkloadKind::Wasm, source, None) => Run::Wasm { source },
+            (WorkloadKind::Process, source, None) => Run::Process { source },
+            (WorkloadKind::Container, None, Some(image)) => Run::Container { image },
+            (kind @ (WorkloadKind::Wasm | WorkloadKind::Process), _, Some(_)) => {
+                return Err(format!(
+                    "workload '{name}': image is for containers; a {} workload names its code with source",
+                    kind.as_str()
+                ));
+            }
+            (WorkloadKind::Container, Some(_), _) => {
+                return Err(format!(
+                    "workload '{name}': a container runs an image (image = \"name@sha256:…\"), not a source file"
+                ));
+            }
+            (WorkloadKind::Container, None, None) => {
+                return Err(format!(
+                    "workload '{name}': a container workload needs image = \"name@sha256:…\""
+                ));
+            }
+        };
+        Ok(Workload {
+            name: f.name,
+            run,
+            hostnames: f.hostnames,
+            env: f.env,
+            args: f.args,
+            limits: f.limits,
+        })
+    }
+}
+
+impl From<Workload> for WorkloadFields {
+    fn from(w: Workload) -> Self {
+        let kind = w.run.kind();
+        let (source, image) = match w.run {
+            Run::Wasm { source } | Run::Process { source } => (source, None),
+            Run::Container { image } => (None, Some(image)),
+        };
+        WorkloadFields {
+            kind,
+            name: w.name,
+            source,
+            image,
+            hostnames: w.hostnames,
+            env: w.env,
+            args: w.args,
+            limits: w.limits,
+        }
+    }
 }
 
 /// Names that resolve to this machine's loopback on common systems (`/etc/hosts`).
@@ -509,16 +757,12 @@ impl Workload {
                 return Err(("hostnames", format!("'{h}' {why}")));
             }
         }
-        match (self.kind, &self.source, &self.image) {
-            (WorkloadKind::Wasm | WorkloadKind::Process, None, _) if needs_source => Err((
+        match &self.run {
+            Run::Wasm { source: None } | Run::Process { source: None } if needs_source => Err((
                 "source",
                 "a wasm or process workload needs its code file".into(),
             )),
-            (WorkloadKind::Container, _, None) => Err((
-                "image",
-                "a container workload needs a digest-pinned image".into(),
-            )),
-            (WorkloadKind::Container, _, Some(image)) if !image.contains("@sha256:") => Err((
+            Run::Container { image } if !image.contains("@sha256:") => Err((
                 "image",
                 format!("'{image}' is not pinned by digest (name@sha256:…)"),
             )),
@@ -535,15 +779,15 @@ pub struct EnclaveConfig {
     #[serde(default = "default_listen")]
     pub listen: Vec<String>,
     /// The TEE backend: `auto`, `sim-sgx`, `sim-tdx`, `tdx`, `snp`, `sgx`.
-    #[serde(default = "default_tee")]
-    pub tee: String,
+    #[serde(default)]
+    pub tee: TeeChoice,
     /// Where sealed state lives.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// What sealed state is bound to: `measurement` (this exact build; a new build needs an
     /// explicit migration) or `signer` (survives updates signed by the same signer).
-    #[serde(default = "default_seal_policy")]
-    pub seal_policy: String,
+    #[serde(default)]
+    pub seal_policy: SealPolicyChoice,
     /// CA material for the first run.
     #[serde(default)]
     pub ca: CaConfig,
@@ -624,7 +868,7 @@ struct Settings<'a> {
 /// A workload's two leaves: its code, and its settings in RFC 8785 form.
 fn workload_leaves(w: &Workload, code: Vec<u8>) -> Result<[(String, Vec<u8>); 2], ConfigError> {
     let settings = Settings {
-        kind: w.kind,
+        kind: w.run.kind(),
         hostnames: &w.hostnames,
         env: &w.env,
         args: &w.args,
@@ -635,8 +879,6 @@ fn workload_leaves(w: &Workload, code: Vec<u8>) -> Result<[(String, Vec<u8>); 2]
         json_leaf(&format!("workload/{}/settings", w.name), &settings)?,
     ])
 }
-
-const TEES: [&str; 6] = ["auto", "sim-sgx", "sim-tdx", "tdx", "snp", "sgx"];
 
 impl EnclaveConfig {
     /// Parse and validate TOML `text` that came from `path`, reading none of the files it
@@ -651,18 +893,6 @@ impl EnclaveConfig {
             field,
             reason,
         };
-        if !TEES.contains(&config.tee.as_str()) {
-            return Err(invalid(
-                "tee".into(),
-                format!("'{}' is not one of {}", config.tee, TEES.join(", ")),
-            ));
-        }
-        if !["measurement", "signer"].contains(&config.seal_policy.as_str()) {
-            return Err(invalid(
-                "seal_policy".into(),
-                format!("'{}' is neither measurement nor signer", config.seal_policy),
-            ));
-        }
         for (i, l) in config.listen.iter().enumerate() {
             if l.parse::<std::net::SocketAddr>().is_err() {
                 return Err(invalid(
@@ -739,7 +969,8 @@ impl EnclaveConfig {
                 }
             }
         }
-        if config.listener.evidence_binding == EvidenceBinding::Dice && config.tee == "snp" {
+        if config.listener.evidence_binding == EvidenceBinding::Dice && config.tee == TeeChoice::Snp
+        {
             return Err(invalid(
                 "listener.evidence_binding".into(),
                 "'dice' carries DCAP quotes (SGX, TDX); SEV-SNP evidence has no DICE form here: use 'seed'".into(),
@@ -1004,7 +1235,7 @@ impl LoadedConfig {
             }
         }
         for (n, w) in c.workloads.iter().enumerate() {
-            let code = match (i.code.get(&w.name), &w.image) {
+            let code = match (i.code.get(&w.name), w.run.image()) {
                 (Some(code), _) => code.clone(),
                 (None, Some(image)) => image.as_bytes().to_vec(),
                 (None, None) => {

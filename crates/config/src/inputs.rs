@@ -96,7 +96,7 @@ impl Reader<'_> {
         let witness = c.store.witness.as_ref();
         let mut code = BTreeMap::new();
         for (i, w) in c.workloads.iter().enumerate() {
-            if let Some(p) = &w.source {
+            if let Some(p) = w.run.source() {
                 code.insert(
                     w.name.clone(),
                     self.read(&format!("workload[{i}].source"), p)?,

@@ -17,7 +17,7 @@ fn the_example_parses_and_measures() {
         "/../../examples/dev/enclave.toml"
     ));
     let c = LoadedConfig::load(path).unwrap();
-    assert_eq!(c.config.tee, "sim-sgx");
+    assert_eq!(c.config.tee, enclave_config::file::TeeChoice::SimSgx);
     let t = c.tree("0.1.0").unwrap();
     assert!(t.leaves().iter().any(|l| l.name == "runtime/version"));
     assert_eq!(t.root(), c.tree("0.1.0").unwrap().root(), "deterministic");
@@ -38,7 +38,7 @@ fn mistakes_name_file_line_and_field() {
         ("tee = 5\n", vec!["enclave.toml", "line 1", "tee"]),
         (
             "tee = \"sev\"\n",
-            vec!["field `tee`", "'sev' is not one of"],
+            vec!["enclave.toml", "line 1", "tee 'sev' is not one of"],
         ),
         ("listen = [\"localhost\"]\n", vec!["field `listen[0]`"]),
         (
@@ -61,13 +61,29 @@ fn mistakes_name_file_line_and_field() {
             "[oidc]\nissuer = \"i\"\naudience = \"a\"\n",
             vec!["field `oidc`", "exactly one"],
         ),
+        // Each kind takes its own fields, and no other kind's.
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"wasm\"\nsource = \"x\"\nimage = \"i@sha256:00\"\n",
+            vec!["line 1", "workload 'a'", "image is for containers"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"container\"\nsource = \"x\"\n",
+            vec!["workload 'a'", "not a source file"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"container\"\n",
+            vec!["workload 'a'", "needs image"],
+        ),
         (
             "[[workload]]\nname = \"a\"\nkind = \"vm\"\nsource = \"x\"\n",
             vec!["line 3", "kind"],
         ),
         (
             "seal_policy = \"mrenclave\"\n",
-            vec!["field `seal_policy`", "neither measurement nor signer"],
+            vec![
+                "line 1",
+                "seal_policy 'mrenclave' is neither measurement nor signer",
+            ],
         ),
         (
             "[oidc]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"http://idp/jwks\"\n",

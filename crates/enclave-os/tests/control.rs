@@ -289,3 +289,55 @@ fn two_loads_racing_for_one_hostname_have_exactly_one_winner() {
         assert_eq!(holders, std::slice::from_ref(winner));
     }
 }
+
+#[test]
+fn every_listen_address_is_served_and_named_in_the_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    let a = Instance::new(tmp.path(), "");
+    // `listen` is a top-level key, so it goes before the tables Instance wrote.
+    let text = std::fs::read_to_string(&a.config).unwrap();
+    std::fs::write(
+        &a.config,
+        format!("listen = [\"127.0.0.1:{p1}\", \"127.0.0.2:{p2}\"]\n{text}"),
+    )
+    .unwrap();
+    let child = std::process::Command::new(BIN)
+        .args(["run", a.config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(a.log_path()).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (ip, port) in [("127.0.0.1", p1), ("127.0.0.2", p2)] {
+        while TcpStream::connect((ip, port)).is_err() {
+            assert!(server.0.try_wait().unwrap().is_none(), "{}", a.log());
+            assert!(
+                Instant::now() < deadline,
+                "{ip}:{port} not served: {}",
+                a.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+    // Both answer over RA-TLS, with the certificate naming the address each was reached by.
+    let tls = a.client();
+    for (ip, port) in [("127.0.0.1", p1), ("127.0.0.2", p2)] {
+        let tcp = TcpStream::connect((ip, port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let name = rustls_pki_types::ServerName::try_from(ip.to_string()).unwrap();
+        let conn = rustls::ClientConnection::new(tls.clone(), name).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        write!(
+            s,
+            "GET /api/v1/status HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200"), "{ip}:{port}: {text}");
+    }
+    let _ = server.0.kill();
+}

@@ -126,6 +126,17 @@ impl RuntimeError {
     }
 }
 
+/// The TEE's sealing policy for the configuration's choice.
+pub(crate) fn seal_policy(
+    choice: enclave_config::file::SealPolicyChoice,
+) -> enclave_tee::SealPolicy {
+    use enclave_config::file::SealPolicyChoice as C;
+    match choice {
+        C::Measurement => enclave_tee::SealPolicy::Measurement,
+        C::Signer => enclave_tee::SealPolicy::Signer,
+    }
+}
+
 /// One source address may hold at most this share (1/N) of the witness listener's connections:
 /// its clients are a few known instances, and slots are taken before anyone authenticates.
 const WITNESS_SOURCE_SHARE: u32 = 4;
@@ -244,11 +255,11 @@ impl Runtime {
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| ca_err(format!("{}: {e}", state_dir.display())))?;
         let tee: Arc<dyn Tee> = Arc::from(enclave_tee::hw::detect::open(
-            &c.tee,
+            c.tee.as_str(),
             &state_dir.join("sim"),
         )?);
 
-        let policy = enclave_tee::SealPolicy::parse(&c.seal_policy).map_err(ca_err)?;
+        let policy = crate::seal_policy(c.seal_policy);
         let source = match (&c.ca.certificate, &c.ca.key, config.ca_certificate()) {
             (Some(cert), Some(key), Some(cert_pem)) => provision::Source::Files {
                 cert_pem: cert_pem.to_vec(),

@@ -138,7 +138,7 @@ impl Opened {
 
 fn open(config: &LoadedConfig, overrides: &Overrides) -> Result<Opened, RuntimeError> {
     let c = &config.config;
-    if c.seal_policy != "measurement" {
+    if c.seal_policy != enclave_config::file::SealPolicyChoice::Measurement {
         return Err(err(format!(
             "seal_policy is '{}': a new build of the same signer unseals the state directly, no migration is needed",
             c.seal_policy
@@ -148,7 +148,7 @@ fn open(config: &LoadedConfig, overrides: &Overrides) -> Result<Opened, RuntimeE
         .state_dir
         .clone()
         .unwrap_or_else(|| config.resolve(&c.state_dir));
-    let tee = enclave_tee::hw::detect::open(&c.tee, &state_dir.join("sim"))?;
+    let tee = enclave_tee::hw::detect::open(c.tee.as_str(), &state_dir.join("sim"))?;
     Ok(Opened { tee, state_dir })
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use enclave_store::Store;
 use enclave_tee::Tee;
-use enclave_wasm::{Evidence, Services, Space};
+use enclave_wasm::{Evidence, ServiceError, Services, Space};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -126,49 +126,49 @@ impl AppServices {
         }
     }
 }
+fn store_error(e: enclave_store::StoreError) -> ServiceError {
+    ServiceError::Store(Box::new(e))
+}
+
 impl Services for AppServices {
     fn get(
         &self,
         app: &str,
         space: Space,
         key: &[u8],
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ServiceError> {
         self.store
             .get(&namespace(app, space), key)
-            .map_err(|e| e.to_string())
+            .map_err(store_error)
     }
 
-    fn put(&self, app: &str, space: Space, key: &[u8], value: &[u8]) -> Result<(), String> {
+    fn put(&self, app: &str, space: Space, key: &[u8], value: &[u8]) -> Result<(), ServiceError> {
         self.store
             .put(&namespace(app, space), key, value)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(store_error)
     }
 
-    fn delete(&self, app: &str, space: Space, key: &[u8]) -> Result<bool, String> {
+    fn delete(&self, app: &str, space: Space, key: &[u8]) -> Result<bool, ServiceError> {
         let ns = namespace(app, space);
-        if self
-            .store
-            .get(&ns, key)
-            .map_err(|e| e.to_string())?
-            .is_none()
-        {
+        if self.store.get(&ns, key).map_err(store_error)?.is_none() {
             return Ok(false);
         }
         self.store
             .delete(&ns, key)
             .map(|_| true)
-            .map_err(|e| e.to_string())
+            .map_err(store_error)
     }
 
-    fn keys(&self, app: &str, space: Space) -> Result<Vec<Vec<u8>>, String> {
-        self.store
-            .keys(&namespace(app, space))
-            .map_err(|e| e.to_string())
+    fn keys(&self, app: &str, space: Space) -> Result<Vec<Vec<u8>>, ServiceError> {
+        self.store.keys(&namespace(app, space)).map_err(store_error)
     }
 
-    fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, String> {
-        let bundle = self.tee.evidence(report_data).map_err(|e| e.to_string())?;
+    fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, ServiceError> {
+        let bundle = self
+            .tee
+            .evidence(report_data)
+            .map_err(|e| ServiceError::Evidence(Box::new(e)))?;
         Ok(Evidence {
             tee: bundle.tee.as_str().to_string(),
             simulated: bundle.simulated,
@@ -176,15 +176,25 @@ impl Services for AppServices {
         })
     }
 
-    fn set_extension(&self, app: &str, index: u32, value: Option<&[u8]>) -> Result<(), String> {
+    fn set_extension(
+        &self,
+        app: &str,
+        index: u32,
+        value: Option<&[u8]>,
+    ) -> Result<(), ServiceError> {
         // The SDK calls this on the blocking pool (enclave_wasm::sdk), where waiting is allowed.
-        self.control
-            .submit_blocking(Change::Declare {
-                app: app.to_string(),
-                index,
-                value: value.map(<[u8]>::to_vec),
-            })
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let change = Change::Declare {
+            app: app.to_string(),
+            index,
+            value: value.map(<[u8]>::to_vec),
+        };
+        match self.control.submit_blocking(change) {
+            Ok(_) => Ok(()),
+            Err(ChangeError::Store(e)) => Err(store_error(e)),
+            Err(ChangeError::Stopped) => {
+                Err(ServiceError::Unavailable(ChangeError::Stopped.to_string()))
+            }
+            Err(e) => Err(ServiceError::Refused(e.to_string())),
+        }
     }
 }

@@ -52,8 +52,8 @@ pub fn reset_counter(config: &LoadedConfig, overrides: &Overrides) -> Result<Res
             database.display()
         )));
     }
-    let tee = enclave_tee::hw::detect::open(&c.tee, &state_dir.join("sim"))?;
-    let policy = enclave_tee::SealPolicy::parse(&c.seal_policy).map_err(store_err)?;
+    let tee = enclave_tee::hw::detect::open(c.tee.as_str(), &state_dir.join("sim"))?;
+    let policy = crate::seal_policy(c.seal_policy);
     let (master, id, unsaved) = provision::master_key(&state_dir, tee.as_ref(), policy)?;
     if unsaved.is_some() {
         // Not reached while the database exists (master_key refuses that), and never worth

@@ -35,7 +35,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 pub use cache::{CodeCache, Compiled};
 use egress::Egress;
 use sdk::SdkCtx;
-pub use sdk::{Evidence, Services, Space};
+pub use sdk::{Evidence, ServiceError, Services, Space};
 /// What a request body handed to [`App::handle`] may fail with: the component sees it as the
 /// matching `wasi:http` error code (a body over its limit as `HTTP-request-body-size`).
 pub use wasmtime_wasi_http::Error as BodyError;

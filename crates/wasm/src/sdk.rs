@@ -60,6 +60,25 @@ pub struct Evidence {
     pub quote: Vec<u8>,
 }
 
+/// Why the runtime could not do what an app asked through the SDK. The app sees the message;
+/// the runtime keeps the source for its log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The sealed store failed or refused (its error is the source).
+    #[error("sealed store: {0}")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The TEE could not produce evidence.
+    #[error("evidence: {0}")]
+    Evidence(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The app asked for something it may not have (why).
+    #[error("{0}")]
+    Refused(String),
+    /// The runtime cannot do it now: stopping, or no sealed services on this host.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// What the SDK needs from the runtime. Calls may block (a durable write waits for the disk);
 /// the SDK makes them off the async executor.
 pub trait Services: Send + Sync + 'static {
@@ -69,18 +88,23 @@ pub trait Services: Send + Sync + 'static {
         app: &str,
         space: Space,
         key: &[u8],
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, String>;
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ServiceError>;
     /// Store `value` durably.
-    fn put(&self, app: &str, space: Space, key: &[u8], value: &[u8]) -> Result<(), String>;
+    fn put(&self, app: &str, space: Space, key: &[u8], value: &[u8]) -> Result<(), ServiceError>;
     /// Remove `key`; whether it was there.
-    fn delete(&self, app: &str, space: Space, key: &[u8]) -> Result<bool, String>;
+    fn delete(&self, app: &str, space: Space, key: &[u8]) -> Result<bool, ServiceError>;
     /// Every key in `app`'s `space`.
-    fn keys(&self, app: &str, space: Space) -> Result<Vec<Vec<u8>>, String>;
+    fn keys(&self, app: &str, space: Space) -> Result<Vec<Vec<u8>>, ServiceError>;
     /// Evidence binding `report_data`.
-    fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, String>;
+    fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, ServiceError>;
     /// Declare (or with `None` remove) extension 1.3.6.1.4.1.65230.3.5.`index` in `app`'s
     /// certificate, and reissue it.
-    fn set_extension(&self, app: &str, index: u32, value: Option<&[u8]>) -> Result<(), String>;
+    fn set_extension(
+        &self,
+        app: &str,
+        index: u32,
+        value: Option<&[u8]>,
+    ) -> Result<(), ServiceError>;
 }
 
 /// The report data of app evidence over `data`.
@@ -121,16 +145,17 @@ impl SdkCtx {
     /// Run `f` with the services, off the executor.
     async fn call<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn Services, &str) -> Result<R, String> + Send + 'static,
-    ) -> Result<R, String> {
-        let services = self
-            .services
-            .clone()
-            .ok_or("this host has no sealed services: the SDK is unavailable")?;
+        f: impl FnOnce(&dyn Services, &str) -> Result<R, ServiceError> + Send + 'static,
+    ) -> Result<R, ServiceError> {
+        let services = self.services.clone().ok_or_else(|| {
+            ServiceError::Unavailable(
+                "this host has no sealed services: the SDK is unavailable".into(),
+            )
+        })?;
         let app = self.app.clone();
         tokio::task::spawn_blocking(move || f(services.as_ref(), &app))
             .await
-            .map_err(|e| format!("the runtime's worker failed: {e}"))?
+            .map_err(|e| ServiceError::Unavailable(format!("the runtime's worker failed: {e}")))?
     }
 
     async fn key(&self, name: &str) -> Result<KeyRecord, keys::Error> {
@@ -139,7 +164,7 @@ impl SdkCtx {
         let stored = self
             .call(move |s, app| s.get(app, Space::Keys, &key))
             .await
-            .map_err(keys::Error::Store)?
+            .map_err(|e| keys::Error::Store(e.to_string()))?
             .ok_or_else(|| keys::Error::NotFound(format!("no key is named '{name}'")))?;
         KeyRecord::decode(&stored).map_err(key_err)
     }
@@ -157,7 +182,7 @@ impl SdkCtx {
             s.put(app, Space::Keys, name.as_bytes(), &encoded).map(Ok)
         })
         .await
-        .map_err(keys::Error::Store)?
+        .map_err(|e| keys::Error::Store(e.to_string()))?
     }
 
     /// The AEAD context of `name`: the app and key names, so that a ciphertext opens only
@@ -221,7 +246,7 @@ impl kv::Host for SdkCtx {
         self.call(move |s, app| s.get(app, Space::Kv, key.as_bytes()))
             .await
             .map(|v| v.map(|v| v.to_vec()))
-            .map_err(kv::Error::Store)
+            .map_err(|e| kv::Error::Store(e.to_string()))
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), kv::Error> {
@@ -234,21 +259,21 @@ impl kv::Host for SdkCtx {
         }
         self.call(move |s, app| s.put(app, Space::Kv, key.as_bytes(), &value))
             .await
-            .map_err(kv::Error::Store)
+            .map_err(|e| kv::Error::Store(e.to_string()))
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, kv::Error> {
         check_kv_key(&key)?;
         self.call(move |s, app| s.delete(app, Space::Kv, key.as_bytes()))
             .await
-            .map_err(kv::Error::Store)
+            .map_err(|e| kv::Error::Store(e.to_string()))
     }
 
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, kv::Error> {
         let mut out: Vec<String> = self
             .call(|s, app| s.keys(app, Space::Kv))
             .await
-            .map_err(kv::Error::Store)?
+            .map_err(|e| kv::Error::Store(e.to_string()))?
             .into_iter()
             .filter_map(|k| String::from_utf8(k).ok())
             .filter(|k| k.starts_with(&prefix))
@@ -267,7 +292,10 @@ impl attestation::Host for SdkCtx {
             ));
         }
         let report_data = evidence_report_data(&self.app, &data);
-        let e = self.call(move |s, _| s.evidence(&report_data)).await?;
+        let e = self
+            .call(move |s, _| s.evidence(&report_data))
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(attestation::Evidence {
             tee: e.tee,
             simulated: e.simulated,
@@ -291,6 +319,7 @@ impl attestation::Host for SdkCtx {
         }
         self.call(move |s, app| s.set_extension(app, index, value.as_deref()))
             .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -370,6 +399,6 @@ impl keys::Host for SdkCtx {
         check_key_name(&name)?;
         self.call(move |s, app| s.delete(app, Space::Keys, name.as_bytes()))
             .await
-            .map_err(keys::Error::Store)
+            .map_err(|e| keys::Error::Store(e.to_string()))
     }
 }

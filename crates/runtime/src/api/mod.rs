@@ -35,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
 use base64::Engine;
-use enclave_config::file::{Workload, WorkloadKind, WorkloadLimits};
+use enclave_config::file::{Run, Workload, WorkloadKind, WorkloadLimits};
 use enclave_store::Op;
 use serde::Deserialize;
 use serde_json::json;
@@ -210,7 +210,7 @@ fn public_workloads(now: &Snapshot) -> Vec<(serde_json::Value, &'static str)> {
             (
                 json!({
                     "name": w.name,
-                    "kind": w.kind,
+                    "kind": w.run.kind(),
                     "hostnames": w.hostnames,
                     "code_sha256": e.code_sha256.map(hex::encode),
                     "health": e.running.health().as_str(),
@@ -474,24 +474,30 @@ async fn workload_put(
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the request body: {e}")),
     };
-    let code = match (&req.kind, &req.code_base64) {
-        (WorkloadKind::Container, _) => req.image.clone().unwrap_or_default().into_bytes(),
-        (_, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(b64) {
-            Ok(c) => c,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("code_base64: {e}")),
-        },
-        (_, None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "a wasm or process workload needs code_base64",
-            );
+    let bad = |reason: &str| error(StatusCode::BAD_REQUEST, reason.to_string());
+    let (run, code) = match (req.kind, req.code_base64, req.image) {
+        // The image reference is what the tree commits as a container's code.
+        (WorkloadKind::Container, None, Some(image)) => {
+            let code = image.as_bytes().to_vec();
+            (Run::Container { image }, code)
         }
+        (WorkloadKind::Container, Some(_), _) => {
+            return bad("a container is loaded by its image, not code_base64");
+        }
+        (WorkloadKind::Container, None, None) => {
+            return bad("a container workload needs image (name@sha256:…)");
+        }
+        (kind, Some(b64), None) => match base64::engine::general_purpose::STANDARD.decode(b64) {
+            Ok(code) if kind == WorkloadKind::Wasm => (Run::Wasm { source: None }, code),
+            Ok(code) => (Run::Process { source: None }, code),
+            Err(e) => return bad(&format!("code_base64: {e}")),
+        },
+        (_, _, Some(_)) => return bad("image is for containers; this kind brings code_base64"),
+        (_, None, None) => return bad("a wasm or process workload needs code_base64"),
     };
     let w = Workload {
         name: name.clone(),
-        kind: req.kind,
-        source: None,
-        image: req.image,
+        run,
         hostnames: req.hostnames,
         env: req.env,
         args: req.args,

@@ -133,7 +133,7 @@ impl Backends {
         spec: &Workload,
         code: &[u8],
     ) -> Result<Arc<dyn Running>, StartError> {
-        match self.0.iter().find(|b| b.runs(spec.kind)) {
+        match self.0.iter().find(|b| b.runs(spec.run.kind())) {
             Some(b) => b.start(spec, code),
             None => Unbuilt.start(spec, code),
         }

@@ -9,7 +9,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use enclave_config::file::{Workload, WorkloadKind, WorkloadLimits};
+use enclave_config::file::{Run, Workload, WorkloadLimits};
 use enclave_config::{ConfigTree, LoadedConfig};
 use enclave_ratls::binding::BindingFormat;
 use enclave_ratls::issue::{LeafSpec, WorkloadIdentity};
@@ -87,8 +87,8 @@ struct UnversionedLimits {
 pub(crate) fn kept(w: &Workload, code: &[u8]) -> Result<Vec<u8>, ChangeError> {
     let record = Record::V1(RecordV1 {
         name: w.name.clone(),
-        kind: kind_name(w.kind).to_string(),
-        image: w.image.clone(),
+        kind: w.run.kind().as_str().to_string(),
+        image: w.run.image().map(str::to_string),
         hostnames: w.hostnames.clone(),
         env: w.env.clone(),
         args: w.args.clone(),
@@ -100,31 +100,22 @@ pub(crate) fn kept(w: &Workload, code: &[u8]) -> Result<Vec<u8>, ChangeError> {
         .map_err(|e| ChangeError::Invalid(format!("workload '{}': cannot be kept: {e}", w.name)))
 }
 
-fn kind_name(kind: WorkloadKind) -> &'static str {
-    match kind {
-        WorkloadKind::Wasm => "wasm",
-        WorkloadKind::Container => "container",
-        WorkloadKind::Process => "process",
-    }
-}
-
 /// A kept record, read back: any version this build knows.
 fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, Vec<u8>), String> {
     let decode = |code: &str| STANDARD.decode(code).map_err(|e| format!("its code: {e}"));
-    let kind = |name: &str| match name {
-        "wasm" => Ok(WorkloadKind::Wasm),
-        "container" => Ok(WorkloadKind::Container),
-        "process" => Ok(WorkloadKind::Process),
-        other => Err(format!("kind '{other}' is not known to this build")),
+    // Code came with the record, so no kind names a file.
+    let run = |kind: &str, image: Option<String>| match (kind, image) {
+        ("wasm", _) => Ok(Run::Wasm { source: None }),
+        ("process", _) => Ok(Run::Process { source: None }),
+        ("container", Some(image)) => Ok(Run::Container { image }),
+        ("container", None) => Err("a container record without its image".to_string()),
+        (other, _) => Err(format!("kind '{other}' is not known to this build")),
     };
     if let Ok(Record::V1(r)) = serde_json::from_slice::<Record>(bytes) {
-        let kind = kind(&r.kind)?;
         let code = decode(&r.code)?;
         let w = Workload {
+            run: run(&r.kind, r.image)?,
             name: r.name,
-            kind,
-            source: None,
-            image: r.image,
             hostnames: r.hostnames,
             env: r.env,
             args: r.args,
@@ -139,10 +130,8 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, Vec<u8>), String> {
         Ok(u) => {
             let w = u.workload;
             let spec = Workload {
+                run: run(&w.kind, w.image)?,
                 name: w.name,
-                kind: kind(&w.kind)?,
-                source: None,
-                image: w.image,
                 hostnames: w.hostnames,
                 env: w.env,
                 args: w.args,
@@ -265,7 +254,7 @@ pub(crate) fn workload_spec(
         workload: Some(WorkloadIdentity {
             config_root: *own.root(),
             code_digest,
-            image: w.image.clone(),
+            image: w.run.image().map(str::to_string),
             key_source: "tee-generated".into(),
             declared,
         }),
@@ -281,9 +270,7 @@ mod tests {
     fn spec() -> Workload {
         Workload {
             name: "app".into(),
-            kind: WorkloadKind::Wasm,
-            source: None,
-            image: None,
+            run: Run::Wasm { source: None },
             hostnames: vec!["app.test".into()],
             env: BTreeMap::from([("K".into(), "V".into())]),
             args: vec!["--flag".into()],

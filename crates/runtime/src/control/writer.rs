@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use enclave_config::file::Workload;
+use enclave_config::file::{Run, Workload};
 use enclave_config::{ConfigTree, LoadedConfig};
 use enclave_ratls::binding::BindingFormat;
 use enclave_ratls::issue::IntermediaryCa;
@@ -81,17 +81,15 @@ impl Writer {
         let mut list = Vec::new();
         for (i, spec) in w.config.config.workloads.iter().enumerate() {
             // The code the tree commits, read when the configuration was loaded.
-            let code = match spec.kind {
-                enclave_config::file::WorkloadKind::Wasm
-                | enclave_config::file::WorkloadKind::Process => {
-                    w.config.workload_code(&spec.name).ok_or_else(|| {
-                        ChangeError::Invalid(format!(
-                            "workload[{i}] '{}': no code was read from its source",
-                            spec.name
-                        ))
-                    })?
-                }
-                enclave_config::file::WorkloadKind::Container => &[],
+            let code = match &spec.run {
+                // The image reference is what the tree commits as a container's code.
+                Run::Container { image } => image.as_bytes(),
+                _ => w.config.workload_code(&spec.name).ok_or_else(|| {
+                    ChangeError::Invalid(format!(
+                        "workload[{i}] '{}': no code was read from its source",
+                        spec.name
+                    ))
+                })?,
             };
             list.push(w.entry(&tree, spec, Origin::File, code)?);
         }
