@@ -38,6 +38,7 @@ use crate::merkle::{ConfigTree, TreeError};
 
 /// Why a configuration could not be used: the file, where, and what.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("{path}: {source}")]
@@ -356,6 +357,7 @@ pub struct ListenerConfig {
 /// Where the sealed store's rollback counter lives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum CounterKind {
     /// A MACed file in the state directory: defeated by a host restoring the whole directory.
     #[default]
@@ -500,6 +502,7 @@ impl Default for Limits {
 /// What a workload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum WorkloadKind {
     /// A wasi:http component run inside the runtime.
     Wasm,

@@ -24,6 +24,7 @@ const MANIFEST_FORMAT: &str = "enclave-os-config-tree/v1";
 
 /// Why a tree could not be built or a proof not checked.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum TreeError {
     /// Two inputs have the same name.
     #[error("configuration input '{0}' appears twice; names must be unique")]

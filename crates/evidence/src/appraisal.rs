@@ -45,6 +45,7 @@ impl std::fmt::Display for TeeKind {
 /// `Unknown` means the status was not evaluated (no collateral, or a vendor that publishes none)
 /// and is never promoted to `UpToDate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum TcbStatus {
     /// The platform is patched to the latest TCB.
     UpToDate,
@@ -219,6 +220,7 @@ impl Measurements {
 /// Facts about the platform that signed the evidence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
+#[non_exhaustive]
 pub enum Platform {
     /// An Intel platform identified by its PCK certificate.
     Intel {

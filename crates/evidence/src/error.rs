@@ -31,6 +31,7 @@ impl DecodeError {
 ///
 /// Each variant says which stage rejected it; the message says why.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum VerifyError {
     /// The evidence itself is malformed.
     #[error("malformed evidence: {0}")]

@@ -67,6 +67,7 @@ use thiserror::Error;
 
 /// Why the runtime could not start or stopped.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum RuntimeError {
     /// The configuration is unusable.
     #[error("{0}")]
@@ -359,10 +360,22 @@ impl Runtime {
                 }
                 Box::new(counter)
             }
-            _ => Box::new(
+            (CounterKind::File, _) => Box::new(
                 FileCounter::new(&store_dir.join("kv.counter"), &master, id)
                     .map_err(|e| RuntimeError::Store(e.to_string()))?,
             ),
+            // Never a file counter in place of the one configured: that would drop the rollback
+            // protection the operator asked for.
+            (CounterKind::Witness, None) => {
+                return Err(RuntimeError::Store(
+                    "counter = \"witness\" needs a [store.witness] section".into(),
+                ));
+            }
+            (other, _) => {
+                return Err(RuntimeError::Store(format!(
+                    "counter {other:?} is not built into this runtime"
+                )));
+            }
         };
         if let Some(unsaved) = unsaved {
             // The migration pin is bound to this new store and written before its key: a store

@@ -34,7 +34,8 @@ fn store_err(e: impl std::fmt::Display) -> RuntimeError {
 /// lives on the witness, and when the counter is readable and ahead of the database.
 pub fn reset_counter(config: &LoadedConfig, overrides: &Overrides) -> Result<Reset, RuntimeError> {
     let c = &config.config;
-    if c.store.counter == CounterKind::Witness {
+    // Only a file counter is re-created; any other kind is refused, whatever it is.
+    if c.store.counter != CounterKind::File {
         return Err(store_err(
             "store.counter is \"witness\": that counter lives on the witness and only moves forward; this command re-creates a file counter only",
         ));

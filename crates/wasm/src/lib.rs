@@ -46,6 +46,7 @@ const TICK: Duration = Duration::from_millis(10);
 
 /// Why a component could not be loaded or a request not handled.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum WasmError {
     /// The bytes are not a component, or it does not export `wasi:http/incoming-handler`.
     #[error("workload '{name}': {reason}")]
