@@ -89,16 +89,13 @@ fn body_error(e: axum::Error) -> BodyError {
 
 impl Running for Component {
     fn handler(&self) -> Handler {
-        let (app, stopped) = (self.app.clone(), self.stopped.clone());
+        // A stopped component still finishes what was routed to it before the swap: each
+        // request runs in an instance of its own, so there is nothing to tear down, and a
+        // request that raced a replacement is served by the version it was routed to.
+        let app = self.app.clone();
         Handler::new(tower::service_fn(move |req: super::Request| {
-            let (app, stopped) = (app.clone(), stopped.clone());
+            let app = app.clone();
             async move {
-                if stopped.load(Ordering::Acquire) {
-                    return Ok(ServeError::Unavailable(
-                        "this workload was unloaded or replaced; retry for the current one".into(),
-                    )
-                    .into_response());
-                }
                 let req = req.map(|b| b.map_err(body_error));
                 Ok(match app.handle(req).await {
                     Ok(response) => response.map(axum::body::Body::new),
