@@ -1,7 +1,5 @@
 //! `enclave-os verify https://HOST:PORT`: an RA-TLS handshake that checks what runs there.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,9 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use enclave_evidence::{Policy, time};
+use enclave_http::{Client, Request, StatusCode, Uri};
 use enclave_ratls::RatlsVerifier;
 use enclave_ratls::binding::Freshness;
-use enclave_ratls::tls::{RatlsServerVerifier, client_config, io_rejection};
+use enclave_ratls::tls::{RatlsServerVerifier, client_config, rejection};
 use enclave_ratls::trust::TrustFiles;
 use ring::rand::SecureRandom;
 use serde_json::json;
@@ -59,7 +58,7 @@ pub(crate) struct VerifyUrlArgs {
     /// subjectAltNames).
     #[arg(long)]
     server_name: Option<String>,
-    /// Seconds to wait for the connection and the handshake.
+    /// Seconds to wait for the connection and the handshake, and for each exchange as a whole.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
     /// Print JSON instead of text.
@@ -76,22 +75,48 @@ fn usage(msg: String, json_out: bool) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-fn host_port(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| format!("'{url}' is not an https:// URL"))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
-            h.trim_start_matches('[').trim_end_matches(']').to_string(),
-            p.parse().map_err(|_| format!("'{p}' is not a port"))?,
-        ),
-        _ => (authority.to_string(), 443),
-    };
-    if host.is_empty() {
-        return Err(format!("'{url}' names no host"));
+/// Where to connect (the URL's host and port) and the name to ask for and check: the URL's
+/// host, or `--server-name`.
+struct Target {
+    host: String,
+    port: u16,
+    name: String,
+}
+
+impl Target {
+    fn of(url: &str, server_name: Option<&str>) -> Result<Self, String> {
+        let uri = enclave_http::parse(url).map_err(|e| e.to_string())?;
+        let host = uri.host().unwrap_or_default();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .to_string();
+        Ok(Self {
+            port: uri.port_u16().unwrap_or(443),
+            name: server_name.map_or_else(|| host.clone(), str::to_string),
+            host,
+        })
     }
-    Ok((host, port))
+
+    /// A request for `path` at the server name, and at the URL's address when they differ.
+    fn request(&self, path: &str, by_name: bool) -> Result<Request, String> {
+        let name = if by_name { &self.name } else { &self.host };
+        let authority = if name.contains(':') {
+            format!("[{name}]")
+        } else {
+            name.clone()
+        };
+        let uri: Uri = format!("https://{authority}:{}{path}", self.port)
+            .parse()
+            .map_err(|e| format!("server name '{name}': {e}"))?;
+        let request = Request::get(uri);
+        Ok(if *name == self.host {
+            request
+        } else {
+            request.via(&self.host, self.port)
+        })
+    }
 }
 
 fn build(a: &VerifyUrlArgs) -> Result<(RatlsVerifier, Freshness, Option<Vec<u8>>), String> {
@@ -136,6 +161,7 @@ type Channel = (Vec<u8>, [u8; 32], Vec<u8>);
 const MAX_RESPONSE: usize = 1 << 20;
 
 /// Why a connection did not give a verified report.
+#[derive(Debug)]
 enum Failure {
     /// The RA-TLS checks refused the server's certificate: the reason.
     Rejected(String),
@@ -145,112 +171,58 @@ enum Failure {
     After(String),
 }
 
-/// Connect and complete the handshake, and read back this connection's report; in channel mode,
-/// then fetch the evidence bound to this connection.
-fn handshake(
-    host: &str,
-    port: u16,
-    config: rustls::ClientConfig,
+/// Connect and complete the handshake, and read back this connection's report; when `request`
+/// asks for a path, then fetch it over the same connection (channel mode's evidence bound to
+/// this connection, the manifest).
+async fn handshake(
+    client: &Client,
+    request: Request,
     verifier: &RatlsServerVerifier,
-    timeout: Duration,
-    request: Option<&str>,
-    sni: Option<&str>,
+    fetch: bool,
 ) -> Result<(enclave_ratls::Report, Option<Channel>), Failure> {
-    let addr = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| Failure::NoHandshake(format!("{host}:{port}: {e}")))?
-        .next()
-        .ok_or_else(|| Failure::NoHandshake(format!("{host}:{port}: no address")))?;
-    let mut tcp = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| Failure::NoHandshake(format!("{addr}: {e}")))?;
-    tcp.set_read_timeout(Some(timeout))
-        .and_then(|()| tcp.set_write_timeout(Some(timeout)))
-        .map_err(|e| Failure::NoHandshake(e.to_string()))?;
-    let sni = sni.unwrap_or(host);
-    let name = rustls::pki_types::ServerName::try_from(sni.to_string())
-        .map_err(|e| Failure::NoHandshake(format!("{sni}: {e}")))?;
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name.clone())
-        .map_err(|e| Failure::NoHandshake(e.to_string()))?;
-    while conn.is_handshaking() {
-        conn.complete_io(&mut tcp)
-            .map_err(|e| match io_rejection(&e) {
+    let path = request.uri().path().to_string();
+    let conn =
+        client
+            .connect(request)
+            .await
+            .map_err(|e| match e.tls_error().and_then(rejection) {
                 Some(reason) => Failure::Rejected(reason.to_string()),
                 None => Failure::NoHandshake(e.to_string()),
             })?;
-    }
     // The report of this connection, from the certificate it presented.
     let report = verifier
-        .peer_report(&conn, &name, time::now())
+        .peer_report(conn.tls(), conn.server_name(), time::now())
         .map_err(|e| Failure::Rejected(e.to_string()))?;
-    let Some(path) = request else {
+    if !fetch {
         // Close politely; the verdict is already in.
-        conn.send_close_notify();
-        let _ = conn.complete_io(&mut tcp);
+        conn.close().await;
         return Ok((report, None));
-    };
-    fetch(&mut conn, &mut tcp, host, path)
-        .map(|channel| (report, Some(channel)))
-        .map_err(Failure::After)
-}
-
-/// GET `path` over an established connection: the server's leaf, the exporter, the body.
-fn fetch(
-    conn: &mut rustls::ClientConnection,
-    tcp: &mut TcpStream,
-    host: &str,
-    path: &str,
-) -> Result<Channel, String> {
-    let exporter = enclave_ratls::channel::exporter(conn).map_err(|e| e.to_string())?;
+    }
+    let exporter =
+        enclave_ratls::channel::exporter(conn.tls()).map_err(|e| Failure::After(e.to_string()))?;
     let leaf = conn
+        .tls()
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.to_vec())
-        .ok_or("the server presented no certificate")?;
-    let mut tls = rustls::Stream::new(conn, tcp);
-    // One write: write! would send each piece of the format in its own TLS record.
-    tls.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .map_err(|e| format!("sending the attestation request: {e}"))?;
-    tls.flush().map_err(|e| e.to_string())?;
-    let mut response = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        match tls.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(k) if response.len() + k <= MAX_RESPONSE => response.extend_from_slice(&chunk[..k]),
-            Ok(_) => return Err("the attestation response is larger than 1 MiB".into()),
-            // A server that closes without close_notify still sent a whole HTTP response.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(format!("reading the attestation response: {e}")),
-        }
-    }
-    let head_end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| {
-            format!(
-                "the attestation response is not HTTP ({} bytes: {:?})",
-                response.len(),
-                String::from_utf8_lossy(&response[..response.len().min(80)])
-            )
-        })?;
-    let status = String::from_utf8_lossy(&response[..head_end]);
-    if !status.starts_with("HTTP/1.1 200") && !status.starts_with("HTTP/1.0 200") {
-        return Err(format!(
+        .ok_or_else(|| Failure::After("the server presented no certificate".into()))?;
+    let response = conn
+        .send()
+        .await
+        .map_err(|e| Failure::After(e.to_string()))?;
+    if response.status != StatusCode::OK {
+        return Err(Failure::After(format!(
             "the server answered {} for {path}: {}",
-            status.lines().next().unwrap_or_default(),
-            String::from_utf8_lossy(
-                &response[head_end + 4..(head_end + 4 + 512).min(response.len())]
-            )
-        ));
+            response.status,
+            String::from_utf8_lossy(&response.body[..response.body.len().min(512)])
+        )));
     }
-    Ok((leaf, exporter, response[head_end + 4..].to_vec()))
+    Ok((report, Some((leaf, exporter, response.body))))
 }
 
 pub(crate) fn run(a: &VerifyUrlArgs) -> ExitCode {
-    let (host, port) = match host_port(&a.url) {
-        Ok(hp) => hp,
+    let target = match Target::of(&a.url, a.server_name.as_deref()) {
+        Ok(t) => t,
         Err(e) => return usage(e, a.json),
     };
     let (inner, freshness, nonce) = match build(a) {
@@ -263,17 +235,31 @@ pub(crate) fn run(a: &VerifyUrlArgs) -> ExitCode {
         Err(e) => return usage(e.to_string(), a.json),
     };
     let timeout = Duration::from_secs(a.timeout);
-    let request = matches!(a.mode, Mode::Channel).then_some(enclave_ratls::channel::PATH);
-    let sni = a.server_name.as_deref();
-    let outcome = handshake(
-        &host,
-        port,
-        config.clone(),
-        &verifier,
-        timeout,
-        request,
-        sni,
-    );
+    let client = Client::new(Arc::new(config))
+        .max_body(MAX_RESPONSE)
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let channel = matches!(a.mode, Mode::Channel);
+    let path = if channel {
+        enclave_ratls::channel::PATH
+    } else {
+        "/"
+    };
+    let (request, manifest) = match (
+        target.request(path, true),
+        target.request(MANIFEST_PATH, false),
+    ) {
+        (Ok(r), Ok(m)) => (r, m),
+        (Err(e), _) | (_, Err(e)) => return usage(e, a.json),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return usage(format!("cannot start the I/O runtime: {e}"), a.json),
+    };
+    let outcome = rt.block_on(handshake(&client, request, &verifier, channel));
     let now = time::now();
     let report = match outcome {
         Ok((report, None)) => report,
@@ -299,7 +285,7 @@ pub(crate) fn run(a: &VerifyUrlArgs) -> ExitCode {
             );
         }
     };
-    let leaves = manifest_leaves(&host, port, config, &verifier, timeout, &report);
+    let leaves = rt.block_on(manifest_leaves(&client, manifest, &verifier, &report));
     report_ok(a, &report, leaves, now)
 }
 
@@ -308,30 +294,21 @@ const MANIFEST_PATH: &str = "/.well-known/enclave-os/manifest";
 
 /// The named leaves of the server's config, from its manifest, checked against the config root
 /// its certificate carries. Best effort: a server that serves no manifest just has no names.
-fn manifest_leaves(
-    host: &str,
-    port: u16,
-    config: rustls::ClientConfig,
+async fn manifest_leaves(
+    client: &Client,
+    request: Request,
     verifier: &RatlsServerVerifier,
-    timeout: Duration,
     report: &enclave_ratls::Report,
 ) -> Result<Vec<enclave_config::Leaf>, String> {
     let certified = report
         .config_root
         .as_deref()
         .ok_or("the certificate carries no config root")?;
-    let (_, channel) = handshake(
-        host,
-        port,
-        config,
-        verifier,
-        timeout,
-        Some(MANIFEST_PATH),
-        None,
-    )
-    .map_err(|f| match f {
-        Failure::Rejected(e) | Failure::NoHandshake(e) | Failure::After(e) => e,
-    })?;
+    let (_, channel) = handshake(client, request, verifier, true)
+        .await
+        .map_err(|f| match f {
+            Failure::Rejected(e) | Failure::NoHandshake(e) | Failure::After(e) => e,
+        })?;
     let (_, _, body) = channel.ok_or("no manifest")?;
     let manifest: enclave_config::Manifest =
         serde_json::from_slice(&body).map_err(|e| format!("the manifest is not JSON: {e}"))?;

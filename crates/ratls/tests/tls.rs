@@ -568,27 +568,23 @@ fn fetch_channel(
     name: &str,
     v: Arc<RatlsServerVerifier>,
 ) -> (Vec<u8>, [u8; 32], Vec<u8>) {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let conn = rustls::ClientConnection::new(
-        Arc::new(client_config(v, None, None).unwrap()),
-        ServerName::try_from(name.to_string()).unwrap(),
-    )
-    .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    // One write, so one record: the server reads the request with a single read.
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n",
-        enclave_ratls::channel::PATH
-    );
-    tls.write_all(request.as_bytes()).unwrap();
-    tls.flush().unwrap();
-    let mut response = Vec::new();
-    tls.read_to_end(&mut response).ok();
-    let exporter = enclave_ratls::channel::exporter(&tls.conn).unwrap();
-    let leaf = tls.conn.peer_certificates().unwrap()[0].to_vec();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    (leaf, exporter, response[split..].to_vec())
+    let client = enclave_http::Client::new(Arc::new(client_config(v, None, None).unwrap()));
+    let uri = format!("https://{name}:{port}{}", enclave_ratls::channel::PATH)
+        .parse()
+        .unwrap();
+    let request = enclave_http::Request::get(uri).via("127.0.0.1", port);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = client.connect(request).await.unwrap();
+        let exporter = enclave_ratls::channel::exporter(conn.tls()).unwrap();
+        let leaf = conn.tls().peer_certificates().unwrap()[0].to_vec();
+        let response = conn.send().await.unwrap();
+        assert_eq!(response.status, enclave_http::StatusCode::OK);
+        (leaf, exporter, response.body)
+    })
 }
 
 #[test]

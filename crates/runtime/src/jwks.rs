@@ -41,6 +41,12 @@ pub(crate) fn keys(config: &LoadedConfig) -> Result<&[u8], RuntimeError> {
     })
 }
 
+/// The largest JWKS read: an issuer's key set is a few kilobytes; one far larger is refused
+/// rather than held in memory and committed to the config tree.
+const MAX_JWKS: usize = 256 * 1024;
+/// How long the connection, and the whole fetch, may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The JWKS at `url`, over HTTPS trusting only the egress CA bundle.
 pub(crate) fn fetch(
     url: &str,
@@ -52,18 +58,18 @@ pub(crate) fn fetch(
             "jwks_url {url} needs [egress] ca_bundle: the runtime trusts no public CA by default"
         ))
     })?;
-    let (host, port, path) = https::split_url(url).map_err(err)?;
-    let (status, body) = https::call(
-        &format!("https://{host}:{port}"),
-        "GET",
-        &path,
-        None,
-        tls,
-        Duration::from_secs(10),
-    )
-    .map_err(|e| err(format!("jwks_url: {e}")))?;
-    if status != 200 {
-        return Err(err(format!("jwks_url {url} answered {status}")));
+    let uri = enclave_http::parse(url).map_err(|e| err(format!("jwks_url: {e}")))?;
+    let response = enclave_http::Client::new(tls)
+        .max_body(MAX_JWKS)
+        .connect_timeout(TIMEOUT)
+        .timeout(TIMEOUT)
+        .send_blocking(enclave_http::Request::get(uri))
+        .map_err(|e| err(format!("jwks_url: {}", https::describe(&e))))?;
+    if response.status != enclave_http::StatusCode::OK {
+        return Err(err(format!(
+            "jwks_url {url} answered {}",
+            response.status.as_u16()
+        )));
     }
-    Ok(body)
+    Ok(response.body)
 }

@@ -49,6 +49,8 @@ use crate::https;
 
 const NAMESPACE: &str = "sys/witness";
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest answer read: a counter's JSON is under a hundred bytes.
+const MAX_ANSWER: usize = 64 * 1024;
 /// Waits between attempts at a witness call.
 const RETRIES: [Duration; 2] = [Duration::from_millis(300), Duration::from_millis(1500)];
 
@@ -280,8 +282,10 @@ pub struct WitnessPin {
 /// The client side: a [`Counter`] kept by a witness.
 pub struct WitnessCounter {
     url: String,
+    /// This store's counter at the witness.
+    counter: enclave_http::Uri,
     id: StoreId,
-    tls: Arc<rustls::ClientConfig>,
+    client: enclave_http::Client,
 }
 
 impl WitnessCounter {
@@ -295,7 +299,12 @@ impl WitnessCounter {
         own: Arc<RatlsResolver>,
         id: StoreId,
     ) -> Result<Self, String> {
-        https::split_url(url)?;
+        let base = enclave_http::parse(url).map_err(|e| e.to_string())?;
+        // Requests go to the witness's routes whatever path the URL carries.
+        let authority = base.authority().map(|a| a.as_str()).unwrap_or_default();
+        let counter = format!("https://{authority}/witness/v1/counters/{id}")
+            .parse()
+            .map_err(|e| format!("{url}: {e}"))?;
         if pin.config_root.is_none() && pin.policy.is_none() {
             return Err("the witness is not pinned: give its config root or a policy".into());
         }
@@ -310,8 +319,12 @@ impl WitnessCounter {
         let tls = client_config(verifier, None, Some(own)).map_err(|e| e.to_string())?;
         Ok(Self {
             url: url.trim_end_matches('/').to_string(),
+            counter,
             id,
-            tls: Arc::new(tls),
+            client: enclave_http::Client::new(Arc::new(tls))
+                .max_body(MAX_ANSWER)
+                .connect_timeout(TIMEOUT)
+                .timeout(TIMEOUT),
         })
     }
 
@@ -325,10 +338,13 @@ impl WitnessCounter {
     /// Send `method` for this store's counter; the status and the JSON answer.
     fn call(
         &self,
-        method: &str,
-        body: Option<&[u8]>,
+        method: enclave_http::Method,
+        body: Option<String>,
     ) -> Result<(u16, serde_json::Value), CounterError> {
-        let path = format!("/witness/v1/counters/{}", self.id);
+        let mut request = enclave_http::Request::new(method, self.counter.clone());
+        if let Some(body) = body {
+            request = request.json(body);
+        }
         // A witness's connection slots are taken before anyone authenticates, so anyone who
         // can reach its port can fill them for a moment; one failed attempt would then stop
         // this store (a write whose counter cannot advance stops it, fail closed). A few
@@ -337,8 +353,12 @@ impl WitnessCounter {
         // enrolment (a repeat answers 409, which the caller refuses).
         let mut attempt = 0;
         let (status, reply) = loop {
-            match https::call(&self.url, method, &path, body, self.tls.clone(), TIMEOUT) {
-                Ok(answer) => break answer,
+            match self
+                .client
+                .send_blocking(request.clone())
+                .map_err(|e| https::describe(&e))
+            {
+                Ok(answer) => break (answer.status.as_u16(), answer.body),
                 Err(e) if attempt >= RETRIES.len() => {
                     return Err(
                         self.err(format!("unreachable after {} attempts: {e}", attempt + 1))
@@ -377,7 +397,7 @@ impl WitnessCounter {
     /// start. Store ids are random, so a counter that already exists is not this store's to
     /// take over: refused.
     pub fn enrol(&self) -> Result<(), CounterError> {
-        let answer = self.call("PUT", None)?;
+        let answer = self.call(enclave_http::Method::PUT, None)?;
         self.value(answer, 201).map(|_| ())
     }
 }
@@ -392,7 +412,7 @@ impl Counter for WitnessCounter {
     }
 
     fn read_recorded(&self) -> Result<Option<Recorded>, CounterError> {
-        let answer = self.call("GET", None)?;
+        let answer = self.call(enclave_http::Method::GET, None)?;
         let state = match answer.1["state"].as_str() {
             Some(h) => Some(parse_digest(h).map_err(|e| self.err(e))?),
             None => None,
@@ -403,13 +423,13 @@ impl Counter for WitnessCounter {
 
     fn advance(&self, to: u64) -> Result<(), CounterError> {
         let body = json!({ "advance_to": to }).to_string();
-        let answer = self.call("POST", Some(body.as_bytes()))?;
+        let answer = self.call(enclave_http::Method::POST, Some(body))?;
         self.value(answer, 200).map(|_| ())
     }
 
     fn advance_recorded(&self, to: u64, state: &StateDigest) -> Result<(), CounterError> {
         let body = json!({ "advance_to": to, "state": hex::encode(state) }).to_string();
-        let answer = self.call("POST", Some(body.as_bytes()))?;
+        let answer = self.call(enclave_http::Method::POST, Some(body))?;
         self.value(answer, 200).map(|_| ())
     }
 }

@@ -1,6 +1,5 @@
 //! A runtime instance for tests: its configuration, start, and calls over RA-TLS.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -148,7 +147,7 @@ impl Instance {
         self.call_as("127.0.0.1", tls, method, path, token, body)
     }
 
-    /// One request over RA-TLS to `host` (SNI and Host).
+    /// One request over RA-TLS to `host` (SNI and Host), at this instance's loopback port.
     pub fn call_as(
         &self,
         host: &str,
@@ -158,63 +157,23 @@ impl Instance {
         token: Option<&str>,
         body: &[u8],
     ) -> std::io::Result<(u16, Vec<u8>)> {
-        let tcp = TcpStream::connect(("127.0.0.1", self.port))?;
-        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
-        let conn = rustls::ClientConnection::new(tls.clone(), name.to_owned()).unwrap();
-        let mut s = rustls::StreamOwned::new(conn, tcp);
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )?;
-        s.write_all(body)?;
-        let mut out = Vec::new();
-        match s.read_to_end(&mut out) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
-            Err(e) => return Err(e),
+        let method =
+            enclave_http::Method::from_bytes(method.as_bytes()).map_err(std::io::Error::other)?;
+        let uri = format!("https://{host}:{}{path}", self.port)
+            .parse()
+            .map_err(std::io::Error::other)?;
+        let mut request = enclave_http::Request::new(method, uri)
+            .body(body.to_vec())
+            .via("127.0.0.1", self.port);
+        if let Some(t) = token {
+            request = request.bearer(t).map_err(std::io::Error::other)?;
         }
-        let end = out
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| std::io::Error::other("no end of headers"))?;
-        let head = String::from_utf8_lossy(&out[..end]).to_string();
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other("no status"))?;
-        let mut body = out[end + 4..].to_vec();
-        if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            body = dechunk(&body);
-        }
-        Ok((status, body))
-    }
-}
-
-/// A chunked HTTP/1.1 body, joined.
-pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
-        b = &b[eol + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[..size]);
-        b = &b[size + 2..];
+        let response = enclave_http::Client::new(tls.clone())
+            .max_body(64 << 20)
+            .timeout(Duration::from_secs(30))
+            .send_blocking(request)
+            .map_err(std::io::Error::other)?;
+        Ok((response.status.as_u16(), response.body))
     }
 }
 
