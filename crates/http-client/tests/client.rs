@@ -21,21 +21,8 @@ fn pki() -> (
     Vec<CertificateDer<'static>>,
     PrivateKeyDer<'static>,
 ) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    (
-        ca.der().clone(),
-        vec![leaf.der().clone()],
-        PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-    )
+    let p = enclave_testkit::pki::TestPki::new("enclave-http test CA");
+    (p.ca_der, p.chain, p.key)
 }
 
 fn client_trusting(ca: CertificateDer<'static>) -> Client {

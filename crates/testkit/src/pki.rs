@@ -7,6 +7,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 pub struct TestPki {
     /// The CA certificate, PEM: what a client pins.
     pub ca_pem: String,
+    /// The same, DER.
+    pub ca_der: CertificateDer<'static>,
     /// The leaf's chain.
     pub chain: Vec<CertificateDer<'static>>,
     /// The leaf's key.
@@ -37,6 +39,7 @@ impl TestPki {
                 .expect("leaf certificate");
         Self {
             ca_pem: ca_cert.pem(),
+            ca_der: ca_cert.der().clone(),
             chain: vec![leaf.der().clone()],
             key: PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
         }

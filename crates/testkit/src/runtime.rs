@@ -107,6 +107,36 @@ impl InProcess {
             .map_err(|e| e.to_string())
     }
 
+    /// One request to `path` over RA-TLS, with `host` as SNI and Host (the loopback address
+    /// reaches the management API; a workload's hostname reaches the workload), an optional
+    /// bearer token and a body: the status and the body.
+    pub fn call(
+        &self,
+        tls: &Arc<rustls::ClientConfig>,
+        host: &str,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), String> {
+        let method = enclave_http::Method::from_bytes(method.as_bytes())
+            .map_err(|e| format!("method {method}: {e}"))?;
+        let url = format!("https://{host}:{}{path}", self.addr.port());
+        let uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+        let mut request = enclave_http::Request::new(method, uri)
+            .body(body.to_vec())
+            .via(&self.addr.ip().to_string(), self.addr.port());
+        if let Some(t) = token {
+            request = request.bearer(t).map_err(|e| e.to_string())?;
+        }
+        let response = enclave_http::Client::new(tls.clone())
+            .max_body(64 << 20)
+            .timeout(Duration::from_secs(30))
+            .send_blocking(request)
+            .map_err(|e| e.to_string())?;
+        Ok((response.status.as_u16(), response.body))
+    }
+
     /// Stop serving (connections in flight get two seconds) and wait for it; what the serve
     /// loop returned.
     pub fn stop(mut self) -> Result<(), String> {

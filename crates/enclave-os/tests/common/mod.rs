@@ -116,24 +116,8 @@ pub fn test_pki(
     Vec<rustls_pki_types::CertificateDer<'static>>,
     rustls_pki_types::PrivateKeyDer<'static>,
 ) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    (
-        ca_cert.pem(),
-        vec![leaf.der().clone()],
-        rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-    )
+    let p = enclave_testkit::pki::TestPki::new(name);
+    (p.ca_pem, p.chain, p.key)
 }
 
 /// A simulation PKI in `dir` (created by collecting evidence once).
@@ -154,8 +138,8 @@ pub fn sim_pki(dir: &std::path::Path) {
 }
 
 /// A fixed answer for [`https_server`].
-pub fn body(text: &str) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
-    std::sync::Arc::new(std::sync::Mutex::new(text.as_bytes().to_vec()))
+pub fn body(text: &str) -> enclave_testkit::https::Answer {
+    enclave_testkit::https::answer(text)
 }
 
 /// An HTTPS server on loopback with `chain` and `key`, answering each of up to `connections`
@@ -163,48 +147,8 @@ pub fn body(text: &str) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
 pub fn https_server(
     chain: Vec<rustls_pki_types::CertificateDer<'static>>,
     key: rustls_pki_types::PrivateKeyDer<'static>,
-    answer: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    answer: enclave_testkit::https::Answer,
     connections: usize,
 ) -> u16 {
-    use std::io::{Read, Write};
-    let config = std::sync::Arc::new(
-        rustls::ServerConfig::builder_with_provider(enclave_ratls::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap(),
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for _ in 0..connections {
-            let Ok((tcp, _)) = listener.accept() else {
-                return;
-            };
-            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
-            let mut tls = rustls::StreamOwned::new(conn, tcp);
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                match tls.read(&mut byte) {
-                    Ok(1) => head.push(byte[0]),
-                    _ => break,
-                }
-            }
-            if head.ends_with(b"\r\n\r\n") {
-                let body = answer.lock().unwrap().clone();
-                let _ = write!(
-                    tls,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = tls.write_all(&body);
-                tls.conn.send_close_notify();
-                let _ = tls.flush();
-            }
-        }
-    });
-    port
+    enclave_testkit::https::serve(chain, key, answer, connections)
 }

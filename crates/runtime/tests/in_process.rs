@@ -1,0 +1,131 @@
+//! The runtime in this process, on a listener bound before it started (`enclave-testkit`):
+//! the control plane's guarantees, through the real listener, TLS and API.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Barrier};
+
+use base64::Engine;
+use enclave_testkit::runtime::InProcess;
+use enclave_testkit::{testdata, token};
+
+fn config() -> String {
+    format!(
+        "tee = \"sim-sgx\"\nseal_policy = \"signer\"\nstate_dir = \"state\"\n\
+         [oidc]\nissuer = \"{}\"\naudience = \"{}\"\njwks_file = \"{}\"\n",
+        token::ISSUER,
+        token::AUDIENCE,
+        testdata("oidc/jwks.json").display()
+    )
+}
+
+fn load_body(host: &str) -> Vec<u8> {
+    let code = std::fs::read(testdata("wasm/hello.wasm")).unwrap();
+    serde_json::json!({
+        "kind": "wasm",
+        "code_base64": base64::engine::general_purpose::STANDARD.encode(code),
+        "hostnames": [host],
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
+}
+
+/// Loads racing for one hostname are applied one after the other by the one writer: of N, one
+/// wins and N-1 are told which workload holds the name; none is kept half-way.
+#[test]
+fn of_many_loads_racing_for_one_hostname_exactly_one_wins() {
+    const RACERS: usize = 6;
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = Arc::new(InProcess::start(tmp.path(), &config()).unwrap());
+    let tls = rt.client().unwrap();
+    let t = token::operator();
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let racers: Vec<_> = (0..RACERS)
+        .map(|i| {
+            let (rt, tls, t, barrier) = (rt.clone(), tls.clone(), t.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let body = load_body("contested.test");
+                barrier.wait();
+                let name = format!("racer{i}");
+                let path = format!("/api/v1/workloads/{name}");
+                let (status, body) = rt
+                    .call(&tls, "127.0.0.1", "PUT", &path, Some(&t), &body)
+                    .unwrap();
+                (name, status, body)
+            })
+        })
+        .collect();
+    let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    let winners: Vec<_> = results.iter().filter(|(_, s, _)| *s == 200).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let winner = winners[0].0.clone();
+    for (name, status, body) in &results {
+        if *name == winner {
+            continue;
+        }
+        assert_eq!(*status, 409, "{name}: {}", String::from_utf8_lossy(body));
+        let reason = json(body)["error"].as_str().unwrap().to_string();
+        assert!(
+            reason.contains(&format!(
+                "hostname 'contested.test' is served by workload '{winner}'"
+            )),
+            "{reason}"
+        );
+    }
+    // Only the winner is listed, and it answers on the name.
+    let (_, list) = rt
+        .call(&tls, "127.0.0.1", "GET", "/api/v1/workloads", None, b"")
+        .unwrap();
+    let names: Vec<String> = json(&list)["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, [winner]);
+    let (status, _) = rt
+        .call(&tls, "contested.test", "GET", "/", None, b"")
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+/// A workload loaded through the API survives a restart, read back from its versioned sealed
+/// record, and serves at once.
+#[test]
+fn a_loaded_workload_comes_back_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = token::operator();
+    let root = {
+        let rt = InProcess::start(tmp.path(), &config()).unwrap();
+        let tls = rt.client().unwrap();
+        let (status, body) = rt
+            .call(
+                &tls,
+                "127.0.0.1",
+                "PUT",
+                "/api/v1/workloads/kept",
+                Some(&t),
+                &load_body("kept.test"),
+            )
+            .unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let root = json(&body)["config_root"].as_str().unwrap().to_string();
+        rt.stop().unwrap();
+        root
+    };
+    let rt = InProcess::start(tmp.path(), &config()).unwrap();
+    let tls = rt.client().unwrap();
+    let (_, status) = rt
+        .call(&tls, "127.0.0.1", "GET", "/api/v1/status", None, b"")
+        .unwrap();
+    let status = json(&status);
+    assert_eq!(status["config_root"], root.as_str());
+    assert_eq!(status["workloads"][0]["name"], "kept");
+    assert_eq!(status["workloads"][0]["health"], "serving");
+    let (code, _) = rt.call(&tls, "kept.test", "GET", "/", None, b"").unwrap();
+    assert_eq!(code, 200);
+}
