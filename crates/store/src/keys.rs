@@ -1,11 +1,23 @@
 //! The master key and the purpose-separated keys derived from it.
 
-use ring::hkdf;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
+use enclave_aead::{AeadError, SealKey};
+
 use crate::StoreError;
+
+/// The HKDF domain of every key derived from the master key.
+const DOMAIN: &str = "enclave-os/kv/v1";
+
+/// An `enclave-aead` failure as the store reports it.
+pub(crate) fn aead_err(e: AeadError) -> StoreError {
+    match e {
+        AeadError::Crypto(what) => StoreError::Crypto(what),
+        other => StoreError::Invalid(other.to_string()),
+    }
+}
 
 /// The store's master key: 32 secret bytes, zeroized on drop, never printed.
 pub struct MasterKey(Zeroizing<[u8; 32]>);
@@ -39,23 +51,22 @@ impl MasterKey {
         &self.0
     }
 
-    /// A 32-byte key for `purpose` (and `context`, such as a namespace), by HKDF-SHA256.
+    /// A 32-byte key for `purpose` (and `context`, such as a namespace): `enclave-aead`'s
+    /// derivation in the domain `enclave-os/kv/v1`, HKDF-SHA256 with info
+    /// `purpose | len(context) (8, BE) | context`, as since the store's first format.
     ///
     /// The store itself uses the purposes `value-aead`, `key-mac`, `counter-file`, `set-hash`
     /// and `state-aead` (and reads the first format's `set-mac` and `state-mac` once, to migrate
     /// a store); a caller deriving a key for its own use picks a label of its own (the
     /// runtime's compiled-code cache uses `wasm-code-cache`), so no two uses share a key.
     pub fn derive(&self, purpose: &str, context: &str) -> Result<Zeroizing<[u8; 32]>, StoreError> {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"enclave-os/kv/v1").extract(self.0.as_ref());
-        let len = (context.len() as u64).to_be_bytes();
-        let info = [purpose.as_bytes(), &len, context.as_bytes()];
-        let okm = prk
-            .expand(&info, hkdf::HKDF_SHA256)
-            .map_err(|_| StoreError::Crypto("HKDF expand"))?;
-        let mut out = Zeroizing::new([0u8; 32]);
-        okm.fill(out.as_mut())
-            .map_err(|_| StoreError::Crypto("HKDF fill"))?;
-        Ok(out)
+        enclave_aead::derive_key(DOMAIN, self.0.as_ref(), purpose, context.as_bytes())
+            .map_err(aead_err)
+    }
+
+    /// The AES-256-GCM key for `purpose` and `context` (see [`Self::derive`]).
+    pub(crate) fn seal_key(&self, purpose: &str, context: &str) -> Result<SealKey, StoreError> {
+        SealKey::from_bytes(self.derive(purpose, context)?.as_ref()).map_err(aead_err)
     }
 
     pub(crate) fn hmac_key(&self, purpose: &str, context: &str) -> Result<hmac::Key, StoreError> {

@@ -9,14 +9,17 @@
 //!
 //! The plaintext repeats the key so that a read can confirm it, and so keys can be listed by the
 //! namespace's owner; the file shows only keyed hashes.
+//!
+//! The sealing is `enclave-aead`'s framed layout under the version header: these are the bytes
+//! the store wrote before it used `enclave-aead` (known-answer test:
+//! `records_and_state_records_are_byte_for_byte_the_previous_format` in `tests/store.rs`).
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use enclave_aead::{AeadError, NONCE_LEN, SealKey, TAG_LEN};
 use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::StoreError;
-use crate::keys::{MasterKey, StoreId};
+use crate::keys::{MasterKey, StoreId, aead_err};
 
 /// A keyed hash of a key: what the database stores as the key.
 pub(crate) type KeyHash = [u8; 32];
@@ -28,7 +31,7 @@ pub(crate) struct NsKeys {
     /// The redb table holding the namespace.
     pub table: String,
     mac: hmac::Key,
-    aead: LessSafeKey,
+    aead: SealKey,
 }
 
 /// A decrypted record's version and key (listing needs no value).
@@ -85,14 +88,10 @@ pub(crate) fn version_of(stored: &[u8]) -> Option<u64> {
 
 impl NsKeys {
     pub(crate) fn new(master: &MasterKey, ns: &str) -> Result<Self, StoreError> {
-        let aead = master.derive("value-aead", ns)?;
         Ok(Self {
             table: format!("ns/{ns}"),
             mac: master.hmac_key("key-mac", ns)?,
-            aead: LessSafeKey::new(
-                UnboundKey::new(&AES_256_GCM, aead.as_ref())
-                    .map_err(|_| StoreError::Crypto("AES-256-GCM key"))?,
-            ),
+            aead: master.seal_key("value-aead", ns)?,
         })
     }
 
@@ -111,28 +110,17 @@ impl NsKeys {
         key: &[u8],
         value: &[u8],
     ) -> Result<Vec<u8>, StoreError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| StoreError::Crypto("system random generator"))?;
         let key_len =
             u32::try_from(key.len()).map_err(|_| StoreError::Invalid("key too long".into()))?;
-        let mut out = Vec::with_capacity(HEADER + 4 + key.len() + value.len() + 16);
+        let mut out = Vec::with_capacity(HEADER + 4 + key.len() + value.len() + TAG_LEN);
         out.extend_from_slice(&version.to_be_bytes());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&key_len.to_be_bytes());
-        out.extend_from_slice(key);
-        out.extend_from_slice(value);
-        let body = &mut out[HEADER..];
-        let tag = self
-            .aead
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(store, ns, hash, version)),
-                body,
-            )
-            .map_err(|_| StoreError::Crypto("AES-256-GCM seal"))?;
-        out.extend_from_slice(tag.as_ref());
+        self.aead
+            .seal_with(&mut out, aad(store, ns, hash, version).as_ref(), |p| {
+                p.push(&key_len.to_be_bytes());
+                p.push(key);
+                p.push(value);
+            })
+            .map_err(aead_err)?;
         Ok(out)
     }
 
@@ -145,29 +133,23 @@ impl NsKeys {
         hash: &KeyHash,
         stored: &[u8],
     ) -> Result<(u64, Zeroizing<Vec<u8>>, usize), String> {
-        if stored.len() < HEADER + 4 + 16 {
+        if stored.len() < HEADER + 4 + TAG_LEN {
             return Err(format!(
                 "{} bytes is too short to be a record",
                 stored.len()
             ));
         }
         let version = version_of(stored).ok_or("no version")?;
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&stored[8..HEADER]);
-        let mut body = Zeroizing::new(stored[HEADER..].to_vec());
-        let plain = self
+        let body = self
             .aead
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(store, ns, hash, version)),
-                body.as_mut_slice(),
-            )
-            .map_err(|_| {
-                "authentication failed: the record was altered, or moved here from another key, namespace or store"
-                    .to_string()
+            .open_framed(aad(store, ns, hash, version).as_ref(), &stored[8..])
+            .map_err(|e| match e {
+                AeadError::Authentication => "authentication failed: the record was altered, or moved here from another key, namespace or store"
+                    .to_string(),
+                other => other.to_string(),
             })?;
-        let plain_len = plain.len();
-        let key_len = plain
+        let plain_len = body.len();
+        let key_len = body
             .get(..4)
             .and_then(|b| b.try_into().ok())
             .map(u32::from_be_bytes)
@@ -175,7 +157,6 @@ impl NsKeys {
         if plain_len < 4 + key_len {
             return Err("key length past the end".into());
         }
-        body.truncate(plain_len);
         Ok((version, body, key_len))
     }
 

@@ -14,14 +14,17 @@
 //! algebra over GF(2), sets of records with the same `S`. It is still read once, to migrate an
 //! existing store (see `Store::open`), under its own keys (`set-mac`, `state-mac`), which the new
 //! format never uses again.
+//!
+//! The current format is `enclave-aead`'s framed layout under the version header, byte for
+//! byte what the store wrote before it used `enclave-aead` (known-answer test:
+//! `records_and_state_records_are_byte_for_byte_the_previous_format` in `tests/store.rs`).
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use enclave_aead::{NONCE_LEN, SealKey, TAG_LEN};
 use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::StoreError;
-use crate::keys::{MasterKey, StoreId, constant_time_eq};
+use crate::keys::{MasterKey, StoreId, aead_err, constant_time_eq};
 use crate::record::KeyHash;
 
 /// The set commitment `S`: secret, like a key.
@@ -30,14 +33,14 @@ pub(crate) type SetHash = Zeroizing<[u8; 32]>;
 const LABEL: &[u8; 22] = b"enclave-os/kv/v2/state";
 const LEGACY_LABEL: &[u8; 22] = b"enclave-os/kv/v1/state";
 /// Length of a state record in the current format.
-pub(crate) const STATE_LEN: usize = 8 + NONCE_LEN + 32 + 16;
+pub(crate) const STATE_LEN: usize = 8 + NONCE_LEN + 32 + TAG_LEN;
 /// Length of a state record in the first format (clear XOR set-MAC).
 const LEGACY_LEN: usize = 8 + 32 + 32;
 
 /// The keys of the state record, current and legacy.
 pub(crate) struct StateKeys {
     set: hmac::Key,
-    seal: LessSafeKey,
+    seal: SealKey,
     legacy_set: hmac::Key,
     legacy_state: hmac::Key,
 }
@@ -52,13 +55,9 @@ pub(crate) enum State {
 
 impl StateKeys {
     pub(crate) fn new(master: &MasterKey) -> Result<Self, StoreError> {
-        let aead = master.derive("state-aead", "")?;
         Ok(Self {
             set: master.hmac_key("set-hash", "")?,
-            seal: LessSafeKey::new(
-                UnboundKey::new(&AES_256_GCM, aead.as_ref())
-                    .map_err(|_| StoreError::Crypto("AES-256-GCM key"))?,
-            ),
+            seal: master.seal_key("state-aead", "")?,
             legacy_set: master.hmac_key("set-mac", "")?,
             legacy_state: master.hmac_key("state-mac", "")?,
         })
@@ -82,23 +81,11 @@ impl StateKeys {
         version: u64,
         set: &[u8; 32],
     ) -> Result<Vec<u8>, StoreError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| StoreError::Crypto("system random generator"))?;
         let mut out = Vec::with_capacity(STATE_LEN);
         out.extend_from_slice(&version.to_be_bytes());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(set);
-        let tag = self
-            .seal
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(id, version)),
-                &mut out[8 + NONCE_LEN..],
-            )
-            .map_err(|_| StoreError::Crypto("AES-256-GCM seal"))?;
-        out.extend_from_slice(tag.as_ref());
+        self.seal
+            .seal_append(&mut out, &aad(id, version), set)
+            .map_err(aead_err)?;
         Ok(out)
     }
 
@@ -115,16 +102,9 @@ impl StateKeys {
             .map(u64::from_be_bytes);
         match (bytes.len(), version) {
             (STATE_LEN, Some(version)) => {
-                let mut nonce = [0u8; NONCE_LEN];
-                nonce.copy_from_slice(&bytes[8..8 + NONCE_LEN]);
-                let mut body = Zeroizing::new(bytes[8 + NONCE_LEN..].to_vec());
                 let plain = self
                     .seal
-                    .open_in_place(
-                        Nonce::assume_unique_for_key(nonce),
-                        Aad::from(aad(id, version)),
-                        body.as_mut_slice(),
-                    )
+                    .open_framed(&aad(id, version), &bytes[8..])
                     .map_err(|_| forged())?;
                 let mut set = Zeroizing::new([0u8; 32]);
                 set.copy_from_slice(plain.get(..32).ok_or_else(forged)?);

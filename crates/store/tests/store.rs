@@ -1110,3 +1110,124 @@ fn a_second_database_at_the_counters_version_is_refused() {
         other => panic!("expected the second database at version 2 refused, got {other:?}"),
     }
 }
+
+/// What the store wrote before it sealed through `enclave-aead`, with `KEY` and `ID`.
+mod previous_format {
+    /// The nonce a test patch fixed in that code, and the test-only path fixes now.
+    pub const NONCE: [u8; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+    /// A store that code wrote with its own random nonces: `ns`/`k` = `v` (version 1),
+    /// `ns`/`greeting` (2), `sys/operator`/`a` = `1` (3), `ns`/`gone` written (4) and deleted (5).
+    /// Every row (table, stored key, stored value), the state record and the file counter.
+    pub const ROWS: [(&str, &str, &str); 3] = [
+        (
+            "ns/ns",
+            "12ec06c67672063a87edbeeaca3e8228ddb44e99923f610789b4f76ae9920979",
+            "00000000000000023d5dfc52cd2a6934b5ca8260\
+             552ef541449816dc1ba647922b1d450ad6b7dcf57c7598fbc094d307a19c92a36313606616d87814b33cd051\
+             9375e144da328fce54a1440353dd",
+        ),
+        (
+            "ns/ns",
+            "4bf72b471d5798113a6bd80872875641b630da9129b0fe27f9d6803b327d3c56",
+            "0000000000000001f6097c3c5ae051f449e59314\
+             d23c330a10b33b2b05bd85916450054de9046e9d866c",
+        ),
+        (
+            "ns/sys/operator",
+            "e38073afc66b9266ea3694e22c28f1de6256d6d9bed95ad9a0ae40f88b6585ea",
+            "0000000000000003b08cf0a3966c0ff075999f47\
+             fa502eb13c617d24c74ca6fe79911a48099c5001e831",
+        ),
+    ];
+    pub const STATE: &str = "00000000000000056588e66e9d91804b0634cc95\
+        8fa09ae334b7b76162a14ae74af6b62aa7d1b3b96a9e02c78addd1ecd5cca478656d902a7065a894790fbb34\
+        cbeee2fa";
+    pub const COUNTER: &str = "454f534354523100000000000000000409090909\
+        09090909090909090909090984be828e732acf6cbe69420ec42cb3901ae07829760568bc2b55c2672c452c52\
+        454f53435452310000000000000000050909090909090909090909090909090938ed9769f18f7f169dcb35cb\
+        702f9b98a0275e302f3eb1384ae7004795f8717b";
+    /// A new store after one `put("ns", b"k", b"v")`, every nonce fixed: its one record and
+    /// its state record at version 1.
+    pub const ROW_FIXED: (&str, &str) = (
+        "4bf72b471d5798113a6bd80872875641b630da9129b0fe27f9d6803b327d3c56",
+        "0000000000000001000102030405060708090a0b\
+         e766a98a1873d672d99c3e80b213b0273aef0d2faeac",
+    );
+    pub const STATE_FIXED: &str = "0000000000000001000102030405060708090a0b\
+        68f8ce30d3bafd7d061dab01035eb6c5586f39c5442e0281f69f2a7e31c3507d1f52adb46745300ac0371f93\
+        886cee64";
+    /// `derive("value-aead", "ns")` under `KEY`.
+    pub const VALUE_AEAD_NS: &str =
+        "df7415f08329f585c08a1dac2aa61f4826c90e8310d00823aa818fcca80e5205";
+}
+
+#[test]
+fn a_database_written_before_enclave_aead_opens_and_serves() {
+    use previous_format::*;
+    let d = dir();
+    {
+        let db = Database::create(&d.db).unwrap();
+        let w = db.begin_write().unwrap();
+        for (table, key, value) in ROWS {
+            let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
+            w.open_table(def)
+                .unwrap()
+                .insert(
+                    hex::decode(key).unwrap().as_slice(),
+                    hex::decode(value).unwrap().as_slice(),
+                )
+                .unwrap();
+        }
+        w.open_table(META)
+            .unwrap()
+            .insert("state", hex::decode(STATE).unwrap().as_slice())
+            .unwrap();
+        w.commit().unwrap();
+    }
+    std::fs::write(&d.counter, hex::decode(COUNTER).unwrap()).unwrap();
+    // Opening checks every record against the state record, and the counter.
+    let s = open(&d).unwrap();
+    assert_eq!(s.stats().version, 5);
+    assert_eq!(s.get("ns", b"k").unwrap().unwrap().as_slice(), b"v");
+    assert_eq!(
+        s.get("ns", b"greeting").unwrap().unwrap().as_slice(),
+        b"hello from the previous format"
+    );
+    assert_eq!(
+        s.get("sys/operator", b"a").unwrap().unwrap().as_slice(),
+        b"1"
+    );
+    assert!(s.get("ns", b"gone").unwrap().is_none());
+    // And it goes on from there, nothing rewritten.
+    assert_eq!(s.put("ns", b"k", b"w").unwrap(), 6);
+    drop(s);
+    let s = open(&d).unwrap();
+    assert_eq!(s.get("ns", b"k").unwrap().unwrap().as_slice(), b"w");
+    assert_eq!(
+        s.get("ns", b"greeting").unwrap().unwrap().as_slice(),
+        b"hello from the previous format"
+    );
+}
+
+#[test]
+fn records_and_state_records_are_byte_for_byte_the_previous_format() {
+    use previous_format::*;
+    let d = dir();
+    enclave_aead::test_nonce::with_fixed_nonce(NONCE, || {
+        open(&d).unwrap().put("ns", b"k", b"v").unwrap();
+    });
+    let rows = raw_rows(&d.db, "ns");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(hex::encode(&rows[0].0), ROW_FIXED.0);
+    assert_eq!(hex::encode(&rows[0].1), ROW_FIXED.1);
+    assert_eq!(hex::encode(raw_state(&d.db)), STATE_FIXED);
+    assert_eq!(
+        hex::encode(
+            MasterKey::from_bytes(&KEY)
+                .unwrap()
+                .derive("value-aead", "ns")
+                .unwrap()
+        ),
+        VALUE_AEAD_NS
+    );
+}

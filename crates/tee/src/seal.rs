@@ -9,13 +9,14 @@
 //!   identity length (1) | identity | nonce (12) | AES-256-GCM ciphertext and tag
 //! ```
 //!
-//! The AEAD key is derived with HKDF-SHA256 from the TEE's sealing key under the label
-//! `enclave-os/seal/v1/aead` and the context; the key id under `enclave-os/seal/v1/key-id`. Nonces
-//! are 96 random bits from the system generator: the runtime chooses them, never the caller.
+//! The construction is `enclave-aead`'s, in its framed layout (the header above carries the
+//! version): the AEAD key is derived from the TEE's sealing key in domain `enclave-os/seal/v1`
+//! under the purpose `enclave-os/seal/v1/aead` and the context, the key id under
+//! `enclave-os/seal/v1/key-id`; nonces are 96 random bits drawn by `enclave-aead`, never the
+//! caller's. Version 1 blobs are byte for byte what this module wrote before it used
+//! `enclave-aead` (tested against blobs written then: `crates/tee/tests/sim.rs`).
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use ring::hkdf;
-use ring::rand::{SecureRandom, SystemRandom};
+use enclave_aead::{AeadError, NONCE_LEN, SealKey, TAG_LEN};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -23,6 +24,8 @@ use crate::TeeKind;
 
 const MAGIC: &[u8; 7] = b"EOSSEAL";
 const VERSION: u8 = 1;
+/// The HKDF domain of every key derived from a sealing key.
+const DOMAIN: &str = "enclave-os/seal/v1";
 
 /// What a sealing key is bound to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,17 +140,11 @@ pub enum SealError {
     Crypto(&'static str),
 }
 
-fn derive(key: &[u8; 32], label: &str, context: &str) -> Result<Zeroizing<[u8; 32]>, SealError> {
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"enclave-os/seal/v1").extract(key);
-    let len = (context.len() as u64).to_be_bytes();
-    let info = [label.as_bytes(), &len, context.as_bytes()];
-    let okm = prk
-        .expand(&info, hkdf::HKDF_SHA256)
-        .map_err(|_| SealError::Crypto("HKDF expand"))?;
-    let mut out = Zeroizing::new([0u8; 32]);
-    okm.fill(out.as_mut())
-        .map_err(|_| SealError::Crypto("HKDF fill"))?;
-    Ok(out)
+fn crypto(e: AeadError) -> SealError {
+    match e {
+        AeadError::Crypto(what) => SealError::Crypto(what),
+        _ => SealError::Crypto("key derivation"),
+    }
 }
 
 impl SealingKey {
@@ -177,17 +174,22 @@ impl SealingKey {
     }
 
     fn key_id(&self) -> Result<[u8; 16], SealError> {
-        let d = derive(&self.key, "enclave-os/seal/v1/key-id", "")?;
+        let d =
+            enclave_aead::derive_key(DOMAIN, self.key.as_ref(), "enclave-os/seal/v1/key-id", b"")
+                .map_err(crypto)?;
         let mut id = [0u8; 16];
         id.copy_from_slice(&d[..16]);
         Ok(id)
     }
 
-    fn aead(&self, context: &str) -> Result<LessSafeKey, SealError> {
-        let k = derive(&self.key, "enclave-os/seal/v1/aead", context)?;
-        UnboundKey::new(&AES_256_GCM, k.as_ref())
-            .map(LessSafeKey::new)
-            .map_err(|_| SealError::Crypto("AEAD key"))
+    fn aead(&self, context: &str) -> Result<SealKey, SealError> {
+        SealKey::derive(
+            DOMAIN,
+            self.key.as_ref(),
+            "enclave-os/seal/v1/aead",
+            context.as_bytes(),
+        )
+        .map_err(crypto)
     }
 
     /// Seal `plaintext` for `context`, a label naming what the data is for (for example
@@ -202,22 +204,10 @@ impl SealingKey {
         out.extend_from_slice(&self.key_id()?);
         out.push(identity_len);
         out.extend_from_slice(&self.identity);
-        let header_len = out.len();
-        let mut nonce = [0u8; 12];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| SealError::Crypto("system random generator"))?;
-        out.extend_from_slice(&nonce);
-        let aad = aad(&out[..header_len], context);
-        let mut body = plaintext.to_vec();
+        let aad = aad(&out, context);
         self.aead(context)?
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&aad),
-                &mut body,
-            )
-            .map_err(|_| SealError::Crypto("AEAD seal"))?;
-        out.extend_from_slice(&body);
+            .seal_append(&mut out, &aad, plaintext)
+            .map_err(crypto)?;
         Ok(out)
     }
 
@@ -246,12 +236,10 @@ impl SealingKey {
             .ok_or_else(|| fmt("truncated identity"))?;
         pos += id_len;
         let header_len = pos;
-        let nonce: [u8; 12] = blob
-            .get(pos..pos + 12)
-            .and_then(|n| n.try_into().ok())
-            .ok_or_else(|| fmt("truncated nonce"))?;
-        pos += 12;
-        if blob.len() - pos < AES_256_GCM.tag_len() {
+        if blob.len() - pos < NONCE_LEN {
+            return Err(fmt("truncated nonce"));
+        }
+        if blob.len() - pos - NONCE_LEN < TAG_LEN {
             return Err(fmt("truncated ciphertext"));
         }
         if policy != self.policy {
@@ -275,18 +263,12 @@ impl SealingKey {
             });
         }
         let aad = aad(&blob[..header_len], context);
-        let mut body = Zeroizing::new(blob[pos..].to_vec());
-        let len = self
-            .aead(context)?
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&aad),
-                &mut body,
-            )
-            .map_err(|_| SealError::Tampered(context.to_string()))?
-            .len();
-        body.truncate(len);
-        Ok(body)
+        self.aead(context)?
+            .open_framed(&aad, &blob[header_len..])
+            .map_err(|e| match e {
+                AeadError::Crypto(what) => SealError::Crypto(what),
+                _ => SealError::Tampered(context.to_string()),
+            })
     }
 }
 

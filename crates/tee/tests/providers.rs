@@ -329,6 +329,27 @@ fn gramine_round_trip_and_sealing_keys() {
     let blob = m.seal("t", b"x").unwrap();
     assert!(s.unseal("t", &blob).is_err());
     assert_eq!(&m.unseal("t", &blob).unwrap()[..], b"x");
+    // Gramine's key widening and the blob are what they were before sealing moved to
+    // enclave-aead: a blob that code wrote (its own random nonce) opens, and the same nonce
+    // (fixed to 00..0b through the test-only path, as a test patch did then) gives its bytes.
+    let before = "454f535345414c01025538d8198d8fa8430cc42fd1e0a32c2420d1d0671a64efd06070c09a29a3b\
+        250a05416425e87a57f6e7b4cab35a2e370c097f92ab13f3f4b62e9abadddf574d8b7a93980fcf4c1d716750c\
+        e6515cf87050f904fab6056fb1a3b277";
+    assert_eq!(
+        &s.unseal("kat/gramine", &hex::decode(before).unwrap())
+            .unwrap()[..],
+        b"gramine signer"
+    );
+    let fixed =
+        enclave_aead::test_nonce::with_fixed_nonce([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], || {
+            s.seal("kat/gramine", b"gramine signer").unwrap()
+        });
+    assert_eq!(
+        hex::encode(fixed),
+        "454f535345414c01025538d8198d8fa8430cc42fd1e0a32c2420d1d0671a64efd06070c09a29a3b250a054\
+         16425e87a57f6e7b4cab35a2e370c0000102030405060708090a0b02017b83d0b60348cdc7b89a2efb64a19e\
+         3f2e50dce811d2225e04cb4a22"
+    );
     // A short key file is malformed LibOS output.
     std::fs::write(root.join("keys/_sgx_mrenclave"), [0x11; 8]).unwrap();
     assert!(

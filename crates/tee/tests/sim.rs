@@ -215,6 +215,66 @@ fn seal_round_trip_and_every_way_unsealing_must_fail() {
     assert!(key.unseal("test/secret", b"").is_err());
 }
 
+/// Blobs written before sealing moved to `enclave-aead`, by that code: one with its own random
+/// nonce (it must open), one with the nonce fixed to 00..0b by a test patch (sealing now, with
+/// the same nonce through the test-only path, must give the same bytes).
+mod previous_format {
+    pub const NONCE: [u8; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+    /// `SealingKey` (sgx, measurement, identity 0x11 x 32, key 0x22 x 32), context
+    /// `kat/context`, plaintext `sealed by the previous code`.
+    pub const BLOB_RANDOM: &str = "454f535345414c010186d84b51b41b558e07b1456d8ecb3ce12011111111\
+        111111111111111111111111111111111111111111111111111111112afbea098c0e5cd31e6847a0827bfe6d\
+        dfcc03eb2b344764c81b7ae1d5396a10b62a89510ffa4c18be56a24b356bc9c77ba27abd8239b7";
+    pub const BLOB_FIXED: &str = "454f535345414c010186d84b51b41b558e07b1456d8ecb3ce12011111111\
+        11111111111111111111111111111111111111111111111111111111000102030405060708090a0b179c7f19\
+        afed70ad2a4a0694fbd41a64656327f18c11de546535c5113c6b16ae353516ef752c53bf90ea12";
+    /// sim-sgx with `platform.secret` = 0x44 x 32, signer policy, context `kat/sim`, plaintext
+    /// `sim signer`.
+    pub const SIM_RANDOM: &str = "454f535345414c01027153c192b3a8abeb4d7c3965a0c8695a20d1d0671a6\
+        4efd06070c09a29a3b250a05416425e87a57f6e7b4cab35a2e370c0116a102853fe2a347e2ac47a968e8dc3e\
+        6c01a54cc37f4c54f2555039a9ac3c089e331c840e1";
+    pub const SIM_FIXED: &str = "454f535345414c01027153c192b3a8abeb4d7c3965a0c8695a20d1d0671a64\
+        efd06070c09a29a3b250a05416425e87a57f6e7b4cab35a2e370c0000102030405060708090a0bd6e65f0711\
+        d157e89c678379eb833e80d0fef36781e33312034a";
+}
+
+#[test]
+fn blobs_are_byte_for_byte_the_previous_format() {
+    use enclave_aead::test_nonce::with_fixed_nonce;
+    use previous_format::*;
+    let key = enclave_tee::SealingKey::new(
+        TeeKind::Sgx,
+        SealPolicy::Measurement,
+        vec![0x11; 32],
+        zeroize::Zeroizing::new([0x22; 32]),
+    );
+    let plain = b"sealed by the previous code";
+    assert_eq!(
+        &key.unseal("kat/context", &hex::decode(BLOB_RANDOM).unwrap())
+            .unwrap()[..],
+        plain
+    );
+    let now = with_fixed_nonce(NONCE, || key.seal("kat/context", plain).unwrap());
+    assert_eq!(hex::encode(now), BLOB_FIXED);
+
+    // The simulator's key widening is unchanged too: the same platform secret, the same key.
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim");
+    SimPki::open_or_create(&sim).unwrap();
+    std::fs::write(sim.join("platform.secret"), [0x44; 32]).unwrap();
+    let key = SimTee::open(&sim, Flavour::Sgx)
+        .unwrap()
+        .sealing_key(SealPolicy::Signer)
+        .unwrap();
+    assert_eq!(
+        &key.unseal("kat/sim", &hex::decode(SIM_RANDOM).unwrap())
+            .unwrap()[..],
+        b"sim signer"
+    );
+    let now = with_fixed_nonce(NONCE, || key.seal("kat/sim", b"sim signer").unwrap());
+    assert_eq!(hex::encode(now), SIM_FIXED);
+}
+
 #[test]
 fn tdx_has_no_sealing_key_and_says_so() {
     let dir = tempfile::tempdir().unwrap();

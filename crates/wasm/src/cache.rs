@@ -6,7 +6,9 @@
 //! controls, so a cache entry is only deserialized after it authenticates:
 //!
 //! - each entry is AES-256-GCM under a key the runtime derives from its sealed master key for
-//!   this purpose alone, with a fresh random nonce;
+//!   this purpose alone, with a fresh random nonce: `enclave-aead`'s framed layout, the entry
+//!   being `nonce | ciphertext | tag` (the AAD label carries the format's version), byte for byte
+//!   what the cache wrote before it used `enclave-aead` (known-answer test below);
 //! - the AAD binds the SHA-256 of the supplied component and the engine's compatibility
 //!   fingerprint, so an entry cannot be moved to another component or engine;
 //! - encryption also keeps the compiled form of an encrypted workload unreadable on disk.
@@ -19,8 +21,7 @@ use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
+use enclave_aead::{AeadError, SealKey};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 use zeroize::Zeroizing;
@@ -39,7 +40,7 @@ pub enum Compiled {
 /// An authenticated, encrypted cache of compiled components.
 pub struct CodeCache {
     dir: PathBuf,
-    key: LessSafeKey,
+    key: SealKey,
 }
 
 impl std::fmt::Debug for CodeCache {
@@ -55,11 +56,10 @@ impl CodeCache {
     pub fn new(dir: &Path, key: Zeroizing<[u8; 32]>) -> Result<Self, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("code cache directory {}: {e}", dir.display()))?;
-        let key = UnboundKey::new(&AES_256_GCM, key.as_ref())
-            .map_err(|_| "code cache key: not an AES-256 key".to_string())?;
+        let key = SealKey::from_bytes(key.as_ref()).map_err(|e| format!("code cache key: {e}"))?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            key: LessSafeKey::new(key),
+            key,
         })
     }
 
@@ -123,40 +123,24 @@ impl CodeCache {
 
     /// The plaintext of `entry` (`nonce || sealed || tag`), decrypted where it lies: entries
     /// are megabytes, so no copy is made.
-    fn open(&self, mut entry: Vec<u8>, aad: &[u8]) -> Result<Vec<u8>, &'static str> {
-        if entry.len() < NONCE_LEN + AES_256_GCM.tag_len() {
-            return Err("shorter than a nonce and a tag");
-        }
-        let nonce = Nonce::try_assume_unique_for_key(&entry[..NONCE_LEN])
-            .map_err(|_| "the nonce is malformed")?;
-        let len = self
-            .key
-            .open_within(nonce, Aad::from(aad), &mut entry, NONCE_LEN..)
-            .map_err(|_| "altered, or written by another runtime or for another component")?
-            .len();
-        entry.truncate(len);
-        Ok(entry)
+    fn open(&self, entry: Vec<u8>, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, &'static str> {
+        self.key.open_owned(aad, entry, 0).map_err(|e| match e {
+            AeadError::Truncated { .. } => "shorter than a nonce and a tag",
+            _ => "altered, or written by another runtime or for another component",
+        })
     }
 
-    fn store(&self, path: &Path, mut plain: Vec<u8>, aad: &[u8]) -> Result<(), String> {
-        let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| "the system random generator failed".to_string())?;
+    fn store(&self, path: &Path, plain: Vec<u8>, aad: &[u8]) -> Result<(), String> {
+        let mut entry = Vec::with_capacity(plain.len() + enclave_aead::OVERHEAD);
         self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut plain,
-            )
-            .map_err(|_| "sealing failed".to_string())?;
+            .seal_append(&mut entry, aad, &plain)
+            .map_err(|e| format!("sealing failed: {e}"))?;
         // Written aside and renamed, so a crash leaves the old entry or the new one, never half.
         // A torn entry would fail authentication anyway and only cost a recompilation.
         let tmp = path.with_extension("cwasm.tmp");
         let write = |tmp: &Path| -> std::io::Result<()> {
             let mut file = std::fs::File::create(tmp)?;
-            file.write_all(&nonce)?;
-            file.write_all(&plain)
+            file.write_all(&entry)
         };
         write(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
@@ -174,4 +158,44 @@ fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     // additionally checks the header's version and compilation settings, and refuses a
     // mismatch with an error rather than loading it.
     unsafe { Component::deserialize(engine, bytes) }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const AAD: &[u8] = b"enclave-os/wasm-code-cache/v1 kat aad";
+
+    /// Entries written before the cache sealed through `enclave-aead`, key 0x03 x 32, for
+    /// `compiled code` under `AAD`: one with that code's own random nonce (it must open), one
+    /// with the nonce fixed to 00..0b by a test patch (the same nonce, through the test-only
+    /// path, must give the same bytes now).
+    const ENTRY_RANDOM: &str =
+        "010cad1391482bc94733ba798e1307fdead6ed682c8ee804be468ddff626046332d328620b3046c9aa";
+    const ENTRY_FIXED: &str =
+        "000102030405060708090a0b24de1b3ca68c386a11a609c2823dbf856dadf6216b74b4baf7038451ff";
+
+    #[test]
+    fn entries_are_byte_for_byte_the_previous_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CodeCache::new(dir.path(), Zeroizing::new([3u8; 32])).unwrap();
+        let opened = cache.open(hex::decode(ENTRY_RANDOM).unwrap(), AAD).unwrap();
+        assert_eq!(opened.as_slice(), b"compiled code");
+        let path = dir.path().join("kat.cwasm");
+        enclave_aead::test_nonce::with_fixed_nonce([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], || {
+            cache.store(&path, b"compiled code".to_vec(), AAD).unwrap()
+        });
+        assert_eq!(hex::encode(std::fs::read(&path).unwrap()), ENTRY_FIXED);
+        // Another AAD (component or engine) or a cut entry: refused with the reason.
+        assert!(
+            cache
+                .open(hex::decode(ENTRY_RANDOM).unwrap(), b"other")
+                .is_err()
+        );
+        assert_eq!(
+            cache.open(vec![0; 27], AAD).unwrap_err(),
+            "shorter than a nonce and a tag"
+        );
+    }
 }

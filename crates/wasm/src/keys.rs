@@ -4,8 +4,12 @@
 //! bytes for AES-256-GCM). It lives sealed in the app's key namespace, which the app's
 //! key-value calls cannot reach, and is never returned to the app: the material is not
 //! exportable. Nonces and ECDSA randomness come from the system generator here.
+//!
+//! An AES-256-GCM key encrypts with `enclave-aead`'s construction in its framed layout, with the
+//! app's key as the key: `nonce (12) | ciphertext | tag (16)`, the nonce drawn by `enclave-aead`,
+//! byte for byte the ciphertexts apps were given before (known-answer test below).
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use enclave_aead::{NONCE_LEN, SealKey, TAG_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use zeroize::Zeroizing;
@@ -170,9 +174,8 @@ impl KeyRecord {
             .map_err(|e| KeyError::Invalid(format!("not a PKCS#8 Ed25519 private key: {e}")))
     }
 
-    fn aead(&self) -> Result<LessSafeKey, KeyError> {
-        UnboundKey::new(&AES_256_GCM, &self.material)
-            .map(LessSafeKey::new)
+    fn aead(&self) -> Result<SealKey, KeyError> {
+        SealKey::from_bytes(&self.material)
             .map_err(|_| KeyError::Invalid("an AES-256-GCM key is exactly 32 bytes".into()))
     }
 
@@ -238,19 +241,9 @@ impl KeyRecord {
             return Err(self.wrong("encrypt"));
         }
         let key = self.aead()?;
-        let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce).map_err(rng_err)?;
-        let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
-        let tag = key
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(full_aad(context, aad)),
-                &mut out[NONCE_LEN..],
-            )
-            .map_err(|_| KeyError::Invalid("AES-GCM sealing failed".into()))?;
-        out.extend_from_slice(tag.as_ref());
+        let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+        key.seal_append(&mut out, &full_aad(context, aad), plaintext)
+            .map_err(|e| KeyError::Invalid(format!("AES-GCM sealing failed: {e}")))?;
         Ok(out)
     }
 
@@ -263,29 +256,21 @@ impl KeyRecord {
         if self.algorithm != Algorithm::Aes256Gcm {
             return Err(self.wrong("decrypt"));
         }
-        if ciphertext.len() < NONCE_LEN + AES_256_GCM.tag_len() {
+        if ciphertext.len() < NONCE_LEN + TAG_LEN {
             return Err(KeyError::Invalid(format!(
                 "a ciphertext is at least {} bytes (nonce and tag); this one is {}",
-                NONCE_LEN + AES_256_GCM.tag_len(),
+                NONCE_LEN + TAG_LEN,
                 ciphertext.len()
             )));
         }
-        let key = self.aead()?;
-        let (nonce, sealed) = ciphertext.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce)
-            .map_err(|_| KeyError::Invalid("bad nonce".into()))?;
-        let mut body = Zeroizing::new(sealed.to_vec());
-        let plain_len = key
-            .open_in_place(nonce, Aad::from(full_aad(context, aad)), &mut body)
+        self.aead()?
+            .open_framed(&full_aad(context, aad), ciphertext)
             .map_err(|_| {
                 KeyError::Invalid(
                     "decryption failed: the ciphertext or aad was altered, or was made by another key or app"
                         .into(),
                 )
-            })?
-            .len();
-        body.truncate(plain_len);
-        Ok(body)
+            })
     }
 }
 
@@ -335,6 +320,31 @@ mod tests {
                 .contains("at least")
         );
         assert!(matches!(k.sign(b"m"), Err(KeyError::WrongAlgorithm(_))));
+    }
+
+    /// Ciphertexts apps were given before encryption went through `enclave-aead`: key 0x05 x
+    /// 32, context `app/key`, aad `caller aad`, plaintext `app secret`; one with that code's
+    /// random nonce (it must decrypt), one with the nonce fixed to 00..0b by a test patch (the
+    /// same nonce through the test-only path must give the same bytes).
+    #[test]
+    fn ciphertexts_are_byte_for_byte_the_previous_format() {
+        let k = KeyRecord::import(Algorithm::Aes256Gcm, &[5u8; 32]).unwrap();
+        let before = hex::decode(
+            "006af8beed5fd50de6318d6c8637237db0315da44bb70cc5ac825849302f9178894d8e21073e",
+        )
+        .unwrap();
+        assert_eq!(
+            &*k.decrypt(b"app/key", &before, b"caller aad").unwrap(),
+            b"app secret"
+        );
+        let now = enclave_aead::test_nonce::with_fixed_nonce(
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+            || k.encrypt(b"app/key", b"app secret", b"caller aad").unwrap(),
+        );
+        assert_eq!(
+            hex::encode(now),
+            "000102030405060708090a0bbbdef6893d220fe2e7d7087aac011d275bd5874bf57af17fec4a"
+        );
     }
 
     #[test]

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 
-use ring::hkdf;
 use zeroize::Zeroizing;
 
 use crate::bundle::Bundle;
@@ -127,15 +126,12 @@ impl Tee for GramineTee {
             ));
         }
         // EGETKEY gives 128 bits; widen to the 256-bit key sealing uses, under our own label.
-        let prk =
-            hkdf::Salt::new(hkdf::HKDF_SHA256, b"enclave-os/gramine/sealing-key/v1").extract(&raw);
-        let info = [policy.label().as_bytes()];
-        let okm = prk
-            .expand(&info, hkdf::HKDF_SHA256)
-            .map_err(|_| TeeError::interface(IFACE, "HKDF expand failed"))?;
-        let mut key = Zeroizing::new([0u8; 32]);
-        okm.fill(key.as_mut())
-            .map_err(|_| TeeError::interface(IFACE, "HKDF fill failed"))?;
+        let key = enclave_aead::hkdf_sha256(
+            b"enclave-os/gramine/sealing-key/v1",
+            &raw,
+            &[policy.label().as_bytes()],
+        )
+        .map_err(|e| TeeError::interface(IFACE, e.to_string()))?;
         Ok(SealingKey::new(TeeKind::Sgx, policy, identity.clone(), key))
     }
 }

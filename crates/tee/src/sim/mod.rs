@@ -16,9 +16,6 @@ mod quote;
 
 use std::path::Path;
 
-use ring::hkdf;
-use zeroize::Zeroizing;
-
 pub use pki::SimPki;
 
 use crate::bundle::Bundle;
@@ -191,15 +188,12 @@ impl Tee for SimTee {
             SealPolicy::Measurement => self.identity.sha256.to_vec(),
             SealPolicy::Signer => self.identity.mr_signer.to_vec(),
         };
-        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"enclave-os/sim/sealing-key/v1");
-        let prk = salt.extract(&self.pki.secret);
-        let info = [policy.label().as_bytes(), identity.as_slice()];
-        let okm = prk
-            .expand(&info, hkdf::HKDF_SHA256)
-            .map_err(|_| self.err("HKDF expand failed".into()))?;
-        let mut key = Zeroizing::new([0u8; 32]);
-        okm.fill(key.as_mut())
-            .map_err(|_| self.err("HKDF fill failed".into()))?;
+        let key = enclave_aead::hkdf_sha256(
+            b"enclave-os/sim/sealing-key/v1",
+            &self.pki.secret,
+            &[policy.label().as_bytes(), identity.as_slice()],
+        )
+        .map_err(|e| self.err(e.to_string()))?;
         Ok(SealingKey::new(self.kind(), policy, identity, key))
     }
 }
