@@ -179,12 +179,14 @@ impl Services for AppServices {
     fn set_extension(
         &self,
         app: &str,
+        code_sha256: &[u8; 32],
         index: u32,
         value: Option<&[u8]>,
     ) -> Result<(), ServiceError> {
         // The SDK calls this on the blocking pool (enclave_wasm::sdk), where waiting is allowed.
         let change = Change::Declare {
             app: app.to_string(),
+            code: *code_sha256,
             index,
             value: value.map(<[u8]>::to_vec),
         };

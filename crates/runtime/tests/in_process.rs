@@ -129,3 +129,112 @@ fn a_loaded_workload_comes_back_after_a_restart() {
     let (code, _) = rt.call(&tls, "kept.test", "GET", "/", None, b"").unwrap();
     assert_eq!(code, 200);
 }
+
+/// A component with a custom section appended: another code hash, the same behaviour.
+fn variant(code: &[u8], tag: &[u8]) -> Vec<u8> {
+    let name = b"enclave-os-test";
+    let mut payload = vec![u8::try_from(name.len()).unwrap()];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag);
+    let mut out = code.to_vec();
+    out.push(0); // a custom section
+    out.push(u8::try_from(payload.len()).unwrap()); // its size, one LEB128 byte
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn load_code(host: &str, code: &[u8]) -> Vec<u8> {
+    serde_json::json!({
+        "kind": "wasm",
+        "code_base64": base64::engine::general_purpose::STANDARD.encode(code),
+        "hostnames": [host],
+        "limits": { "request_timeout_ms": 60000 },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A request still running in a component that was replaced since cannot put its claims into
+/// the successor's certificate: the declaration carries the declaring code's hash, and only
+/// the code served under the name may declare.
+#[test]
+fn a_replaced_component_cannot_declare_into_its_successors_certificate() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = InProcess::start(tmp.path(), &config()).unwrap();
+    let tls = rt.client().unwrap();
+    let t = token::operator();
+    let sdk = std::fs::read(testdata("wasm/sdk.wasm")).unwrap();
+    let put = |code: &[u8]| {
+        rt.call(
+            &tls,
+            "127.0.0.1",
+            "PUT",
+            "/api/v1/workloads/app",
+            Some(&t),
+            &load_code("app.test", code),
+        )
+        .unwrap()
+    };
+    let (status, body) = put(&sdk);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    // A declaration whose body is still arriving, in the first component.
+    let claim = b"STALE-CLAIM";
+    let tcp = std::net::TcpStream::connect(rt.addr()).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("app.test").unwrap();
+    let conn = rustls::ClientConnection::new(tls.clone(), name).unwrap();
+    let mut slow = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        slow,
+        "PUT /extension/7 HTTP/1.1\r\nHost: app.test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        claim.len()
+    )
+    .unwrap();
+    slow.write_all(&claim[..1]).unwrap();
+    slow.flush().unwrap();
+    // Let the request reach the component before it is replaced.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let successor = variant(&sdk, b"successor");
+    let (status, body) = put(&successor);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    slow.write_all(&claim[1..]).unwrap();
+    slow.flush().unwrap();
+    let mut out = Vec::new();
+    let _ = slow.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 400") && text.contains("was replaced"),
+        "{text}"
+    );
+
+    // The successor's certificate carries no claim of its predecessor.
+    let (_, status) = rt
+        .call(&tls, "127.0.0.1", "GET", "/api/v1/status", None, b"")
+        .unwrap();
+    let served = json(&status)["workloads"][0]["code_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tcp = std::net::TcpStream::connect(rt.addr()).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("app.test").unwrap();
+    let mut conn = rustls::ClientConnection::new(tls.clone(), name).unwrap();
+    let mut tcp = tcp;
+    conn.complete_io(&mut tcp).unwrap();
+    let leaf = conn.peer_certificates().unwrap()[0].to_vec();
+    let hex_leaf = leaf.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let hex_claim = claim.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert!(
+        !hex_leaf.contains(&hex_claim),
+        "the certificate of code {served} carries the replaced component's claim"
+    );
+    // The successor itself may declare.
+    let (status, body) = rt
+        .call(&tls, "app.test", "PUT", "/extension/7", None, b"fresh")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+}

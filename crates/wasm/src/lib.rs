@@ -392,6 +392,7 @@ impl App {
             },
             sdk: SdkCtx {
                 app: self.name.clone(),
+                code_sha256: self.code_sha256,
                 services: self.shared.services.clone(),
                 key_lock: self.shared.key_lock.clone(),
             },

@@ -98,10 +98,14 @@ pub trait Services: Send + Sync + 'static {
     /// Evidence binding `report_data`.
     fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, ServiceError>;
     /// Declare (or with `None` remove) extension 1.3.6.1.4.1.65230.3.5.`index` in `app`'s
-    /// certificate, and reissue it.
+    /// certificate, and reissue it. `code_sha256` is the declaring component's: a request still
+    /// running in a component that was since replaced must not put claims into its
+    /// successor's certificate, so the runtime refuses a declaration from any code but the
+    /// one it serves under that name.
     fn set_extension(
         &self,
         app: &str,
+        code_sha256: &[u8; 32],
         index: u32,
         value: Option<&[u8]>,
     ) -> Result<(), ServiceError>;
@@ -122,6 +126,8 @@ pub fn evidence_report_data(app: &str, data: &[u8]) -> [u8; 64] {
 /// One request's view of the SDK.
 pub(crate) struct SdkCtx {
     pub(crate) app: Arc<str>,
+    /// The code hash of the component this request runs in.
+    pub(crate) code_sha256: [u8; 32],
     pub(crate) services: Option<Arc<dyn Services>>,
     /// Serialises key creation, so that two requests creating the same name cannot both win.
     pub(crate) key_lock: Arc<tokio::sync::Mutex<()>>,
@@ -317,7 +323,8 @@ impl attestation::Host for SdkCtx {
                 v.len()
             ));
         }
-        self.call(move |s, app| s.set_extension(app, index, value.as_deref()))
+        let code = self.code_sha256;
+        self.call(move |s, app| s.set_extension(app, &code, index, value.as_deref()))
             .await
             .map_err(|e| e.to_string())
     }

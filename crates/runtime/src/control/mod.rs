@@ -123,6 +123,9 @@ pub(crate) enum Change {
     /// An app declares (or, with `None`, withdraws) an extension of its own certificate.
     Declare {
         app: String,
+        /// The code hash of the component that declares: only the one served under `app`
+        /// may (see `Writer::declare`).
+        code: [u8; 32],
         index: u32,
         value: Option<Vec<u8>>,
     },

@@ -129,7 +129,12 @@ impl Writer {
             Change::Load { spec, code } => self.load(spec, code),
             Change::Unload { name } => self.unload(&name),
             Change::RotateJwks { bytes } => self.rotate(bytes),
-            Change::Declare { app, index, value } => self.declare(&app, index, value.as_deref()),
+            Change::Declare {
+                app,
+                code,
+                index,
+                value,
+            } => self.declare(&app, &code, index, value.as_deref()),
             Change::Shutdown => Ok(Applied::Unchanged),
         }
     }
@@ -337,6 +342,7 @@ impl Writer {
     fn declare(
         &mut self,
         app: &str,
+        declaring: &[u8; 32],
         index: u32,
         value: Option<&[u8]>,
     ) -> Result<Applied, ChangeError> {
@@ -349,6 +355,17 @@ impl Writer {
             )));
         }
         let code = entry.code_sha256.ok_or_else(gone)?;
+        // A request still running in a component that was replaced since must not put its
+        // claims into the successor's certificate: only the code served may declare.
+        // (Code hashes are public: no constant-time comparison is needed.)
+        if code != *declaring {
+            return Err(ChangeError::Conflict(format!(
+                "app '{app}' was replaced (now code {}) while this request ran in code {}: \
+                 its declaration is not taken",
+                hex::encode(code),
+                hex::encode(declaring)
+            )));
+        }
         if !crate::sdk::record_declaration(&self.store, app, &code, index, value)? {
             return Ok(Applied::Unchanged);
         }
