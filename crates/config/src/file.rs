@@ -694,6 +694,28 @@ const LOOPBACK_ALIASES: [&str; 6] = [
 /// with a letter, so that no spelling of an IP address a resolver would accept (`127.1`,
 /// `2130706433`, `0x7f000001`) passes, and not a loopback alias.
 fn workload_hostname(h: &str) -> Result<(), &'static str> {
+    dns_name(h)?;
+    if !h
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| last.starts_with(|c: char| c.is_ascii_alphabetic()))
+    {
+        return Err(
+            "is not a workload's own DNS name: its last label starts with a digit, as IP addresses do, and IP addresses reach the management API",
+        );
+    }
+    if LOOPBACK_ALIASES.iter().any(|a| a.eq_ignore_ascii_case(h)) {
+        return Err(
+            "is not a workload's own DNS name: localhost and its aliases reach the management API",
+        );
+    }
+    Ok(())
+}
+
+/// Whether `h` is a DNS name in one spelling only: letters, digits and inner hyphens (RFC 1123
+/// labels of 1 to 63, at most 253 in all), and no trailing dot. `a.test.` and `a.test` name one
+/// host to a resolver; comparing names as text is only sound if one of the two is refused.
+fn dns_name(h: &str) -> Result<(), &'static str> {
     if h.is_empty() || h.len() > 253 {
         return Err("is not a DNS name of 1 to 253 characters");
     }
@@ -713,20 +735,6 @@ fn workload_hostname(h: &str) -> Result<(), &'static str> {
                 "is not a DNS name: labels of 1 to 63 letters, digits and inner hyphens, no wildcards",
             );
         }
-    }
-    if !h
-        .rsplit('.')
-        .next()
-        .is_some_and(|last| last.starts_with(|c: char| c.is_ascii_alphabetic()))
-    {
-        return Err(
-            "is not a workload's own DNS name: its last label starts with a digit, as IP addresses do, and IP addresses reach the management API",
-        );
-    }
-    if LOOPBACK_ALIASES.iter().any(|a| a.eq_ignore_ascii_case(h)) {
-        return Err(
-            "is not a workload's own DNS name: localhost and its aliases reach the management API",
-        );
     }
     Ok(())
 }
@@ -986,12 +994,24 @@ impl EnclaveConfig {
                 format!("'{m}' must be a DNS name, not empty or an IP address"),
             ));
         }
+        dns_name(m).map_err(|why| invalid("management.hostname".into(), format!("'{m}' {why}")))?;
+        // One workload per hostname, whatever the case: routing takes the first it finds, so a
+        // second claim would be served by nobody or by the wrong one.
+        let mut claimed: BTreeMap<String, &str> = BTreeMap::new();
         for (i, w) in config.workloads.iter().enumerate() {
-            if w.hostnames.iter().any(|h| h.eq_ignore_ascii_case(m)) {
-                return Err(invalid(
-                    format!("workload[{i}].hostnames"),
-                    format!("'{m}' is reserved for the management API"),
-                ));
+            for h in &w.hostnames {
+                if h.eq_ignore_ascii_case(m) {
+                    return Err(invalid(
+                        format!("workload[{i}].hostnames"),
+                        format!("'{m}' is reserved for the management API"),
+                    ));
+                }
+                if let Some(other) = claimed.insert(h.to_ascii_lowercase(), &w.name) {
+                    return Err(invalid(
+                        format!("workload[{i}].hostnames"),
+                        format!("'{h}' is already served by workload '{other}'"),
+                    ));
+                }
             }
         }
         match (&config.store.counter, &config.store.witness) {

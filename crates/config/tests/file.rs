@@ -61,6 +61,19 @@ fn mistakes_name_file_line_and_field() {
             "[oidc]\nissuer = \"i\"\naudience = \"a\"\n",
             vec!["field `oidc`", "exactly one"],
         ),
+        // One spelling per name: a trailing dot would let a workload's `a.test` pass for the
+        // management API's `a.test.`.
+        (
+            "[management]\nhostname = \"ops.test.\"\n",
+            vec!["field `management.hostname`", "trailing dot"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\nhostnames = [\"same.test\"]\n[[workload]]\nname = \"b\"\nkind = \"process\"\nsource = \"y\"\nhostnames = [\"SAME.test\"]\n",
+            vec![
+                "workload[1].hostnames",
+                "'SAME.test' is already served by workload 'a'",
+            ],
+        ),
         // Each kind takes its own fields, and no other kind's.
         (
             "[[workload]]\nname = \"a\"\nkind = \"wasm\"\nsource = \"x\"\nimage = \"i@sha256:00\"\n",

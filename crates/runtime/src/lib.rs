@@ -424,7 +424,7 @@ impl Runtime {
         })
         .map_err(|e| RuntimeError::Engine(e.to_string()))?;
         let backends = backends::Backends::new(vec![Box::new(backends::WasmBackend::new(host))]);
-        let loaded = control::restore(&store)?;
+        let (loaded, unreadable) = control::restore(&store)?;
         let limits = &config.config.limits;
         let metrics = Arc::new(metrics::Metrics::new());
         let api = Arc::new(api::Api {
@@ -450,6 +450,7 @@ impl Runtime {
                 backends,
                 auth,
                 loaded,
+                unreadable,
             },
             inbox,
         )?;

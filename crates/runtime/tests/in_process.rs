@@ -238,3 +238,131 @@ fn a_replaced_component_cannot_declare_into_its_successors_certificate() {
         .unwrap();
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }
+
+/// A workload kept from the API is held at start to every check a load passes, against the
+/// file as it is now: one whose hostname the file (or the management API) now claims is parked,
+/// neither served nor committed, and can still be unloaded.
+#[test]
+fn a_kept_workload_that_lost_its_hostname_is_parked_not_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = token::operator();
+    {
+        let rt = InProcess::start(tmp.path(), &config()).unwrap();
+        let tls = rt.client().unwrap();
+        for (name, hosts) in [("grab", vec!["pay.test"]), ("ops", vec!["ops.test"])] {
+            let body = serde_json::json!({
+                "kind": "wasm",
+                "code_base64": base64::engine::general_purpose::STANDARD
+                    .encode(std::fs::read(testdata("wasm/sdk.wasm")).unwrap()),
+                "hostnames": hosts,
+            })
+            .to_string();
+            let path = format!("/api/v1/workloads/{name}");
+            let (status, body) = rt
+                .call(&tls, "127.0.0.1", "PUT", &path, Some(&t), body.as_bytes())
+                .unwrap();
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        }
+        rt.stop().unwrap();
+    }
+    // The file now gives pay.test to a workload of its own, and ops.test to the management API.
+    let changed = format!(
+        "{}[management]\nhostname = \"ops.test\"\n[[workload]]\nname = \"pay\"\nkind = \"wasm\"\nsource = \"{}\"\nhostnames = [\"pay.test\"]\n",
+        config(),
+        testdata("wasm/hello.wasm").display()
+    );
+    let rt = InProcess::start(tmp.path(), &changed).unwrap();
+    let tls = rt.client().unwrap();
+    let (_, body) = rt.call(&tls, "pay.test", "GET", "/", None, b"").unwrap();
+    assert!(
+        String::from_utf8_lossy(&body).contains("hello"),
+        "pay.test is the file's workload: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, body) = rt
+        .call(
+            &tls,
+            "ops.test",
+            "GET",
+            "/api/v1/status/detail",
+            Some(&t),
+            b"",
+        )
+        .unwrap();
+    assert_eq!(
+        status,
+        200,
+        "ops.test is the management API: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let detail = json(&body);
+    let names: Vec<&str> = detail["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["pay"]);
+    let parked = detail["parked"].as_array().unwrap();
+    assert_eq!(parked.len(), 2, "{detail}");
+    assert!(
+        parked[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("hostname 'pay.test' is served by workload 'pay'"),
+        "{detail}"
+    );
+    assert!(
+        parked[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("reserved for the management API"),
+        "{detail}"
+    );
+    // Not committed: the manifest has no leaf of theirs.
+    let (_, manifest) = rt
+        .call(
+            &tls,
+            "127.0.0.1",
+            "GET",
+            "/.well-known/enclave-os/manifest",
+            None,
+            b"",
+        )
+        .unwrap();
+    let manifest = String::from_utf8_lossy(&manifest).to_string();
+    assert!(!manifest.contains("workload/grab/"), "{manifest}");
+    // And it can be unloaded; the record is gone after a restart.
+    let (status, body) = rt
+        .call(
+            &tls,
+            "127.0.0.1",
+            "DELETE",
+            "/api/v1/workloads/grab",
+            Some(&t),
+            b"",
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    rt.stop().unwrap();
+    let rt = InProcess::start(tmp.path(), &changed).unwrap();
+    let tls = rt.client().unwrap();
+    let (_, body) = rt
+        .call(
+            &tls,
+            "ops.test",
+            "GET",
+            "/api/v1/status/detail",
+            Some(&t),
+            b"",
+        )
+        .unwrap();
+    let detail = json(&body);
+    let parked: Vec<&str> = detail["parked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(parked, ["ops"]);
+}

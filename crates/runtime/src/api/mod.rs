@@ -282,6 +282,11 @@ async fn status_detail(Axum(s): Axum<Shared>) -> Response {
         },
         "oidc_issuer": s.auth.as_ref().map(|a| a.issuer().to_string()),
         "workloads": workloads,
+        "parked": now
+            .parked
+            .iter()
+            .map(|(name, reason)| json!({ "name": name, "reason": reason }))
+            .collect::<Vec<_>>(),
     }))
     .into_response()
 }

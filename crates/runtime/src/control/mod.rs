@@ -15,7 +15,7 @@
 mod workloads;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -75,10 +75,18 @@ pub(crate) struct Snapshot {
     pub workloads: Vec<Arc<Entry>>,
     /// Lowercased hostname to its workload.
     routes: HashMap<String, Arc<Entry>>,
+    /// Workloads the store kept that could not be taken back at start (a hostname another
+    /// now holds, a name enclave.toml now uses, checks they no longer pass, code that no longer
+    /// starts): neither served nor committed, kept in the store until loaded again or unloaded.
+    pub parked: Arc<BTreeMap<String, String>>,
 }
 
 impl Snapshot {
-    fn new(tree: Arc<ConfigTree>, workloads: Vec<Arc<Entry>>) -> Self {
+    fn new(
+        tree: Arc<ConfigTree>,
+        workloads: Vec<Arc<Entry>>,
+        parked: Arc<BTreeMap<String, String>>,
+    ) -> Self {
         let mut routes = HashMap::new();
         for e in &workloads {
             for h in &e.spec.hostnames {
@@ -89,6 +97,7 @@ impl Snapshot {
             tree,
             workloads,
             routes,
+            parked,
         }
     }
 
@@ -189,7 +198,11 @@ impl Control {
     /// A plane serving `tree` and no workload yet, and the inbox its [`Writer`] takes.
     pub(crate) fn new(enclave: Arc<RatlsResolver>, tree: Arc<ConfigTree>) -> (Self, Inbox) {
         let (jobs, rx) = mpsc::channel::<Job>(QUEUE);
-        let published = Arc::new(ArcSwap::from_pointee(Snapshot::new(tree, Vec::new())));
+        let published = Arc::new(ArcSwap::from_pointee(Snapshot::new(
+            tree,
+            Vec::new(),
+            Arc::default(),
+        )));
         let inbox = Inbox {
             jobs: rx,
             published: published.clone(),

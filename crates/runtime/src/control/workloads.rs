@@ -148,22 +148,34 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, Vec<u8>), String> {
     }
 }
 
-/// The workloads kept in the store.
-pub(crate) fn restore(store: &Store) -> Result<Loaded, RuntimeError> {
+/// The workloads kept in the store, and those whose record this build cannot read (by name,
+/// with why): those are parked, not fatal, so the operator can still unload them.
+pub(crate) fn restore(store: &Store) -> Result<(Loaded, BTreeMap<String, String>), RuntimeError> {
     let mut out = Loaded::new();
+    let mut unreadable = BTreeMap::new();
     for key in store.keys(NAMESPACE)? {
         let Some(bytes) = store.get(NAMESPACE, &key)? else {
             continue;
         };
         let name = String::from_utf8_lossy(&key).into_owned();
-        let (w, code) = read_record(&name, &bytes).map_err(|reason| {
-            RuntimeError::Store(format!(
-                "the workload '{name}' loaded through the API cannot be read back: {reason}"
-            ))
-        })?;
-        out.insert(w.name.clone(), (w, code));
+        match read_record(&name, &bytes) {
+            // A record is kept under its workload's name; one that says otherwise is not
+            // taken at its word.
+            Ok((w, code)) if w.name == name => {
+                out.insert(name, (w, code));
+            }
+            Ok((w, _)) => {
+                unreadable.insert(
+                    name,
+                    format!("its record names another workload, '{}'", w.name),
+                );
+            }
+            Err(reason) => {
+                unreadable.insert(name, format!("its record cannot be read back: {reason}"));
+            }
+        }
     }
-    Ok(out)
+    Ok((out, unreadable))
 }
 
 /// SHA-256 of workload `name`'s code, as `tree` commits it.

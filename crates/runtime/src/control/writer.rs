@@ -1,6 +1,6 @@
 //! The one writer: applies changes in order, each validated, made durable, then published.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -30,6 +30,8 @@ pub(crate) struct Parts {
     pub auth: Option<Arc<Authenticator>>,
     /// The workloads loaded through the API, as the store kept them.
     pub loaded: Loaded,
+    /// Kept records this build could not read, by name, with why.
+    pub unreadable: BTreeMap<String, String>,
 }
 
 /// The writer's end of the plane: the changes sent to it, and where it publishes.
@@ -55,14 +57,20 @@ pub(crate) struct Writer {
     rotated_jwks: Option<Arc<Vec<u8>>>,
     published: Arc<ArcSwap<Snapshot>>,
     jobs: Option<mpsc::Receiver<Job>>,
+    /// Kept workloads not taken back at start, by name, with why (see `Snapshot::parked`).
+    parked: BTreeMap<String, String>,
 }
 
 impl Writer {
     /// Start every workload (the file's, then those the store kept) and publish the first
-    /// snapshot. A workload that cannot start stops the runtime's start.
+    /// snapshot. A file workload that cannot start stops the runtime's start: the operator
+    /// fixes the file. A kept workload is held to every check a load passes, against the file
+    /// as it is now; one that fails, or does not start, is parked rather than served, so a
+    /// changed file or a changed rule can neither hand it a name it may no longer hold nor
+    /// keep the runtime from starting, and the operator can unload it through the API.
     pub(crate) fn new(parts: Parts, inbox: Inbox) -> Result<Self, ChangeError> {
         let binding = evidence_binding(&parts.config);
-        let w = Self {
+        let mut w = Self {
             binding,
             config: parts.config,
             store: parts.store,
@@ -72,13 +80,36 @@ impl Writer {
             enclave_names: parts.enclave_names,
             backends: parts.backends,
             auth: parts.auth,
-            loaded: parts.loaded,
+            loaded: Loaded::new(),
             rotated_jwks: None,
             published: inbox.published,
             jobs: Some(inbox.jobs),
+            parked: BTreeMap::new(),
         };
-        let tree = Arc::new(w.tree_for(&w.loaded)?);
-        let mut list = Vec::new();
+        for (name, reason) in parts.unreadable {
+            w.park(name, reason);
+        }
+        // Hostnames the file's workloads hold (the configuration checked they are distinct).
+        let mut holders: HashMap<String, String> = HashMap::new();
+        for spec in &w.config.config.workloads {
+            for h in &spec.hostnames {
+                holders.insert(h.to_ascii_lowercase(), spec.name.clone());
+            }
+        }
+        for (name, (spec, code)) in parts.loaded {
+            match w.admissible(&spec, |h| holders.get(&h.to_ascii_lowercase()).cloned()) {
+                Ok(()) => {
+                    for h in &spec.hostnames {
+                        holders.insert(h.to_ascii_lowercase(), name.clone());
+                    }
+                    w.loaded.insert(name, (spec, code));
+                }
+                Err(e) => w.park(name, e.to_string()),
+            }
+        }
+        // Start everything first: a kept workload whose code no longer starts is parked, and
+        // the tree then commits only what runs.
+        let mut started = Vec::new();
         for (i, spec) in w.config.config.workloads.iter().enumerate() {
             // The code the tree commits, read when the configuration was loaded.
             let code = match &spec.run {
@@ -91,13 +122,66 @@ impl Writer {
                     ))
                 })?,
             };
-            list.push(w.entry(&tree, spec, Origin::File, code)?);
+            started.push((spec.clone(), Origin::File, w.backends.start(spec, code)?));
         }
-        for (spec, code) in w.loaded.values() {
-            list.push(w.entry(&tree, spec, Origin::Api, code)?);
+        let mut failing = Vec::new();
+        for (name, (spec, code)) in &w.loaded {
+            match w.backends.start(spec, code) {
+                Ok(running) => started.push((spec.clone(), Origin::Api, running)),
+                Err(e) => failing.push((name.clone(), e.to_string())),
+            }
         }
+        for (name, reason) in failing {
+            w.loaded.remove(&name);
+            w.park(name, reason);
+        }
+        let tree = Arc::new(w.tree_for(&w.loaded)?);
+        let list = started
+            .into_iter()
+            .map(|(spec, origin, running)| w.certified(&tree, spec, origin, running))
+            .collect::<Result<Vec<_>, _>>()?;
         w.publish(tree, list)?;
         Ok(w)
+    }
+
+    fn park(&mut self, name: String, reason: String) {
+        tracing::error!(
+            workload = %name,
+            %reason,
+            "a workload kept from the management API is not served: load it again or unload it"
+        );
+        self.parked.insert(name, reason);
+    }
+
+    /// The checks a workload loaded through the API must pass, whoever holds its hostnames
+    /// now (`holder`): at a load against the snapshot, at start against the file.
+    fn admissible(
+        &self,
+        spec: &Workload,
+        holder: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ChangeError> {
+        spec.check(false)
+            .map_err(|(field, reason)| ChangeError::Invalid(format!("{field}: {reason}")))?;
+        let name = &spec.name;
+        if self.config.config.workloads.iter().any(|f| f.name == *name) {
+            return Err(ChangeError::Conflict(format!(
+                "workload '{name}' is defined in enclave.toml; change it there"
+            )));
+        }
+        let reserved = &self.config.config.management.hostname;
+        for h in &spec.hostnames {
+            if h.eq_ignore_ascii_case(reserved) {
+                return Err(ChangeError::Conflict(format!(
+                    "'{h}' is reserved for the management API"
+                )));
+            }
+            if let Some(other) = holder(h).filter(|o| o != name) {
+                return Err(ChangeError::Conflict(format!(
+                    "hostname '{h}' is served by workload '{other}'"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Run the writer on a thread of its own until the runtime shuts down.
@@ -159,16 +243,25 @@ impl Writer {
         origin: Origin,
         code: &[u8],
     ) -> Result<Arc<Entry>, ChangeError> {
-        let code_sha256 = workloads::code_digest(tree, &spec.name);
-        let cert = self.certificate(tree, spec)?;
         let running = self.backends.start(spec, code)?;
+        self.certified(tree, spec.clone(), origin, running)
+    }
+
+    /// A started workload, certified against `tree`.
+    fn certified(
+        &self,
+        tree: &ConfigTree,
+        spec: Workload,
+        origin: Origin,
+        running: Arc<dyn crate::backends::Running>,
+    ) -> Result<Arc<Entry>, ChangeError> {
         Ok(Arc::new(Entry {
+            code_sha256: workloads::code_digest(tree, &spec.name),
+            cert: self.certificate(tree, &spec)?,
             handler: running.handler(),
-            spec: spec.clone(),
+            spec,
             origin,
-            code_sha256,
             running,
-            cert,
         }))
     }
 
@@ -202,7 +295,11 @@ impl Writer {
             self.binding,
         ));
         let root = *tree.root();
-        self.published.store(Arc::new(Snapshot::new(tree, list)));
+        self.published.store(Arc::new(Snapshot::new(
+            tree,
+            list,
+            Arc::new(self.parked.clone()),
+        )));
         Ok(Applied::Published(root))
     }
 
@@ -237,32 +334,12 @@ impl Writer {
     }
 
     fn load(&mut self, spec: Workload, code: Vec<u8>) -> Result<Applied, ChangeError> {
-        spec.check(false)
-            .map_err(|(field, reason)| ChangeError::Invalid(format!("{field}: {reason}")))?;
         let name = spec.name.clone();
-        if self.config.config.workloads.iter().any(|f| f.name == name) {
-            return Err(ChangeError::Conflict(format!(
-                "workload '{name}' is defined in enclave.toml; change it there"
-            )));
-        }
         let now = self.current();
-        let reserved = &self.config.config.management.hostname;
-        for h in &spec.hostnames {
-            if h.eq_ignore_ascii_case(reserved) {
-                return Err(ChangeError::Conflict(format!(
-                    "'{h}' is reserved for the management API"
-                )));
-            }
-            // Checked here, by the only writer, against the snapshot this change replaces: two
-            // loads claiming one hostname are applied one after the other, and the second sees
-            // the first.
-            if let Some(other) = now.route(h).filter(|e| e.spec.name != name) {
-                return Err(ChangeError::Conflict(format!(
-                    "hostname '{h}' is served by workload '{}'",
-                    other.spec.name
-                )));
-            }
-        }
+        // Checked here, by the only writer, against the snapshot this change replaces: two
+        // loads claiming one hostname are applied one after the other, and the second sees
+        // the first.
+        self.admissible(&spec, |h| now.route(h).map(|e| e.spec.name.clone()))?;
         let mut next = self.loaded.clone();
         next.insert(name.clone(), (spec.clone(), code.clone()));
         // Everything that can refuse the change runs before anything is kept: the tree, the
@@ -273,6 +350,7 @@ impl Writer {
         self.store
             .put(workloads::NAMESPACE, name.as_bytes(), &kept)?;
         self.loaded = next;
+        self.parked.remove(&name);
         let applied = self.publish(tree, Self::with(&now, &name, Some(entry)))?;
         if let Some(old) = now.workload(&name) {
             old.running.stop();
@@ -281,6 +359,13 @@ impl Writer {
     }
 
     fn unload(&mut self, name: &str) -> Result<Applied, ChangeError> {
+        if self.parked.contains_key(name) {
+            // Neither served nor committed: only its record goes.
+            self.store.delete(workloads::NAMESPACE, name.as_bytes())?;
+            self.parked.remove(name);
+            let now = self.current();
+            return self.publish(now.tree.clone(), now.workloads.clone());
+        }
         if self.config.config.workloads.iter().any(|f| f.name == name) {
             return Err(ChangeError::Conflict(format!(
                 "workload '{name}' is defined in enclave.toml; remove it there"
@@ -397,8 +482,11 @@ impl Writer {
         for e in &now.workloads {
             e.running.stop();
         }
-        self.published
-            .store(Arc::new(Snapshot::new(now.tree.clone(), Vec::new())));
+        self.published.store(Arc::new(Snapshot::new(
+            now.tree.clone(),
+            Vec::new(),
+            Arc::default(),
+        )));
     }
 }
 
