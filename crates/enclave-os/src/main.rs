@@ -62,9 +62,9 @@ enum Command {
 pub(crate) const EXIT_REJECTED: u8 = 1;
 /// Exit status when an input cannot be read or parsed.
 pub(crate) const EXIT_USAGE: u8 = 2;
-/// Exit status when the runtime refuses to start because its sealed store is older than its
-/// rollback counter, or disagrees with it (a rollback or a fork): the host's doing, not a
-/// mistake in the command line.
+/// Exit status when the runtime refuses the sealed state on disk: rolled back, forked, tampered
+/// with or partly removed (see `RuntimeError::refuses_state`): the host's doing, not a mistake
+/// in the command line.
 pub(crate) const EXIT_ROLLBACK: u8 = 3;
 
 fn main() -> ExitCode {

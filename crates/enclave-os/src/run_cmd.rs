@@ -79,7 +79,7 @@ pub(crate) fn run(a: &RunArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(if e.is_rollback() {
+            return ExitCode::from(if e.refuses_state() {
                 crate::EXIT_ROLLBACK
             } else {
                 EXIT_USAGE

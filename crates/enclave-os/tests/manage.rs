@@ -494,6 +494,26 @@ fn a_database_copied_back_from_earlier_is_refused() {
         "{err}"
     );
 
+    // The old database with the counter corrupted, or another store's counter, so that the
+    // version check cannot run: still the state refused (3), never a usage error (2), so a
+    // supervisor acting on 3 cannot be steered by which file the host breaks.
+    let counter = tmp.path().join("state/store/kv.counter");
+    let good_counter = std::fs::read(&counter).unwrap();
+    std::fs::write(&counter, vec![0x5a; good_counter.len()]).unwrap();
+    let (code, err) = a.refused();
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("neither slot authenticates"), "{err}");
+    std::fs::write(&counter, &good_counter).unwrap();
+
+    // The sealed master key removed beside its database: refused, as state tampered with.
+    let key = tmp.path().join("state/store/master.key.sealed");
+    let good_key = std::fs::read(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let (code, err) = a.refused();
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("sealed master key"), "{err}");
+    std::fs::write(&key, &good_key).unwrap();
+
     // A database deleted outright is refused too.
     std::fs::remove_file(&db).unwrap();
     let (code, err) = a.refused();

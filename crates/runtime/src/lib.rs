@@ -84,6 +84,10 @@ pub enum RuntimeError {
     /// The sealed store refused: a rollback, tampering, a fork, an unreachable counter.
     #[error("sealed store: {0}")]
     Sealed(#[from] enclave_store::StoreError),
+    /// Part of the sealed state is gone while the rest remains (a database without the key
+    /// that opens it): the host removed it.
+    #[error("sealed store: {0}")]
+    StateIncomplete(String),
     /// The management API's token issuer could not be set up.
     #[error("oidc: {0}")]
     Oidc(String),
@@ -110,20 +114,28 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
-    /// Whether the store refused because its state is older than its counter says, or the two
-    /// disagree: a rollback (or a fork) the operator must look into, not a usage error.
-    pub fn is_rollback(&self) -> bool {
-        use enclave_store::StoreError as E;
-        matches!(
-            self,
-            RuntimeError::Sealed(
+    /// Whether the runtime refused the sealed state on disk: rolled back, forked, tampered
+    /// with, or partly removed (a counter, a database, a key gone), or a counter that refuses
+    /// or fails its authentication. The host's doing, for the operator to look into; not a
+    /// mistake in the command or the configuration, and not an outage (an unreachable
+    /// witness is not one of these).
+    pub fn refuses_state(&self) -> bool {
+        use enclave_store::{CounterFault, StoreError as E};
+        match self {
+            RuntimeError::StateIncomplete(_) => true,
+            RuntimeError::Sealed(e) => match e {
                 E::Rollback { .. }
-                    | E::CounterGap { .. }
-                    | E::Fork { .. }
-                    | E::CounterMissing { .. }
-                    | E::Missing { .. }
-            )
-        )
+                | E::CounterGap { .. }
+                | E::Fork { .. }
+                | E::CounterMissing { .. }
+                | E::Missing { .. }
+                | E::Integrity(_)
+                | E::Record { .. } => true,
+                E::Counter(c) => c.fault != CounterFault::Unavailable,
+                _ => false,
+            },
+            _ => false,
+        }
     }
 }
 
@@ -523,9 +535,15 @@ impl Runtime {
         let limits = front::Limits::from_config(&c.limits);
         let max_challenges = c.limits.max_challenge_handshakes.get() as usize;
         let certs: Arc<dyn front::Certificates + Send + Sync> = Arc::new(self.control.clone());
-        let tls = server_config(Arc::new(self.control.clone()), None)
-            .map_err(|e| listen_err("the RA-TLS listener", e.to_string()))?;
-        let handshakes = Arc::new(front::Handshakes::new(Arc::new(tls), certs, max_challenges));
+        let resolver = self.control.clone();
+        let handshakes = Arc::new(
+            front::Handshakes::new(
+                Box::new(move || server_config(Arc::new(resolver.clone()), None)),
+                certs,
+                max_challenges,
+            )
+            .map_err(|e| listen_err("the RA-TLS listener", e.to_string()))?,
+        );
         let site = Arc::new(front::Site {
             control: Some(self.control.clone()),
             api: api::router(self.api.clone()),
@@ -552,8 +570,13 @@ impl Runtime {
                     .map_err(|e| listen_err(&w.listen, e))?,
                 ));
                 let one = Arc::new(front::OneCertificate(self.enclave.clone()));
-                let tls = server_config(one.clone(), Some(clients))
-                    .map_err(|e| listen_err(&w.listen, e.to_string()))?;
+                let resolver = one.clone();
+                let make: front::MakeConfig =
+                    Box::new(move || server_config(resolver.clone(), Some(clients.clone())));
+                let handshakes = Arc::new(
+                    front::Handshakes::new(make, one, max_challenges)
+                        .map_err(|e| listen_err(&w.listen, e.to_string()))?,
+                );
                 let l = tokio::net::TcpListener::bind(&w.listen)
                     .await
                     .map_err(|e| listen_err(&w.listen, e.to_string()))?;
@@ -564,8 +587,6 @@ impl Runtime {
                     metrics: self.metrics.clone(),
                     limits,
                 });
-                let handshakes =
-                    Arc::new(front::Handshakes::new(Arc::new(tls), one, max_challenges));
                 let all = c.limits.max_witness_connections.get();
                 let cap = front::admission::Admission::new(
                     "the witness listener",

@@ -259,7 +259,7 @@ pub(crate) fn master_key(
         return Ok((master, enclave_store::StoreId(id), None));
     }
     if dir.join("kv.redb").exists() {
-        return Err(store_err(format!(
+        return Err(RuntimeError::StateIncomplete(format!(
             "{} exists but its sealed master key {} is gone: refusing to start a new store over it",
             dir.join("kv.redb").display(),
             sealed_path.display()

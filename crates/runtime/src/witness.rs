@@ -329,7 +329,16 @@ impl WitnessCounter {
     }
 
     fn err(&self, reason: impl std::fmt::Display) -> CounterError {
+        self.fault(enclave_store::CounterFault::Unavailable, reason)
+    }
+
+    fn fault(
+        &self,
+        fault: enclave_store::CounterFault,
+        reason: impl std::fmt::Display,
+    ) -> CounterError {
         CounterError {
+            fault,
             counter: self.describe(),
             reason: reason.to_string(),
         }
@@ -371,8 +380,12 @@ impl WitnessCounter {
                 }
             }
         };
-        let v: serde_json::Value = serde_json::from_slice(&reply)
-            .map_err(|_| self.err(format!("answered {status} with a body that is not JSON")))?;
+        let v: serde_json::Value = serde_json::from_slice(&reply).map_err(|_| {
+            self.fault(
+                enclave_store::CounterFault::Refused,
+                format!("answered {status} with a body that is not JSON"),
+            )
+        })?;
         Ok((status, v))
     }
 
@@ -382,15 +395,16 @@ impl WitnessCounter {
         (status, v): (u16, serde_json::Value),
         expected: u16,
     ) -> Result<u64, CounterError> {
+        let refused = |reason: String| self.fault(enclave_store::CounterFault::Refused, reason);
         if status != expected {
-            return Err(self.err(format!(
+            return Err(refused(format!(
                 "answered {status}: {}",
                 v["error"].as_str().unwrap_or("no reason given")
             )));
         }
         v["value"]
             .as_u64()
-            .ok_or_else(|| self.err("answered without a value"))
+            .ok_or_else(|| refused("answered without a value".into()))
     }
 
     /// Enrol this store's counter at the witness: done once, for a store id generated in this

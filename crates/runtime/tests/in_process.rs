@@ -366,3 +366,106 @@ fn a_kept_workload_that_lost_its_hostname_is_parked_not_served() {
         .collect();
     assert_eq!(parked, ["ops"]);
 }
+
+/// A keep-alive connection attested for one workload is never served by another: after an
+/// unload and a load on the same name, its next request is refused (421), and a new
+/// connection, which cannot resume the old TLS session, is shown the new certificate.
+#[test]
+fn a_connection_attested_for_one_workload_is_not_served_by_its_replacement() {
+    use http_body_util::BodyExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = InProcess::start(tmp.path(), &config()).unwrap();
+    let tls = rt.client().unwrap();
+    let t = token::operator();
+    let api = |method: &str, path: &str, body: &[u8]| {
+        let (status, body) = rt
+            .call(&tls, "127.0.0.1", method, path, Some(&t), body)
+            .unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    };
+    let sdk = std::fs::read(testdata("wasm/sdk.wasm")).unwrap();
+    let hello = std::fs::read(testdata("wasm/hello.wasm")).unwrap();
+    api(
+        "PUT",
+        "/api/v1/workloads/first",
+        &load_code("app.test", &sdk),
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let connect = || async {
+            let tcp = tokio::net::TcpStream::connect(rt.addr()).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("app.test").unwrap();
+            tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, tcp)
+                .await
+                .unwrap()
+        };
+        let get = |path: &str| {
+            hyper::Request::get(path)
+                .header("host", "app.test")
+                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                .unwrap()
+        };
+        let stream = connect().await;
+        let first_leaf = stream.get_ref().1.peer_certificates().unwrap()[0].clone();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let r = sender.send_request(get("/kv")).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.into_body().collect().await;
+
+        // Another workload takes the name.
+        let (api_tls, t2) = (tls.clone(), t.clone());
+        let rt_ref = &rt;
+        tokio::task::block_in_place(|| {
+            for (method, path, body) in [
+                ("DELETE", "/api/v1/workloads/first", Vec::new()),
+                (
+                    "PUT",
+                    "/api/v1/workloads/second",
+                    load_code("app.test", &hello),
+                ),
+            ] {
+                let (status, body) = rt_ref
+                    .call(&api_tls, "127.0.0.1", method, path, Some(&t2), &body)
+                    .unwrap();
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            }
+        });
+        let r = sender.send_request(get("/")).await.unwrap();
+        assert_eq!(r.status(), 421);
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains("workload 'second' changed"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+
+        // A new connection does not resume the session made under the old certificate: it
+        // is shown the new one, and is served.
+        let stream = connect().await;
+        assert_eq!(
+            stream.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Full)
+        );
+        assert_ne!(
+            stream.get_ref().1.peer_certificates().unwrap()[0],
+            first_leaf
+        );
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let r = sender.send_request(get("/")).await.unwrap();
+        assert_eq!(r.status(), 200);
+    });
+}

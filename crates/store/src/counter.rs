@@ -33,6 +33,21 @@ pub struct CounterError {
     pub counter: String,
     /// Why.
     pub reason: String,
+    /// What kind of failure: a caller tells an outage from tampering by this, not the text.
+    pub fault: CounterFault,
+}
+
+/// What kind of failure a [`CounterError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CounterFault {
+    /// The counter could not be reached or written (I/O, the network): trying later may work.
+    Unavailable,
+    /// The counter answered, and refused: a version it will not go back to, a store it never
+    /// enrolled, a state it does not hold.
+    Refused,
+    /// What the counter holds fails its authentication, or belongs to another store.
+    Tampered,
 }
 
 /// SHA-256 of a state record as stored: which state a version is. Every state record carries a
@@ -105,9 +120,14 @@ impl FileCounter {
     }
 
     fn err(&self, reason: impl std::fmt::Display) -> CounterError {
+        self.fault(CounterFault::Unavailable, reason)
+    }
+
+    fn fault(&self, fault: CounterFault, reason: impl std::fmt::Display) -> CounterError {
         CounterError {
             counter: self.describe(),
             reason: reason.to_string(),
+            fault,
         }
     }
 
@@ -151,7 +171,8 @@ impl Counter for FileCounter {
             .get(SLOT as usize..2 * SLOT as usize)
             .and_then(|s| self.parse(s));
         match (a, b) {
-            (None, None) => Err(self.err(
+            (None, None) => Err(self.fault(
+                CounterFault::Tampered,
                 "neither slot authenticates: the file was altered or belongs to another store",
             )),
             (a, b) => Ok(Some(a.unwrap_or(0).max(b.unwrap_or(0)))),
@@ -163,7 +184,10 @@ impl Counter for FileCounter {
             return self.create(to);
         };
         if to < current {
-            return Err(self.err(format!("cannot go back from {current} to {to}")));
+            return Err(self.fault(
+                CounterFault::Refused,
+                format!("cannot go back from {current} to {to}"),
+            ));
         }
         let mut f = std::fs::OpenOptions::new()
             .write(true)

@@ -39,7 +39,7 @@ mod store;
 
 pub mod counter;
 
-pub use counter::{Counter, CounterError, FileCounter, Recorded, StateDigest};
+pub use counter::{Counter, CounterError, CounterFault, FileCounter, Recorded, StateDigest};
 pub use keys::{MasterKey, StoreId};
 pub use reset::{CounterReset, PreviousCounter, reset_counter};
 pub use store::{Op, Stats, Store};

@@ -479,6 +479,7 @@ impl Counter for Shared {
             return Err(CounterError {
                 counter: self.describe(),
                 reason: "unreachable".into(),
+                fault: enclave_store::CounterFault::Unavailable,
             });
         }
         self.value.fetch_max(to, Ordering::SeqCst);

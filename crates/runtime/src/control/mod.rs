@@ -70,6 +70,9 @@ pub(crate) struct Entry {
 
 /// What the runtime serves at one moment. Immutable: a change publishes a new one.
 pub(crate) struct Snapshot {
+    /// Counts publications: a connection made under one generation knows, at each request,
+    /// whether what it was shown still stands.
+    pub generation: u64,
     pub tree: Arc<ConfigTree>,
     /// The file's workloads in file order, then those loaded through the API by name.
     pub workloads: Vec<Arc<Entry>>,
@@ -83,6 +86,7 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     fn new(
+        generation: u64,
         tree: Arc<ConfigTree>,
         workloads: Vec<Arc<Entry>>,
         parked: Arc<BTreeMap<String, String>>,
@@ -94,6 +98,7 @@ impl Snapshot {
             }
         }
         Self {
+            generation,
             tree,
             workloads,
             routes,
@@ -199,6 +204,7 @@ impl Control {
     pub(crate) fn new(enclave: Arc<RatlsResolver>, tree: Arc<ConfigTree>) -> (Self, Inbox) {
         let (jobs, rx) = mpsc::channel::<Job>(QUEUE);
         let published = Arc::new(ArcSwap::from_pointee(Snapshot::new(
+            0,
             tree,
             Vec::new(),
             Arc::default(),

@@ -295,7 +295,9 @@ impl Writer {
             self.binding,
         ));
         let root = *tree.root();
+        let generation = self.current().generation + 1;
         self.published.store(Arc::new(Snapshot::new(
+            generation,
             tree,
             list,
             Arc::new(self.parked.clone()),
@@ -483,6 +485,7 @@ impl Writer {
             e.running.stop();
         }
         self.published.store(Arc::new(Snapshot::new(
+            now.generation + 1,
             now.tree.clone(),
             Vec::new(),
             Arc::default(),

@@ -129,11 +129,18 @@ async fn serve_workload(
 pub(crate) trait Certificates: rustls::server::ResolvesServerCert {
     /// The certificate for `server_name`.
     fn for_name(&self, server_name: Option<&str>) -> Arc<RatlsResolver>;
+    /// Changes whenever a certificate may have: TLS sessions made under an earlier value are
+    /// not resumed (see [`Handshakes`]).
+    fn generation(&self) -> u64;
 }
 
 impl Certificates for Control {
     fn for_name(&self, server_name: Option<&str>) -> Arc<RatlsResolver> {
         self.cert_for(server_name)
+    }
+
+    fn generation(&self) -> u64 {
+        self.snapshot().generation
     }
 }
 
@@ -151,12 +158,25 @@ impl Certificates for OneCertificate {
     fn for_name(&self, _: Option<&str>) -> Arc<RatlsResolver> {
         self.0.clone()
     }
+
+    fn generation(&self) -> u64 {
+        0
+    }
 }
+
+/// Makes a listener's base TLS configuration.
+pub(crate) type MakeConfig = Box<dyn Fn() -> Result<ServerConfig, rustls::Error> + Send + Sync>;
 
 /// What a listener needs to complete handshakes: its base configuration, the certificates by
 /// name, and the bound on challenge issuance.
+///
+/// The base configuration (and with it the TLS session cache) is made afresh for each
+/// generation of the certificates: a client resuming a session presents no certificate, and
+/// would otherwise reach, under a name, a workload other than the one it was shown when the
+/// session was made.
 pub(crate) struct Handshakes {
-    base: Arc<ServerConfig>,
+    make: MakeConfig,
+    base: arc_swap::ArcSwap<(u64, Arc<ServerConfig>)>,
     certs: Arc<dyn Certificates + Send + Sync>,
     /// Challenges being issued.
     issuing: Arc<Semaphore>,
@@ -167,16 +187,30 @@ pub(crate) struct Handshakes {
 
 impl Handshakes {
     pub fn new(
-        base: Arc<ServerConfig>,
+        make: MakeConfig,
         certs: Arc<dyn Certificates + Send + Sync>,
         max_challenges: usize,
-    ) -> Self {
-        Self {
-            base,
+    ) -> Result<Self, rustls::Error> {
+        let first = Arc::new(make()?);
+        Ok(Self {
+            base: arc_swap::ArcSwap::from_pointee((certs.generation(), first)),
+            make,
             certs,
             issuing: Arc::new(Semaphore::new(max_challenges)),
             admitted: Arc::new(Semaphore::new(max_challenges.saturating_mul(2))),
+        })
+    }
+
+    /// The base configuration of the certificates' current generation.
+    fn base(&self) -> Result<Arc<ServerConfig>, String> {
+        let generation = self.certs.generation();
+        let current = self.base.load();
+        if current.0 == generation {
+            return Ok(current.1.clone());
         }
+        let fresh = Arc::new((self.make)().map_err(|e| format!("TLS configuration: {e}"))?);
+        self.base.store(Arc::new((generation, fresh.clone())));
+        Ok(fresh)
     }
 
     /// A challenge leaf for `nonce` from the certificate `sni` selects, issued on the blocking
@@ -230,10 +264,10 @@ impl Handshakes {
             )
         };
         let config = match nonce {
-            None => self.base.clone(),
+            None => self.base()?,
             Some(nonce) => {
                 let leaf = self.challenge(metrics, sni, nonce).await?;
-                let mut config = (*self.base).clone();
+                let mut config = (*self.base()?).clone();
                 config.cert_resolver = Arc::new(SingleCertAndKey::from(leaf));
                 // A challenge leaf is used once: compressing it into the shared cache would
                 // only push out the cached leaves every other handshake reuses.
@@ -251,6 +285,47 @@ impl Handshakes {
     }
 }
 
+/// What one connection was shown at its handshake: requests on it reach a workload only while
+/// that still stands. Without this, a keep-alive connection that attested one workload's
+/// certificate would, after an unload and a load on the same name, be served by another.
+struct Binding {
+    generation: u64,
+    /// The workload its SNI named, if any.
+    workload: Option<Arc<crate::control::Entry>>,
+}
+
+impl Binding {
+    /// Whether a request routed to `entry` (under snapshot `generation`) may be served here.
+    fn allows(&self, entry: &Arc<crate::control::Entry>, generation: u64, by_sni: bool) -> bool {
+        if by_sni {
+            // The workload's own certificate was presented: the very same workload only (a
+            // replacement, or a reissued certificate, is another entry).
+            self.workload
+                .as_ref()
+                .is_some_and(|w| Arc::ptr_eq(w, entry))
+        } else {
+            // Routed by Host: the enclave-wide certificate was presented, and it commits the
+            // whole tree, so nothing may have changed since.
+            generation == self.generation
+        }
+    }
+}
+
+/// 421: this connection was attested for something no longer served under the name.
+fn misdirected(workload: &str) -> axum::response::Response {
+    let mut r = error(
+        StatusCode::MISDIRECTED_REQUEST,
+        format!(
+            "workload '{workload}' changed since this connection's certificate was presented: connect again to verify what now serves this name"
+        ),
+    );
+    r.headers_mut().insert(
+        header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    r
+}
+
 /// Serve one connection until it closes.
 pub(crate) async fn connection(
     handshakes: Arc<Handshakes>,
@@ -264,6 +339,9 @@ pub(crate) async fn connection(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
+    // What the certificates were before the handshake: a connection is bound to what it was
+    // shown (see `Binding`).
+    let before = site.control.as_ref().map(|c| c.snapshot().generation);
     let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes.accept(metrics, tcp)).await;
     let (tls, chosen) = match accepted {
         Ok(Ok(tls)) => tls,
@@ -285,16 +363,37 @@ pub(crate) async fn connection(
         presented: chosen.presented(session).cloned().map(Arc::new),
     };
     let sni: Option<Arc<str>> = session.server_name().map(Arc::from);
+    let binding = match (&site.control, before) {
+        (Some(control), Some(before)) => {
+            let now = control.snapshot();
+            Some(Arc::new(if now.generation == before {
+                Binding {
+                    generation: now.generation,
+                    workload: sni.as_deref().and_then(|n| now.route(hostname(n)).cloned()),
+                }
+            } else {
+                // A change was published during the handshake, so which certificate the client
+                // was shown is not known for sure: its requests reach the API (which shows the
+                // current state), never a workload; it connects again for one.
+                Binding {
+                    generation: before,
+                    workload: None,
+                }
+            }))
+        }
+        _ => None,
+    };
     let limits = site.limits;
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let site = site.clone();
         let sni = sni.clone();
         let conn = conn.clone();
+        let binding = binding.clone();
         async move {
             req.extensions_mut().insert(conn);
             let reserved = req.uri().path().starts_with("/.well-known/enclave-os/");
             // By SNI, or by Host when the client sent no SNI; one load of the snapshot.
-            let handler = match (&site.control, reserved) {
+            let routed = match (&site.control, reserved) {
                 (Some(control), false) => {
                     let name = sni.as_deref().map(str::to_string).or_else(|| {
                         req.headers()
@@ -302,14 +401,21 @@ pub(crate) async fn connection(
                             .and_then(|h| h.to_str().ok())
                             .map(str::to_string)
                     });
-                    name.and_then(|n| {
-                        control
-                            .snapshot()
-                            .route(hostname(&n))
-                            .map(|e| e.handler.clone())
-                    })
+                    let now = control.snapshot();
+                    name.and_then(|n| now.route(hostname(&n)).cloned())
+                        .map(|entry| (entry, now.generation))
                 }
                 _ => None,
+            };
+            let handler = match (routed, &binding) {
+                (Some((entry, generation)), Some(bound)) => {
+                    if !bound.allows(&entry, generation, sni.is_some()) {
+                        return Ok(misdirected(&entry.spec.name));
+                    }
+                    Some(entry.handler.clone())
+                }
+                (Some((entry, _)), None) => Some(entry.handler.clone()),
+                (None, _) => None,
             };
             let response = match handler {
                 // A workload's own deadline bounds its whole exchange (its backend's).
