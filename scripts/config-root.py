@@ -144,6 +144,9 @@ def leaves(path, version, jwks_override=None):
         out["witness/clients-root"] = read(w["clients_root"])
         if "trust_sim" in w:
             out["witness/trust-sim"] = sim_root(w["trust_sim"])
+    policy = c.get("seal_policy", "measurement")
+    if policy != "measurement":
+        out["sealing/policy"] = policy.encode()
     binding = c.get("listener", {}).get("evidence_binding", "seed")
     if binding != "seed":
         out["listener/evidence-binding"] = binding.encode()

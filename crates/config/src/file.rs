@@ -21,6 +21,7 @@
 //! | `workload/<name>/code` | the workload's code (component bytes), so the leaf's value hash is its code hash |
 //! | `workload/<name>/settings` | kind, hostnames, env, args and limits, JCS |
 //! | `listener/evidence-binding` | `dice` when `[listener] evidence_binding = "dice"` (absent for the default `seed`) |
+//! | `sealing/policy` | `signer` when `seal_policy = "signer"` (absent for the default `measurement`) |
 //!
 //! Listen addresses, the state directory and the paths of files are not leaves: the host chooses
 //! them, and they change neither what runs nor whom it trusts.
@@ -1222,6 +1223,15 @@ impl LoadedConfig {
             leaves.push((
                 "listener/evidence-binding".into(),
                 c.listener.evidence_binding.as_str().as_bytes().to_vec(),
+            ));
+        }
+        // The seal policy decides which builds can unseal what this one seals: `signer` lets
+        // any build of the same signer read it, so a host must not switch to it unseen. Absent
+        // for the default `measurement`, as above.
+        if c.seal_policy != SealPolicyChoice::default() {
+            leaves.push((
+                "sealing/policy".into(),
+                c.seal_policy.as_str().as_bytes().to_vec(),
             ));
         }
         if c.store != StoreConfig::default() {

@@ -68,3 +68,28 @@ fn unknown_bindings_and_dice_on_snp_are_refused_naming_the_field() {
         }
     }
 }
+
+/// The seal policy decides which builds can unseal what this one seals: a host switching it to
+/// `signer` changes the served root. The default keeps an older configuration's root.
+#[test]
+fn the_seal_policy_is_a_leaf_when_it_is_signer() {
+    let default = parse("tee = \"sim-sgx\"\n");
+    let explicit = parse("tee = \"sim-sgx\"\nseal_policy = \"measurement\"\n");
+    let signer = parse("tee = \"sim-sgx\"\nseal_policy = \"signer\"\n");
+    let (t_default, t_explicit, t_signer) = (
+        default.tree("0.1.0").unwrap(),
+        explicit.tree("0.1.0").unwrap(),
+        signer.tree("0.1.0").unwrap(),
+    );
+    assert_eq!(t_default.root(), t_explicit.root());
+    assert_ne!(t_default.root(), t_signer.root());
+    let leaf = t_signer
+        .leaves()
+        .iter()
+        .find(|l| l.name == "sealing/policy")
+        .unwrap();
+    assert_eq!(
+        leaf.value_hash.as_slice(),
+        ring::digest::digest(&ring::digest::SHA256, b"signer").as_ref()
+    );
+}

@@ -469,3 +469,65 @@ fn a_connection_attested_for_one_workload_is_not_served_by_its_replacement() {
         assert_eq!(r.status(), 200);
     });
 }
+
+/// Any client an app lets through can make it change its declarations, and each change costs a
+/// durable write and a certificate: an app gets a burst of eight, then one every two seconds,
+/// and the API's changes never queue behind its churn.
+#[test]
+fn an_app_that_churns_its_declarations_is_held_to_a_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = InProcess::start(tmp.path(), &config()).unwrap();
+    let tls = rt.client().unwrap();
+    let t = token::operator();
+    let sdk = std::fs::read(testdata("wasm/sdk.wasm")).unwrap();
+    let (status, body) = rt
+        .call(
+            &tls,
+            "127.0.0.1",
+            "PUT",
+            "/api/v1/workloads/app",
+            Some(&t),
+            &load_code("app.test", &sdk),
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let declare = |i: usize| {
+        rt.call(
+            &tls,
+            "app.test",
+            "PUT",
+            "/extension/1",
+            None,
+            format!("v{i}").as_bytes(),
+        )
+        .unwrap()
+    };
+    for i in 0..8 {
+        let (status, body) = declare(i);
+        assert_eq!(
+            status,
+            200,
+            "change {i}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let (status, body) = declare(8);
+    let text = String::from_utf8_lossy(&body);
+    assert_ne!(status, 200, "{text}");
+    assert!(text.contains("too often"), "{text}");
+    // The same value again is no change, and costs nothing.
+    let (status, body) = declare(7);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    // The operator's changes go through meanwhile.
+    let (status, body) = rt
+        .call(
+            &tls,
+            "127.0.0.1",
+            "PUT",
+            "/api/v1/workloads/other",
+            Some(&t),
+            &load_code("other.test", &sdk),
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+}

@@ -230,7 +230,7 @@ fn change_error(e: ChangeError) -> Response {
         }
         ChangeError::Conflict(_) => StatusCode::CONFLICT,
         ChangeError::NotFound(_) => StatusCode::NOT_FOUND,
-        ChangeError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        ChangeError::Stopped | ChangeError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         ChangeError::Store(enclave_store::StoreError::Invalid(_)) => StatusCode::BAD_REQUEST,
         ChangeError::Store(_) | ChangeError::Certificate(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };

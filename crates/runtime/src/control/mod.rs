@@ -181,6 +181,9 @@ pub enum ChangeError {
     /// A certificate could not be issued for it.
     #[error("certificate: {0}")]
     Certificate(String),
+    /// Too many changes of this kind in a short time; try later (why).
+    #[error("{0}")]
+    Busy(String),
     /// The runtime is stopping; nothing more changes.
     #[error("the runtime is stopping; no change is taken")]
     Stopped,

@@ -59,7 +59,20 @@ pub(crate) struct Writer {
     jobs: Option<mpsc::Receiver<Job>>,
     /// Kept workloads not taken back at start, by name, with why (see `Snapshot::parked`).
     parked: BTreeMap<String, String>,
+    /// Each app's budget of certificate reissues (see `declare`).
+    reissues: HashMap<String, Budget>,
 }
+
+/// A token bucket: `REISSUE_BURST` reissues at once, then one per `REISSUE_EVERY`.
+struct Budget {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+/// Declarations an app may change at once before it must wait.
+const REISSUE_BURST: f64 = 8.0;
+/// How often an app regains one.
+const REISSUE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Writer {
     /// Start every workload (the file's, then those the store kept) and publish the first
@@ -85,6 +98,7 @@ impl Writer {
             published: inbox.published,
             jobs: Some(inbox.jobs),
             parked: BTreeMap::new(),
+            reissues: HashMap::new(),
         };
         for (name, reason) in parts.unreadable {
             w.park(name, reason);
@@ -383,6 +397,7 @@ impl Writer {
         let tree = Arc::new(self.tree_for(&next)?);
         self.store.delete(workloads::NAMESPACE, name.as_bytes())?;
         self.loaded = next;
+        self.reissues.remove(name);
         let now = self.current();
         let applied = self.publish(tree, Self::with(&now, name, None))?;
         if let Some(old) = now.workload(name) {
@@ -453,8 +468,34 @@ impl Writer {
                 hex::encode(declaring)
             )));
         }
+        // Apps may declare on every request; only a change costs anything.
+        let current = crate::sdk::declared(&self.store, app, &code)?;
+        if current.get(&index).map(Vec::as_slice) == value {
+            return Ok(Applied::Unchanged);
+        }
+        // Each change costs a durable write and a certificate (a quote on hardware), and an app
+        // may let any client trigger one: so each app has a budget, and the writer's other
+        // changes never queue behind one app's churn.
+        let now_t = std::time::Instant::now();
+        let budget = self.reissues.entry(app.to_string()).or_insert(Budget {
+            tokens: REISSUE_BURST,
+            at: now_t,
+        });
+        let regained = now_t.duration_since(budget.at).as_secs_f64() / REISSUE_EVERY.as_secs_f64();
+        budget.tokens = (budget.tokens + regained).min(REISSUE_BURST);
+        budget.at = now_t;
+        if budget.tokens < 1.0 {
+            return Err(ChangeError::Busy(format!(
+                "app '{app}' changed its certificate's declarations too often: {} at once, then one per {} s; try later",
+                REISSUE_BURST,
+                REISSUE_EVERY.as_secs()
+            )));
+        }
         if !crate::sdk::record_declaration(&self.store, app, &code, index, value)? {
             return Ok(Applied::Unchanged);
+        }
+        if let Some(b) = self.reissues.get_mut(app) {
+            b.tokens -= 1.0;
         }
         let cert = self.certificate(&now.tree, &entry.spec)?;
         if let Some(c) = &cert {
