@@ -8,7 +8,10 @@
 //!
 //! What it is not: it does not fetch collateral or certificates (callers supply them, so that
 //! verification is reproducible and offline), it does not produce evidence (that is the `tee`
-//! crate), and it knows nothing of TLS (that is `ratls`).
+//! crate), and it knows nothing of TLS (that is `ratls`). It depends on neither the simulator
+//! nor a certificate issuer, so a client embeds it as it is (CI checks its dependency tree;
+//! `docs/ratls.md`, "Depending on the verifier only"); the file names of a simulation PKI that
+//! a verifier may be told to trust are in [`intel::simulation`].
 //!
 //! Every decoder returns a [`DecodeError`] naming the malformed field; every verification failure
 //! is a [`VerifyError`] saying which stage rejected the evidence and why. Nothing panics on input.

@@ -7,6 +7,39 @@ use x509_parser::prelude::*;
 use crate::dice::{self, HashAlg, TaggedEvidence};
 use crate::oid;
 
+/// The longest lifetime an Enclave OS leaf may have: a day, so that evidence is never older than
+/// that. The issuer keeps to it and the verifier refuses a leaf that does not.
+pub const MAX_LIFETIME_SECS: i64 = 24 * 3600;
+
+/// What a workload's own certificate certifies about it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WorkloadIdentity {
+    /// The root of the workload's own config tree (its code and settings leaves).
+    #[serde(with = "hex::serde")]
+    pub config_root: [u8; 32],
+    /// SHA-256 of the code as supplied (component or executable), or the image digest.
+    #[serde(with = "hex::serde")]
+    pub code_digest: [u8; 32],
+    /// The image reference, for containers.
+    pub image: Option<String>,
+    /// Where the workload's keys come from (for example `tee-generated`).
+    pub key_source: String,
+    /// Extensions the workload itself declared: index N is OID 1.3.6.1.4.1.65230.3.5.N, and
+    /// the value is the raw extension value (hex in JSON).
+    #[serde(
+        serialize_with = "hex_values",
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
+    pub declared: std::collections::BTreeMap<u32, Vec<u8>>,
+}
+
+fn hex_values<S: serde::Serializer>(
+    map: &std::collections::BTreeMap<u32, Vec<u8>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(map.iter().map(|(k, v)| (k.to_string(), hex::encode(v))))
+}
+
 /// Why an RA-TLS certificate was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RatlsError {
@@ -85,7 +118,7 @@ pub struct RatlsCertificate {
     /// The SNP endorsement key, ASK and ARK (concatenated DER), when present.
     pub snp_certs: Option<Vec<u8>>,
     /// A workload's identity, on a workload's own certificate.
-    pub workload: Option<crate::issue::WorkloadIdentity>,
+    pub workload: Option<WorkloadIdentity>,
 }
 
 fn hash32(v: &[u8], what: &str) -> Result<[u8; 32], RatlsError> {
@@ -168,7 +201,7 @@ impl RatlsCertificate {
             snp_certs,
             workload: match (w_root, w_code, w_keys) {
                 (Some(config_root), Some(code_digest), Some(key_source)) => {
-                    Some(crate::issue::WorkloadIdentity {
+                    Some(WorkloadIdentity {
                         config_root,
                         code_digest,
                         image: w_image,
@@ -304,10 +337,10 @@ impl RatlsCertificate {
             "1.3.6.1.4.1.65230.3.2",
         )?;
         let lifetime = self.not_after - self.not_before;
-        if lifetime > crate::issue::MAX_LIFETIME_SECS {
+        if lifetime > MAX_LIFETIME_SECS {
             return Err(RatlsError::Validity(format!(
                 "the certificate lives {lifetime} s, longer than the {} s an RA-TLS leaf may",
-                crate::issue::MAX_LIFETIME_SECS
+                MAX_LIFETIME_SECS
             )));
         }
         Ok(KeyBinding::EnclaveOsDice {

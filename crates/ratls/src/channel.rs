@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::binding;
 use crate::cert::RatlsError;
 use crate::verify::{RatlsVerifier, Report};
+#[cfg(feature = "issue")]
 use enclave_tee::Tee;
 
 /// The exporter label.
@@ -53,8 +54,9 @@ fn spki_sha256(spki: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, spki))
 }
 
-/// Server side: evidence binding the key of `leaf` (the DER certificate this connection
+/// Server side (feature `issue`): evidence binding the key of `leaf` (the DER certificate this connection
 /// presented) and this connection's exporter.
+#[cfg(feature = "issue")]
 pub fn respond_for_leaf(
     tee: &dyn Tee,
     leaf: &[u8],
@@ -64,7 +66,9 @@ pub fn respond_for_leaf(
     respond(tee, &cert.spki, exporter)
 }
 
-/// Server side: evidence binding the server's leaf key and this connection's exporter.
+/// Server side (feature `issue`): evidence binding the server's leaf key and this connection's
+/// exporter.
+#[cfg(feature = "issue")]
 pub fn respond(tee: &dyn Tee, leaf_spki: &[u8], exporter: &[u8; 32]) -> Result<String, RatlsError> {
     let bundle = tee
         .evidence(&binding::report_data(leaf_spki, exporter))

@@ -14,8 +14,8 @@ use crate::cert::RatlsError;
 use crate::{dice, oid};
 use enclave_tee::{Tee, TeeKind};
 
-/// The longest lifetime a leaf may have: a day, so that evidence is never older than that.
-pub const MAX_LIFETIME_SECS: i64 = 24 * 3600;
+// What a leaf certifies is read by verifiers too, which compile without this module.
+pub use crate::cert::{MAX_LIFETIME_SECS, WorkloadIdentity};
 
 /// The operator's intermediary CA, as the runtime holds it (unsealed in memory).
 pub struct IntermediaryCa {
@@ -66,35 +66,6 @@ pub struct LeafSpec {
     /// The form the evidence takes, and so how it binds the key: the seed's raw extension, or
     /// DICE tagged evidence whose claims also bind the config root and the workload identity.
     pub binding: BindingFormat,
-}
-
-/// What a workload's own certificate certifies about it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct WorkloadIdentity {
-    /// The root of the workload's own config tree (its code and settings leaves).
-    #[serde(with = "hex::serde")]
-    pub config_root: [u8; 32],
-    /// SHA-256 of the code as supplied (component or executable), or the image digest.
-    #[serde(with = "hex::serde")]
-    pub code_digest: [u8; 32],
-    /// The image reference, for containers.
-    pub image: Option<String>,
-    /// Where the workload's keys come from (for example `tee-generated`).
-    pub key_source: String,
-    /// Extensions the workload itself declared: index N is OID 1.3.6.1.4.1.65230.3.5.N, and
-    /// the value is the raw extension value (hex in JSON).
-    #[serde(
-        serialize_with = "hex_values",
-        skip_serializing_if = "std::collections::BTreeMap::is_empty"
-    )]
-    pub declared: std::collections::BTreeMap<u32, Vec<u8>>,
-}
-
-fn hex_values<S: serde::Serializer>(
-    map: &std::collections::BTreeMap<u32, Vec<u8>>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_map(map.iter().map(|(k, v)| (k.to_string(), hex::encode(v))))
 }
 
 /// An issued leaf: certificate and private key (zeroized on drop).

@@ -8,11 +8,15 @@
 //!   resolver sees it in the ClientHello and issues a fresh leaf whose evidence binds that nonce.
 //!   The server does not select the protocol, so the connection negotiates no ALPN from it.
 
-use std::sync::{Arc, Mutex, OnceLock};
+#[cfg(feature = "issue")]
+use std::sync::Mutex;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+#[cfg(feature = "issue")]
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -20,8 +24,10 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::binding::Freshness;
 use crate::cert::RatlsError;
+#[cfg(feature = "issue")]
 use crate::issue::{IntermediaryCa, LeafSpec, issue};
 use crate::verify::{RatlsVerifier, Report, Role};
+#[cfg(feature = "issue")]
 use enclave_tee::Tee;
 
 /// The ALPN prefix that carries a challenge nonce.
@@ -55,7 +61,9 @@ fn nonce_from_alpn(hello: &ClientHello<'_>) -> Option<Vec<u8>> {
     })
 }
 
-/// Issues, caches and renews the server's RA-TLS certificates.
+/// Issues, caches and renews the server's RA-TLS certificates (feature `issue`). As a client
+/// certificate resolver it presents its deterministic leaf (mutual RA-TLS).
+#[cfg(feature = "issue")]
 pub struct RatlsResolver {
     tee: Arc<dyn Tee>,
     ca: Arc<IntermediaryCa>,
@@ -64,6 +72,7 @@ pub struct RatlsResolver {
     provider: Arc<CryptoProvider>,
 }
 
+#[cfg(feature = "issue")]
 impl std::fmt::Debug for RatlsResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RatlsResolver")
@@ -72,6 +81,7 @@ impl std::fmt::Debug for RatlsResolver {
     }
 }
 
+#[cfg(feature = "issue")]
 impl RatlsResolver {
     /// A resolver issuing leaves from `tee`, signed by `ca`, certifying `spec`.
     pub fn new(tee: Arc<dyn Tee>, ca: impl Into<Arc<IntermediaryCa>>, spec: LeafSpec) -> Self {
@@ -159,6 +169,7 @@ impl RatlsResolver {
     }
 }
 
+#[cfg(feature = "issue")]
 impl ResolvesServerCert for RatlsResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         // rustls has no way to carry a reason out of a resolver: a failure aborts the handshake
@@ -178,17 +189,20 @@ impl ResolvesServerCert for RatlsResolver {
 }
 
 /// A workload's hostnames and the resolver issuing its own certificate.
+#[cfg(feature = "issue")]
 type WorkloadCert = (String, Vec<String>, Arc<RatlsResolver>);
 
 /// Chooses the certificate by SNI: a workload's own certificate for its hostnames, the
 /// enclave-wide one otherwise. Workloads come and go at run time; each has its own resolver, so
 /// changing one leaves the others' certificates as they are.
+#[cfg(feature = "issue")]
 #[derive(Debug)]
 pub struct SniResolver {
     enclave: Arc<RatlsResolver>,
     workloads: std::sync::RwLock<Vec<WorkloadCert>>,
 }
 
+#[cfg(feature = "issue")]
 impl SniResolver {
     /// `enclave` serves every name not claimed by a workload; `workloads` are
     /// (name, hostnames, resolver).
@@ -228,6 +242,7 @@ impl SniResolver {
     }
 }
 
+#[cfg(feature = "issue")]
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name().map(str::to_string);
@@ -582,13 +597,11 @@ impl ClientCertVerifier for RatlsClientVerifier {
     }
 }
 
-/// Presents the client's own RA-TLS certificate (mutual RA-TLS).
-#[derive(Debug)]
-pub struct RatlsClientCert(pub Arc<RatlsResolver>);
-
-impl rustls::client::ResolvesClientCert for RatlsClientCert {
+/// Presents the client's own RA-TLS certificate (mutual RA-TLS): the deterministic leaf.
+#[cfg(feature = "issue")]
+impl rustls::client::ResolvesClientCert for RatlsResolver {
     fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        self.0.current().ok()
+        self.current().ok()
     }
 
     fn has_certs(&self) -> bool {
@@ -657,18 +670,19 @@ fn compress_certificates(
 }
 
 /// A client configuration verifying servers with `verifier`, offering `nonce` as a challenge
-/// when given, and presenting `own` as its client certificate when given.
+/// when given, and presenting `own` as its client certificate when given (mutual RA-TLS: a
+/// `RatlsResolver` with the `issue` feature; a verifier-only client passes `None`).
 pub fn client_config(
     verifier: Arc<RatlsServerVerifier>,
     nonce: Option<&[u8]>,
-    own: Option<Arc<RatlsResolver>>,
+    own: Option<Arc<dyn rustls::client::ResolvesClientCert>>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let mut config = match own {
-        Some(r) => builder.with_client_cert_resolver(Arc::new(RatlsClientCert(r))),
+        Some(r) => builder.with_client_cert_resolver(r),
         None => builder.with_no_client_auth(),
     };
     if let Some(n) = nonce {

@@ -1,11 +1,14 @@
 //! What a verifier trusts, from files: the operator's root, and for development a simulation
 //! PKI. Shared by `enclave-os verify`, the witness and its clients, so they trust alike.
+//!
+//! Trusting a simulation root is the caller's choice, and available without the `issue`
+//! feature: a verifier-only client can check simulated quotes without compiling the simulator
+//! (the directory layout is `enclave_evidence::intel::simulation`'s).
 
 use std::path::{Path, PathBuf};
 
-use enclave_evidence::intel::{Collateral, IntelVerifier};
+use enclave_evidence::intel::{Collateral, IntelVerifier, simulation};
 use enclave_evidence::{Verifier, input};
-use enclave_tee::sim::SimPki;
 
 use crate::RatlsVerifier;
 
@@ -38,7 +41,7 @@ impl TrustFiles {
         let mut collateral = self.collateral.clone();
         if let Some(p) = &self.trust_sim {
             let root = if p.is_dir() {
-                SimPki::root_path(p)
+                simulation::root_path(p)
             } else {
                 p.clone()
             };
@@ -48,10 +51,7 @@ impl TrustFiles {
             ));
             if collateral.is_none() && p.is_dir() {
                 // The simulator keeps the collateral it issued beside its PKI.
-                collateral = ["collateral-tdx.json", "collateral-sgx.json"]
-                    .iter()
-                    .map(|n| p.join(n))
-                    .find(|c| c.is_file());
+                collateral = simulation::collateral_path(p);
             }
         }
         let mut v = RatlsVerifier::new(evidence);

@@ -8,8 +8,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::Serialize;
 
 use crate::binding::Freshness;
-use crate::cert::{KeyBinding, RatlsCertificate, RatlsError};
-use crate::issue::MAX_LIFETIME_SECS;
+use crate::cert::{KeyBinding, MAX_LIFETIME_SECS, RatlsCertificate, RatlsError, WorkloadIdentity};
 
 /// What verifying an RA-TLS certificate established.
 #[derive(Debug, Clone, Serialize)]
@@ -29,7 +28,7 @@ pub struct Report {
     /// The config Merkle root the certificate carries, hex.
     pub config_root: Option<String>,
     /// On a workload's own certificate: its identity.
-    pub workload: Option<crate::issue::WorkloadIdentity>,
+    pub workload: Option<WorkloadIdentity>,
     /// The name the certificate was found valid for (a DNS name or an IP address), when one was
     /// expected; `None`: no name was checked.
     pub name: Option<String>,

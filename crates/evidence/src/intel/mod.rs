@@ -5,6 +5,7 @@ mod der;
 mod memo;
 mod pck;
 pub mod quote;
+pub mod simulation;
 pub mod verify;
 
 pub use collateral::Collateral;

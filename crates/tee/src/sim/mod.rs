@@ -16,6 +16,8 @@ mod quote;
 
 use std::path::Path;
 
+use enclave_evidence::intel::simulation;
+
 pub use pki::SimPki;
 
 use crate::bundle::Bundle;
@@ -113,8 +115,8 @@ impl SimTee {
     /// Collateral for this flavour, reissued when less than a day of validity remains.
     fn collateral(&self) -> Result<String, TeeError> {
         let name = match self.flavour {
-            Flavour::Sgx => "collateral-sgx.json",
-            Flavour::Tdx => "collateral-tdx.json",
+            Flavour::Sgx => simulation::COLLATERAL_SGX_FILE,
+            Flavour::Tdx => simulation::COLLATERAL_TDX_FILE,
         };
         let path = self.pki.dir().join(name);
         if let Ok(existing) = std::fs::read_to_string(&path)

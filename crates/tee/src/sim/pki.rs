@@ -216,7 +216,7 @@ const FILES: [&str; 4] = ["root", "pck-ca", "pck", "tcb-signing"];
 impl SimPki {
     /// The root certificate's path in a simulation directory: what `--trust-sim` takes.
     pub fn root_path(dir: &Path) -> PathBuf {
-        dir.join("root.crt.pem")
+        enclave_evidence::intel::simulation::root_path(dir)
     }
 
     /// The simulation directory.
