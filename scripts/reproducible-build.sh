@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the enclave-os binary so that one commit gives the same bytes wherever it is checked out:
-# the release profile (one codegen unit, fat LTO), the locked dependencies, and every build path
+# the `measured` profile (release, with one codegen unit and fat LTO), the locked dependencies, and every build path
 # remapped, so that panic locations and debug strings name /build/..., /cargo/... and /target/...
 # instead of this machine's directories. Prints the binary's SHA-256. See docs/measurement.md.
 #
@@ -39,5 +39,5 @@ export CARGO_TARGET_DIR=$target
 # session may leak into this one.
 export CARGO_INCREMENTAL=0
 
-cargo build --release --locked -p enclave-os "$@"
-sha256sum "$target/release/enclave-os"
+cargo build --profile measured --locked -p enclave-os "$@"
+sha256sum "$target/measured/enclave-os"
