@@ -505,14 +505,38 @@ fn a_database_copied_back_from_earlier_is_refused() {
     assert!(err.contains("neither slot authenticates"), "{err}");
     std::fs::write(&counter, &good_counter).unwrap();
 
-    // The sealed master key removed beside its database: refused, as state tampered with.
+    // The sealed master key removed beside its database, or altered by one bit: refused, as
+    // state tampered with.
     let key = tmp.path().join("state/store/master.key.sealed");
     let good_key = std::fs::read(&key).unwrap();
     std::fs::remove_file(&key).unwrap();
     let (code, err) = a.refused();
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("sealed master key"), "{err}");
+    let mut flipped = good_key.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    std::fs::write(&key, &flipped).unwrap();
+    let (code, err) = a.refused();
+    assert_eq!(code, 3, "{err}");
     std::fs::write(&key, &good_key).unwrap();
+
+    // Junk in place of the database: refused, as state tampered with.
+    let good_db = std::fs::read(&db).unwrap();
+    std::fs::write(&db, vec![0x5a; 4096]).unwrap();
+    let (code, err) = a.refused();
+    assert_eq!(code, 3, "{err}");
+    std::fs::write(&db, &good_db).unwrap();
+
+    // The development CA's sealed key removed while the root clients pin stays: refused,
+    // rather than quietly replacing the CA.
+    let ca_key = tmp.path().join("state/ca/intermediary.key.sealed");
+    let good_ca_key = std::fs::read(&ca_key).unwrap();
+    std::fs::remove_file(&ca_key).unwrap();
+    let (code, err) = a.refused();
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("refusing to replace the CA"), "{err}");
+    std::fs::write(&ca_key, &good_ca_key).unwrap();
 
     // A database deleted outright is refused too.
     std::fs::remove_file(&db).unwrap();

@@ -137,9 +137,10 @@ fn measurement_sealed_state_moves_only_to_the_build_the_operator_authorized() {
     let run_args = a.args();
     let run_args: Vec<&str> = run_args.iter().map(String::as_str).collect();
 
-    // The new build cannot unseal, and says where to look.
+    // The new build cannot unseal, and says where to look: the sealed state is refused (3), not
+    // the command line.
     let o = at_svn(&new, 0, &run_args);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(3));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("different build cannot unseal") && err.contains("migration"),

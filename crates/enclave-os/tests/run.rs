@@ -195,7 +195,8 @@ fn a_damaged_sealed_ca_is_refused_naming_the_file() {
         "--listen",
         &format!("127.0.0.1:{}", free_port()),
     ]);
-    assert_eq!(o.status.code(), Some(2));
+    // The sealed state is refused (3), not the command line (2).
+    assert_eq!(o.status.code(), Some(3));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("intermediary.key.sealed") && err.contains("authentication failed"),

@@ -84,10 +84,11 @@ pub enum RuntimeError {
     /// The sealed store refused: a rollback, tampering, a fork, an unreachable counter.
     #[error("sealed store: {0}")]
     Sealed(#[from] enclave_store::StoreError),
-    /// Part of the sealed state is gone while the rest remains (a database without the key
-    /// that opens it): the host removed it.
-    #[error("sealed store: {0}")]
-    StateIncomplete(String),
+    /// The sealed state on disk cannot be taken: part of it is gone while the rest remains (a
+    /// database without its key, a CA root without its key), or a sealed key does not unseal
+    /// (altered, or sealed to another build: see `enclave-os migrate`).
+    #[error("sealed state: {0}")]
+    StateRefused(String),
     /// The management API's token issuer could not be set up.
     #[error("oidc: {0}")]
     Oidc(String),
@@ -115,14 +116,15 @@ pub enum RuntimeError {
 
 impl RuntimeError {
     /// Whether the runtime refused the sealed state on disk: rolled back, forked, tampered
-    /// with, or partly removed (a counter, a database, a key gone), or a counter that refuses
-    /// or fails its authentication. The host's doing, for the operator to look into; not a
+    /// with, partly removed (a counter, a database, a key gone), a database that does not open,
+    /// a sealed key that does not unseal, or a counter that refuses or fails its
+    /// authentication. The host's doing, for the operator to look into; not a
     /// mistake in the command or the configuration, and not an outage (an unreachable
     /// witness is not one of these).
     pub fn refuses_state(&self) -> bool {
         use enclave_store::{CounterFault, StoreError as E};
         match self {
-            RuntimeError::StateIncomplete(_) => true,
+            RuntimeError::StateRefused(_) => true,
             RuntimeError::Sealed(e) => match e {
                 E::Rollback { .. }
                 | E::CounterGap { .. }
@@ -130,7 +132,8 @@ impl RuntimeError {
                 | E::CounterMissing { .. }
                 | E::Missing { .. }
                 | E::Integrity(_)
-                | E::Record { .. } => true,
+                | E::Record { .. }
+                | E::Database { .. } => true,
                 E::Counter(c) => c.fault != CounterFault::Unavailable,
                 _ => false,
             },

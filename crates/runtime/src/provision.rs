@@ -91,11 +91,12 @@ pub(crate) fn intermediary(
     if sealed_path.exists() {
         // A state directory from before the root key was deleted still has it.
         drop_dev_root_key(state_dir, &root_hint)?;
-        let blob = std::fs::read(&sealed_path)
-            .map_err(|e| err(format!("{}: {e}", sealed_path.display())))?;
+        let refused =
+            |e: String| RuntimeError::StateRefused(format!("{}: {e}", sealed_path.display()));
+        let blob = std::fs::read(&sealed_path).map_err(|e| refused(e.to_string()))?;
         let key_pem = sealing("unseal")?
             .unseal(CONTEXT, &blob)
-            .map_err(|e| err(format!("{}: {e}", sealed_path.display())))?;
+            .map_err(|e| refused(e.to_string()))?;
         let key_pem = Zeroizing::new(
             String::from_utf8(key_pem.to_vec()).map_err(|_| err("the unsealed key is not PEM"))?,
         );
@@ -123,6 +124,17 @@ pub(crate) fn intermediary(
                 root_beside.exists().then_some(root_beside),
                 true,
             )
+        }
+        Source::Development if root_hint.exists() => {
+            // A development CA existed: clients pin its root. Its sealed key is gone, so the host
+            // removed it; a new CA would replace the root they pin, quietly.
+            return Err(RuntimeError::StateRefused(format!(
+                "{} is gone but the development CA's root {} is still here: refusing to replace \
+                 the CA clients pin. To start a new development CA on purpose, remove {}",
+                sealed_path.display(),
+                root_hint.display(),
+                dir.display()
+            )));
         }
         Source::Development => {
             // Generated in memory: the root key is dropped here, never written, so no one (the
@@ -241,10 +253,10 @@ pub(crate) fn master_key(
     let store_err = |e: String| RuntimeError::Store(e);
     if sealed_path.exists() {
         let blob = std::fs::read(&sealed_path)
-            .map_err(|e| store_err(format!("{}: {e}", sealed_path.display())))?;
+            .map_err(|e| RuntimeError::StateRefused(format!("{}: {e}", sealed_path.display())))?;
         let plain = key("unseal")?
             .unseal(MASTER_CONTEXT, &blob)
-            .map_err(|e| store_err(format!("{}: {e}", sealed_path.display())))?;
+            .map_err(|e| RuntimeError::StateRefused(format!("{}: {e}", sealed_path.display())))?;
         if plain.len() != 48 {
             return Err(store_err(format!(
                 "{}: unsealed to {} bytes, not 48",
@@ -259,7 +271,7 @@ pub(crate) fn master_key(
         return Ok((master, enclave_store::StoreId(id), None));
     }
     if dir.join("kv.redb").exists() {
-        return Err(RuntimeError::StateIncomplete(format!(
+        return Err(RuntimeError::StateRefused(format!(
             "{} exists but its sealed master key {} is gone: refusing to start a new store over it",
             dir.join("kv.redb").display(),
             sealed_path.display()

@@ -531,3 +531,82 @@ fn an_app_that_churns_its_declarations_is_held_to_a_budget() {
         .unwrap();
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }
+
+/// An app's declaration reissues only that app's certificate: it leaves the tree, and so the
+/// enclave-wide certificate, as they were, and must not end other clients' connections. A
+/// connection routed by Host (no SNI) to another workload keeps being served.
+#[test]
+fn a_declaration_does_not_disturb_other_workloads_connections() {
+    use http_body_util::BodyExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = InProcess::start(tmp.path(), &config()).unwrap();
+    let tls = rt.client().unwrap();
+    let t = token::operator();
+    let sdk = std::fs::read(testdata("wasm/sdk.wasm")).unwrap();
+    let hello = std::fs::read(testdata("wasm/hello.wasm")).unwrap();
+    for (name, host, code) in [
+        ("notes", "notes.test", &sdk),
+        ("hello", "hello.test", &hello),
+    ] {
+        let (status, body) = rt
+            .call(
+                &tls,
+                "127.0.0.1",
+                "PUT",
+                &format!("/api/v1/workloads/{name}"),
+                Some(&t),
+                &load_code(host, code),
+            )
+            .unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let (_, before) = rt
+        .call(&tls, "127.0.0.1", "GET", "/api/v1/status", None, b"")
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // An IP address as the server name: no SNI is sent, so the Host header routes.
+        let tcp = tokio::net::TcpStream::connect(rt.addr()).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let get = || {
+            hyper::Request::get("/")
+                .header("host", "hello.test")
+                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                .unwrap()
+        };
+        let r = sender.send_request(get()).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.into_body().collect().await;
+        let rt_ref = &rt;
+        let tls2 = tls.clone();
+        tokio::task::block_in_place(|| {
+            let (status, body) = rt_ref
+                .call(&tls2, "notes.test", "PUT", "/extension/3", None, b"claim")
+                .unwrap();
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        });
+        let r = sender.send_request(get()).await.unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "a declaration by another app ended this connection"
+        );
+    });
+    let (_, after) = rt
+        .call(&tls, "127.0.0.1", "GET", "/api/v1/status", None, b"")
+        .unwrap();
+    assert_eq!(json(&before)["config_root"], json(&after)["config_root"]);
+}

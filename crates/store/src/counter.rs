@@ -162,9 +162,13 @@ impl Counter for FileCounter {
     fn read_existing(&self) -> Result<Option<u64>, CounterError> {
         let mut buf = Vec::new();
         match File::open(&self.path) {
-            Ok(mut f) => f.read_to_end(&mut buf).map_err(|e| self.err(e))?,
+            // The file is local and only the host can make it unreadable (a directory in its
+            // place, its permissions): that is tampering, not an outage.
+            Ok(mut f) => f
+                .read_to_end(&mut buf)
+                .map_err(|e| self.fault(CounterFault::Tampered, e))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.err(e)),
+            Err(e) => return Err(self.fault(CounterFault::Tampered, e)),
         };
         let a = buf.get(..SLOT as usize).and_then(|s| self.parse(s));
         let b = buf

@@ -70,8 +70,10 @@ pub(crate) struct Entry {
 
 /// What the runtime serves at one moment. Immutable: a change publishes a new one.
 pub(crate) struct Snapshot {
-    /// Counts publications: a connection made under one generation knows, at each request,
-    /// whether what it was shown still stands.
+    /// Counts changes of the tree (and so of the enclave-wide certificate): a connection made
+    /// under one generation knows, at each request, whether what it was shown still stands.
+    /// Changes that leave the tree as it was (an app's declaration, which reissues only that
+    /// app's certificate) keep it.
     pub generation: u64,
     pub tree: Arc<ConfigTree>,
     /// The file's workloads in file order, then those loaded through the API by name.

@@ -303,13 +303,22 @@ impl Writer {
         tree: Arc<ConfigTree>,
         list: Vec<Arc<Entry>>,
     ) -> Result<Applied, ChangeError> {
-        self.enclave.set_spec(workloads::enclave_spec(
-            self.enclave_names.clone(),
-            &tree,
-            self.binding,
-        ));
         let root = *tree.root();
-        let generation = self.current().generation + 1;
+        let current = self.current();
+        // The generation (and the enclave-wide certificate) moves only with the tree: an app's
+        // declaration, or removing a parked record, changes neither what the enclave-wide
+        // certificate commits nor any other workload, so it must not end other clients'
+        // connections or sessions (see `front::Binding`).
+        let generation = if root == current.root() {
+            current.generation
+        } else {
+            self.enclave.set_spec(workloads::enclave_spec(
+                self.enclave_names.clone(),
+                &tree,
+                self.binding,
+            ));
+            current.generation + 1
+        };
         self.published.store(Arc::new(Snapshot::new(
             generation,
             tree,

@@ -305,7 +305,7 @@ impl Binding {
                 .is_some_and(|w| Arc::ptr_eq(w, entry))
         } else {
             // Routed by Host: the enclave-wide certificate was presented, and it commits the
-            // whole tree, so nothing may have changed since.
+            // whole tree, so the tree may not have changed since.
             generation == self.generation
         }
     }
@@ -339,9 +339,8 @@ pub(crate) async fn connection(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
-    // What the certificates were before the handshake: a connection is bound to what it was
-    // shown (see `Binding`).
-    let before = site.control.as_ref().map(|c| c.snapshot().generation);
+    // What was served before the handshake: a connection is bound to it (see `Binding`).
+    let before = site.control.as_ref().map(|c| c.snapshot());
     let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes.accept(metrics, tcp)).await;
     let (tls, chosen) = match accepted {
         Ok(Ok(tls)) => tls,
@@ -363,26 +362,16 @@ pub(crate) async fn connection(
         presented: chosen.presented(session).cloned().map(Arc::new),
     };
     let sni: Option<Arc<str>> = session.server_name().map(Arc::from);
-    let binding = match (&site.control, before) {
-        (Some(control), Some(before)) => {
-            let now = control.snapshot();
-            Some(Arc::new(if now.generation == before {
-                Binding {
-                    generation: now.generation,
-                    workload: sni.as_deref().and_then(|n| now.route(hostname(n)).cloned()),
-                }
-            } else {
-                // A change was published during the handshake, so which certificate the client
-                // was shown is not known for sure: its requests reach the API (which shows the
-                // current state), never a workload; it connects again for one.
-                Binding {
-                    generation: before,
-                    workload: None,
-                }
-            }))
-        }
-        _ => None,
-    };
+    // Bound to what was served when the handshake began. Should a change be published during
+    // the handshake, the certificate presented may be newer than the binding: requests then
+    // find another entry (or generation) than the bound one and get 421. The binding can only
+    // be older than what the client was shown, never newer, so it fails closed.
+    let binding = before.map(|now| {
+        Arc::new(Binding {
+            generation: now.generation,
+            workload: sni.as_deref().and_then(|n| now.route(hostname(n)).cloned()),
+        })
+    });
     let limits = site.limits;
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let site = site.clone();
