@@ -34,6 +34,44 @@ fn json(body: &[u8]) -> serde_json::Value {
         .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
 }
 
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<hyper::body::Bytes>>;
+
+/// A keep-alive HTTP/1.1 connection over RA-TLS to `rt`, verifying `server_name` (an IP address
+/// sends no SNI): the request sender, and the leaf the server presented.
+async fn keep_alive(
+    rt: &InProcess,
+    tls: &Arc<rustls::ClientConfig>,
+    server_name: &str,
+) -> (
+    Sender,
+    rustls_pki_types::CertificateDer<'static>,
+    Option<rustls::HandshakeKind>,
+) {
+    let tcp = tokio::net::TcpStream::connect(rt.addr()).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string()).unwrap();
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let session = stream.get_ref().1;
+    let leaf = session.peer_certificates().unwrap()[0].clone();
+    let kind = session.handshake_kind();
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    (sender, leaf, kind)
+}
+
+/// `GET path` with `host` as the Host header.
+fn get(host: &str, path: &str) -> hyper::Request<http_body_util::Empty<hyper::body::Bytes>> {
+    hyper::Request::get(path)
+        .header("host", host)
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .unwrap()
+}
+
 /// Loads racing for one hostname are applied one after the other by the one writer: of N, one
 /// wins and N-1 are told which workload holds the name; none is kept half-way.
 #[test]
@@ -397,28 +435,8 @@ fn a_connection_attested_for_one_workload_is_not_served_by_its_replacement() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let connect = || async {
-            let tcp = tokio::net::TcpStream::connect(rt.addr()).await.unwrap();
-            let name = rustls_pki_types::ServerName::try_from("app.test").unwrap();
-            tokio_rustls::TlsConnector::from(tls.clone())
-                .connect(name, tcp)
-                .await
-                .unwrap()
-        };
-        let get = |path: &str| {
-            hyper::Request::get(path)
-                .header("host", "app.test")
-                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-                .unwrap()
-        };
-        let stream = connect().await;
-        let first_leaf = stream.get_ref().1.peer_certificates().unwrap()[0].clone();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let r = sender.send_request(get("/kv")).await.unwrap();
+        let (mut sender, first_leaf, _) = keep_alive(&rt, &tls, "app.test").await;
+        let r = sender.send_request(get("app.test", "/kv")).await.unwrap();
         assert_eq!(r.status(), 200);
         let _ = r.into_body().collect().await;
 
@@ -440,7 +458,7 @@ fn a_connection_attested_for_one_workload_is_not_served_by_its_replacement() {
                 assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
             }
         });
-        let r = sender.send_request(get("/")).await.unwrap();
+        let r = sender.send_request(get("app.test", "/")).await.unwrap();
         assert_eq!(r.status(), 421);
         let body = r.into_body().collect().await.unwrap().to_bytes();
         assert!(
@@ -451,21 +469,10 @@ fn a_connection_attested_for_one_workload_is_not_served_by_its_replacement() {
 
         // A new connection does not resume the session made under the old certificate: it
         // is shown the new one, and is served.
-        let stream = connect().await;
-        assert_eq!(
-            stream.get_ref().1.handshake_kind(),
-            Some(rustls::HandshakeKind::Full)
-        );
-        assert_ne!(
-            stream.get_ref().1.peer_certificates().unwrap()[0],
-            first_leaf
-        );
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let r = sender.send_request(get("/")).await.unwrap();
+        let (mut sender, leaf, kind) = keep_alive(&rt, &tls, "app.test").await;
+        assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+        assert_ne!(leaf, first_leaf);
+        let r = sender.send_request(get("app.test", "/")).await.unwrap();
         assert_eq!(r.status(), 200);
     });
 }
@@ -570,24 +577,8 @@ fn a_declaration_does_not_disturb_other_workloads_connections() {
         .unwrap();
     runtime.block_on(async {
         // An IP address as the server name: no SNI is sent, so the Host header routes.
-        let tcp = tokio::net::TcpStream::connect(rt.addr()).await.unwrap();
-        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        let stream = tokio_rustls::TlsConnector::from(tls.clone())
-            .connect(name, tcp)
-            .await
-            .unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let get = || {
-            hyper::Request::get("/")
-                .header("host", "hello.test")
-                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-                .unwrap()
-        };
-        let r = sender.send_request(get()).await.unwrap();
+        let (mut sender, _, _) = keep_alive(&rt, &tls, "127.0.0.1").await;
+        let r = sender.send_request(get("hello.test", "/")).await.unwrap();
         assert_eq!(r.status(), 200);
         let _ = r.into_body().collect().await;
         let rt_ref = &rt;
@@ -598,7 +589,7 @@ fn a_declaration_does_not_disturb_other_workloads_connections() {
                 .unwrap();
             assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         });
-        let r = sender.send_request(get()).await.unwrap();
+        let r = sender.send_request(get("hello.test", "/")).await.unwrap();
         assert_eq!(
             r.status(),
             200,
