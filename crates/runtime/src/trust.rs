@@ -42,12 +42,7 @@ pub(crate) fn committed(
     let mut v = RatlsVerifier::new(evidence).with_operator_root(first_cert(root, field)?);
     let collateral = sim_dir
         .filter(|d| sim_root.is_some() && d.is_dir())
-        .and_then(|d| {
-            ["collateral-tdx.json", "collateral-sgx.json"]
-                .iter()
-                .map(|n| d.join(n))
-                .find(|c| c.is_file())
-        });
+        .and_then(enclave_evidence::intel::simulation::collateral_path);
     if let Some(p) = collateral {
         let bytes = std::fs::read(&p).map_err(|e| format!("collateral {}: {e}", p.display()))?;
         v = v.with_collateral(
