@@ -34,6 +34,37 @@ fn json(body: &[u8]) -> serde_json::Value {
         .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
 }
 
+/// `PUT /api/v1/workloads/<name>` with `body`, as the operator: it must succeed. Its answer.
+fn load(
+    rt: &InProcess,
+    tls: &Arc<rustls::ClientConfig>,
+    name: &str,
+    body: &[u8],
+) -> serde_json::Value {
+    let path = format!("/api/v1/workloads/{name}");
+    let (status, answer) = rt
+        .call(
+            tls,
+            "127.0.0.1",
+            "PUT",
+            &path,
+            Some(&token::operator()),
+            body,
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(&answer));
+    json(&answer)
+}
+
+/// A runtime for the async clients of a test (the runtime under test runs on its own).
+fn async_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<hyper::body::Bytes>>;
 
 /// A keep-alive HTTP/1.1 connection over RA-TLS to `rt`, verifying `server_name` (an IP address
@@ -136,22 +167,11 @@ fn of_many_loads_racing_for_one_hostname_exactly_one_wins() {
 #[test]
 fn a_loaded_workload_comes_back_after_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
-    let t = token::operator();
     let root = {
         let rt = InProcess::start(tmp.path(), &config()).unwrap();
         let tls = rt.client().unwrap();
-        let (status, body) = rt
-            .call(
-                &tls,
-                "127.0.0.1",
-                "PUT",
-                "/api/v1/workloads/kept",
-                Some(&t),
-                &load_body("kept.test"),
-            )
-            .unwrap();
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        let root = json(&body)["config_root"].as_str().unwrap().to_string();
+        let answer = load(&rt, &tls, "kept", &load_body("kept.test"));
+        let root = answer["config_root"].as_str().unwrap().to_string();
         rt.stop().unwrap();
         root
     };
@@ -429,11 +449,7 @@ fn a_connection_attested_for_one_workload_is_not_served_by_its_replacement() {
         &load_code("app.test", &sdk),
     );
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = async_runtime();
     runtime.block_on(async {
         let (mut sender, first_leaf, _) = keep_alive(&rt, &tls, "app.test").await;
         let r = sender.send_request(get("app.test", "/kv")).await.unwrap();
@@ -485,19 +501,8 @@ fn an_app_that_churns_its_declarations_is_held_to_a_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = InProcess::start(tmp.path(), &config()).unwrap();
     let tls = rt.client().unwrap();
-    let t = token::operator();
     let sdk = std::fs::read(testdata("wasm/sdk.wasm")).unwrap();
-    let (status, body) = rt
-        .call(
-            &tls,
-            "127.0.0.1",
-            "PUT",
-            "/api/v1/workloads/app",
-            Some(&t),
-            &load_code("app.test", &sdk),
-        )
-        .unwrap();
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    load(&rt, &tls, "app", &load_code("app.test", &sdk));
     let declare = |i: usize| {
         rt.call(
             &tls,
@@ -526,17 +531,7 @@ fn an_app_that_churns_its_declarations_is_held_to_a_budget() {
     let (status, body) = declare(7);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     // The operator's changes go through meanwhile.
-    let (status, body) = rt
-        .call(
-            &tls,
-            "127.0.0.1",
-            "PUT",
-            "/api/v1/workloads/other",
-            Some(&t),
-            &load_code("other.test", &sdk),
-        )
-        .unwrap();
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    load(&rt, &tls, "other", &load_code("other.test", &sdk));
 }
 
 /// An app's declaration reissues only that app's certificate: it leaves the tree, and so the
@@ -548,33 +543,18 @@ fn a_declaration_does_not_disturb_other_workloads_connections() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = InProcess::start(tmp.path(), &config()).unwrap();
     let tls = rt.client().unwrap();
-    let t = token::operator();
     let sdk = std::fs::read(testdata("wasm/sdk.wasm")).unwrap();
     let hello = std::fs::read(testdata("wasm/hello.wasm")).unwrap();
     for (name, host, code) in [
         ("notes", "notes.test", &sdk),
         ("hello", "hello.test", &hello),
     ] {
-        let (status, body) = rt
-            .call(
-                &tls,
-                "127.0.0.1",
-                "PUT",
-                &format!("/api/v1/workloads/{name}"),
-                Some(&t),
-                &load_code(host, code),
-            )
-            .unwrap();
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        load(&rt, &tls, name, &load_code(host, code));
     }
     let (_, before) = rt
         .call(&tls, "127.0.0.1", "GET", "/api/v1/status", None, b"")
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = async_runtime();
     runtime.block_on(async {
         // An IP address as the server name: no SNI is sent, so the Host header routes.
         let (mut sender, _, _) = keep_alive(&rt, &tls, "127.0.0.1").await;
