@@ -13,6 +13,10 @@
 //! server's certificate, the TLS exporter for channel-bound evidence) opens a [`Connection`]
 //! with [`Client::connect`], reads [`Connection::tls`], then sends on it or closes it.
 //!
+//! A body too large to hold (an image layer) is streamed instead: [`Client::send_streaming`]
+//! returns at the response's head, and [`BodyStream::chunk`] yields the body as it arrives, each
+//! read bounded by an idle timeout rather than the whole exchange by a deadline.
+//!
 //! What it is not: a general-purpose client. Only `https://` URLs; no redirects, no cookies, no
 //! proxies, no connection reuse, no HTTP/2, no content decoding, no retries (a caller that may
 //! retry, like the witness client, decides when). It carries no TEE or RA-TLS code of its own,
@@ -45,14 +49,19 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a whole exchange (connection, request, response body) may take unless told
 /// otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a streamed response body may send nothing unless told otherwise.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which deadline passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// The TCP connection and the TLS handshake.
     Connect,
-    /// The whole exchange, from connecting to the last byte of the response body.
+    /// The whole exchange, from connecting to the last byte of the response body (for a
+    /// streamed body: to the response's head).
     Exchange,
+    /// The wait for the next bytes of a streamed response body.
+    Idle,
 }
 
 impl std::fmt::Display for Phase {
@@ -60,6 +69,7 @@ impl std::fmt::Display for Phase {
         f.write_str(match self {
             Self::Connect => "connection and TLS handshake",
             Self::Exchange => "exchange",
+            Self::Idle => "wait for the next bytes of the response body",
         })
     }
 }
@@ -386,6 +396,7 @@ pub struct Client {
     max_body: usize,
     connect_timeout: Duration,
     timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -394,6 +405,7 @@ impl std::fmt::Debug for Client {
             .field("max_body", &self.max_body)
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -407,6 +419,7 @@ impl Client {
             max_body: DEFAULT_MAX_BODY,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 
@@ -428,9 +441,25 @@ impl Client {
         self
     }
 
+    /// Wait at most `limit` for each next piece of a streamed response body
+    /// ([`Client::send_streaming`]).
+    pub fn idle_timeout(mut self, limit: Duration) -> Self {
+        self.idle_timeout = limit;
+        self
+    }
+
     /// Send `request` and read the response.
     pub async fn send(&self, request: Request) -> Result<Response, Error> {
         self.connect(request).await?.send().await
+    }
+
+    /// Send `request` and return the response as soon as its head arrives, its body to be read
+    /// piece by piece ([`BodyStream::chunk`]): for bodies too large to hold (an image layer).
+    /// The exchange's deadline covers the connection and the head only; the body has no total
+    /// deadline and no size limit (the caller knows what it expects), but each read waits at
+    /// most the idle timeout, so a server that stalls is given up on.
+    pub async fn send_streaming(&self, request: Request) -> Result<StreamingResponse, Error> {
+        self.connect(request).await?.send_streaming().await
     }
 
     /// [`Client::send`] for callers without an async runtime of their own. Called from a
@@ -491,6 +520,7 @@ impl Client {
             max_body: self.max_body,
             deadline: started + self.timeout,
             timeout: self.timeout,
+            idle_timeout: self.idle_timeout,
         })
     }
 
@@ -552,6 +582,7 @@ pub struct Connection {
     max_body: usize,
     deadline: Instant,
     timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Connection {
@@ -599,31 +630,85 @@ impl Connection {
             }))
     }
 
+    /// Send the request and return as soon as the response's head arrives (within what is
+    /// left of the exchange's deadline); see [`Client::send_streaming`].
+    pub async fn send_streaming(self) -> Result<StreamingResponse, Error> {
+        let (url, deadline, timeout, idle) = (
+            self.target.url.clone(),
+            self.deadline,
+            self.timeout,
+            self.idle_timeout,
+        );
+        let (parts, incoming, driver) = tokio::time::timeout_at(deadline, self.head())
+            .await
+            .unwrap_or(Err(Error::Timeout {
+                url: url.clone(),
+                phase: Phase::Exchange,
+                limit: timeout,
+            }))?;
+        Ok(StreamingResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: BodyStream {
+                incoming,
+                url,
+                idle,
+                received: 0,
+                _driver: driver,
+            },
+        })
+    }
+
     async fn exchange(self) -> Result<Response, Error> {
+        let url = self.target.url.clone();
+        let max_body = self.max_body;
+        let (parts, mut incoming, driver) = self.head().await?;
+        let too_large = |declared| Error::BodyTooLarge {
+            url: url.clone(),
+            limit: max_body,
+            declared,
+        };
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|d| d > max_body as u64) {
+            return Err(too_large(declared));
+        }
+        let mut body = Vec::new();
+        while let Some(frame) = incoming.frame().await {
+            let Ok(data) = frame.map_err(|e| http_error(&url, e))?.into_data() else {
+                continue; // trailers
+            };
+            if body.len() + data.len() > max_body {
+                return Err(too_large(declared));
+            }
+            body.extend_from_slice(&data);
+        }
+        drop(driver);
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// Send the request and read the response's head; the body is still to be read, and the
+    /// connection lives as long as the returned task handle.
+    async fn head(
+        self,
+    ) -> Result<(hyper::http::response::Parts, hyper::body::Incoming, Abort), Error> {
         let Self {
             stream,
             target,
             method,
             mut headers,
             body,
-            max_body,
             ..
         } = self;
         let url = target.url.as_str();
-        let http_err = |source: hyper::Error| {
-            let mut reason = source.to_string();
-            let mut next = std::error::Error::source(&source);
-            while let Some(e) = next {
-                reason.push_str(": ");
-                reason.push_str(&e.to_string());
-                next = e.source();
-            }
-            Error::Http {
-                url: url.to_string(),
-                reason,
-                source,
-            }
-        };
+        let http_err = |source: hyper::Error| http_error(url, source);
         let request_err = |reason: String| Error::Request {
             url: url.to_string(),
             reason,
@@ -652,36 +737,90 @@ impl Connection {
             .map_err(|e| request_err(e.to_string()))?;
         *request.headers_mut() = headers;
         let response = sender.send_request(request).await.map_err(http_err)?;
-        let (parts, mut incoming) = response.into_parts();
-        let too_large = |declared| Error::BodyTooLarge {
-            url: url.to_string(),
-            limit: max_body,
-            declared,
-        };
-        let declared = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|d| d > max_body as u64) {
-            return Err(too_large(declared));
-        }
-        let mut body = Vec::new();
-        while let Some(frame) = incoming.frame().await {
-            let Ok(data) = frame.map_err(http_err)?.into_data() else {
-                continue; // trailers
+        let (parts, incoming) = response.into_parts();
+        Ok((parts, incoming, driver))
+    }
+}
+
+/// hyper's error as [`Error::Http`], its causes spelled out.
+fn http_error(url: &str, source: hyper::Error) -> Error {
+    let mut reason = source.to_string();
+    let mut next = std::error::Error::source(&source);
+    while let Some(e) = next {
+        reason.push_str(": ");
+        reason.push_str(&e.to_string());
+        next = e.source();
+    }
+    Error::Http {
+        url: url.to_string(),
+        reason,
+        source,
+    }
+}
+
+/// A response whose body is still to be read: [`Client::send_streaming`].
+#[derive(Debug)]
+pub struct StreamingResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body, to be read.
+    pub body: BodyStream,
+}
+
+/// A response body read as it arrives. Dropping it closes the connection.
+pub struct BodyStream {
+    incoming: hyper::body::Incoming,
+    url: String,
+    idle: Duration,
+    received: u64,
+    _driver: Abort,
+}
+
+impl std::fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyStream")
+            .field("url", &self.url)
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BodyStream {
+    /// The next piece of the body (de-chunked) as it arrives, `None` at its end. Waits at most
+    /// the client's idle timeout; a body shorter than its `Content-Length` is an error.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        loop {
+            let frame = tokio::time::timeout(self.idle, self.incoming.frame())
+                .await
+                .map_err(|_| Error::Timeout {
+                    url: self.url.clone(),
+                    phase: Phase::Idle,
+                    limit: self.idle,
+                })?;
+            let Some(frame) = frame else {
+                return Ok(None);
             };
-            if body.len() + data.len() > max_body {
-                return Err(too_large(declared));
+            match frame.map_err(|e| http_error(&self.url, e))?.into_data() {
+                Ok(data) if data.is_empty() => continue,
+                Ok(data) => {
+                    self.received += data.len() as u64;
+                    return Ok(Some(data));
+                }
+                Err(_) => continue, // trailers
             }
-            body.extend_from_slice(&data);
         }
-        drop(driver);
-        Ok(Response {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+    }
+
+    /// The body's bytes read so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 }
 

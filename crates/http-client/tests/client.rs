@@ -43,6 +43,8 @@ enum Script {
     Answer(Vec<u8>),
     /// Read the request, then say nothing for this long.
     Silent(Duration),
+    /// Read the request, write the first bytes, wait, write the rest, close.
+    Trickle(Vec<u8>, Duration, Vec<u8>),
 }
 
 /// A TLS server on loopback serving one connection per script entry (bounded: 10 s of read
@@ -95,6 +97,14 @@ fn serve(
                     let _ = tls.flush();
                 }
                 Script::Silent(d) => std::thread::sleep(d),
+                Script::Trickle(first, pause, rest) => {
+                    let _ = tls.write_all(&first);
+                    let _ = tls.flush();
+                    std::thread::sleep(pause);
+                    let _ = tls.write_all(&rest);
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                }
             }
         }
         seen
@@ -349,4 +359,103 @@ fn blocking_calls_work_from_inside_an_async_runtime_and_connections_can_be_inspe
         "{:?}",
         String::from_utf8_lossy(&seen[2])
     );
+}
+
+#[tokio::test]
+async fn a_streamed_body_is_not_held_to_the_limit_and_arrives_in_pieces() {
+    let (ca, chain, key) = pki();
+    let size = 300 * 1024;
+    let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let mut first = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n").into_bytes();
+    first.extend_from_slice(&body[..1000]);
+    let (port, server) = serve(
+        chain,
+        key,
+        vec![Script::Trickle(
+            first,
+            Duration::from_millis(200),
+            body[1000..].to_vec(),
+        )],
+    );
+    let client = client_trusting(ca)
+        .max_body(1024)
+        .idle_timeout(Duration::from_secs(5));
+    let url = format!("https://localhost:{port}/v2/x/blobs/sha256:00");
+    let mut response = client
+        .send_streaming(Request::get(uri(&url)))
+        .await
+        .unwrap();
+    assert_eq!(response.status, StatusCode::OK);
+    let mut got = Vec::new();
+    let mut pieces = 0;
+    while let Some(chunk) = response.body.chunk().await.unwrap() {
+        got.extend_from_slice(&chunk);
+        pieces += 1;
+        assert_eq!(response.body.received(), got.len() as u64);
+    }
+    assert!(pieces > 1, "{pieces}");
+    assert!(got == body, "the streamed body differs from what was sent");
+    server.join().unwrap();
+}
+
+#[tokio::test]
+async fn a_stalled_streamed_body_times_out_on_the_idle_limit() {
+    let (ca, chain, key) = pki();
+    let first = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst".to_vec();
+    let (port, server) = serve(
+        chain,
+        key,
+        vec![Script::Trickle(first, Duration::from_secs(1), Vec::new())],
+    );
+    let client = client_trusting(ca).idle_timeout(Duration::from_millis(300));
+    let url = format!("https://localhost:{port}/slow");
+    let mut response = client
+        .send_streaming(Request::get(uri(&url)))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.body.chunk().await.unwrap().as_deref(),
+        Some(&b"first"[..])
+    );
+    let started = Instant::now();
+    match response.body.chunk().await {
+        Err(
+            e @ Error::Timeout {
+                phase: Phase::Idle, ..
+            },
+        ) => {
+            let text = e.to_string();
+            assert!(text.starts_with(&url), "{text}");
+            assert!(text.contains("next bytes of the response body"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_millis(900));
+    drop(response);
+    server.join().unwrap();
+}
+
+#[tokio::test]
+async fn a_streamed_body_cut_short_is_an_error_not_an_end() {
+    let (ca, chain, key) = pki();
+    let first = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this".to_vec();
+    let (port, server) = serve(chain, key, vec![Script::Answer(first)]);
+    let url = format!("https://localhost:{port}/short");
+    let mut response = client_trusting(ca)
+        .send_streaming(Request::get(uri(&url)))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let end = loop {
+        match response.body.chunk().await {
+            Ok(Some(c)) => got.extend_from_slice(&c),
+            other => break other,
+        }
+    };
+    assert_eq!(got, b"only this");
+    match end {
+        Err(e @ Error::Http { .. }) => assert!(e.to_string().starts_with(&url), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    server.join().unwrap();
 }

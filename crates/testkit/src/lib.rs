@@ -1,7 +1,7 @@
 //! Test helpers for Enclave OS, shared by every crate's tests and benches: a loopback HTTPS
-//! server with bounded connections, a throwaway CA, OIDC tokens signed with the test keys, and
+//! server with bounded connections, a throwaway CA, OIDC tokens signed with the test keys,
 //! the runtime started in-process on a listener already bound (so no test races another for a
-//! port).
+//! port), and a private OCI registry with busybox images for image-pull tests.
 //!
 //! Dev-only: no library crate of the runtime depends on it, and nothing here is fit for
 //! production (keys are generated without care for their storage, and the test signing keys
@@ -9,6 +9,7 @@
 
 pub mod https;
 pub mod pki;
+pub mod registry;
 pub mod runtime;
 pub mod token;
 

@@ -1,0 +1,371 @@
+//! A private OCI registry on loopback for image-pull tests: Debian's `docker-registry`
+//! (distribution v2.8) with its own configuration, storage, TLS leaf from a throwaway
+//! [`TestPki`] and htpasswd (bcrypt) basic auth, all under a directory the test owns; and
+//! busybox images built with umoci and pushed with skopeo.
+//!
+//! Needs `/usr/bin/docker-registry`, `skopeo`, `umoci`, `htpasswd` (apache2-utils) and
+//! `/bin/busybox` (busybox-static). Every process it starts has a bounded wait and is killed
+//! and reaped on drop, also when the test panics. It never touches a system daemon.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use crate::pki::TestPki;
+
+/// How long a helper command (umoci, skopeo, htpasswd) may run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the registry may take to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running private registry; killed on drop.
+pub struct Registry {
+    child: Child,
+    dir: PathBuf,
+    host: String,
+    ca_pem: String,
+    username: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("host", &self.host)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A local OCI image layout and the image it holds under `tag`.
+#[derive(Debug, Clone)]
+pub struct OciLayout {
+    /// The layout directory.
+    pub path: PathBuf,
+    /// The tag the image is under.
+    pub tag: String,
+    /// The manifest digest, `sha256:<hex>`.
+    pub manifest_digest: String,
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Run `cmd` to completion within [`COMMAND_TIMEOUT`]; its stdout.
+///
+/// # Panics
+/// If it cannot start, runs too long (it is killed), or fails; the panic shows its stderr.
+pub fn run(cmd: &mut Command) -> String {
+    #![allow(clippy::expect_used)]
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} did not finish within {COMMAND_TIMEOUT:?}");
+            }
+        }
+    };
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    assert!(status.success(), "{what} failed ({status}): {stderr}");
+    stdout
+}
+
+impl Registry {
+    /// Start a registry with everything under `dir` (config, storage, TLS, htpasswd, log),
+    /// listening on a free loopback port, and wait (bounded) until it answers.
+    ///
+    /// # Panics
+    /// If a file cannot be written, a tool is missing, or the registry does not answer.
+    pub fn start(dir: &Path) -> Self {
+        #![allow(clippy::expect_used)]
+        std::fs::create_dir_all(dir).expect("the registry directory");
+        let pki = TestPki::new("enclave-oci test registry CA");
+        let cert = dir.join("registry.crt");
+        let key = dir.join("registry.key");
+        let chain: String = pki.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
+        std::fs::write(&cert, chain).expect("the registry certificate");
+        std::fs::write(&key, pem("PRIVATE KEY", pki.key.secret_der())).expect("the registry key");
+        // What skopeo trusts for this registry (`--cert-dir`).
+        let certs = dir.join("certs");
+        std::fs::create_dir_all(&certs).expect("the CA directory");
+        std::fs::write(certs.join("ca.crt"), &pki.ca_pem).expect("the CA file");
+        let (username, password) = ("enclave".to_string(), "registry-test-password".to_string());
+        let htpasswd = run(Command::new("htpasswd").args(["-Bbn", &username, &password]));
+        std::fs::write(dir.join("htpasswd"), htpasswd).expect("the htpasswd file");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let storage = dir.join("storage");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: false\nhttp:\n  addr: {host}\n  secret: enclave-oci-test-secret\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: enclave-oci-test\n    path: {}\n",
+            storage.display(),
+            cert.display(),
+            key.display(),
+            dir.join("htpasswd").display()
+        );
+        let config_path = dir.join("config.yml");
+        std::fs::write(&config_path, config).expect("the registry configuration");
+        let log = std::fs::File::create(dir.join("registry.log")).expect("the registry log");
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("the log, twice"))
+            .stderr(log)
+            .spawn()
+            .expect("/usr/bin/docker-registry (Debian's docker-registry package)");
+        let mut registry = Self {
+            child,
+            dir: dir.to_path_buf(),
+            host,
+            ca_pem: pki.ca_pem,
+            username,
+            password,
+        };
+        registry.wait_ready();
+        registry
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "docker-registry exited ({status}): {}",
+                    std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+                );
+            }
+            if TcpStream::connect(&self.host).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not listen on {} within {START_TIMEOUT:?}",
+                self.host
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `127.0.0.1:<port>`, as references spell it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The CA (PEM) that issued the registry's certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The user name the registry accepts.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// Its password.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The registry's storage root: blobs are under
+    /// `docker/registry/v2/blobs/sha256/<2 hex>/<hex>/data`.
+    pub fn storage_dir(&self) -> PathBuf {
+        self.dir.join("storage")
+    }
+
+    /// Where the registry stores the blob `sha256:<hex>`.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage_dir()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(hex.get(..2).unwrap_or_default())
+            .join(hex)
+            .join("data")
+    }
+
+    fn skopeo_auth(&self, dest: bool) -> Vec<String> {
+        let (cert, creds) = if dest {
+            ("--dest-cert-dir", "--dest-creds")
+        } else {
+            ("--cert-dir", "--creds")
+        };
+        vec![
+            cert.to_string(),
+            self.dir.join("certs").display().to_string(),
+            creds.to_string(),
+            format!("{}:{}", self.username, self.password),
+        ]
+    }
+
+    /// Push `layout`'s image to `repo_tag` (`repo:tag`) with skopeo; the manifest digest the
+    /// registry reports for it (skopeo may convert; this is the registry's).
+    ///
+    /// # Panics
+    /// If skopeo fails or reports no digest.
+    pub fn push(&self, layout: &OciLayout, repo_tag: &str) -> String {
+        let dest = format!("docker://{}/{repo_tag}", self.host);
+        run(Command::new("skopeo")
+            .args(["copy", "--quiet", "--all"])
+            .args(self.skopeo_auth(true))
+            .arg(format!("oci:{}:{}", layout.path.display(), layout.tag))
+            .arg(&dest));
+        self.digest(repo_tag)
+    }
+
+    /// The manifest digest the registry reports for `repo_tag` (`skopeo inspect`).
+    ///
+    /// # Panics
+    /// If skopeo fails or reports no digest.
+    pub fn digest(&self, repo_tag: &str) -> String {
+        let out = run(Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .args(self.skopeo_auth(false))
+            .arg(format!("docker://{}/{repo_tag}", self.host)));
+        let raw_digest = sha256_hex(out.as_bytes());
+        let reported = run(Command::new("skopeo")
+            .args(["inspect", "--format", "{{.Digest}}"])
+            .args(self.skopeo_auth(false))
+            .arg(format!("docker://{}/{repo_tag}", self.host)));
+        let reported = reported.trim().to_string();
+        // For an index, `inspect --format` describes the platform's image; `--raw` is what
+        // the tag names.
+        if reported.ends_with(&raw_digest) {
+            reported
+        } else {
+            format!("sha256:{raw_digest}")
+        }
+    }
+}
+
+/// sha256 of `bytes`, hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Images for the tests.
+pub mod image {
+    use std::path::Path;
+    use std::process::Command;
+
+    use super::{OciLayout, run};
+
+    /// The busybox applets linked into every test image.
+    pub const APPLETS: &[&str] = &["sh", "httpd", "echo", "cat", "sleep", "nc", "wget"];
+
+    /// Build `dir/<name>`, an OCI layout with one gzip layer holding `/bin/busybox`
+    /// (busybox-static) and its applets, tagged `latest`, running `cmd` (the first word is the
+    /// entrypoint, the rest its arguments) as linux/amd64.
+    ///
+    /// # Panics
+    /// If umoci fails or `/bin/busybox` is missing.
+    pub fn busybox(dir: &Path, name: &str, cmd: &[&str]) -> OciLayout {
+        #![allow(clippy::expect_used)]
+        let layout = dir.join(name);
+        let bundle = dir.join(format!("{name}.bundle"));
+        let tag = "latest";
+        let image = format!("{}:{tag}", layout.display());
+        run(Command::new("umoci")
+            .args(["init", "--layout"])
+            .arg(&layout));
+        run(Command::new("umoci").args(["new", "--image", &image]));
+        run(Command::new("umoci")
+            .args(["unpack", "--rootless", "--image", &image])
+            .arg(&bundle));
+        let bin = bundle.join("rootfs/bin");
+        std::fs::create_dir_all(&bin).expect("rootfs/bin");
+        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("/bin/busybox (busybox-static)");
+        for applet in APPLETS {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("an applet symlink");
+        }
+        run(Command::new("umoci")
+            .args(["repack", "--image", &image])
+            .arg(&bundle));
+        let mut config = Command::new("umoci");
+        config.args([
+            "config",
+            "--image",
+            &image,
+            "--os",
+            "linux",
+            "--architecture",
+            "amd64",
+            "--config.env",
+            "PATH=/bin",
+            "--config.workingdir",
+            "/",
+        ]);
+        if let Some((entry, args)) = cmd.split_first() {
+            config.args(["--config.entrypoint", entry]);
+            for a in args {
+                config.args(["--config.cmd", a]);
+            }
+        }
+        run(&mut config);
+        run(Command::new("umoci").args(["gc", "--layout"]).arg(&layout));
+        let _ = std::fs::remove_dir_all(&bundle);
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json"))
+                .expect("index.json is JSON");
+        let manifest_digest = index["manifests"]
+            .as_array()
+            .and_then(|m| {
+                m.iter().find(|d| {
+                    d["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(tag)
+                })
+            })
+            .and_then(|d| d["digest"].as_str())
+            .expect("the tag in index.json")
+            .to_string();
+        OciLayout {
+            path: layout,
+            tag: tag.to_string(),
+            manifest_digest,
+        }
+    }
+}
