@@ -466,14 +466,19 @@ impl Registry {
 
     fn refused(&self, sent: &Auth, what: &str) -> OciError {
         let reason = match (sent, &self.credentials) {
-            (Auth::Anonymous, None) | (Auth::Bearer(_), None) => {
-                "it asks for credentials and none are configured for it".to_string()
+            (Auth::Bearer(_), None) => {
+                "the token its token server issued was refused (no credentials are configured for it)"
+                    .to_string()
             }
+            (Auth::Bearer(_), Some(c)) => format!(
+                "the token issued for the credentials configured for it (user '{}') was refused",
+                c.username
+            ),
             (_, Some(c)) => format!(
                 "the credentials configured for it (user '{}') were refused",
                 c.username
             ),
-            (Auth::Basic(_), None) => "the credentials were refused".to_string(),
+            (_, None) => "it asks for credentials and none are configured for it".to_string(),
         };
         OciError::Unauthorized {
             host: self.host.clone(),
@@ -757,6 +762,27 @@ mod tests {
             );
             assert!(e.contains(why), "{location}: {e}");
         }
+    }
+
+    /// The lead spawns pulls on tokio: every future and the stream must be `Send`.
+    #[test]
+    fn pulls_can_be_spawned() {
+        fn send<T: Send>(_: &T) {}
+        let c = Client::new(vec![]).unwrap();
+        let r: Reference = format!("reg.io/a@{}", Digest::of(b"")).parse().unwrap();
+        send(&c.resolve(&r));
+        let d = Descriptor {
+            media_type: media_type::OCI_LAYER_GZIP.into(),
+            digest: Digest::of(b""),
+            size: 0,
+            platform: None,
+            annotations: None,
+            urls: None,
+        };
+        send(&c.blob(&r, &d));
+        fn stream<T: Send + Sync>() {}
+        stream::<BlobStream>();
+        stream::<Client>();
     }
 
     #[test]

@@ -203,6 +203,44 @@ async fn a_tampered_layer_in_the_registry_is_a_digest_mismatch_naming_it() {
 }
 
 #[tokio::test]
+async fn a_blob_of_another_size_than_declared_is_refused() {
+    let f = fixture();
+    let client = client(&f.registry);
+    let manifest = client.resolve(&f.reference).await.unwrap();
+    let layer = &manifest.parsed.layers[0];
+    // Declared smaller: refused from the registry's Content-Length, before any byte is used.
+    let smaller = enclave_oci::Descriptor {
+        size: layer.size - 1,
+        ..layer.clone()
+    };
+    match client.blob(&f.reference, &smaller).await {
+        Err(e @ OciError::SizeMismatch { .. }) => {
+            let t = e.to_string();
+            assert!(
+                t.contains(&format!("declares {} bytes", layer.size - 1)),
+                "{t}"
+            );
+            assert!(
+                t.contains(&format!("announces {} bytes", layer.size)),
+                "{t}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Declared larger: the stream ends short.
+    let larger = enclave_oci::Descriptor {
+        size: layer.size + 1,
+        ..layer.clone()
+    };
+    match client.blob(&f.reference, &larger).await {
+        Err(e @ OciError::SizeMismatch { .. }) => {
+            assert!(e.to_string().contains("size mismatch"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_registry_certificate_outside_its_bundle_is_a_tls_error() {
     let f = fixture();
     let other = TestPki::new("another test CA");
@@ -451,4 +489,43 @@ async fn a_pushed_index_resolves_to_its_linux_amd64_manifest() {
     assert_eq!(resolved.index.as_ref().map(|(d, _)| *d), Some(index));
     let config = client.config(&r, &resolved).await.unwrap();
     assert_eq!(config.digest, manifest.parsed.config.digest);
+}
+
+#[tokio::test]
+async fn a_registry_with_token_auth_is_pulled_with_a_bearer_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start_with_token_auth(&dir.path().join("registry"), REPO);
+    let layout = image::busybox(dir.path(), "bb", &["/bin/sh"]);
+    let digest = registry.push(&layout, &format!("{REPO}:v1"));
+    let r: Reference = format!("{}/{REPO}@{digest}", registry.host())
+        .parse()
+        .unwrap();
+    // Anonymous: the token server hands out tokens without credentials.
+    let client = Client::new(vec![settings(&registry, None)]).unwrap();
+    let manifest = client.resolve(&r).await.unwrap();
+    assert_eq!(manifest.digest.to_string(), digest);
+    // The cached token serves the configuration and the layers.
+    let config = client.config(&r, &manifest).await.unwrap();
+    let layer = &manifest.parsed.layers[0];
+    let (diff_id, _) = pull_layer(&client, &r, layer, "layer 0").await.unwrap();
+    assert_eq!(diff_id, config.parsed.rootfs.diff_ids[0]);
+
+    // Another repository: the token (scoped to REPO) is refused by the registry.
+    let other: Reference = format!("{}/other/repo@{digest}", registry.host())
+        .parse()
+        .unwrap();
+    match client.resolve(&other).await {
+        Err(e @ OciError::Unauthorized { .. }) => {
+            let t = e.to_string();
+            assert!(
+                t.contains(&format!("registry {} refused access", registry.host())),
+                "{t}"
+            );
+            assert!(
+                t.contains("the token its token server issued was refused"),
+                "{t}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -113,6 +113,21 @@ impl Registry {
     /// # Panics
     /// If a file cannot be written, a tool is missing, or the registry does not answer.
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, None)
+    }
+
+    /// Start a registry like [`Registry::start`], but with token auth: its 401s send
+    /// `Bearer realm="https://127.0.0.1:<other port>/token"`, and a token server there (a
+    /// loopback HTTPS server with the registry's certificate) hands anyone an ES256 token,
+    /// signed by a throwaway key the registry trusts, allowing pull and push on `repository`.
+    ///
+    /// # Panics
+    /// As [`Registry::start`], or if the token cannot be made.
+    pub fn start_with_token_auth(dir: &Path, repository: &str) -> Self {
+        Self::start_with(dir, Some(repository))
+    }
+
+    fn start_with(dir: &Path, token_repository: Option<&str>) -> Self {
         #![allow(clippy::expect_used)]
         std::fs::create_dir_all(dir).expect("the registry directory");
         let pki = TestPki::new("enclave-oci test registry CA");
@@ -134,12 +149,31 @@ impl Registry {
             .port();
         let host = format!("127.0.0.1:{port}");
         let storage = dir.join("storage");
+        let auth = match token_repository {
+            None => format!(
+                "  htpasswd:\n    realm: enclave-oci-test\n    path: {}\n",
+                dir.join("htpasswd").display()
+            ),
+            Some(repository) => {
+                let signer = dir.join("token-signer.crt");
+                let (signer_pem, token) = token(repository);
+                std::fs::write(&signer, signer_pem).expect("the token signer certificate");
+                let answer = crate::https::answer(
+                    &serde_json::json!({"token": token, "expires_in": 300}).to_string(),
+                );
+                let token_port =
+                    crate::https::serve(pki.chain.clone(), pki.key.clone_key(), answer, 64);
+                format!(
+                    "  token:\n    realm: https://127.0.0.1:{token_port}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                    signer.display()
+                )
+            }
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: false\nhttp:\n  addr: {host}\n  secret: enclave-oci-test-secret\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: enclave-oci-test\n    path: {}\n",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: false\nhttp:\n  addr: {host}\n  secret: enclave-oci-test-secret\n  tls:\n    certificate: {}\n    key: {}\nauth:\n{auth}",
             storage.display(),
             cert.display(),
             key.display(),
-            dir.join("htpasswd").display()
         );
         let config_path = dir.join("config.yml");
         std::fs::write(&config_path, config).expect("the registry configuration");
@@ -273,6 +307,36 @@ impl Registry {
             format!("sha256:{raw_digest}")
         }
     }
+}
+
+const TOKEN_SERVICE: &str = "enclave-oci-test";
+const TOKEN_ISSUER: &str = "enclave-oci-test-token-issuer";
+
+/// A self-signed ES256 signing certificate (PEM) and a token it signed, carrying its own
+/// certificate in `x5c`, allowing pull and push on `repository` for five minutes.
+fn token(repository: &str) -> (String, String) {
+    #![allow(clippy::expect_used)]
+    let key = rcgen::KeyPair::generate().expect("a token signing key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("parameters");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "enclave-oci test token signer");
+    let cert = params
+        .self_signed(&key)
+        .expect("the token signer certificate");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.x5c = Some(vec![
+        base64::engine::general_purpose::STANDARD.encode(cert.der()),
+    ]);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims = serde_json::json!({
+        "iss": TOKEN_ISSUER, "sub": "enclave", "aud": TOKEN_SERVICE,
+        "iat": now - 5, "nbf": now - 5, "exp": now + 300, "jti": format!("t-{now}"),
+        "access": [{"type": "repository", "name": repository, "actions": ["pull", "push"]}],
+    });
+    let encoding = jsonwebtoken::EncodingKey::from_ec_der(&key.serialize_der());
+    let token = jsonwebtoken::encode(&header, &claims, &encoding).expect("signing a test token");
+    (cert.pem(), token)
 }
 
 /// sha256 of `bytes`, hex.
