@@ -682,13 +682,14 @@ impl Engine {
     /// The runc shim v2 listens on `/run/containerd/s/<sha256(address/namespace/id)>` (also for
     /// a private containerd) and outlives `Tasks.Delete` by a moment. A `Tasks.Create` of the
     /// same id in that moment finds the socket, reuses the dying shim and fails (ENOENT
-    /// mounting the rootfs). So wait, bounded, until the socket is gone.
+    /// mounting the rootfs). So wait, bounded, until nothing answers on that socket.
     async fn wait_for_shim_exit(&self, id: &str) {
         let key = Path::new(&self.socket).join(&self.namespace_name).join(id);
         let hash = ring::digest::digest(&ring::digest::SHA256, key.as_os_str().as_encoded_bytes());
         let shim_socket = Path::new(SHIM_SOCKET_DIR).join(hex::encode(hash.as_ref()));
         let deadline = tokio::time::Instant::now() + SHIM_EXIT_BOUND;
-        while tokio::fs::try_exists(&shim_socket).await.unwrap_or(false)
+        // A socket file nobody listens on (a shim killed outright) counts as gone.
+        while tokio::net::UnixStream::connect(&shim_socket).await.is_ok()
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
