@@ -5,10 +5,13 @@ An independent check of docs/config-tree.md: it uses only Python's standard libr
 later, for tomllib), none of Enclave OS's code.
 
     scripts/config-root.py enclave.toml [--version 0.1.0] [--jwks FILE] [--values]
+        [--engine FILE] [--image NAME=DIR ...]
 
 prints the manifest as JSON ({"format", "root", "leaves": [{"name", "value_hash", "leaf_hash"}]}),
 the same document as `enclave-os measure --json`. --jwks gives the JWKS bytes fetched from a
-jwks_url; --values adds each leaf's value bytes, hex, as "value".
+jwks_url; --values adds each leaf's value bytes, hex, as "value". With [containers], --engine
+gives the engine's versions (JSON: containerd, runc) and --image, for each container workload, a
+directory with the resolved manifest.json, config.json and runtime-spec.json, exact bytes.
 """
 import hashlib
 import json
@@ -80,7 +83,8 @@ def mth(hashes):
     return sha256(b"\x01", mth(hashes[:k]), mth(hashes[k:]))
 
 
-def leaves(path, version, jwks_override=None):
+def leaves(path, version, jwks_override=None, engine=None, images=None):
+    images = images or {}
     base = os.path.dirname(os.path.abspath(path))
     c = tomllib.load(open(path, "rb"))
 
@@ -147,14 +151,21 @@ def leaves(path, version, jwks_override=None):
     policy = c.get("seal_policy", "measurement")
     if policy != "measurement":
         out["sealing/policy"] = policy.encode()
+    if "seal_key_env" in c:
+        out["sealing/key-source"] = b"operator"
     binding = c.get("listener", {}).get("evidence_binding", "seed")
     if binding != "seed":
         out["listener/evidence-binding"] = binding.encode()
+    for r in c.get("registry", []):
+        out[f"registry/{r['host']}/ca-bundle"] = read(r["ca_bundle"])
+    if "containers" in c:
+        if engine is None:
+            sys.exit("[containers]: give the engine's versions with --engine FILE")
+        out["containers/engine"] = jcs(json.loads(engine)).encode()
     for wl in c.get("workload", []):
         name = wl["name"]
-        out[f"workload/{name}/code"] = read(wl["source"]) if "source" in wl else wl["image"].encode()
         limits = wl.get("limits", {})
-        out[f"workload/{name}/settings"] = jcs({
+        settings = {
             "kind": wl["kind"],
             "hostnames": wl.get("hostnames", []),
             "env": wl.get("env", {}),
@@ -163,12 +174,40 @@ def leaves(path, version, jwks_override=None):
                 "memory_bytes": limits.get("memory_bytes"),
                 "request_timeout_ms": limits.get("request_timeout_ms"),
             },
-        }).encode()
+        }
+        # Members only when set, so that workloads without them keep their roots.
+        for optional in ("cpu_millis", "pids"):
+            if optional in limits:
+                settings["limits"][optional] = limits[optional]
+        if wl["kind"] == "container":
+            if name not in images:
+                sys.exit(f"workload {name}: give its resolved image with --image {name}=DIR")
+            d = images[name]
+            out[f"workload/{name}/code"] = open(os.path.join(d, "manifest.json"), "rb").read()
+            out[f"workload/{name}/image-config"] = open(os.path.join(d, "config.json"), "rb").read()
+            out[f"workload/{name}/runtime-spec"] = open(os.path.join(d, "runtime-spec.json"), "rb").read()
+            ct = wl["container"]
+            health = {"start_timeout_secs": ct.get("health", {}).get("start_timeout_secs", 30)}
+            if "http_path" in ct.get("health", {}):
+                health["http_path"] = ct["health"]["http_path"]
+            settings["image"] = wl["image"]
+            settings["container"] = {
+                "port": ct["port"],
+                "health": health,
+                "restart": ct.get("restart", "on-failure"),
+                "max_restarts": ct.get("max_restarts", 5),
+                "writable_rootfs": ct.get("writable_rootfs", False),
+                "capabilities": ct.get("capabilities", []),
+                "allow_host": ct.get("allow_host", False),
+            }
+        else:
+            out[f"workload/{name}/code"] = read(wl["source"])
+        out[f"workload/{name}/settings"] = jcs(settings).encode()
     return out
 
 
 def main(argv):
-    args, version, jwks, values = [], "0.1.0", None, False
+    args, version, jwks, values, engine, images = [], "0.1.0", None, False, None, {}
     it = iter(argv)
     for a in it:
         if a == "--version":
@@ -177,11 +216,16 @@ def main(argv):
             jwks = open(next(it), "rb").read()
         elif a == "--values":
             values = True
+        elif a == "--engine":
+            engine = open(next(it), "rb").read()
+        elif a == "--image":
+            name, _, d = next(it).partition("=")
+            images[name] = d
         else:
             args.append(a)
     if len(args) != 1:
         sys.exit(__doc__)
-    values_by_name = leaves(args[0], version, jwks)
+    values_by_name = leaves(args[0], version, jwks, engine, images)
     names = sorted(values_by_name, key=lambda n: n.encode())
     out = []
     for n in names:

@@ -34,6 +34,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::canonical::{self, CanonicalError};
+pub use crate::container::{
+    ContainerSettings, ContainersConfig, EngineVersions, HealthCheck, ImageLeaves, RegistryConfig,
+    RestartPolicy, WorkloadCode,
+};
 use crate::inputs::{Inputs, Reader};
 use crate::merkle::{ConfigTree, TreeError};
 
@@ -532,6 +536,14 @@ pub struct WorkloadLimits {
     pub memory_bytes: Option<u64>,
     /// Wall-clock deadline per request, milliseconds.
     pub request_timeout_ms: Option<u64>,
+    /// CPU, in thousandths of one CPU (containers).
+    // Absent from the settings leaf when unset, so that the trees of configurations written
+    // before these limits existed keep their roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u32>,
+    /// Processes and threads (containers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
 }
 
 /// What a workload runs, by kind, with the fields that kind takes and no other.
@@ -544,10 +556,13 @@ pub enum Run {
         /// The component file.
         source: Option<PathBuf>,
     },
-    /// An OCI container behind the attested proxy: its image, pinned by digest.
+    /// An OCI container behind the attested proxy: its image, pinned by digest, and how it
+    /// is run.
     Container {
-        /// `name@sha256:…`.
+        /// `host/name@sha256:…`.
         image: String,
+        /// `[workload.container]`.
+        settings: ContainerSettings,
     },
     /// A local process behind the attested proxy: its executable (`None` when the management
     /// API brought the bytes).
@@ -578,7 +593,15 @@ impl Run {
     /// The image, for a container.
     pub fn image(&self) -> Option<&str> {
         match self {
-            Run::Container { image } => Some(image),
+            Run::Container { image, .. } => Some(image),
+            Run::Wasm { .. } | Run::Process { .. } => None,
+        }
+    }
+
+    /// The container settings, for a container.
+    pub fn container(&self) -> Option<&ContainerSettings> {
+        match self {
+            Run::Container { settings, .. } => Some(settings),
             Run::Wasm { .. } | Run::Process { .. } => None,
         }
     }
@@ -621,6 +644,8 @@ struct WorkloadFields {
     args: Vec<String>,
     #[serde(default)]
     limits: WorkloadLimits,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    container: Option<ContainerSettings>,
 }
 
 impl TryFrom<WorkloadFields> for Workload {
@@ -628,10 +653,23 @@ impl TryFrom<WorkloadFields> for Workload {
 
     fn try_from(f: WorkloadFields) -> Result<Self, String> {
         let name = &f.name;
+        if f.kind != WorkloadKind::Container && f.container.is_some() {
+            return Err(format!(
+                "workload '{name}': [workload.container] is for containers, not a {} workload",
+                f.kind.as_str()
+            ));
+        }
         let run = match (f.kind, f.source, f.image) {
             (WorkloadKind::Wasm, source, None) => Run::Wasm { source },
             (WorkloadKind::Process, source, None) => Run::Process { source },
-            (WorkloadKind::Container, None, Some(image)) => Run::Container { image },
+            (WorkloadKind::Container, None, Some(image)) => match f.container {
+                Some(settings) => Run::Container { image, settings },
+                None => {
+                    return Err(format!(
+                        "workload '{name}': a container workload needs [workload.container] with at least its port"
+                    ));
+                }
+            },
             (kind @ (WorkloadKind::Wasm | WorkloadKind::Process), _, Some(_)) => {
                 return Err(format!(
                     "workload '{name}': image is for containers; a {} workload names its code with source",
@@ -663,9 +701,9 @@ impl TryFrom<WorkloadFields> for Workload {
 impl From<Workload> for WorkloadFields {
     fn from(w: Workload) -> Self {
         let kind = w.run.kind();
-        let (source, image) = match w.run {
-            Run::Wasm { source } | Run::Process { source } => (source, None),
-            Run::Container { image } => (None, Some(image)),
+        let (source, image, container) = match w.run {
+            Run::Wasm { source } | Run::Process { source } => (source, None, None),
+            Run::Container { image, settings } => (None, Some(image), Some(settings)),
         };
         WorkloadFields {
             kind,
@@ -676,6 +714,7 @@ impl From<Workload> for WorkloadFields {
             env: w.env,
             args: w.args,
             limits: w.limits,
+            container,
         }
     }
 }
@@ -774,10 +813,11 @@ impl Workload {
                 "source",
                 "a wasm or process workload needs its code file".into(),
             )),
-            Run::Container { image } if !image.contains("@sha256:") => Err((
+            Run::Container { image, .. } if !image.contains("@sha256:") => Err((
                 "image",
                 format!("'{image}' is not pinned by digest (name@sha256:…)"),
             )),
+            Run::Container { settings, .. } => settings.check(),
             _ => Ok(()),
         }
     }
@@ -800,6 +840,12 @@ pub struct EnclaveConfig {
     /// explicit migration) or `signer` (survives updates signed by the same signer).
     #[serde(default)]
     pub seal_policy: SealPolicyChoice,
+    /// On a TEE with no sealing key of its own (TDX), the environment variable holding a
+    /// 32-byte root key (64 hex digits) the operator supplies, sealing keys being derived from
+    /// it and the measurement. Whoever holds it can unseal: a stopgap until a vault releases
+    /// keys to attested TDs. Committed as `sealing/key-source` = `operator`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_key_env: Option<String>,
     /// CA material for the first run.
     #[serde(default)]
     pub ca: CaConfig,
@@ -827,9 +873,21 @@ pub struct EnclaveConfig {
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+    /// The container engine, for container workloads.
+    pub containers: Option<ContainersConfig>,
+    /// Registries container images are pulled from.
+    #[serde(default, rename = "registry")]
+    pub registries: Vec<RegistryConfig>,
     /// Workloads.
     #[serde(default, rename = "workload")]
     pub workloads: Vec<Workload>,
+}
+
+/// The registry host of image reference `image` (`host[:port]/repo…@sha256:…`): what comes
+/// before the first `/`, when it looks like a host (has a `.` or a `:`, or is `localhost`).
+pub fn image_registry(image: &str) -> Option<&str> {
+    let (host, _) = image.split_once('/')?;
+    (host.contains('.') || host.contains(':') || host == "localhost").then_some(host)
 }
 
 /// A configuration as loaded: its file, its content, and the content of every file it names
@@ -875,21 +933,60 @@ struct Settings<'a> {
     env: &'a BTreeMap<String, String>,
     args: &'a [String],
     limits: &'a WorkloadLimits,
+    // Absent for other kinds, so that their leaves are what they were before containers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<&'a ContainerSettings>,
 }
 
-/// A workload's two leaves: its code, and its settings in RFC 8785 form.
-fn workload_leaves(w: &Workload, code: Vec<u8>) -> Result<[(String, Vec<u8>); 2], ConfigError> {
+/// A workload's leaves: its code, its settings in RFC 8785 form, and for a container its
+/// image configuration and runtime spec.
+fn workload_leaves(
+    w: &Workload,
+    code: &WorkloadCode,
+) -> Result<Vec<(String, Vec<u8>)>, ConfigError> {
     let settings = Settings {
         kind: w.run.kind(),
         hostnames: &w.hostnames,
         env: &w.env,
         args: &w.args,
         limits: &w.limits,
+        image: w.run.image(),
+        container: w.run.container(),
     };
-    Ok([
-        (format!("workload/{}/code", w.name), code),
+    let mut leaves = vec![
+        (format!("workload/{}/code", w.name), code.code().to_vec()),
         json_leaf(&format!("workload/{}/settings", w.name), &settings)?,
-    ])
+    ];
+    match (code, w.run.kind()) {
+        (WorkloadCode::Image(i), WorkloadKind::Container) => {
+            leaves.push((
+                format!("workload/{}/image-config", w.name),
+                i.config.clone(),
+            ));
+            leaves.push((
+                format!("workload/{}/runtime-spec", w.name),
+                i.runtime_spec.clone(),
+            ));
+        }
+        (WorkloadCode::Module(_), WorkloadKind::Wasm | WorkloadKind::Process) => {}
+        (_, kind) => {
+            return Err(ConfigError::Leaf {
+                leaf: format!("workload/{}/code", w.name),
+                reason: format!(
+                    "a {} workload's code must be {}",
+                    kind.as_str(),
+                    if kind == WorkloadKind::Container {
+                        "its resolved image"
+                    } else {
+                        "module bytes"
+                    }
+                ),
+            });
+        }
+    }
+    Ok(leaves)
 }
 
 impl EnclaveConfig {
@@ -976,6 +1073,64 @@ impl EnclaveConfig {
                         format!(
                             "{r} is less than {} seconds",
                             OidcConfig::MIN_JWKS_REFRESH_SECS
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(v) = &config.seal_key_env
+            && (v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
+            return Err(invalid(
+                "seal_key_env".into(),
+                format!("'{v}' is not an environment variable name"),
+            ));
+        }
+        if let Some(c) = &config.containers {
+            c.check()
+                .map_err(|(f, why)| invalid(format!("containers.{f}"), why))?;
+            if config.tee == TeeChoice::Sgx {
+                return Err(invalid(
+                    "containers".into(),
+                    "containers run on VM TEEs (tdx, snp, the simulators), never inside an SGX enclave under Gramine".into(),
+                ));
+            }
+        }
+        let mut hosts = std::collections::BTreeSet::new();
+        for (i, r) in config.registries.iter().enumerate() {
+            r.check()
+                .map_err(|(f, why)| invalid(format!("registry[{i}].{f}"), why))?;
+            if !hosts.insert(r.host.to_ascii_lowercase()) {
+                return Err(invalid(
+                    format!("registry[{i}].host"),
+                    format!("'{}' has two [[registry]] tables", r.host),
+                ));
+            }
+        }
+        for (i, w) in config.workloads.iter().enumerate() {
+            let Some(image) = w.run.image() else { continue };
+            if config.containers.is_none() {
+                return Err(invalid(
+                    format!("workload[{i}]"),
+                    format!(
+                        "'{}' is a container, and the file has no [containers] section",
+                        w.name
+                    ),
+                ));
+            }
+            match image_registry(image) {
+                Some(h) if hosts.contains(&h.to_ascii_lowercase()) => {}
+                Some(h) => {
+                    return Err(invalid(
+                        format!("workload[{i}].image"),
+                        format!("registry '{h}' has no [[registry]] table (with its CA bundle)"),
+                    ));
+                }
+                None => {
+                    return Err(invalid(
+                        format!("workload[{i}].image"),
+                        format!(
+                            "'{image}' names no registry host: write host[:port]/name@sha256:…"
                         ),
                     ));
                 }
@@ -1137,10 +1292,52 @@ impl LoadedConfig {
         self.inputs.clients_trust_sim.as_deref()
     }
 
-    /// The code of the file's workload `name` (its `source`, as read at load), committed as
-    /// `workload/<name>/code`.
-    pub fn workload_code(&self, name: &str) -> Option<&[u8]> {
-        self.inputs.code.get(name).map(Vec::as_slice)
+    /// The code of the file's workload `name`, committed as `workload/<name>/code` (and, for a
+    /// container, its sibling leaves): its `source` as read at load, or its image once
+    /// resolved ([`Self::with_image`]).
+    pub fn workload_code(&self, name: &str) -> Option<WorkloadCode> {
+        match self.inputs.code.get(name) {
+            Some(code) => Some(WorkloadCode::Module(code.clone())),
+            None => self
+                .inputs
+                .images
+                .get(name)
+                .cloned()
+                .map(WorkloadCode::Image),
+        }
+    }
+
+    /// The CA bundle of registry `host`, as read at load (committed as
+    /// `registry/<host>/ca-bundle`).
+    pub fn registry_bundle(&self, host: &str) -> Option<&[u8]> {
+        self.inputs.registries.get(host).map(Vec::as_slice)
+    }
+
+    /// This configuration with the container engine's `versions`, committed as
+    /// `containers/engine`.
+    pub fn with_engine(&self, versions: EngineVersions) -> Self {
+        let mut next = self.clone();
+        next.inputs.engine = Some(versions);
+        next
+    }
+
+    /// This configuration with the file's container workload `name` resolved to `image`: its
+    /// manifest, configuration and runtime spec, which the tree commits.
+    pub fn with_image(&self, name: &str, image: ImageLeaves) -> Result<Self, ConfigError> {
+        if !self
+            .config
+            .workloads
+            .iter()
+            .any(|w| w.name == name && w.run.image().is_some())
+        {
+            return Err(ConfigError::Leaf {
+                leaf: format!("workload/{name}/code"),
+                reason: "the file has no container workload of that name".into(),
+            });
+        }
+        let mut next = self.clone();
+        next.inputs.images.insert(name.to_string(), image);
+        Ok(next)
     }
 
     /// This configuration with `jwks` as its JWKS: the bytes fetched from `jwks_url` (at start,
@@ -1168,7 +1365,7 @@ impl LoadedConfig {
     pub fn tree_with(
         &self,
         runtime_version: &str,
-        loaded: &[(Workload, Vec<u8>)],
+        loaded: &[(Workload, WorkloadCode)],
     ) -> Result<ConfigTree, ConfigError> {
         let leaves = self.leaf_values(runtime_version, loaded)?;
         Ok(ConfigTree::from_values(
@@ -1180,7 +1377,7 @@ impl LoadedConfig {
     pub fn leaf_values(
         &self,
         runtime_version: &str,
-        loaded: &[(Workload, Vec<u8>)],
+        loaded: &[(Workload, WorkloadCode)],
     ) -> Result<Vec<(String, Vec<u8>)>, ConfigError> {
         let c = &self.config;
         let i = &self.inputs;
@@ -1234,6 +1431,11 @@ impl LoadedConfig {
                 c.seal_policy.as_str().as_bytes().to_vec(),
             ));
         }
+        // Who can unseal: with an operator-supplied key, whoever holds it. A client must see
+        // that, so it is a leaf (absent otherwise: the TEE's own key, as before).
+        if c.seal_key_env.is_some() {
+            leaves.push(("sealing/key-source".into(), b"operator".to_vec()));
+        }
         if c.store != StoreConfig::default() {
             leaves.push(json_leaf_without(
                 "store",
@@ -1267,11 +1469,33 @@ impl LoadedConfig {
                 leaves.push(("witness/trust-sim".into(), b.clone()));
             }
         }
+        for r in &c.registries {
+            let bundle = i.registries.get(&r.host).ok_or_else(|| ConfigError::Leaf {
+                leaf: format!("registry/{}/ca-bundle", r.host),
+                reason: "its CA bundle was not read".into(),
+            })?;
+            leaves.push((format!("registry/{}/ca-bundle", r.host), bundle.clone()));
+        }
+        if c.containers.is_some() {
+            let engine = i.engine.as_ref().ok_or_else(|| ConfigError::Leaf {
+                leaf: "containers/engine".into(),
+                reason: "the container engine's versions are not known yet: the runtime asks containerd and runc at start (`enclave-os measure` asks the local ones, or takes --containerd-version and --runc-version)".into(),
+            })?;
+            leaves.push(json_leaf("containers/engine", engine)?);
+        }
         for (n, w) in c.workloads.iter().enumerate() {
-            let code = match (i.code.get(&w.name), w.run.image()) {
-                (Some(code), _) => code.clone(),
-                (None, Some(image)) => image.as_bytes().to_vec(),
-                (None, None) => {
+            let code = match (i.code.get(&w.name), i.images.get(&w.name), w.run.image()) {
+                (Some(code), _, None) => WorkloadCode::Module(code.clone()),
+                (None, Some(image), Some(_)) => WorkloadCode::Image(image.clone()),
+                (None, None, Some(image)) => {
+                    return Err(ConfigError::Leaf {
+                        leaf: format!("workload/{}/code", w.name),
+                        reason: format!(
+                            "workload[{n}]'s image {image} is not resolved yet: the tree commits its manifest, configuration and runtime spec (the runtime pulls them at start; `enclave-os measure` reads them from --oci-layout)"
+                        ),
+                    });
+                }
+                _ => {
                     return Err(ConfigError::Leaf {
                         leaf: format!("workload/{}/code", w.name),
                         reason: format!(
@@ -1280,10 +1504,10 @@ impl LoadedConfig {
                     });
                 }
             };
-            leaves.extend(workload_leaves(w, code)?);
+            leaves.extend(workload_leaves(w, &code)?);
         }
         for (w, code) in loaded {
-            leaves.extend(workload_leaves(w, code.clone())?);
+            leaves.extend(workload_leaves(w, code)?);
         }
         Ok(leaves)
     }

@@ -32,6 +32,13 @@ pub struct Inputs {
     pub(crate) clients_trust_sim: Option<Vec<u8>>,
     /// Each file-named workload's code, by workload name.
     pub(crate) code: BTreeMap<String, Vec<u8>>,
+    /// Each registry's CA bundle, by host.
+    pub(crate) registries: BTreeMap<String, Vec<u8>>,
+    /// Each file container's resolved image, by workload name (set once resolved, not read
+    /// from a file).
+    pub(crate) images: BTreeMap<String, crate::container::ImageLeaves>,
+    /// The container engine's versions (set once asked).
+    pub(crate) engine: Option<crate::container::EngineVersions>,
 }
 
 impl std::fmt::Debug for Inputs {
@@ -48,6 +55,9 @@ impl std::fmt::Debug for Inputs {
             .field("clients_root_bytes", &len(&self.clients_root))
             .field("clients_trust_sim_bytes", &len(&self.clients_trust_sim))
             .field("workloads_with_code", &self.code.keys().collect::<Vec<_>>())
+            .field("registries", &self.registries.keys().collect::<Vec<_>>())
+            .field("images", &self.images)
+            .field("engine", &self.engine)
             .finish()
     }
 }
@@ -103,7 +113,17 @@ impl Reader<'_> {
                 );
             }
         }
+        let mut registries = BTreeMap::new();
+        for (i, r) in c.registries.iter().enumerate() {
+            registries.insert(
+                r.host.clone(),
+                self.read(&format!("registry[{i}].ca_bundle"), &r.ca_bundle)?,
+            );
+        }
         Ok(Inputs {
+            registries,
+            images: BTreeMap::new(),
+            engine: None,
             ca_certificate: self.read_opt("ca.certificate", c.ca.certificate.as_ref())?,
             egress_bundle: self.read_opt("egress.ca_bundle", c.egress.ca_bundle.as_ref())?,
             policy: self.read_opt("policy", c.policy.as_ref())?,

@@ -12,9 +12,11 @@
 //! nothing of certificates or of running anything.
 
 pub mod canonical;
+pub mod container;
 pub mod file;
 pub mod inputs;
 pub mod merkle;
+pub mod runtime_spec;
 
 pub use file::{ConfigError, EnclaveConfig, LoadedConfig};
 pub use merkle::{ConfigTree, InclusionProof, Leaf, Manifest, TreeError};

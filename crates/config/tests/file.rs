@@ -46,8 +46,47 @@ fn mistakes_name_file_line_and_field() {
             vec!["workload[0].source"],
         ),
         (
-            "[[workload]]\nname = \"a\"\nkind = \"container\"\nimage = \"nginx:latest\"\n",
+            "[[workload]]\nname = \"a\"\nkind = \"container\"\nimage = \"nginx:latest\"\n[workload.container]\nport = 80\n",
             vec!["workload[0].image", "not pinned by digest"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"container\"\nimage = \"r.test/nginx:latest\"\n",
+            vec!["needs [workload.container] with at least its port"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"wasm\"\nsource = \"x\"\n[workload.container]\nport = 80\n",
+            vec!["[workload.container] is for containers, not a wasm workload"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"container\"\nimage = \"r.test/a@sha256:00\"\n[workload.container]\nport = 80\n",
+            vec!["workload[0]", "no [containers] section"],
+        ),
+        (
+            "[containers]\n[[workload]]\nname = \"a\"\nkind = \"container\"\nimage = \"r.test/a@sha256:00\"\n[workload.container]\nport = 80\n",
+            vec![
+                "workload[0].image",
+                "registry 'r.test' has no [[registry]] table",
+            ],
+        ),
+        (
+            "[containers]\n[[workload]]\nname = \"a\"\nkind = \"container\"\nimage = \"a@sha256:00\"\n[workload.container]\nport = 80\n",
+            vec!["workload[0].image", "names no registry host"],
+        ),
+        (
+            "[containers]\n[[workload]]\nname = \"a\"\nkind = \"container\"\nimage = \"r.test/a@sha256:00\"\n[workload.container]\nport = 80\ncapabilities = [\"CAP_SYS_ADMIN\"]\n",
+            vec!["container.capabilities", "'CAP_SYS_ADMIN' may not be kept"],
+        ),
+        (
+            "tee = \"sgx\"\n[containers]\n",
+            vec!["field `containers`", "never inside an SGX enclave"],
+        ),
+        (
+            "[containers]\nbridge = \"a-very-long-bridge-name\"\n",
+            vec!["containers.bridge", "1 to 15"],
+        ),
+        (
+            "[[registry]]\nhost = \"r.test\"\nca_bundle = \"ca.pem\"\n[[registry]]\nhost = \"R.test\"\nca_bundle = \"ca.pem\"\n",
+            vec!["registry[1].host", "two [[registry]] tables"],
         ),
         (
             "[[workload]]\nname = \"a b\"\nkind = \"process\"\nsource = \"x\"\n",
@@ -324,7 +363,12 @@ fn files_are_read_once_at_load() {
     write(dir.path(), "app.wasm", b"\0asm host");
     write(dir.path(), "bundle.pem", b"host CA");
     assert_eq!(c.jwks(), Some(&b"operator keys"[..]));
-    assert_eq!(c.workload_code("app"), Some(&b"\0asm v1"[..]));
+    assert_eq!(
+        c.workload_code("app"),
+        Some(enclave_config::file::WorkloadCode::Module(
+            b"\0asm v1".to_vec()
+        ))
+    );
     assert_eq!(c.egress_bundle(), Some(&b"egress CA"[..]));
     assert_eq!(*c.tree("0.1.0").unwrap().root(), r0);
 }
@@ -403,4 +447,77 @@ fn witness_trust_files_are_committed_by_content() {
         b"tee = [\"sgx\", \"tdx\"]\n",
     );
     assert_ne!(r1, root_of(dir.path(), &text("sim")));
+}
+
+/// A container's identity is what its image and its start commit, not what the file says: the
+/// tree needs the resolved manifest, configuration and runtime spec, and the engine's versions,
+/// and commits each by content; the registry's CA bundle is committed too.
+#[test]
+fn a_container_commits_its_image_documents_and_the_engine() {
+    use enclave_config::file::{EngineVersions, ImageLeaves};
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "registry-ca.pem", b"registry CA");
+    let text = "[containers]\n[[registry]]\nhost = \"r.test:5000\"\nca_bundle = \"registry-ca.pem\"\n\
+        [[workload]]\nname = \"web\"\nkind = \"container\"\nimage = \"r.test:5000/web@sha256:00\"\nhostnames = [\"web.test\"]\n\
+        [workload.container]\nport = 8080\n";
+    let p = dir.path().join("enclave.toml");
+    std::fs::write(&p, text).unwrap();
+    let c = LoadedConfig::load(&p).unwrap();
+    // Unresolved, there is nothing to commit yet, and the error says what is missing.
+    let e = c.tree("0.1.0").unwrap_err().to_string();
+    assert!(e.contains("containers/engine"), "{e}");
+    let engine = EngineVersions {
+        containerd: "1.6.20".into(),
+        runc: "runc version 1.1.5".into(),
+    };
+    let e = c
+        .with_engine(engine.clone())
+        .tree("0.1.0")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not resolved yet"), "{e}");
+    let image = |manifest: &[u8]| ImageLeaves {
+        manifest: manifest.to_vec(),
+        config: b"{config}".to_vec(),
+        runtime_spec: b"{spec}".to_vec(),
+    };
+    let resolved = c
+        .with_engine(engine.clone())
+        .with_image("web", image(b"{manifest}"))
+        .unwrap();
+    let tree = resolved.tree("0.1.0").unwrap();
+    let hash = |name: &str| {
+        tree.leaves()
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| panic!("no leaf {name}"))
+            .value_hash
+    };
+    let sha = |b: &[u8]| {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
+        out
+    };
+    // Leaf value hashes are SHA-256 of the bytes: the manifest leaf's is the manifest digest.
+    assert_eq!(hash("workload/web/code"), sha(b"{manifest}"));
+    assert_eq!(hash("workload/web/image-config"), sha(b"{config}"));
+    assert_eq!(hash("workload/web/runtime-spec"), sha(b"{spec}"));
+    assert_eq!(hash("registry/r.test:5000/ca-bundle"), sha(b"registry CA"));
+    hash("containers/engine");
+    // Another image, another engine: other roots.
+    let other = c
+        .with_engine(engine.clone())
+        .with_image("web", image(b"{another manifest}"))
+        .unwrap();
+    assert_ne!(other.tree("0.1.0").unwrap().root(), tree.root());
+    let newer = c
+        .with_engine(EngineVersions {
+            containerd: "1.7.0".into(),
+            ..engine
+        })
+        .with_image("web", image(b"{manifest}"))
+        .unwrap();
+    assert_ne!(newer.tree("0.1.0").unwrap().root(), tree.root());
+    // Only a container of the file takes an image.
+    assert!(c.with_image("nope", image(b"x")).is_err());
 }

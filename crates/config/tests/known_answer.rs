@@ -18,9 +18,59 @@ fn full() -> PathBuf {
     .to_path_buf()
 }
 
-const ROOT: &str = "1bb32f62c8576f32bfefd2917a214fb234b9184a3bfbf557546661c82b64752f";
+/// The full configuration with what a runtime resolves at start: the engine's versions and the
+/// container's image documents (`engine.json`, `images/db/`).
+fn resolved() -> LoadedConfig {
+    let dir = full().parent().unwrap().to_path_buf();
+    let read = |p: &str| std::fs::read(dir.join(p)).unwrap();
+    let engine: enclave_config::file::EngineVersions =
+        serde_json::from_slice(&read("engine.json")).unwrap();
+    LoadedConfig::load(&full())
+        .unwrap()
+        .with_engine(engine)
+        .with_image(
+            "db",
+            enclave_config::file::ImageLeaves {
+                manifest: read("images/db/manifest.json"),
+                config: read("images/db/config.json"),
+                runtime_spec: read("images/db/runtime-spec.json"),
+            },
+        )
+        .unwrap()
+}
+
+/// The runtime spec of the full configuration's container, byte for byte: a change to how
+/// specs are made changes every container's certified identity, and must be seen here.
+#[test]
+fn the_container_runtime_spec_is_the_known_one() {
+    let c = LoadedConfig::load(&full()).unwrap();
+    let dir = full().parent().unwrap().to_path_buf();
+    let w = c.config.workloads.iter().find(|w| w.name == "db").unwrap();
+    let spec = enclave_config::runtime_spec::runtime_spec(
+        &std::fs::read(dir.join("images/db/config.json")).unwrap(),
+        &enclave_config::runtime_spec::SpecInput {
+            name: &w.name,
+            namespace: &c.config.containers.as_ref().unwrap().namespace,
+            env: &w.env,
+            args: &w.args,
+            limits: &w.limits,
+            settings: w.run.container().unwrap(),
+        },
+    )
+    .unwrap();
+    let known = dir.join("images/db/runtime-spec.json");
+    if std::env::var_os("ENCLAVE_OS_WRITE_KNOWN_SPEC").is_some() {
+        std::fs::write(&known, &spec).unwrap();
+    }
+    assert_eq!(
+        String::from_utf8(spec).unwrap(),
+        std::fs::read_to_string(known).unwrap()
+    );
+}
+
+const ROOT: &str = "1e66e28b2818dec19c9df30913c69d920e79f943a7d30faed8673ddfd3dd0608";
 /// Every leaf, sorted: name and value hash.
-const LEAVES: [(&str, &str); 23] = [
+const LEAVES: [(&str, &str); 27] = [
     (
         "attestation/servers",
         "383f118179d94d46114678eeac03423d4975da2ddffbf2fd8c477c778826d149",
@@ -28,6 +78,10 @@ const LEAVES: [(&str, &str); 23] = [
     (
         "ca/certificate",
         "e5338b65b7f3a23fc6ba3f6b86c500b7b057da0fe6180ff36b2327a147e86b39",
+    ),
+    (
+        "containers/engine",
+        "c9af484ec6b32cb25fc50d328e25fd7de0975d5016c0070a1975f1a91509f729",
     ),
     (
         "egress/ca-bundle",
@@ -56,6 +110,10 @@ const LEAVES: [(&str, &str); 23] = [
     (
         "policy",
         "527c5c77860c3b3feeba2ddf352a1f969e0787f6aa503a897aa4554899b08bc9",
+    ),
+    (
+        "registry/registry.example/ca-bundle",
+        "77322c2c99be155b1ccea433ea21e6151253193de7ac4b3338186ae87ccab4a5",
     ),
     (
         "runtime/version",
@@ -91,11 +149,19 @@ const LEAVES: [(&str, &str); 23] = [
     ),
     (
         "workload/db/code",
-        "d6bed812a41857a178d823e781b2d70c3a5e632e1544349c1686a24487fb702e",
+        "948e67c8c1f0e69a8ce6511eeae89236c51387609cbca396797942db8d3c06f2",
+    ),
+    (
+        "workload/db/image-config",
+        "5db5574bef7973d4da9b3d595bea2b489b20695af5e2f1ccabb6649f3e451c7e",
+    ),
+    (
+        "workload/db/runtime-spec",
+        "15ef244f8f0e8e817446f127a717d0b215eba840421f2c4230f3647af859caaa",
     ),
     (
         "workload/db/settings",
-        "d5899113f1aa73e5c8113f0aa61ce89bdc2a1ae4ab6b69c92825df4d01e999b1",
+        "0bfb91fb2f9e92b81d7f67f41e65439d3483c6f5c4df408fc673904818a19aac",
     ),
     (
         "workload/hello/code",
@@ -115,7 +181,7 @@ const LEAVES: [(&str, &str); 23] = [
     ),
 ];
 /// The JSON leaves' RFC 8785 bytes.
-const JSON_LEAVES: [(&str, &str); 9] = [
+const JSON_LEAVES: [(&str, &str); 10] = [
     (
         "attestation/servers",
         "5b2268747470733a2f2f706363732e6578616d706c652f7367782f63657274696669636174696f6e2f7634222c2268747470733a2f2f6b64732e6578616d706c65225d",
@@ -142,7 +208,7 @@ const JSON_LEAVES: [(&str, &str); 9] = [
     ),
     (
         "workload/db/settings",
-        "7b2261726773223a5b5d2c22656e76223a7b7d2c22686f73746e616d6573223a5b2264622e6578616d706c65225d2c226b696e64223a22636f6e7461696e6572222c226c696d697473223a7b226d656d6f72795f6279746573223a6e756c6c2c22726571756573745f74696d656f75745f6d73223a6e756c6c7d7d",
+        "7b2261726773223a5b5d2c22636f6e7461696e6572223a7b22616c6c6f775f686f7374223a66616c73652c226361706162696c6974696573223a5b224341505f4e45545f42494e445f53455256494345225d2c226865616c7468223a7b22687474705f70617468223a222f6865616c74687a222c2273746172745f74696d656f75745f73656373223a33307d2c226d61785f7265737461727473223a352c22706f7274223a353433322c2272657374617274223a22616c77617973222c227772697461626c655f726f6f746673223a66616c73657d2c22656e76223a7b7d2c22686f73746e616d6573223a5b2264622e6578616d706c65225d2c22696d616765223a2272656769737472792e6578616d706c652f6462407368613235363a30313233343536373839616263646566303132333435363738396162636465663031323334353637383961626364656630313233343536373839616263646566222c226b696e64223a22636f6e7461696e6572222c226c696d697473223a7b226370755f6d696c6c6973223a3530302c226d656d6f72795f6279746573223a3236383433353435362c2270696473223a36342c22726571756573745f74696d656f75745f6d73223a6e756c6c7d7d",
     ),
     (
         "workload/hello/settings",
@@ -152,11 +218,15 @@ const JSON_LEAVES: [(&str, &str); 9] = [
         "workload/worker/settings",
         "7b2261726773223a5b222d2d6f6e6365225d2c22656e76223a7b7d2c22686f73746e616d6573223a5b5d2c226b696e64223a2270726f63657373222c226c696d697473223a7b226d656d6f72795f6279746573223a6e756c6c2c22726571756573745f74696d656f75745f6d73223a6e756c6c7d7d",
     ),
+    (
+        "containers/engine",
+        "7b22636f6e7461696e657264223a22312e362e32307e647331222c2272756e63223a2272756e632076657273696f6e20312e312e352b647331227d",
+    ),
 ];
 
 #[test]
 fn the_full_configuration_gives_the_known_root_and_leaves() {
-    let c = LoadedConfig::load(&full()).unwrap();
+    let c = resolved();
     let tree = c.tree("0.1.0").unwrap();
     let got: Vec<(String, String)> = tree
         .leaves()
@@ -191,7 +261,7 @@ fn the_full_configuration_gives_the_known_root_and_leaves() {
 /// old `json!` leaf took, or insertion order under `preserve_order`): U+1F600 before U+E000.
 #[test]
 fn settings_members_follow_rfc_8785_order() {
-    let c = LoadedConfig::load(&full()).unwrap();
+    let c = resolved();
     let values = c.leaf_values("0.1.0", &[]).unwrap();
     let (_, v) = values
         .iter()
@@ -223,6 +293,13 @@ fn an_independent_script_recomputes_the_root() {
         .arg(script)
         .arg(full())
         .args(["--version", "0.1.0"])
+        .arg("--engine")
+        .arg(full().parent().unwrap().join("engine.json"))
+        .arg("--image")
+        .arg(format!(
+            "db={}",
+            full().parent().unwrap().join("images/db").display()
+        ))
         .output()
         .unwrap();
     assert!(
@@ -231,14 +308,7 @@ fn an_independent_script_recomputes_the_root() {
         String::from_utf8_lossy(&out.stderr)
     );
     let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ours = serde_json::to_value(
-        LoadedConfig::load(&full())
-            .unwrap()
-            .tree("0.1.0")
-            .unwrap()
-            .manifest(),
-    )
-    .unwrap();
+    let ours = serde_json::to_value(resolved().tree("0.1.0").unwrap().manifest()).unwrap();
     assert_eq!(theirs, ours);
     assert_eq!(theirs["root"], ROOT);
 }

@@ -18,8 +18,8 @@ use containerd_client::services::v1::{
     AbortRequest, AddResourceRequest, ApplyRequest, Container, CreateContainerRequest,
     CreateRequest as CreateLeaseRequest, CreateTaskRequest, DeleteContainerRequest,
     DeleteRequest as DeleteLeaseRequest, DeleteTaskRequest, GetContainerRequest, InfoRequest,
-    KillRequest, ListResourcesRequest, ReadContentRequest, Resource, StartRequest, WaitRequest,
-    WriteAction, WriteContentRequest, WriteContentResponse,
+    KillRequest, ListContainersRequest, ListResourcesRequest, ReadContentRequest, Resource,
+    StartRequest, WaitRequest, WriteAction, WriteContentRequest, WriteContentResponse,
 };
 use containerd_client::types::{Descriptor, Mount};
 use containerd_client::{Client, tonic};
@@ -400,6 +400,23 @@ impl Engine {
             Err(s) if s.code() == Code::NotFound => Ok(()),
             Err(s) => Err(EngineError::rpc("Snapshots.Remove", key, s)),
         }
+    }
+
+    /// The ids of every container in the namespace: at start, the runtime removes those an
+    /// earlier run left (it re-creates each workload's from what its tree commits).
+    pub async fn containers(&self) -> Result<Vec<String>, EngineError> {
+        let list = self
+            .client
+            .containers()
+            .list(self.request(ListContainersRequest { filters: vec![] }))
+            .await
+            .map_err(|s| EngineError::rpc("Containers.List", self.namespace(), s))?;
+        Ok(list
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| c.id)
+            .collect())
     }
 
     /// The keys and names of every snapshot in the namespace (for diagnostics and tests).

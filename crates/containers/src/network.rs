@@ -133,6 +133,7 @@ impl Bridge {
                 run("iptables", &insert)?;
             }
         }
+        self.sweep_host_rules()?;
         std::fs::create_dir_all(self.ipam_dir()).map_err(|source| NetworkError::Io {
             what: "creating",
             path: self.ipam_dir(),
@@ -260,6 +261,91 @@ impl Bridge {
         Ok(address)
     }
 
+    /// The rule that lets container `id` at `address` open connections to the host.
+    fn host_rule(&self, id: &str, address: Ipv4Addr) -> Vec<String> {
+        let (name, source) = (&self.config.name, address.to_string());
+        let comment = format!("enclave-os:{name}:{id}");
+        [
+            "INPUT",
+            "-i",
+            name,
+            "-s",
+            &source,
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+            "-j",
+            "ACCEPT",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    }
+
+    /// Let container `id` at `address` open connections to the host (its `allow_host`
+    /// setting): an ACCEPT ahead of the bridge's DROP, for its address only. Idempotent.
+    pub async fn allow_host(&self, id: &str, address: Ipv4Addr) -> Result<(), NetworkError> {
+        let rule = self.host_rule(id, address);
+        blocking(move || {
+            let args: Vec<&str> = rule.iter().map(String::as_str).collect();
+            if !check_rule(&args)? {
+                let mut insert = vec!["-w", "10", "-I", args[0], "1"];
+                insert.extend_from_slice(&args[1..]);
+                run("iptables", &insert)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Remove every per-container rule of this bridge ([`Bridge::allow_host`]): at start no
+    /// container of an earlier run is left to need one, and at teardown none is.
+    fn sweep_host_rules(&self) -> Result<(), NetworkError> {
+        let tag = format!("enclave-os:{}:", self.config.name);
+        let output = Command::new("iptables")
+            .args(["-w", "10", "-S", "INPUT"])
+            .output()
+            .map_err(|e| NetworkError::Command {
+                program: "iptables".into(),
+                args: "-S INPUT".into(),
+                reason: e.to_string(),
+            })?;
+        let listing = String::from_utf8_lossy(&output.stdout).into_owned();
+        for line in listing.lines().filter(|l| l.contains(&tag)) {
+            // `-A INPUT <match…>`: the same words after `-D` delete it. Our comments have no
+            // spaces, so dropping the quotes iptables adds is enough.
+            let words: Vec<String> = line
+                .split_whitespace()
+                .skip(1)
+                .map(|w| w.trim_matches('"').to_owned())
+                .collect();
+            let mut delete = vec!["-w", "10", "-D"];
+            delete.extend(words.iter().map(String::as_str));
+            run("iptables", &delete)?;
+        }
+        Ok(())
+    }
+
+    /// Take back [`Bridge::allow_host`]. Idempotent.
+    pub async fn revoke_host(&self, id: &str, address: Ipv4Addr) -> Result<(), NetworkError> {
+        let rule = self.host_rule(id, address);
+        blocking(move || {
+            let args: Vec<&str> = rule.iter().map(String::as_str).collect();
+            // Bounded: each pass removes one copy; there is normally exactly one.
+            for _ in 0..8 {
+                if !check_rule(&args)? {
+                    break;
+                }
+                let mut delete = vec!["-w", "10", "-D"];
+                delete.extend_from_slice(&args);
+                run("iptables", &delete)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Leave the bridge and give the address back (CNI DEL). Idempotent; `pid` is `None` when
     /// the task is gone (the veth went with its namespace; the address is released all the
     /// same).
@@ -334,7 +420,7 @@ impl Bridge {
 
     /// [`Bridge::teardown`], on the calling thread (for `Drop` and shutdown paths).
     pub fn teardown_blocking(&self) -> Result<(), NetworkError> {
-        let mut first_error = None;
+        let mut first_error = self.sweep_host_rules().err();
         for rule in self.rules() {
             let args: Vec<&str> = rule.iter().map(String::as_str).collect();
             // Bounded: each pass removes one copy; there is normally exactly one.

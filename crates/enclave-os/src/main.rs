@@ -13,6 +13,7 @@ mod run_cmd;
 mod store_cmd;
 mod token_cmd;
 mod verify_cmd;
+mod workload_cmd;
 
 use std::process::ExitCode;
 
@@ -54,6 +55,9 @@ enum Command {
     /// Operator commands on the sealed store, run while the runtime is stopped.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
+    /// Operate a running instance's workloads over its management API: list, load (with a
+    /// progress bar while a container image is pulled), unload, logs.
+    Workload(workload_cmd::WorkloadCommand),
     /// Development helper: mint an OIDC bearer token (ES256 or RS256) for the management API.
     Token(token_cmd::TokenArgs),
 }
@@ -78,5 +82,6 @@ fn main() -> ExitCode {
         Command::Token(args) => token_cmd::run(&args),
         Command::Migrate(cmd) => migrate_cmd::run(cmd),
         Command::Store(cmd) => store_cmd::run(cmd),
+        Command::Workload(cmd) => workload_cmd::run(cmd),
     }
 }

@@ -378,6 +378,7 @@ fn report_ok(
             map.insert("server_name".into(), json!(report.name));
             map.insert("config_root".into(), json!(report.config_root));
             map.insert("workload".into(), json!(report.workload));
+            map.insert("modules".into(), json!(report.modules));
             match &leaves {
                 Ok(l) => map.insert("config_leaves".into(), json!(l)),
                 Err(e) => map.insert("config_leaves_error".into(), json!(e)),
@@ -421,15 +422,31 @@ fn report_ok(
         }
         if let Some(w) = &report.workload {
             println!(
-                "workload:     code {} config root {} keys {}{}",
+                "workload:     code {} config root {} keys {}",
                 hex::encode(w.code_digest),
                 hex::encode(w.config_root),
                 w.key_source,
-                w.image
-                    .as_deref()
-                    .map(|i| format!(" image {i}"))
-                    .unwrap_or_default()
             );
+            if let Some(image) = &w.image {
+                println!("  image:          {image}");
+                println!("  manifest:       sha256:{}", hex::encode(w.code_digest));
+            }
+            if let Some(h) = &w.image_config {
+                println!("  image config:   sha256:{}", hex::encode(h));
+            }
+            if let Some(h) = &w.runtime_spec {
+                println!("  runtime spec:   sha256:{}", hex::encode(h));
+            }
+        }
+        for (index, hash) in &report.modules {
+            let what = match index {
+                1 => "egress CA bundle",
+                4 => "container engine",
+                5 => "workloads",
+                7 => "attestation servers",
+                _ => "module",
+            };
+            println!("module 2.{index}:   {hash} ({what})");
         }
         println!(
             "certificate:  {} valid {} to {}",

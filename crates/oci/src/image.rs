@@ -144,6 +144,31 @@ pub struct Manifest {
     pub index: Option<(Digest, Vec<u8>)>,
 }
 
+impl Manifest {
+    /// A manifest kept earlier (the bytes a tree committed), read back: parsed and checked as
+    /// a pull checks it. Its digest is the SHA-256 of `bytes`; an index is refused, since what
+    /// is kept is always the platform's manifest. `what` names it in errors.
+    pub fn from_bytes(bytes: Vec<u8>, what: &str) -> Result<Manifest, OciError> {
+        let digest = Digest::of(&bytes);
+        match resolve_top(bytes, digest, None, what)? {
+            Resolved::Done(m) => Ok(m),
+            Resolved::Child { .. } => Err(OciError::Inconsistent {
+                what: what.to_string(),
+                reason: "is an index, not the image manifest it selects".into(),
+            }),
+        }
+    }
+}
+
+impl ImageConfig {
+    /// An image configuration kept earlier, read back and checked against `manifest` (its
+    /// size, its digest, the platform and one diff_id per layer), as a pull checks it.
+    pub fn from_bytes(manifest: &Manifest, bytes: Vec<u8>) -> Result<ImageConfig, OciError> {
+        let what = format!("the image configuration {}", manifest.parsed.config.digest);
+        parse_config(bytes, manifest, &what)
+    }
+}
+
 /// The runtime settings of an image configuration (`config` in the JSON).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -613,5 +638,27 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn kept_documents_read_back_and_are_checked() {
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:0000000000000000000000000000000000000000000000000000000000000000"]}}"#;
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":10}}]}}"#,
+            Digest::of(config),
+            config.len()
+        );
+        let m = Manifest::from_bytes(manifest.clone().into_bytes(), "kept").unwrap();
+        assert_eq!(m.digest, Digest::of(manifest.as_bytes()));
+        let c = ImageConfig::from_bytes(&m, config.to_vec()).unwrap();
+        assert_eq!(c.parsed.rootfs.diff_ids.len(), 1);
+        // A configuration that is not the one the manifest names is refused.
+        let mut other = config.to_vec();
+        other[0] = b' ';
+        let e = ImageConfig::from_bytes(&m, other).unwrap_err();
+        assert!(matches!(e, OciError::DigestMismatch { .. }), "{e}");
+        // An index is not what is kept.
+        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        assert!(Manifest::from_bytes(index.to_vec(), "kept").is_err());
     }
 }

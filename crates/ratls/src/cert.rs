@@ -22,6 +22,12 @@ pub struct WorkloadIdentity {
     pub code_digest: [u8; 32],
     /// The image reference, for containers.
     pub image: Option<String>,
+    /// For containers: SHA-256 of the image configuration (OID 3.7).
+    #[serde(serialize_with = "hex_opt", skip_serializing_if = "Option::is_none")]
+    pub image_config: Option<[u8; 32]>,
+    /// For containers: SHA-256 of the OCI runtime spec it was started with (OID 3.8).
+    #[serde(serialize_with = "hex_opt", skip_serializing_if = "Option::is_none")]
+    pub runtime_spec: Option<[u8; 32]>,
     /// Where the workload's keys come from (for example `tee-generated`).
     pub key_source: String,
     /// Extensions the workload itself declared: index N is OID 1.3.6.1.4.1.65230.3.5.N, and
@@ -31,6 +37,14 @@ pub struct WorkloadIdentity {
         skip_serializing_if = "std::collections::BTreeMap::is_empty"
     )]
     pub declared: std::collections::BTreeMap<u32, Vec<u8>>,
+}
+
+/// An optional 32-byte hash as hex in JSON.
+fn hex_opt<S: serde::Serializer>(v: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(h) => s.serialize_str(&hex::encode(h)),
+        None => s.serialize_none(),
+    }
 }
 
 fn hex_values<S: serde::Serializer>(
@@ -119,6 +133,8 @@ pub struct RatlsCertificate {
     pub snp_certs: Option<Vec<u8>>,
     /// A workload's identity, on a workload's own certificate.
     pub workload: Option<WorkloadIdentity>,
+    /// The enclave-wide certificate's module hashes, by index under OID 1.3.6.1.4.1.65230.2.
+    pub modules: std::collections::BTreeMap<u32, [u8; 32]>,
 }
 
 fn hash32(v: &[u8], what: &str) -> Result<[u8; 32], RatlsError> {
@@ -138,6 +154,8 @@ impl RatlsCertificate {
         }
         let (mut dice, mut raw_evidence, mut config_root, mut snp_certs) = (None, None, None, None);
         let (mut w_root, mut w_code, mut w_image, mut w_keys) = (None, None, None, None);
+        let (mut w_config, mut w_spec) = (None, None);
+        let mut modules = std::collections::BTreeMap::new();
         let mut declared = std::collections::BTreeMap::new();
         for ext in cert.extensions() {
             match ext.oid.to_id_string().as_str() {
@@ -152,6 +170,26 @@ impl RatlsCertificate {
                 oid::WORKLOAD_CODE => w_code = Some(hash32(ext.value, "workload code digest")?),
                 oid::WORKLOAD_IMAGE => {
                     w_image = Some(String::from_utf8_lossy(ext.value).into_owned())
+                }
+                oid::WORKLOAD_IMAGE_CONFIG => {
+                    w_config = Some(hash32(ext.value, "workload image configuration digest")?)
+                }
+                oid::WORKLOAD_RUNTIME_SPEC => {
+                    w_spec = Some(hash32(ext.value, "workload runtime spec hash")?)
+                }
+                id if id
+                    .strip_prefix(oid::MODULE_ARC)
+                    .and_then(|rest| rest.strip_prefix('.'))
+                    .is_some() =>
+                {
+                    let index = id[oid::MODULE_ARC.len() + 1..]
+                        .parse::<u32>()
+                        .map_err(|_| {
+                            RatlsError::Certificate(format!(
+                                "module extension {id}: the last arc is not a 32-bit index"
+                            ))
+                        })?;
+                    modules.insert(index, hash32(ext.value, &format!("module {id}"))?);
                 }
                 oid::WORKLOAD_KEY_SOURCE => {
                     w_keys = Some(String::from_utf8_lossy(ext.value).into_owned())
@@ -199,12 +237,15 @@ impl RatlsCertificate {
             raw_evidence,
             config_root,
             snp_certs,
+            modules,
             workload: match (w_root, w_code, w_keys) {
                 (Some(config_root), Some(code_digest), Some(key_source)) => {
                     Some(WorkloadIdentity {
                         config_root,
                         code_digest,
                         image: w_image,
+                        image_config: w_config,
+                        runtime_spec: w_spec,
                         key_source,
                         declared,
                     })
@@ -217,6 +258,14 @@ impl RatlsCertificate {
                 }
             },
         })
+    }
+
+    /// The module hashes, hex, by index.
+    pub fn modules_hex(&self) -> std::collections::BTreeMap<u32, String> {
+        self.modules
+            .iter()
+            .map(|(k, v)| (*k, hex::encode(v)))
+            .collect()
     }
 
     /// The evidence to verify: the raw evidence extension, else the DICE-wrapped quote (a

@@ -138,6 +138,7 @@ pub fn verify(
         not_after: enclave_evidence::time::fmt(cert.not_after),
         config_root: cert.config_root.map(hex::encode),
         workload: cert.workload.clone(),
+        modules: cert.modules_hex(),
         // The name was checked on the certificate in the handshake; the caller knows it.
         name: None,
     })

@@ -244,6 +244,14 @@ pub fn issue_at(
             p.custom_extensions
                 .push(ext(oid::WORKLOAD_IMAGE, image.as_bytes().to_vec()));
         }
+        if let Some(h) = &w.image_config {
+            p.custom_extensions
+                .push(ext(oid::WORKLOAD_IMAGE_CONFIG, h.to_vec()));
+        }
+        if let Some(h) = &w.runtime_spec {
+            p.custom_extensions
+                .push(ext(oid::WORKLOAD_RUNTIME_SPEC, h.to_vec()));
+        }
         p.custom_extensions.push(ext(
             oid::WORKLOAD_KEY_SOURCE,
             w.key_source.as_bytes().to_vec(),
@@ -257,7 +265,7 @@ pub fn issue_at(
     }
     for (arc, value) in &spec.modules {
         p.custom_extensions
-            .push(ext(&format!("1.3.6.1.4.1.65230.2.{arc}"), value.to_vec()));
+            .push(ext(&format!("{}.{arc}", oid::MODULE_ARC), value.to_vec()));
     }
     let issuer = Issuer::from_ca_cert_der(&ca.cert_der.as_slice().into(), &ca.key)
         .map_err(|e| RatlsError::Certificate(format!("intermediary certificate: {e}")))?;

@@ -20,5 +20,13 @@ pub const WORKLOAD_CODE: &str = "1.3.6.1.4.1.65230.3.2";
 pub const WORKLOAD_IMAGE: &str = "1.3.6.1.4.1.65230.3.3";
 /// Per-workload: where the workload's keys come from.
 pub const WORKLOAD_KEY_SOURCE: &str = "1.3.6.1.4.1.65230.3.4";
+/// Per-workload: the plaintext identity of what runs: a container's image configuration
+/// digest (SHA-256 of the config blob).
+pub const WORKLOAD_IMAGE_CONFIG: &str = "1.3.6.1.4.1.65230.3.7";
+/// Per-workload: SHA-256 of the OCI runtime spec a container was started with.
+pub const WORKLOAD_RUNTIME_SPEC: &str = "1.3.6.1.4.1.65230.3.8";
+/// Enclave-wide: the arc of module hashes (`.N` below it): 1 egress CA bundle, 4 container
+/// engine versions, 5 combined workloads, 7 attestation servers.
+pub const MODULE_ARC: &str = "1.3.6.1.4.1.65230.2";
 /// Per-workload: the arc of extensions the workload declares itself (`.N` below it).
 pub const WORKLOAD_DECLARED_ARC: &str = "1.3.6.1.4.1.65230.3.5";

@@ -29,6 +29,8 @@ pub struct Report {
     pub config_root: Option<String>,
     /// On a workload's own certificate: its identity.
     pub workload: Option<WorkloadIdentity>,
+    /// The enclave-wide certificate's module hashes (index under OID 1.3.6.1.4.1.65230.2, hex).
+    pub modules: std::collections::BTreeMap<u32, String>,
     /// The name the certificate was found valid for (a DNS name or an IP address), when one was
     /// expected; `None`: no name was checked.
     pub name: Option<String>,
@@ -188,6 +190,7 @@ impl RatlsVerifier {
             not_after: enclave_evidence::time::fmt(cert.not_after),
             config_root: cert.config_root.map(hex::encode),
             workload: cert.workload.clone(),
+            modules: cert.modules_hex(),
             name: name.map(name_text),
         })
     }

@@ -550,14 +550,29 @@ fn a_workload_dice_leaf_binds_its_code() {
     spec.workload = Some(enclave_ratls::issue::WorkloadIdentity {
         config_root: [3; 32],
         code_digest: [4; 32],
-        image: None,
+        image: Some("registry.test/app@sha256:0404".into()),
+        image_config: Some([5; 32]),
+        runtime_spec: Some([6; 32]),
         key_source: "tee-generated".into(),
         declared: Default::default(),
     });
+    spec.modules = vec![(4, [7; 32])];
     let leaf = issue(&s.tee, &s.ca, &spec, &det).unwrap();
     let r = verifier(&s)
         .verify(&leaf.cert_der, &chain, now(), &det, Role::Server)
         .unwrap();
+    // A container's identity reads back: image, configuration digest (3.7), runtime spec
+    // hash (3.8), and the engine versions' module hash (2.4).
+    let w = r.workload.clone().unwrap();
+    assert_eq!(w.image.as_deref(), Some("registry.test/app@sha256:0404"));
+    assert_eq!(
+        (w.image_config, w.runtime_spec),
+        (Some([5; 32]), Some([6; 32]))
+    );
+    assert_eq!(
+        r.modules.get(&4).map(String::as_str),
+        Some(hex::encode([7; 32]).as_str())
+    );
     assert_eq!(
         r.key_binding,
         KeyBinding::EnclaveOsDice {

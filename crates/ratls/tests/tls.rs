@@ -628,6 +628,8 @@ fn channel_bound_evidence_binds_the_workload_leaf_the_sni_chose() {
                 config_root: [7; 32],
                 code_digest: [8; 32],
                 image: None,
+                image_config: None,
+                runtime_spec: None,
                 key_source: "tee-generated".into(),
                 declared: Default::default(),
             }),

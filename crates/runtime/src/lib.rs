@@ -36,6 +36,7 @@
 mod api;
 mod auth;
 mod backends;
+mod containers;
 mod control;
 mod front;
 mod https;
@@ -50,6 +51,7 @@ mod witness;
 
 pub use auth::{Authenticator, Claims, KeySet, RESERVED_SCOPE_PREFIX, Scope, ScopeClaim};
 pub use backends::StartError;
+pub use containers::ContainerError;
 pub use control::ChangeError;
 pub use witness::{WitnessCounter, WitnessPin};
 
@@ -95,6 +97,9 @@ pub enum RuntimeError {
     /// A workload could not be started, or the first snapshot not be made.
     #[error("{0}")]
     Workload(#[from] control::ChangeError),
+    /// The container engine, a registry or an image of the file's container workloads.
+    #[error("{0}")]
+    Containers(#[from] containers::ContainerError),
     /// The code cache or the WebAssembly engine could not be set up.
     #[error("{0}")]
     Engine(String),
@@ -270,10 +275,24 @@ impl Runtime {
             .unwrap_or_else(|| config.resolve(&c.state_dir));
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| ca_err(format!("{}: {e}", state_dir.display())))?;
-        let tee: Arc<dyn Tee> = Arc::from(enclave_tee::hw::detect::open(
-            c.tee.as_str(),
-            &state_dir.join("sim"),
-        )?);
+        let mut opened = enclave_tee::hw::detect::open(c.tee.as_str(), &state_dir.join("sim"))?;
+        if let Some(var) = &c.seal_key_env {
+            let key = zeroize::Zeroizing::new(std::env::var(var).map_err(|_| {
+                RuntimeError::Tee(enclave_tee::TeeError::NoSealingKey(format!(
+                    "seal_key_env: the environment variable {var} (the operator's sealing root key, 64 hex digits) is not set"
+                )))
+            })?);
+            opened = Box::new(enclave_tee::operator::OperatorSealed::from_hex(
+                opened,
+                &key,
+                &format!("seal_key_env {var}"),
+            )?);
+            tracing::warn!(
+                variable = %var,
+                "sealing with keys derived from an operator-supplied root key: whoever holds it can unseal this instance's state"
+            );
+        }
+        let tee: Arc<dyn Tee> = Arc::from(opened);
 
         let policy = crate::seal_policy(c.seal_policy);
         let source = match (&c.ca.certificate, &c.ca.key, config.ca_certificate()) {
@@ -290,6 +309,21 @@ impl Runtime {
         let egress = egress_tls(&config)?;
         // From here on the configuration holds every byte the tree commits, the JWKS included.
         let config = jwks::committed(config, egress.as_ref())?;
+        // Container images next: the tree commits their manifests, configurations and
+        // runtime specs, and the engine's versions. Never inside an SGX enclave: Gramine runs
+        // one process, and containers need a VM's kernel.
+        let (config, containers) = match &config.config.containers {
+            Some(_) if tee.kind() == enclave_evidence::TeeKind::Sgx => {
+                return Err(RuntimeError::Containers(containers::ContainerError::Setup(
+                    "containers run on VM TEEs (TDX, SEV-SNP and their simulators), not in an SGX enclave under Gramine: remove [containers] and the container workloads".into(),
+                )));
+            }
+            Some(_) => {
+                let engine = containers::Containers::connect(&config, &state_dir)?;
+                (containers::resolve_file(&engine, config)?, Some(engine))
+            }
+            None => (config, None),
+        };
         let c = &config.config;
         let auth = match &c.oidc {
             Some(o) => Some(Arc::new(
@@ -438,7 +472,12 @@ impl Runtime {
             max_instances: c.limits.max_wasm_instances,
         })
         .map_err(|e| RuntimeError::Engine(e.to_string()))?;
-        let backends = backends::Backends::new(vec![Box::new(backends::WasmBackend::new(host))]);
+        let mut kinds: Vec<Box<dyn backends::Backend>> =
+            vec![Box::new(backends::WasmBackend::new(host))];
+        if let Some(engine) = &containers {
+            kinds.push(Box::new(backends::ContainerBackend::new(engine.clone())));
+        }
+        let backends = backends::Backends::new(kinds);
         let (loaded, unreadable) = control::restore(&store)?;
         let limits = &config.config.limits;
         let metrics = Arc::new(metrics::Metrics::new());
@@ -453,6 +492,7 @@ impl Runtime {
             )),
             management_hostname: c.management.hostname.clone(),
             max_request_bytes: limits.max_request_bytes,
+            containers,
         });
         let writer = control::Writer::new(
             control::Parts {

@@ -21,6 +21,7 @@ mod fsutil;
 pub mod bundle;
 pub mod hw;
 pub mod measure;
+pub mod operator;
 pub mod seal;
 pub mod sim;
 

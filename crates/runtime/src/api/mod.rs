@@ -35,12 +35,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
 use base64::Engine;
-use enclave_config::file::{Run, Workload, WorkloadKind, WorkloadLimits};
+use enclave_config::file::{Run, Workload, WorkloadCode, WorkloadKind, WorkloadLimits};
 use enclave_store::Op;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{Authenticator, Scope};
+use crate::containers::Stage;
 use crate::control::{Applied, Change, ChangeError, Control, Snapshot};
 use crate::metrics::Metrics;
 
@@ -75,6 +76,8 @@ pub(crate) struct Api {
     pub quotes: Arc<tokio::sync::Semaphore>,
     pub management_hostname: String,
     pub max_request_bytes: u64,
+    /// The container engine, when `[containers]` is configured.
+    pub containers: Option<Arc<crate::containers::Containers>>,
 }
 
 type Shared = Arc<Api>;
@@ -261,8 +264,17 @@ async fn status_detail(Axum(s): Axum<Shared>) -> Response {
     let root = hex::encode(now.root());
     let workloads: Vec<_> = public_workloads(&now)
         .into_iter()
-        .map(|(mut w, from)| {
+        .zip(now.workloads.iter())
+        .map(|((mut w, from), e)| {
             w["from"] = json!(from);
+            // Why it does not serve, and a container's state: for the operator only (an exit
+            // report carries the tail of the container's log).
+            if let crate::backends::Health::Unavailable(reason) = e.running.health() {
+                w["reason"] = json!(reason);
+            }
+            if let Some(d) = e.running.detail() {
+                w["container"] = d;
+            }
             w
         })
         .collect();
@@ -466,6 +478,8 @@ struct LoadRequest {
     args: Vec<String>,
     #[serde(default)]
     limits: WorkloadLimits,
+    /// A container's settings (`[workload.container]`).
+    container: Option<enclave_config::file::ContainerSettings>,
 }
 
 async fn workload_put(
@@ -480,12 +494,28 @@ async fn workload_put(
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the request body: {e}")),
     };
     let bad = |reason: &str| error(StatusCode::BAD_REQUEST, reason.to_string());
+    if req.kind != WorkloadKind::Container && req.container.is_some() {
+        return bad("container settings are for containers only");
+    }
     let (run, code) = match (req.kind, req.code_base64, req.image) {
-        // The image reference is what the tree commits as a container's code.
-        (WorkloadKind::Container, None, Some(image)) => {
-            let code = image.as_bytes().to_vec();
-            (Run::Container { image }, code)
-        }
+        (WorkloadKind::Container, None, Some(image)) => match req.container {
+            Some(settings) => {
+                let w = Workload {
+                    name: name.clone(),
+                    run: Run::Container { image, settings },
+                    hostnames: req.hostnames,
+                    env: req.env,
+                    args: req.args,
+                    limits: req.limits,
+                };
+                return container_put(s, w, sub).await;
+            }
+            None => {
+                return bad(
+                    "a container workload needs its container settings (at least its port)",
+                );
+            }
+        },
         (WorkloadKind::Container, Some(_), _) => {
             return bad("a container is loaded by its image, not code_base64");
         }
@@ -493,8 +523,10 @@ async fn workload_put(
             return bad("a container workload needs image (name@sha256:…)");
         }
         (kind, Some(b64), None) => match base64::engine::general_purpose::STANDARD.decode(b64) {
-            Ok(code) if kind == WorkloadKind::Wasm => (Run::Wasm { source: None }, code),
-            Ok(code) => (Run::Process { source: None }, code),
+            Ok(code) if kind == WorkloadKind::Wasm => {
+                (Run::Wasm { source: None }, WorkloadCode::Module(code))
+            }
+            Ok(code) => (Run::Process { source: None }, WorkloadCode::Module(code)),
             Err(e) => return bad(&format!("code_base64: {e}")),
         },
         (_, _, Some(_)) => return bad("image is for containers; this kind brings code_base64"),
@@ -512,6 +544,121 @@ async fn workload_put(
 }
 
 /// Submit `change` and answer with the config root it published.
+/// Load container workload `w`: checked at once, then its image is pulled and verified and the
+/// container started in the background (202, with where to follow it), and only then is the
+/// change submitted. A pull never holds the control plane's writer.
+async fn container_put(s: Shared, w: Workload, sub: String) -> Response {
+    let Some(containers) = s.containers.clone() else {
+        return error(
+            StatusCode::CONFLICT,
+            "this runtime runs no containers: enclave.toml has no [containers] section".to_string(),
+        );
+    };
+    if let Err((field, why)) = w.check(false) {
+        return error(StatusCode::BAD_REQUEST, format!("{field}: {why}"));
+    }
+    if matches!(
+        containers.progress(&w.name).map(|p| p.stage),
+        Some(Stage::Resolving | Stage::Pulling | Stage::Unpacking | Stage::Starting)
+    ) {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "workload '{}' is being loaded already; follow its progress",
+                w.name
+            ),
+        );
+    }
+    let name = w.name.clone();
+    containers
+        .board
+        .begin(&name, w.run.image().unwrap_or_default());
+    let handle = containers.handle();
+    handle.spawn(async move {
+        let image = match containers.prepare(&w).await {
+            Ok(image) => image,
+            Err(e) => {
+                tracing::warn!(workload = %w.name, subject = %sub, error = %e, "container refused");
+                return;
+            }
+        };
+        let name = w.name.clone();
+        let change = Change::Load {
+            spec: w,
+            code: WorkloadCode::Image(image),
+        };
+        match s.control.submit(change).await {
+            Ok(_) => {
+                let root = hex::encode(s.control.snapshot().root());
+                tracing::info!(workload = %name, subject = %sub, config_root = %root, "workload loaded");
+                containers.board.stage(&name, Stage::Ready);
+            }
+            Err(e) => {
+                tracing::warn!(workload = %name, subject = %sub, error = %e, "container refused");
+                containers.board.fail(&name, e.to_string());
+            }
+        }
+    });
+    let mut r = Json(json!({
+        "name": name,
+        "stage": "resolving",
+        "progress": format!("/api/v1/workloads/{name}/progress"),
+    }))
+    .into_response();
+    *r.status_mut() = StatusCode::ACCEPTED;
+    r
+}
+
+/// A container workload's latest preparation: its stage, bytes per layer, and why it failed.
+async fn workload_progress(Axum(s): Axum<Shared>, Path(name): Path<String>) -> Response {
+    match s.containers.as_ref().and_then(|c| c.progress(&name)) {
+        Some(p) => Json(p).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no container workload '{name}' has been loaded since the runtime started"),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    /// At most this many bytes from the end (default 64 KiB, at most 1 MiB).
+    tail_bytes: Option<usize>,
+}
+
+/// The tail of a container workload's log (its stdout and stderr).
+async fn workload_logs(
+    Axum(s): Axum<Shared>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LogQuery>,
+) -> Response {
+    let Some(containers) = s.containers.as_ref() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this runtime runs no containers".to_string(),
+        );
+    };
+    let now = s.control.snapshot();
+    if now
+        .workload(&name)
+        .is_none_or(|e| e.spec.run.image().is_none())
+    {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no container workload '{name}' is loaded"),
+        );
+    }
+    let max = q.tail_bytes.unwrap_or(64 << 10).min(1 << 20) as u64;
+    match enclave_containers::log_tail(&containers.log_path(&name), max).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("workload '{name}': its log: {e}"),
+        ),
+    }
+}
+
 async fn changed(s: &Api, change: Change, name: &str, sub: &str, action: &str) -> Response {
     match s.control.submit(change).await {
         Ok(applied) => {
@@ -620,6 +767,8 @@ pub(crate) fn router(state: Shared) -> Router {
         Scope::StatusRead,
         Router::new()
             .route("/api/v1/status/detail", get(status_detail))
+            .route("/api/v1/workloads/{name}/progress", get(workload_progress))
+            .route("/api/v1/workloads/{name}/logs", get(workload_logs))
             .route("/metrics", get(metrics)),
     );
     let kv_read = guarded(

@@ -8,6 +8,7 @@
 //! Not here: routing, certificates, the store. A backend is told what to run, never where it is
 //! reached or what the tree commits.
 
+mod container;
 mod unbuilt;
 mod wasm;
 
@@ -15,9 +16,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
-use enclave_config::file::{Workload, WorkloadKind};
+use enclave_config::file::{Workload, WorkloadCode, WorkloadKind};
 use thiserror::Error;
 
+pub(crate) use container::ContainerBackend;
 pub(crate) use unbuilt::Unbuilt;
 pub(crate) use wasm::WasmBackend;
 
@@ -104,6 +106,11 @@ pub(crate) trait Running: Send + Sync {
     fn handler(&self) -> Handler;
     /// Its health now.
     fn health(&self) -> Health;
+    /// What the operator's status page shows of it beyond its health (a container's address,
+    /// restarts and last exit), if anything.
+    fn detail(&self) -> Option<serde_json::Value> {
+        None
+    }
     /// Stop it: later requests are refused; requests in flight finish. Dropping the last
     /// reference stops it too; this says so explicitly when the control plane replaces or
     /// unloads it.
@@ -116,7 +123,7 @@ pub(crate) trait Backend: Send + Sync {
     fn runs(&self, kind: WorkloadKind) -> bool;
     /// Start `spec` with `code` (the bytes the config tree commits as its code). Blocking: it
     /// may compile, pull or spawn; the control plane calls it off the async workers.
-    fn start(&self, spec: &Workload, code: &[u8]) -> Result<Arc<dyn Running>, StartError>;
+    fn start(&self, spec: &Workload, code: &WorkloadCode) -> Result<Arc<dyn Running>, StartError>;
 }
 
 /// The backends of this runtime, asked in order.
@@ -131,7 +138,7 @@ impl Backends {
     pub(crate) fn start(
         &self,
         spec: &Workload,
-        code: &[u8],
+        code: &WorkloadCode,
     ) -> Result<Arc<dyn Running>, StartError> {
         match self.0.iter().find(|b| b.runs(spec.run.kind())) {
             Some(b) => b.start(spec, code),

@@ -1,9 +1,10 @@
-//! Kinds this build cannot run yet (containers and processes): certified and routed, and
-//! answering 503 with the reason, so a client sees what is configured even before it runs.
+//! Kinds nothing here runs (processes in this build; containers without `[containers]`):
+//! certified and routed, and answering 503 with the reason, so a client sees what is
+//! configured even before it runs.
 
 use std::sync::Arc;
 
-use enclave_config::file::{Workload, WorkloadKind};
+use enclave_config::file::{Workload, WorkloadCode, WorkloadKind};
 
 use super::{Backend, Handler, Health, Running, ServeError, StartError};
 
@@ -19,11 +20,17 @@ impl Backend for Unbuilt {
         kind != WorkloadKind::Wasm
     }
 
-    fn start(&self, spec: &Workload, _code: &[u8]) -> Result<Arc<dyn Running>, StartError> {
+    fn start(&self, spec: &Workload, _code: &WorkloadCode) -> Result<Arc<dyn Running>, StartError> {
         Ok(Arc::new(NotRunning {
             reason: format!(
-                "workload '{}' is configured and certified, but only wasm workloads run in this build",
-                spec.name
+                "workload '{}' is configured and certified, but nothing here runs {} workloads{}",
+                spec.name,
+                spec.run.kind().as_str(),
+                if spec.run.kind() == WorkloadKind::Container {
+                    " (enclave.toml has no [containers] section)"
+                } else {
+                    " in this build"
+                }
             ),
         }))
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use enclave_config::file::{Workload, WorkloadKind};
+use enclave_config::file::{Workload, WorkloadCode, WorkloadKind};
 use enclave_wasm::{BodyError, WasmError};
 use http_body_util::BodyExt;
 
@@ -64,9 +64,9 @@ impl Backend for WasmBackend {
         kind == WorkloadKind::Wasm
     }
 
-    fn start(&self, spec: &Workload, code: &[u8]) -> Result<Arc<dyn Running>, StartError> {
+    fn start(&self, spec: &Workload, code: &WorkloadCode) -> Result<Arc<dyn Running>, StartError> {
         Ok(Arc::new(Component {
-            app: Arc::new(self.compile(spec, code)?),
+            app: Arc::new(self.compile(spec, code.code())?),
             stopped: Arc::new(AtomicBool::new(false)),
         }))
     }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use enclave_config::ConfigTree;
-use enclave_config::file::Workload;
+use enclave_config::file::{Workload, WorkloadCode};
 use enclave_ratls::tls::RatlsResolver;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -129,9 +129,12 @@ impl Snapshot {
 
 /// A change to what the runtime serves.
 #[derive(Debug)]
+// One message per change, through a bounded channel: the size of the largest is no cost worth
+// a box.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Change {
     /// Load or replace a workload through the API.
-    Load { spec: Workload, code: Vec<u8> },
+    Load { spec: Workload, code: WorkloadCode },
     /// Unload a workload loaded through the API.
     Unload { name: String },
     /// Take a refetched JWKS into use (`[oidc] jwks_url`).

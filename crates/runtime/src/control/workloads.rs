@@ -9,7 +9,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use enclave_config::file::{Run, Workload, WorkloadLimits};
+use enclave_config::file::{
+    ContainerSettings, ImageLeaves, Run, Workload, WorkloadCode, WorkloadLimits,
+};
 use enclave_config::{ConfigTree, LoadedConfig};
 use enclave_ratls::binding::BindingFormat;
 use enclave_ratls::issue::{LeafSpec, WorkloadIdentity};
@@ -23,8 +25,8 @@ use crate::RuntimeError;
 pub(crate) const NAMESPACE: &str = "sys/workloads";
 const LIFETIME_SECS: i64 = 12 * 3600;
 
-/// Runtime-loaded workloads by name: the settings and the code bytes.
-pub(crate) type Loaded = BTreeMap<String, (Workload, Vec<u8>)>;
+/// Runtime-loaded workloads by name: the settings and the code.
+pub(crate) type Loaded = BTreeMap<String, (Workload, WorkloadCode)>;
 
 /// A workload loaded at run time, as kept in the sealed store. The record has its own schema,
 /// tagged with its version, apart from the configuration's types: a change of `enclave.toml`'s
@@ -35,6 +37,34 @@ pub(crate) type Loaded = BTreeMap<String, (Workload, Vec<u8>)>;
 enum Record {
     #[serde(rename = "workload/v1")]
     V1(RecordV1),
+    #[serde(rename = "workload/v2")]
+    V2(RecordV2),
+}
+
+/// Version 2: containers (their settings, image documents and runtime spec) and the CPU and
+/// process limits.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordV2 {
+    name: String,
+    kind: String,
+    image: Option<String>,
+    hostnames: Vec<String>,
+    env: BTreeMap<String, String>,
+    args: Vec<String>,
+    memory_bytes: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    cpu_millis: Option<u32>,
+    pids: Option<u32>,
+    /// `[workload.container]` in the configuration's own schema: a change to that schema
+    /// needs a record v3 and a conversion.
+    container: Option<ContainerSettings>,
+    /// The code (a module's bytes, or an image's manifest), base64.
+    code: String,
+    /// A container's image configuration, base64.
+    image_config: Option<String>,
+    /// A container's runtime spec, base64.
+    runtime_spec: Option<String>,
 }
 
 /// Version 1 of the record: every field the configuration's workload had when it was made.
@@ -84,8 +114,12 @@ struct UnversionedLimits {
 }
 
 /// The record kept for `w` with `code`.
-pub(crate) fn kept(w: &Workload, code: &[u8]) -> Result<Vec<u8>, ChangeError> {
-    let record = Record::V1(RecordV1 {
+pub(crate) fn kept(w: &Workload, code: &WorkloadCode) -> Result<Vec<u8>, ChangeError> {
+    let image = match code {
+        WorkloadCode::Image(i) => Some(i),
+        WorkloadCode::Module(_) => None,
+    };
+    let record = Record::V2(RecordV2 {
         name: w.name.clone(),
         kind: w.run.kind().as_str().to_string(),
         image: w.run.image().map(str::to_string),
@@ -94,43 +128,82 @@ pub(crate) fn kept(w: &Workload, code: &[u8]) -> Result<Vec<u8>, ChangeError> {
         args: w.args.clone(),
         memory_bytes: w.limits.memory_bytes,
         request_timeout_ms: w.limits.request_timeout_ms,
-        code: STANDARD.encode(code),
+        cpu_millis: w.limits.cpu_millis,
+        pids: w.limits.pids,
+        container: w.run.container().cloned(),
+        code: STANDARD.encode(code.code()),
+        image_config: image.map(|i| STANDARD.encode(&i.config)),
+        runtime_spec: image.map(|i| STANDARD.encode(&i.runtime_spec)),
     });
     serde_json::to_vec(&record)
         .map_err(|e| ChangeError::Invalid(format!("workload '{}': cannot be kept: {e}", w.name)))
 }
 
 /// A kept record, read back: any version this build knows.
-fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, Vec<u8>), String> {
-    let decode = |code: &str| STANDARD.decode(code).map_err(|e| format!("its code: {e}"));
-    // Code came with the record, so no kind names a file.
-    let run = |kind: &str, image: Option<String>| match (kind, image) {
-        ("wasm", _) => Ok(Run::Wasm { source: None }),
-        ("process", _) => Ok(Run::Process { source: None }),
-        ("container", Some(image)) => Ok(Run::Container { image }),
-        ("container", None) => Err("a container record without its image".to_string()),
-        (other, _) => Err(format!("kind '{other}' is not known to this build")),
+fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), String> {
+    let decode =
+        |what: &str, b64: &str| STANDARD.decode(b64).map_err(|e| format!("its {what}: {e}"));
+    // Code came with the record, so no kind names a file. Records before v2 have no
+    // container settings, and no container ever ran from them.
+    let run = |kind: &str, image: Option<String>, container: Option<ContainerSettings>| match (
+        kind, image, container,
+    ) {
+        ("wasm", _, _) => Ok(Run::Wasm { source: None }),
+        ("process", _, _) => Ok(Run::Process { source: None }),
+        ("container", Some(image), Some(settings)) => Ok(Run::Container { image, settings }),
+        ("container", _, _) => Err("a container record without its image and settings".to_string()),
+        (other, _, _) => Err(format!("kind '{other}' is not known to this build")),
     };
-    if let Ok(Record::V1(r)) = serde_json::from_slice::<Record>(bytes) {
-        let code = decode(&r.code)?;
-        let w = Workload {
-            run: run(&r.kind, r.image)?,
-            name: r.name,
-            hostnames: r.hostnames,
-            env: r.env,
-            args: r.args,
-            limits: WorkloadLimits {
-                memory_bytes: r.memory_bytes,
-                request_timeout_ms: r.request_timeout_ms,
-            },
-        };
-        return Ok((w, code));
+    match serde_json::from_slice::<Record>(bytes) {
+        Ok(Record::V2(r)) => {
+            let code = decode("code", &r.code)?;
+            let code = match (r.image_config, r.runtime_spec) {
+                (Some(config), Some(spec)) => WorkloadCode::Image(ImageLeaves {
+                    manifest: code,
+                    config: decode("image configuration", &config)?,
+                    runtime_spec: decode("runtime spec", &spec)?,
+                }),
+                (None, None) => WorkloadCode::Module(code),
+                _ => return Err("a record with half of an image's documents".into()),
+            };
+            let w = Workload {
+                run: run(&r.kind, r.image, r.container)?,
+                name: r.name,
+                hostnames: r.hostnames,
+                env: r.env,
+                args: r.args,
+                limits: WorkloadLimits {
+                    memory_bytes: r.memory_bytes,
+                    request_timeout_ms: r.request_timeout_ms,
+                    cpu_millis: r.cpu_millis,
+                    pids: r.pids,
+                },
+            };
+            return Ok((w, code));
+        }
+        Ok(Record::V1(r)) => {
+            let code = WorkloadCode::Module(decode("code", &r.code)?);
+            let w = Workload {
+                run: run(&r.kind, r.image, None)?,
+                name: r.name,
+                hostnames: r.hostnames,
+                env: r.env,
+                args: r.args,
+                limits: WorkloadLimits {
+                    memory_bytes: r.memory_bytes,
+                    request_timeout_ms: r.request_timeout_ms,
+                    ..WorkloadLimits::default()
+                },
+            };
+            return Ok((w, code));
+        }
+        Err(_) => {}
     }
     match serde_json::from_slice::<Unversioned>(bytes) {
         Ok(u) => {
             let w = u.workload;
             let spec = Workload {
-                run: run(&w.kind, w.image)?,
+                run: run(&w.kind, w.image, None)?,
                 name: w.name,
                 hostnames: w.hostnames,
                 env: w.env,
@@ -138,9 +211,10 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, Vec<u8>), String> {
                 limits: WorkloadLimits {
                     memory_bytes: w.limits.memory_bytes,
                     request_timeout_ms: w.limits.request_timeout_ms,
+                    ..WorkloadLimits::default()
                 },
             };
-            Ok((spec, decode(&u.code)?))
+            Ok((spec, WorkloadCode::Module(decode("code", &u.code)?)))
         }
         Err(e) => Err(format!(
             "record '{key}' is neither a known version nor the unversioned form: {e}"
@@ -178,30 +252,30 @@ pub(crate) fn restore(store: &Store) -> Result<(Loaded, BTreeMap<String, String>
     Ok((out, unreadable))
 }
 
-/// SHA-256 of workload `name`'s code, as `tree` commits it.
-pub(crate) fn code_digest(tree: &ConfigTree, name: &str) -> Option<[u8; 32]> {
-    let leaf = format!("workload/{name}/code");
+/// The hash of `tree`'s leaf `name`.
+fn leaf_hash(tree: &ConfigTree, name: &str) -> Option<[u8; 32]> {
     tree.leaves()
         .iter()
-        .find(|l| l.name == leaf)
+        .find(|l| l.name == name)
         .map(|l| l.value_hash)
+}
+
+/// SHA-256 of workload `name`'s code, as `tree` commits it (for a container: its manifest
+/// digest).
+pub(crate) fn code_digest(tree: &ConfigTree, name: &str) -> Option<[u8; 32]> {
+    leaf_hash(tree, &format!("workload/{name}/code"))
 }
 
 /// The tree of the file's configuration and the loaded workloads.
 pub(crate) fn tree(config: &LoadedConfig, loaded: &Loaded) -> Result<ConfigTree, ChangeError> {
-    let extra: Vec<(Workload, Vec<u8>)> = loaded.values().cloned().collect();
+    let extra: Vec<(Workload, WorkloadCode)> = loaded.values().cloned().collect();
     Ok(config.tree_with(env!("CARGO_PKG_VERSION"), &extra)?)
 }
 
 /// The module hashes for the enclave-wide certificate: the combined workloads hash (over every
 /// workload's name and code hash), the egress bundle and the attestation servers.
 fn modules(tree: &ConfigTree) -> Vec<(u64, [u8; 32])> {
-    let leaf = |name: &str| {
-        tree.leaves()
-            .iter()
-            .find(|l| l.name == name)
-            .map(|l| l.value_hash)
-    };
+    let leaf = |name: &str| leaf_hash(tree, name);
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for l in tree
         .leaves()
@@ -216,6 +290,9 @@ fn modules(tree: &ConfigTree) -> Vec<(u64, [u8; 32])> {
     let mut out = vec![(5, workloads)];
     if let Some(h) = leaf("egress/ca-bundle") {
         out.push((1, h));
+    }
+    if let Some(h) = leaf("containers/engine") {
+        out.push((4, h));
     }
     if let Some(h) = leaf("attestation/servers") {
         out.push((7, h));
@@ -267,6 +344,8 @@ pub(crate) fn workload_spec(
             config_root: *own.root(),
             code_digest,
             image: w.run.image().map(str::to_string),
+            image_config: leaf_hash(tree, &format!("workload/{}/image-config", w.name)),
+            runtime_spec: leaf_hash(tree, &format!("workload/{}/runtime-spec", w.name)),
             key_source: "tee-generated".into(),
             declared,
         }),
@@ -289,17 +368,44 @@ mod tests {
             limits: WorkloadLimits {
                 memory_bytes: Some(1 << 20),
                 request_timeout_ms: Some(250),
+                ..WorkloadLimits::default()
             },
         }
     }
 
     #[test]
     fn a_kept_record_reads_back_as_it_was_kept() {
-        let bytes = kept(&spec(), b"\0code").unwrap();
+        let code = WorkloadCode::Module(b"\0code".to_vec());
+        let bytes = kept(&spec(), &code).unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(text.contains("\"record\":\"workload/v1\""), "{text}");
-        let (w, code) = read_record("app", &bytes).unwrap();
-        assert_eq!((w, code), (spec(), b"\0code".to_vec()));
+        assert!(text.contains("\"record\":\"workload/v2\""), "{text}");
+        assert_eq!(read_record("app", &bytes).unwrap(), (spec(), code));
+    }
+
+    #[test]
+    fn a_kept_container_reads_back_with_its_image_documents() {
+        let mut w = spec();
+        w.run = Run::Container {
+            image: "r.test/app@sha256:00".into(),
+            settings: serde_json::from_str(r#"{"port": 8080, "restart": "always"}"#).unwrap(),
+        };
+        w.limits.pids = Some(32);
+        let code = WorkloadCode::Image(ImageLeaves {
+            manifest: b"{manifest}".to_vec(),
+            config: b"{config}".to_vec(),
+            runtime_spec: b"{spec}".to_vec(),
+        });
+        let bytes = kept(&w, &code).unwrap();
+        assert_eq!(read_record("app", &bytes).unwrap(), (w, code));
+    }
+
+    #[test]
+    fn the_v1_record_still_reads() {
+        let v1 = br#"{"record":"workload/v1","name":"app","kind":"wasm","image":null,"hostnames":["app.test"],"env":{"K":"V"},"args":["--flag"],"memory_bytes":1048576,"request_timeout_ms":250,"code":"AGNvZGU="}"#;
+        assert_eq!(
+            read_record("app", v1).unwrap(),
+            (spec(), WorkloadCode::Module(b"\0code".to_vec()))
+        );
     }
 
     #[test]
@@ -308,7 +414,10 @@ mod tests {
         // code in base64.
         let old = br#"{"workload":{"name":"app","kind":"wasm","source":null,"image":null,"hostnames":["app.test"],"env":{"K":"V"},"args":["--flag"],"limits":{"memory_bytes":1048576,"request_timeout_ms":250}},"code":"AGNvZGU="}"#;
         let (w, code) = read_record("app", old).unwrap();
-        assert_eq!((w, code), (spec(), b"\0code".to_vec()));
+        assert_eq!(
+            (w, code),
+            (spec(), WorkloadCode::Module(b"\0code".to_vec()))
+        );
     }
 
     #[test]

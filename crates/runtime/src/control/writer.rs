@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use enclave_config::file::{Run, Workload};
+use enclave_config::file::{Workload, WorkloadCode};
 use enclave_config::{ConfigTree, LoadedConfig};
 use enclave_ratls::binding::BindingFormat;
 use enclave_ratls::issue::IntermediaryCa;
@@ -125,18 +125,15 @@ impl Writer {
         // the tree then commits only what runs.
         let mut started = Vec::new();
         for (i, spec) in w.config.config.workloads.iter().enumerate() {
-            // The code the tree commits, read when the configuration was loaded.
-            let code = match &spec.run {
-                // The image reference is what the tree commits as a container's code.
-                Run::Container { image } => image.as_bytes(),
-                _ => w.config.workload_code(&spec.name).ok_or_else(|| {
-                    ChangeError::Invalid(format!(
-                        "workload[{i}] '{}': no code was read from its source",
-                        spec.name
-                    ))
-                })?,
-            };
-            started.push((spec.clone(), Origin::File, w.backends.start(spec, code)?));
+            // The code the tree commits: read when the configuration was loaded, or the image
+            // resolved before the writer started.
+            let code = w.config.workload_code(&spec.name).ok_or_else(|| {
+                ChangeError::Invalid(format!(
+                    "workload[{i}] '{}': no code was read from its source, nor its image resolved",
+                    spec.name
+                ))
+            })?;
+            started.push((spec.clone(), Origin::File, w.backends.start(spec, &code)?));
         }
         let mut failing = Vec::new();
         for (name, (spec, code)) in &w.loaded {
@@ -255,7 +252,7 @@ impl Writer {
         tree: &ConfigTree,
         spec: &Workload,
         origin: Origin,
-        code: &[u8],
+        code: &WorkloadCode,
     ) -> Result<Arc<Entry>, ChangeError> {
         let running = self.backends.start(spec, code)?;
         self.certified(tree, spec.clone(), origin, running)
@@ -358,7 +355,7 @@ impl Writer {
         file
     }
 
-    fn load(&mut self, spec: Workload, code: Vec<u8>) -> Result<Applied, ChangeError> {
+    fn load(&mut self, spec: Workload, code: WorkloadCode) -> Result<Applied, ChangeError> {
         let name = spec.name.clone();
         let now = self.current();
         // Checked here, by the only writer, against the snapshot this change replaces: two

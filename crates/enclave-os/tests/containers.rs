@@ -1,0 +1,678 @@
+//! Container workloads end to end, on the simulated TDX TEE, with nothing mocked: a private
+//! containerd (its own root, state and socket under a temporary directory) running runc, a
+//! private `docker-registry` with TLS under a test CA and basic auth, images built from
+//! busybox-static with umoci and pushed with skopeo, the runtime binary, its CLI, and curl.
+//!
+//! Each test has its own containerd namespace, bridge and subnet, so tests of this and other
+//! binaries run side by side; bridges and their firewall rules go when the test ends, also
+//! when it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use common::instance::{Instance, json_of, token};
+use common::*;
+use enclave_testkit::containerd::{Containerd, unique};
+use enclave_testkit::registry::{OciLayout, Registry, image};
+use serde_json::Value;
+
+/// A bridge the runtime creates, torn down (with its firewall rules and address pool) when the
+/// test ends.
+struct BridgeGuard {
+    name: String,
+    subnet: String,
+    state: PathBuf,
+}
+
+impl Drop for BridgeGuard {
+    fn drop(&mut self) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = enclave_containers::BridgeConfig {
+            name: self.name.clone(),
+            subnet: self.subnet.parse().unwrap(),
+            cni_bin_dir: "/usr/lib/cni".into(),
+            state_dir: self.state.clone(),
+        };
+        if let Ok(b) = rt.block_on(enclave_containers::Bridge::new(config)) {
+            let _ = b.teardown_blocking();
+        }
+    }
+}
+
+/// One test's world: a registry, a containerd, an image, and a runtime configured for them.
+/// Fields drop in order: the runtime first, then containerd (its shims and containers), then
+/// the bridge.
+struct Lab {
+    server: Option<Server>,
+    instance: Instance,
+    registry: Registry,
+    _containerd: Containerd,
+    bridge: BridgeGuard,
+    dir: tempfile::TempDir,
+}
+
+/// The third octet of this process's next subnet: 10.<pid-derived>.<n>.0/24.
+fn next_subnet() -> String {
+    static N: AtomicU8 = AtomicU8::new(1);
+    let second = 150 + (std::process::id() % 40) as u8;
+    format!("10.{second}.{}.0/24", N.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Lab {
+    /// A lab whose enclave.toml also has `extra` appended (more registries, say).
+    fn new(extra: &str) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::start(&dir.path().join("registry"));
+        let containerd = Containerd::start();
+        let bridge = BridgeGuard {
+            name: unique("eos").chars().take(15).collect(),
+            subnet: next_subnet(),
+            state: dir.path().join("rt/state/cni"),
+        };
+        let rt = dir.path().join("rt");
+        std::fs::create_dir_all(&rt).unwrap();
+        std::fs::write(rt.join("registry-ca.pem"), registry.ca_pem()).unwrap();
+        let config = rt.join("enclave.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "tee = \"sim-tdx\"\nstate_dir = \"state\"\nseal_key_env = \"TEST_SEAL_KEY\"\n\
+                 [oidc]\nissuer = \"{}\"\naudience = \"{}\"\njwks_file = \"{}\"\n\
+                 [containers]\ncontainerd_socket = \"{}\"\nnamespace = \"{}\"\nbridge = \"{}\"\nsubnet = \"{}\"\n\
+                 [[registry]]\nhost = \"{}\"\nca_bundle = \"registry-ca.pem\"\nusername = \"{}\"\npassword_env = \"TEST_REGISTRY_PASSWORD\"\n{extra}",
+                common::instance::ISS,
+                common::instance::AUD,
+                common::instance::testdata("jwks.json").display(),
+                containerd.socket().display(),
+                unique("eos-ns-"),
+                bridge.name,
+                bridge.subnet,
+                registry.host(),
+                registry.username(),
+            ),
+        )
+        .unwrap();
+        let instance = Instance {
+            dir: rt,
+            config,
+            port: free_port(),
+        };
+        Lab {
+            server: None,
+            instance,
+            registry,
+            _containerd: containerd,
+            bridge,
+            dir,
+        }
+    }
+
+    /// Start (or restart) the runtime, with the registry's password in its environment.
+    fn start(&mut self) {
+        let password = self.registry.password().to_string();
+        self.server = Some(start_with_env(
+            &self.instance,
+            &[("TEST_REGISTRY_PASSWORD", password.as_str())],
+        ));
+    }
+
+    /// Kill the runtime with SIGKILL: no shutdown code runs.
+    fn kill_9(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.0.kill().unwrap();
+            s.0.wait().unwrap();
+        }
+    }
+
+    /// An image from busybox running `sh -c script`, pushed as `repo:v1`: its digest.
+    fn image(&self, name: &str, script: &str) -> (OciLayout, String) {
+        let layout = image::busybox(
+            &self.dir.path().join("images"),
+            name,
+            &["/bin/sh", "-c", script],
+        );
+        let digest = self.registry.push(&layout, &format!("{name}:v1"));
+        (layout, digest)
+    }
+
+    fn reference(&self, name: &str, digest: &str) -> String {
+        format!("{}/{name}@{digest}", self.registry.host())
+    }
+
+    /// A workload file for `image` at `hostname`, with `more` lines in its container table.
+    fn workload_file(&self, name: &str, image: &str, hostname: &str, more: &str) -> PathBuf {
+        let p = self.instance.dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "[workload]\nname = \"{name}\"\nkind = \"container\"\nimage = \"{image}\"\nhostnames = [\"{hostname}\"]\n\
+                 [workload.container]\nport = 8080\n{more}"
+            ),
+        )
+        .unwrap();
+        p
+    }
+
+    /// `enclave-os workload … ACTION --json`: the exit code and its JSON.
+    fn cli(&self, action: &[&str]) -> (i32, Value) {
+        let url = format!("https://127.0.0.1:{}", self.instance.port);
+        let sim = self.instance.dir.join("state/sim");
+        let root = self.instance.dir.join("state/ca/root.crt.pem");
+        let mut args = vec![
+            "workload",
+            "--url",
+            &url,
+            "--trust-sim",
+            sim.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(action);
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("ENCLAVE_OS_TOKEN", token())
+            .output()
+            .unwrap();
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: not JSON ({e}): {} {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), v)
+    }
+
+    /// Load workload file `file` and wait for it: the exit code and the final progress (or
+    /// the error).
+    fn load(&self, file: &Path) -> (i32, Value) {
+        self.cli(&["load", file.to_str().unwrap(), "--wait-secs", "120"])
+    }
+
+    /// curl https://HOST:PORT/PATH through the runtime, trusting the runtime's CA.
+    fn curl(&self, host: &str, path: &str) -> (bool, String) {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--fail-with-body", "--cacert"])
+            .arg(self.instance.dir.join("state/ca/root.crt.pem"))
+            .arg("--resolve")
+            .arg(format!("{host}:{}:127.0.0.1", self.instance.port))
+            .arg(format!("https://{host}:{}{path}", self.instance.port))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// The operator's status detail.
+    fn detail(&self) -> Value {
+        let tls = self.instance.client();
+        let (status, body) = self
+            .instance
+            .call(&tls, "GET", "/api/v1/status/detail", Some(&token()), b"")
+            .unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        json_of(&body)
+    }
+
+    /// Workload `name` in the status detail.
+    fn workload(&self, name: &str) -> Value {
+        self.detail()["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// The operator's sealing root key for the simulated TD (TDX has no sealing key of its own).
+const SEAL_KEY: &str = "5ea15ea15ea15ea15ea15ea15ea15ea15ea15ea15ea15ea15ea15ea15ea15ea1";
+
+/// Start `i` with `env` set for the runtime, as `Instance::start` does.
+fn start_with_env(i: &Instance, env: &[(&str, &str)]) -> Server {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(i.log_path())
+        .unwrap();
+    let child = Command::new(BIN)
+        .args(i.args())
+        .env("TEST_SEAL_KEY", SEAL_KEY)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::net::TcpStream::connect(("127.0.0.1", i.port)).is_err() {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            panic!(
+                "the runtime exited with {status} before listening: {}",
+                i.log()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not listening after 120 s: {}",
+            i.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+/// Wait (bounded) for `f` to give `Some`; on timeout, fail with `lab`'s runtime log.
+fn eventually<T>(lab: &Lab, what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {limit:?}; the runtime's log:\n{}",
+            lab.instance.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A script serving `text` at `/` on port 8080 (the root filesystem is read-only; /tmp is not).
+fn serve(text: &str) -> String {
+    format!(
+        "mkdir -p /tmp/www && echo {text} > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"
+    )
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+/// The image's manifest and configuration digests as the registry (through skopeo) has them.
+fn skopeo_digests(r: &Registry, repo_tag: &str, certs: &Path) -> (String, String) {
+    std::fs::create_dir_all(certs).unwrap();
+    std::fs::write(certs.join("ca.crt"), r.ca_pem()).unwrap();
+    let inspect = |extra: &[&str]| {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .args(extra)
+            .arg("--cert-dir")
+            .arg(certs)
+            .arg("--creds")
+            .arg(format!("{}:{}", r.username(), r.password()))
+            .arg(format!("docker://{}/{repo_tag}", r.host()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let manifest = inspect(&["--raw"]);
+    let config = inspect(&["--config", "--raw"]);
+    (sha256_hex(&manifest), sha256_hex(&config))
+}
+
+/// The whole path: an image pushed to the registry, loaded by digest through the CLI, served
+/// over RA-TLS at its hostname (curl), its identity in its certificate equal to what skopeo
+/// reports, its logs readable, and after `kill -9` of the runtime, back and serving.
+#[test]
+fn an_image_loaded_by_digest_serves_over_ratls_and_comes_back_after_kill_9() {
+    let mut lab = Lab::new("");
+    let (_, digest) = lab.image("web", &serve("hello-from-a-container"));
+    lab.start();
+    let file = lab.workload_file(
+        "web",
+        &lab.reference("web", &digest),
+        "web.test",
+        "health = { http_path = \"/\" }\n",
+    );
+    let (code, v) = lab.load(&file);
+    assert_eq!(code, 0, "{v}\n{}", lab.instance.log());
+    assert_eq!(v["stage"], "ready", "{v}");
+    assert!(!v["layers"].as_array().unwrap().is_empty(), "{v}");
+
+    let (ok, body) = lab.curl("web.test", "/");
+    assert!(ok, "{body}");
+    assert_eq!(body.trim(), "hello-from-a-container");
+
+    // The certificate names what runs: the manifest, the configuration, the spec, the image.
+    let report = common::instance::verify(&lab.instance, Some("web.test"));
+    let w = &report["workload"];
+    let (manifest, config) = skopeo_digests(&lab.registry, "web:v1", &lab.dir.path().join("certs"));
+    assert_eq!(format!("sha256:{manifest}"), digest);
+    assert_eq!(w["code_digest"], manifest, "{report}");
+    assert_eq!(w["image_config"], config, "{report}");
+    assert_eq!(w["image"], lab.reference("web", &digest));
+    assert_eq!(
+        w["runtime_spec"].as_str().map(str::len),
+        Some(64),
+        "{report}"
+    );
+    // And the enclave-wide certificate the engine's versions (module 2.4).
+    let enclave = common::instance::verify(&lab.instance, None);
+    assert_eq!(
+        enclave["modules"]["4"].as_str().map(str::len),
+        Some(64),
+        "{enclave}"
+    );
+
+    let (code, list) = lab.cli(&["list"]);
+    assert_eq!(code, 0, "{list}");
+    let web = list["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "web")
+        .cloned()
+        .unwrap();
+    assert_eq!(web["kind"], "container");
+    assert_eq!(web["health"], "serving");
+    assert_eq!(web["code_sha256"], manifest);
+
+    // kill -9 while the container runs: the workload comes back from the sealed store, its
+    // old container is removed, and a new one serves the same identity.
+    let old = lab.workload("web")["container"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    lab.kill_9();
+    lab.start();
+    let body = eventually(
+        &lab,
+        "the workload serving again",
+        Duration::from_secs(90),
+        || {
+            let (ok, body) = lab.curl("web.test", "/");
+            ok.then_some(body)
+        },
+    );
+    assert_eq!(body.trim(), "hello-from-a-container");
+    let new = lab.workload("web")["container"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(old, new, "a new container after the restart");
+    assert!(
+        lab.instance
+            .log()
+            .contains("removed a container an earlier run left"),
+        "{}",
+        lab.instance.log()
+    );
+    let again = common::instance::verify(&lab.instance, Some("web.test"));
+    assert_eq!(again["workload"], report["workload"]);
+
+    // Unload: the route goes, and the container with it.
+    let (code, v) = lab.cli(&["unload", "web"]);
+    assert_eq!(code, 0, "{v}");
+    let (ok, _) = lab.curl("web.test", "/");
+    assert!(!ok, "the route is gone");
+    lab.server.take().unwrap().stop();
+}
+
+/// Every refusal names its reason: a tag without a digest, a digest the registry does not
+/// have, a tampered blob, a registry whose certificate is not in its bundle, wrong
+/// credentials, and a container that fails its health check.
+#[test]
+fn refusals_say_why() {
+    // Two more registries: one reached with the wrong password, one whose bundle is another
+    // registry's CA.
+    let scratch = tempfile::tempdir().unwrap();
+    let wrong_creds = Registry::start(&scratch.path().join("creds"));
+    let wrong_ca = Registry::start(&scratch.path().join("ca"));
+    let mut lab = Lab::new("");
+    std::fs::write(lab.instance.dir.join("creds-ca.pem"), wrong_creds.ca_pem()).unwrap();
+    let extra = format!(
+        "[[registry]]\nhost = \"{}\"\nca_bundle = \"creds-ca.pem\"\nusername = \"{}\"\npassword_env = \"TEST_WRONG_PASSWORD\"\n\
+         [[registry]]\nhost = \"{}\"\nca_bundle = \"registry-ca.pem\"\n",
+        wrong_creds.host(),
+        wrong_creds.username(),
+        wrong_ca.host(),
+    );
+    let text = std::fs::read_to_string(&lab.instance.config).unwrap() + &extra;
+    std::fs::write(&lab.instance.config, text).unwrap();
+    let (layout, digest) = lab.image("ok", &serve("ok"));
+    let creds_digest = wrong_creds.push(&layout, "ok:v1");
+    let ca_digest = wrong_ca.push(&layout, "ok:v1");
+    let password = lab.registry.password().to_string();
+    lab.server = Some(start_with_env(
+        &lab.instance,
+        &[
+            ("TEST_REGISTRY_PASSWORD", &password),
+            ("TEST_WRONG_PASSWORD", "not-the-password"),
+        ],
+    ));
+
+    let refused = |file: PathBuf, needles: &[&str]| {
+        let (code, v) = lab.load(&file);
+        assert_ne!(code, 0, "{v}");
+        let e = v["error"].as_str().unwrap_or_default().to_string();
+        for n in needles {
+            assert!(e.contains(n), "{file:?}: '{n}' not in: {e}");
+        }
+    };
+    // A tag alone.
+    let tag = format!("{}/ok:v1", lab.registry.host());
+    refused(
+        lab.workload_file("a", &tag, "a.test", ""),
+        &["not pinned by digest"],
+    );
+    // A digest the registry does not have.
+    let missing = lab.reference("ok", &format!("sha256:{}", "ab".repeat(32)));
+    refused(
+        lab.workload_file("b", &missing, "b.test", ""),
+        &["not found"],
+    );
+    // Wrong credentials.
+    let r = format!("{}/ok@{creds_digest}", wrong_creds.host());
+    refused(
+        lab.workload_file("c", &r, "c.test", ""),
+        &["credentials configured for it", wrong_creds.host()],
+    );
+    // A certificate its bundle does not hold.
+    let r = format!("{}/ok@{ca_digest}", wrong_ca.host());
+    refused(
+        lab.workload_file("d", &r, "d.test", ""),
+        &["TLS", wrong_ca.host()],
+    );
+    // A tampered blob: another image, its layer changed on the registry's disk.
+    let (layout2, digest2) = lab.image("tampered", &serve("tampered"));
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(
+            layout2
+                .path
+                .join("blobs/sha256")
+                .join(digest2.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob = lab.registry.blob_path(&layer);
+    let original = std::fs::read(&blob).unwrap();
+    let mut bytes = original.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    refused(
+        lab.workload_file("e", &lab.reference("tampered", &digest2), "e.test", ""),
+        &["digest mismatch", &layer],
+    );
+    // Nothing of it was kept: with the blob repaired, the same layer (every test image
+    // shares it) is fetched again and verifies.
+    std::fs::write(&blob, original).unwrap();
+    // A container that never answers its health check.
+    let (_, sleepy) = lab.image("sleepy", "exec sleep 1000");
+    refused(
+        lab.workload_file(
+            "f",
+            &lab.reference("sleepy", &sleepy),
+            "f.test",
+            "health = { start_timeout_secs = 2 }\nrestart = \"no\"\n",
+        ),
+        &["failed its health check"],
+    );
+    // None of them serves, and a good one still loads beside them.
+    let (code, v) =
+        lab.load(&lab.workload_file("good", &lab.reference("ok", &digest), "good.test", ""));
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(lab.curl("good.test", "/").1.trim(), "ok");
+    let (_, list) = lab.cli(&["list"]);
+    let names: Vec<&str> = list["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["good"], "{list}");
+}
+
+/// A container over its memory limit is killed and reported, and its restart policy applies;
+/// a container reaches neither the host's services nor another container, unless its settings
+/// allow the host.
+#[test]
+fn limits_and_isolation_hold() {
+    let mut lab = Lab::new("");
+    // Serves, then (once its health check has passed) grows a shell variable without bound.
+    let (_, hog) = lab.image(
+        "hog",
+        "mkdir -p /tmp/www && echo up > /tmp/www/index.html && httpd -p 8080 -h /tmp/www && sleep 3 && x=0123456789abcdef && while :; do x=$x$x; done",
+    );
+    let (_, peer) = lab.image("peer", &serve("peer"));
+    // Tries the host (a listener on every host address, through the bridge's gateway), the
+    // runtime's own port there, and the peer container; serves what it found.
+    let probe = "mkdir -p /tmp/w; \
+        reach() { if echo | nc -w 3 $1 $2 >/dev/null 2>&1; then echo open; else echo closed; fi; }; \
+        reach $GATEWAY $HOST_PORT > /tmp/w/host; \
+        reach $GATEWAY $MGMT_PORT > /tmp/w/mgmt; \
+        reach 127.0.0.1 $MGMT_PORT > /tmp/w/loopback; \
+        reach $PEER_IP 8080 > /tmp/w/peer; \
+        exec httpd -f -p 8080 -h /tmp/w";
+    let (_, prober) = lab.image("prober", probe);
+    // A plain HTTP listener on every host address, answering anyone who gets through.
+    let host_listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = host_listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in host_listener.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut c = c;
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let gateway = {
+        let base: std::net::Ipv4Addr = lab
+            .bridge
+            .subnet
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        std::net::Ipv4Addr::from(u32::from(base) + 1)
+    };
+    lab.start();
+
+    // Memory: 32 MiB, one restart allowed.
+    let file = lab.instance.dir.join("hog.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[workload]\nname = \"hog\"\nkind = \"container\"\nimage = \"{}\"\nhostnames = [\"hog.test\"]\n\
+             limits = {{ memory_bytes = 33554432 }}\n[workload.container]\nport = 8080\nrestart = \"on-failure\"\nmax_restarts = 1\n",
+            lab.reference("hog", &hog)
+        ),
+    )
+    .unwrap();
+    let (code, v) = lab.load(&file);
+    assert_eq!(code, 0, "{v}\n{}", lab.instance.log());
+    // Killed, restarted once, killed again, and left down with the reason.
+    let w = eventually(
+        &lab,
+        "the hog killed twice and left down",
+        Duration::from_secs(60),
+        || {
+            let w = lab.workload("hog");
+            let c = &w["container"];
+            (c["restarts"] == 1 && c["address"].is_null() && w["health"] == "unavailable")
+                .then_some(w)
+        },
+    );
+    let reason = w["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("exceeding its memory limit (33554432 bytes)"),
+        "{w}"
+    );
+    assert!(reason.contains("137"), "{w}");
+    let (ok, body) = lab.curl("hog.test", "/");
+    assert!(!ok && body.contains("not running"), "{body}");
+
+    // Isolation.
+    let (code, v) =
+        lab.load(&lab.workload_file("peer", &lab.reference("peer", &peer), "peer.test", ""));
+    assert_eq!(code, 0, "{v}");
+    let peer_addr = lab.workload("peer")["container"]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let env = format!(
+        "env = {{ GATEWAY = \"{gateway}\", HOST_PORT = \"{host_port}\", MGMT_PORT = \"{}\", PEER_IP = \"{}\" }}\n",
+        lab.instance.port,
+        peer_addr.split(':').next().unwrap()
+    );
+    for (name, allow) in [("closed", false), ("open", true)] {
+        let file = lab.instance.dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                "[workload]\nname = \"{name}\"\nkind = \"container\"\nimage = \"{}\"\nhostnames = [\"{name}.test\"]\n{env}\
+                 [workload.container]\nport = 8080\nallow_host = {allow}\nhealth = {{ start_timeout_secs = 60 }}\n",
+                lab.reference("prober", &prober)
+            ),
+        )
+        .unwrap();
+        let (code, v) = lab.load(&file);
+        assert_eq!(code, 0, "{v}\n{}", lab.instance.log());
+    }
+    let seen = |name: &str, what: &str| {
+        lab.curl(&format!("{name}.test"), &format!("/{what}"))
+            .1
+            .trim()
+            .to_string()
+    };
+    // The default: neither the host (any address, the runtime's own port included) nor a peer.
+    assert_eq!(seen("closed", "host"), "closed");
+    assert_eq!(seen("closed", "mgmt"), "closed");
+    assert_eq!(seen("closed", "loopback"), "closed");
+    assert_eq!(seen("closed", "peer"), "closed");
+    // allow_host lets that container reach the host, and nothing more: still not a peer. This
+    // also shows the probe itself works.
+    assert_eq!(seen("open", "host"), "open");
+    assert_eq!(seen("open", "peer"), "closed");
+    // The host still reaches them all (that is how they are served).
+    assert_eq!(lab.curl("peer.test", "/").1.trim(), "peer");
+}

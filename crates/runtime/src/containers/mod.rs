@@ -1,0 +1,528 @@
+//! Container images, pulled and verified inside the TEE, and the engine that runs them.
+//!
+//! [`Containers`] is the runtime's one connection to containerd (its own namespace), its one
+//! registry client (each registry trusted through its own CA bundle only), and the bridge the
+//! containers are attached to. It turns a container workload into the documents the tree
+//! commits ([`Containers::prepare`]): the manifest pinned by the reference's digest, the image
+//! configuration, every layer checked against its digest while it streams and against the
+//! configuration's `diff_ids` once unpacked, and the runtime spec computed from both. The
+//! container backend (`backends::container`) starts what was prepared.
+//!
+//! containerd runs inside the same TEE as the runtime: its content store and snapshots are in
+//! the trusted computing base. The registry and the network to it are not: nothing from there
+//! is used before its digest matched.
+//!
+//! All of it runs on a tokio runtime of its own, so that the control plane's writer (a plain
+//! thread) and `Runtime::prepare` (synchronous) can wait for it, and a pull never occupies the
+//! front's workers.
+
+pub(crate) mod progress;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use enclave_config::LoadedConfig;
+use enclave_config::file::{ContainersConfig, EngineVersions, ImageLeaves, Run, Workload};
+use enclave_config::runtime_spec::{SpecInput, runtime_spec};
+use enclave_containers::{Bridge, BridgeConfig, Engine, Layer};
+use enclave_oci::{Client, Credentials, DiffIdVerifier, Digest, Reference, RegistryConfig};
+use thiserror::Error;
+
+pub(crate) use progress::{Board, Progress, Stage};
+
+/// Why a container workload could not be prepared or run.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ContainerError {
+    /// The registry, the image or one of its blobs was refused.
+    #[error("workload '{workload}': {source}")]
+    Image {
+        /// The workload.
+        workload: String,
+        /// Why.
+        #[source]
+        source: Box<enclave_oci::OciError>,
+    },
+    /// containerd refused or failed.
+    #[error("workload '{workload}': container engine: {source}")]
+    Engine {
+        /// The workload.
+        workload: String,
+        /// Why.
+        #[source]
+        source: enclave_containers::EngineError,
+    },
+    /// The runtime spec could not be computed.
+    #[error(transparent)]
+    Spec(#[from] enclave_config::runtime_spec::SpecError),
+    /// The engine could not be reached or set up at all.
+    #[error("containers: {0}")]
+    Setup(String),
+    /// Refused before anything was fetched (why).
+    #[error("workload '{workload}': {reason}")]
+    Refused {
+        /// The workload.
+        workload: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The runtime's container engine, registries and bridge.
+pub(crate) struct Containers {
+    pub config: ContainersConfig,
+    pub engine: Engine,
+    pub bridge: Bridge,
+    registries: Client,
+    pub versions: EngineVersions,
+    pub board: Board,
+    /// Where each workload's log is (`<state>/containers/logs/<name>.log`). Logs hold what
+    /// the containers print: inside the TEE's state directory, never elsewhere.
+    logs: std::path::PathBuf,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Containers {
+    /// Connect to containerd, ask the engine's versions, set up the bridge and sweep what an
+    /// earlier run left (containers, half-unpacked snapshots): every container is created
+    /// afresh from what the tree commits.
+    pub(crate) fn connect(
+        loaded: &LoadedConfig,
+        state_dir: &std::path::Path,
+    ) -> Result<Arc<Self>, ContainerError> {
+        let config = loaded.config.containers.clone().ok_or_else(|| {
+            ContainerError::Setup("enclave.toml has no [containers] section".into())
+        })?;
+        let mut registries = Vec::new();
+        for r in &loaded.config.registries {
+            let bundle = loaded.registry_bundle(&r.host).ok_or_else(|| {
+                ContainerError::Setup(format!("registry {}: its CA bundle was not read", r.host))
+            })?;
+            let credentials = match (&r.username, &r.password_env) {
+                (Some(user), Some(var)) => Some(Credentials {
+                    username: user.clone(),
+                    password: zeroize::Zeroizing::new(std::env::var(var).map_err(|_| {
+                        ContainerError::Setup(format!(
+                            "registry {}: the environment variable {var} (its password) is not set",
+                            r.host
+                        ))
+                    })?),
+                }),
+                (Some(user), None) => Some(Credentials {
+                    username: user.clone(),
+                    password: zeroize::Zeroizing::new(String::new()),
+                }),
+                _ => None,
+            };
+            registries.push(RegistryConfig {
+                host: r.host.clone(),
+                ca_bundle_pem: bundle.to_vec(),
+                credentials,
+            });
+        }
+        let registries =
+            Client::new(registries).map_err(|e| ContainerError::Setup(e.to_string()))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("enclave-containers")
+            .enable_all()
+            .build()
+            .map_err(|e| ContainerError::Setup(format!("its async runtime: {e}")))?;
+        let setup =
+            |what: &str, e: &dyn std::fmt::Display| ContainerError::Setup(format!("{what}: {e}"));
+        let (engine, bridge, versions) = block(&rt, async {
+            let engine = Engine::connect(&config.containerd_socket, &config.namespace)
+                .await
+                .map_err(|e| {
+                    setup(
+                        &format!("containerd at {}", config.containerd_socket.display()),
+                        &e,
+                    )
+                })?
+                .with_runc(config.runc.clone());
+            let v = engine
+                .versions()
+                .await
+                .map_err(|e| setup("the engine's versions", &e))?;
+            engine
+                .sweep()
+                .await
+                .map_err(|e| setup("sweeping what an earlier run left", &e))?;
+            let stale = engine
+                .containers()
+                .await
+                .map_err(|e| setup("listing what an earlier run left", &e))?;
+            let subnet = config
+                .subnet
+                .parse()
+                .map_err(|e| setup(&format!("subnet {}", config.subnet), &e))?;
+            let bridge = Bridge::new(BridgeConfig {
+                name: config.bridge.clone(),
+                subnet,
+                cni_bin_dir: config.cni_bin_dir.clone(),
+                state_dir: state_dir.join("cni"),
+            })
+            .await
+            .map_err(|e| setup(&format!("bridge {}", config.bridge), &e))?;
+            // Containers an earlier run left (it was killed, or the machine stopped): each
+            // workload's container is created afresh from what its tree commits.
+            for id in stale {
+                if let Err(e) = bridge.detach(&id, None).await {
+                    tracing::warn!(container = %id, error = %e, "releasing a stale container's address");
+                }
+                engine
+                    .remove(&id, Duration::from_secs(3))
+                    .await
+                    .map_err(|e| {
+                        setup(&format!("removing container {id} an earlier run left"), &e)
+                    })?;
+                tracing::info!(container = %id, "removed a container an earlier run left");
+            }
+            Ok::<_, ContainerError>((
+                engine,
+                bridge,
+                EngineVersions {
+                    containerd: v.containerd,
+                    runc: v.runc,
+                },
+            ))
+        })?;
+        tracing::info!(
+            containerd = %versions.containerd,
+            runc = %versions.runc,
+            namespace = %config.namespace,
+            bridge = %config.bridge,
+            "container engine connected"
+        );
+        Ok(Arc::new(Self {
+            config,
+            engine,
+            bridge,
+            registries,
+            versions,
+            board: Board::default(),
+            logs: state_dir.join("containers").join("logs"),
+            rt,
+        }))
+    }
+
+    /// Run `f` on the containers' runtime and wait for it, from any thread.
+    pub(crate) fn block<T: Send>(&self, f: impl std::future::Future<Output = T> + Send) -> T {
+        block(&self.rt, f)
+    }
+
+    /// The containers' runtime, for tasks that outlive a call (monitors).
+    pub(crate) fn handle(&self) -> tokio::runtime::Handle {
+        self.rt.handle().clone()
+    }
+
+    /// The tree's documents for container workload `w`: resolve its image, fetch what the
+    /// content store lacks (checking every digest), unpack every layer (checking every diff_id)
+    /// and compute its runtime spec. Progress goes to the board under `w.name`.
+    pub(crate) async fn prepare(&self, w: &Workload) -> Result<ImageLeaves, ContainerError> {
+        let Run::Container { image, settings } = &w.run else {
+            return Err(ContainerError::Refused {
+                workload: w.name.clone(),
+                reason: "is not a container".into(),
+            });
+        };
+        self.board.begin(&w.name, image);
+        let out = self
+            .prepare_image(w, image)
+            .await
+            .and_then(|(manifest, config)| {
+                let spec = runtime_spec(
+                    &config,
+                    &SpecInput {
+                        name: &w.name,
+                        namespace: &self.config.namespace,
+                        env: &w.env,
+                        args: &w.args,
+                        limits: &w.limits,
+                        settings,
+                    },
+                )?;
+                Ok(ImageLeaves {
+                    manifest,
+                    config,
+                    runtime_spec: spec,
+                })
+            });
+        match &out {
+            Ok(_) => self.board.stage(&w.name, Stage::Starting),
+            Err(e) => self.board.fail(&w.name, e.to_string()),
+        }
+        out
+    }
+
+    /// Make sure the image whose manifest and configuration the tree commits is unpacked (a
+    /// kept workload after containerd lost its state: pulled again, by digest). Returns the
+    /// chain id of its top layer.
+    pub(crate) async fn ensure_unpacked(
+        &self,
+        w: &Workload,
+        leaves: &ImageLeaves,
+    ) -> Result<String, ContainerError> {
+        let image = w.run.image().unwrap_or_default();
+        let reference = self.reference(w, image)?;
+        let oci = image_err(w);
+        let manifest =
+            enclave_oci::Manifest::from_bytes(leaves.manifest.clone(), image).map_err(oci)?;
+        let config =
+            enclave_oci::ImageConfig::from_bytes(&manifest, leaves.config.clone()).map_err(oci)?;
+        self.layers(w, &reference, &manifest, &config).await
+    }
+
+    fn reference(&self, w: &Workload, image: &str) -> Result<Reference, ContainerError> {
+        image.parse::<Reference>().map_err(image_err(w))
+    }
+
+    /// The manifest and configuration bytes of `image`, every layer in place.
+    async fn prepare_image(
+        &self,
+        w: &Workload,
+        image: &str,
+    ) -> Result<(Vec<u8>, Vec<u8>), ContainerError> {
+        let reference = self.reference(w, image)?;
+        let oci = image_err(w);
+        let manifest = self.registries.resolve(&reference).await.map_err(oci)?;
+        let config = self
+            .registries
+            .config(&reference, &manifest)
+            .await
+            .map_err(oci)?;
+        tracing::info!(
+            workload = %w.name,
+            manifest = %manifest.digest,
+            config = %config.digest,
+            layers = manifest.parsed.layers.len(),
+            "image resolved"
+        );
+        self.layers(w, &reference, &manifest, &config).await?;
+        Ok((manifest.bytes.clone(), config.bytes.clone()))
+    }
+
+    /// Fetch the layers the content store lacks and unpack them all, under one lease that
+    /// becomes the image's once everything is in place; the chain id of the top layer.
+    async fn layers(
+        &self,
+        w: &Workload,
+        reference: &Reference,
+        manifest: &enclave_oci::Manifest,
+        config: &enclave_oci::ImageConfig,
+    ) -> Result<String, ContainerError> {
+        let engine_err = engine_err(w);
+        let descriptors = &manifest.parsed.layers;
+        let diff_ids = &config.parsed.rootfs.diff_ids;
+        if diff_ids.len() != descriptors.len() {
+            return Err(ContainerError::Refused {
+                workload: w.name.clone(),
+                reason: format!(
+                    "the manifest lists {} layers and the image configuration {} diff_ids",
+                    descriptors.len(),
+                    diff_ids.len()
+                ),
+            });
+        }
+        let top = enclave_oci::chain_id(diff_ids)
+            .ok_or_else(|| ContainerError::Refused {
+                workload: w.name.clone(),
+                reason: "the image has no layers".into(),
+            })?
+            .to_string();
+        if self.engine.has_snapshot(&top).await.map_err(engine_err)? {
+            tracing::info!(workload = %w.name, chain = %top, "image already unpacked");
+            return Ok(top);
+        }
+        let pull = self
+            .engine
+            .begin_pull(&manifest.digest.to_string())
+            .await
+            .map_err(engine_err)?;
+        match self
+            .fetch_and_unpack(w, reference, &pull, descriptors, diff_ids)
+            .await
+        {
+            Ok(chain) => {
+                pull.finish().await.map_err(engine_err)?;
+                Ok(chain)
+            }
+            Err(e) => {
+                // Nothing half-registered: what this pull wrote goes with its lease.
+                if let Err(abandon) = pull.abandon().await {
+                    tracing::warn!(workload = %w.name, error = %abandon, "releasing a failed pull");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch_and_unpack(
+        &self,
+        w: &Workload,
+        reference: &Reference,
+        pull: &enclave_containers::Pull,
+        descriptors: &[enclave_oci::Descriptor],
+        diff_ids: &[Digest],
+    ) -> Result<String, ContainerError> {
+        let engine_err = engine_err(w);
+        let oci = image_err(w);
+        let mut present = Vec::with_capacity(descriptors.len());
+        for d in descriptors {
+            present.push(
+                pull.has_content(&d.digest.to_string())
+                    .await
+                    .map_err(engine_err)?,
+            );
+        }
+        self.board.update(&w.name, |p| {
+            p.stage = Stage::Pulling;
+            p.layers = descriptors
+                .iter()
+                .zip(&present)
+                .map(|(d, cached)| progress::Layer {
+                    digest: d.digest.to_string(),
+                    size: d.size,
+                    received: if *cached { d.size } else { 0 },
+                    cached: *cached,
+                })
+                .collect();
+        });
+        let of = descriptors.len();
+        for (i, (d, cached)) in descriptors.iter().zip(present).enumerate() {
+            if cached {
+                tracing::info!(workload = %w.name, layer = i + 1, of, digest = %d.digest, "layer already in the content store");
+                continue;
+            }
+            let what = format!("layer {} of {of} ({})", i + 1, d.digest);
+            let mut blob = self.registries.blob(reference, d).await.map_err(oci)?;
+            let mut diff = DiffIdVerifier::for_layer(d, what.clone()).map_err(oci)?;
+            let mut writer = pull
+                .content_writer(
+                    &format!("enclave-os-{}", d.digest.hex()),
+                    &d.digest.to_string(),
+                    d.size,
+                )
+                .await
+                .map_err(engine_err)?;
+            let mut logged = 0u64;
+            while let Some(chunk) = blob.next_chunk().await.map_err(oci)? {
+                diff.update(&chunk).map_err(oci)?;
+                writer.write(&chunk).await.map_err(engine_err)?;
+                let got = blob.received();
+                self.board.update(&w.name, |p| {
+                    if let Some(l) = p.layers.get_mut(i) {
+                        l.received = got;
+                    }
+                });
+                // A line per 8 MiB: enough to follow a slow pull, not a line per chunk.
+                if got - logged >= 8 << 20 {
+                    logged = got;
+                    tracing::info!(workload = %w.name, layer = i + 1, of, received = got, size = d.size, "pulling");
+                }
+            }
+            // The plaintext, before anything is kept: the layer unpacks to what the
+            // configuration (whose digest the tree commits) says.
+            let actual = diff.finish().map_err(oci)?;
+            if actual != diff_ids[i] {
+                return Err(ContainerError::Refused {
+                    workload: w.name.clone(),
+                    reason: format!(
+                        "{what} unpacks to {actual}, not the image configuration's diff_id {}",
+                        diff_ids[i]
+                    ),
+                });
+            }
+            writer.commit().await.map_err(engine_err)?;
+            tracing::info!(workload = %w.name, layer = i + 1, of, digest = %d.digest, size = d.size, "layer pulled and verified");
+        }
+        self.board.stage(&w.name, Stage::Unpacking);
+        let layers: Vec<Layer> = descriptors
+            .iter()
+            .zip(diff_ids)
+            .map(|(d, diff)| Layer {
+                media_type: d.media_type.clone(),
+                digest: d.digest.to_string(),
+                size: d.size,
+                diff_id: diff.to_string(),
+            })
+            .collect();
+        let name = w.name.clone();
+        pull.unpack(&layers, |step| {
+            tracing::info!(workload = %name, layer = step.layer, of = step.of, "layer unpacked and checked against its diff_id");
+        })
+        .await
+        .map_err(engine_err)
+    }
+
+    /// Workload `name`'s log file.
+    pub(crate) fn log_path(&self, name: &str) -> std::path::PathBuf {
+        self.logs.join(format!("{name}.log"))
+    }
+
+    /// The latest preparation of workload `name`.
+    pub(crate) fn progress(&self, name: &str) -> Option<Progress> {
+        self.board.get(name)
+    }
+}
+
+/// An image error of workload `w`.
+fn image_err(w: &Workload) -> impl Fn(enclave_oci::OciError) -> ContainerError + Copy + '_ {
+    move |source| ContainerError::Image {
+        workload: w.name.clone(),
+        source: Box::new(source),
+    }
+}
+
+/// An engine error of workload `w`.
+fn engine_err(
+    w: &Workload,
+) -> impl Fn(enclave_containers::EngineError) -> ContainerError + Copy + '_ {
+    move |source| ContainerError::Engine {
+        workload: w.name.clone(),
+        source,
+    }
+}
+
+/// Run `f` on `rt` and wait, from any thread: a thread already inside a tokio runtime hands
+/// the wait to a scoped thread of its own (a runtime cannot block inside another).
+fn block<T: Send>(
+    rt: &tokio::runtime::Runtime,
+    f: impl std::future::Future<Output = T> + Send,
+) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return rt.block_on(f);
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| rt.block_on(f))
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// The documents of every container workload in `enclave.toml`, prepared, folded into the
+/// configuration with the engine's versions: what the file's tree commits.
+pub(crate) fn resolve_file(
+    containers: &Containers,
+    mut config: LoadedConfig,
+) -> Result<LoadedConfig, ContainerError> {
+    config = config.with_engine(containers.versions.clone());
+    let file: Vec<Workload> = config
+        .config
+        .workloads
+        .iter()
+        .filter(|w| w.run.image().is_some())
+        .cloned()
+        .collect();
+    let mut images = BTreeMap::new();
+    for w in &file {
+        images.insert(w.name.clone(), containers.block(containers.prepare(w))?);
+    }
+    for (name, leaves) in images {
+        config = config
+            .with_image(&name, leaves)
+            .map_err(|e| ContainerError::Setup(e.to_string()))?;
+    }
+    Ok(config)
+}
