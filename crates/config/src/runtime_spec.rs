@@ -31,7 +31,9 @@ const CPU_PERIOD_US: u64 = 100_000;
 
 /// System calls refused (EPERM) inside every container: kernel modules and images, other
 /// processes' memory, keyrings, namespaces and mounts, clocks, BPF and perf, swap, reboot.
-const REFUSED_SYSCALLS: [&str; 36] = [
+/// `unshare` among them: a new user namespace would hand the process every capability inside
+/// it, and with them the kernel's namespaced attack surface.
+const REFUSED_SYSCALLS: [&str; 37] = [
     "acct",
     "add_key",
     "bpf",
@@ -68,7 +70,24 @@ const REFUSED_SYSCALLS: [&str; 36] = [
     "settimeofday",
     "swapoff",
     "swapon",
+    "unshare",
 ];
+
+/// `clone` flags that make a namespace: `clone` with any of them is refused, as `unshare` is
+/// (CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET).
+const NAMESPACE_FLAGS: [u64; 7] = [
+    0x0002_0000,
+    0x0200_0000,
+    0x0400_0000,
+    0x0800_0000,
+    0x1000_0000,
+    0x2000_0000,
+    0x4000_0000,
+];
+
+/// errno for `clone3`: ENOSYS, so that C libraries fall back to `clone`, whose flags a filter
+/// can see (`clone3` passes them in memory, out of a filter's reach).
+const ENOSYS: u32 = 38;
 
 /// Paths masked inside every container (runc's defaults).
 const MASKED: [&str; 10] = [
@@ -240,6 +259,18 @@ pub fn runtime_spec(image_config: &[u8], input: &SpecInput<'_>) -> Result<Vec<u8
         .iter()
         .map(|t| json!({ "type": t }))
         .collect();
+    let mut syscalls = vec![
+        json!({ "names": REFUSED_SYSCALLS.as_slice(), "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }),
+        json!({ "names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS }),
+    ];
+    syscalls.extend(NAMESPACE_FLAGS.iter().map(|flag| {
+        json!({
+            "names": ["clone"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": 1,
+            "args": [ { "index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ" } ],
+        })
+    }));
     let spec = json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -268,11 +299,7 @@ pub fn runtime_spec(image_config: &[u8], input: &SpecInput<'_>) -> Result<Vec<u8
             "seccomp": {
                 "defaultAction": "SCMP_ACT_ALLOW",
                 "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-                "syscalls": [ {
-                    "names": REFUSED_SYSCALLS.as_slice(),
-                    "action": "SCMP_ACT_ERRNO",
-                    "errnoRet": 1,
-                } ],
+                "syscalls": syscalls,
             },
         },
     });

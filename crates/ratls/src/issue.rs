@@ -113,7 +113,13 @@ fn enclave_os_claims(spec: &LeafSpec) -> Vec<(&'static str, Vec<u8>)> {
     out
 }
 
-/// Issue a leaf: generate its key, get evidence from `tee` binding it, and sign with `ca`.
+/// How far back a leaf's notBefore is set from the moment it is issued. A client whose clock is
+/// a little behind the server's (or a clock stepped back under it) would otherwise see a
+/// certificate issued for its very handshake as "not yet valid" (seen with curl in the tests).
+pub const NOT_BEFORE_SKEW_SECS: i64 = 60;
+
+/// Issue a leaf: generate its key, get evidence from `tee` binding it, and sign with `ca`. Its
+/// notBefore is [`NOT_BEFORE_SKEW_SECS`] back from now, and it binds that notBefore.
 pub fn issue(
     tee: &dyn Tee,
     ca: &IntermediaryCa,
@@ -125,7 +131,7 @@ pub fn issue(
         ca,
         spec,
         freshness,
-        OffsetDateTime::now_utc().unix_timestamp(),
+        OffsetDateTime::now_utc().unix_timestamp() - NOT_BEFORE_SKEW_SECS,
     )
 }
 

@@ -93,6 +93,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 pub mod instance;
+pub mod lab;
 
 /// A copy of directory `from` at `to`, recursively.
 pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

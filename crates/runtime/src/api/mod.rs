@@ -569,12 +569,27 @@ async fn container_put(s: Shared, w: Workload, sub: String) -> Response {
             ),
         );
     }
+    let Ok(permit) = containers.loads.clone().try_acquire_owned() else {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} container loads are being prepared already; try again when one is done",
+                crate::containers::MAX_LOADS
+            ),
+        );
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+        return r;
+    };
     let name = w.name.clone();
     containers
         .board
         .begin(&name, w.run.image().unwrap_or_default());
     let handle = containers.handle();
     handle.spawn(async move {
+        let _permit = permit;
         let image = match containers.prepare(&w).await {
             Ok(image) => image,
             Err(e) => {

@@ -31,6 +31,9 @@ use thiserror::Error;
 
 pub(crate) use progress::{Board, Progress, Stage};
 
+/// Container loads through the API prepared at once; more wait their turn with a 503.
+pub(crate) const MAX_LOADS: usize = 4;
+
 /// Why a container workload could not be prepared or run.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -77,10 +80,24 @@ pub(crate) struct Containers {
     registries: Client,
     pub versions: EngineVersions,
     pub board: Board,
+    /// Loads through the API being prepared at once: each holds a pull's connections, its
+    /// decompression and the engine's attention.
+    pub loads: Arc<tokio::sync::Semaphore>,
     /// Where each workload's log is (`<state>/containers/logs/<name>.log`). Logs hold what
     /// the containers print: inside the TEE's state directory, never elsewhere.
     logs: std::path::PathBuf,
-    rt: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (see `Drop`).
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        // The last reference may go inside one of this runtime's own tasks (a load finishing
+        // as the runtime stops), where a blocking shutdown would panic.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Containers {
@@ -202,19 +219,28 @@ impl Containers {
             registries,
             versions,
             board: Board::default(),
+            loads: Arc::new(tokio::sync::Semaphore::new(MAX_LOADS)),
             logs: state_dir.join("containers").join("logs"),
-            rt,
+            rt: Some(rt),
         }))
     }
 
     /// Run `f` on the containers' runtime and wait for it, from any thread.
     pub(crate) fn block<T: Send>(&self, f: impl std::future::Future<Output = T> + Send) -> T {
-        block(&self.rt, f)
+        block(self.runtime(), f)
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        // `rt` is taken only in `drop`, after which no method runs.
+        #[allow(clippy::expect_used)]
+        self.rt
+            .as_ref()
+            .expect("the containers' runtime lives as long as they do")
     }
 
     /// The containers' runtime, for tasks that outlive a call (monitors).
     pub(crate) fn handle(&self) -> tokio::runtime::Handle {
-        self.rt.handle().clone()
+        self.runtime().handle().clone()
     }
 
     /// The tree's documents for container workload `w`: resolve its image, fetch what the
