@@ -31,9 +31,10 @@ const CPU_PERIOD_US: u64 = 100_000;
 
 /// System calls refused (EPERM) inside every container: kernel modules and images, other
 /// processes' memory, keyrings, namespaces and mounts, clocks, BPF and perf, swap, reboot.
-/// `unshare` among them: a new user namespace would hand the process every capability inside
+/// io_uring too: its rings run system calls the filter never sees. `unshare` among them: a new
+/// user namespace would hand the process every capability inside
 /// it, and with them the kernel's namespaced attack surface.
-const REFUSED_SYSCALLS: [&str; 37] = [
+const REFUSED_SYSCALLS: [&str; 40] = [
     "acct",
     "add_key",
     "bpf",
@@ -46,6 +47,9 @@ const REFUSED_SYSCALLS: [&str; 37] = [
     "fsopen",
     "fspick",
     "init_module",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
     "ioperm",
     "iopl",
     "kcmp",

@@ -13,6 +13,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::instance::json_of;
 use common::json;
 use common::lab::*;
 use enclave_testkit::registry::Registry;
@@ -231,11 +232,45 @@ fn refusals_say_why() {
         ),
         &["failed its health check"],
     );
-    // None of them serves, and a good one still loads beside them.
+    // A load waiting for a health check holds nothing else up: while one waits (for up to
+    // 60 s), another loads and serves, and the waiting one can be cancelled.
+    let slow = lab.workload_file(
+        "slow",
+        &lab.reference("sleepy", &sleepy),
+        "slow.test",
+        "health = { start_timeout_secs = 60 }\nrestart = \"no\"\n",
+    );
+    let (code, v) = lab.cli(&["load", slow.to_str().unwrap(), "--no-wait"]);
+    assert_eq!(code, 0, "{v}");
+    eventually(
+        &lab,
+        "the slow load in its health check",
+        Duration::from_secs(30),
+        || {
+            let tls = lab.instance.client();
+            let (_, body) = lab
+                .instance
+                .call(
+                    &tls,
+                    "GET",
+                    "/api/v1/workloads/slow/progress",
+                    Some(&common::instance::token()),
+                    b"",
+                )
+                .ok()?;
+            (json_of(&body)["stage"] == "starting").then_some(())
+        },
+    );
+    let t = std::time::Instant::now();
     let (code, v) =
         lab.load(&lab.workload_file("good", &lab.reference("ok", &digest), "good.test", ""));
     assert_eq!(code, 0, "{v}");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     assert_eq!(lab.curl("good.test", "/").1.trim(), "ok");
+    let (code, v) = lab.cli(&["unload", "slow"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["cancelled"], true, "{v}");
+    // None of the refused ones serves.
     let (_, list) = lab.cli(&["list"]);
     let names: Vec<&str> = list["workloads"]
         .as_array()
@@ -328,6 +363,37 @@ fn limits_and_isolation_hold() {
     let (ok, body) = lab.curl("hog.test", "/");
     assert!(!ok && body.contains("not running"), "{body}");
 
+    // Output without end is kept to a bounded log: the disk the sealed store is on stays free.
+    let (_, chatty) = lab.image(
+        "chatty",
+        "mkdir -p /tmp/www && echo up > /tmp/www/index.html && httpd -p 8080 -h /tmp/www && exec yes 0123456789abcdef0123456789abcdef",
+    );
+    let file = lab.instance.dir.join("chatty.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[workload]\nname = \"chatty\"\nkind = \"container\"\nimage = \"{}\"\nhostnames = [\"chatty.test\"]\n\
+             limits = {{ cpu_millis = 300 }}\n[workload.container]\nport = 8080\n",
+            lab.reference("chatty", &chatty)
+        ),
+    )
+    .unwrap();
+    let (code, v) = lab.load(&file);
+    assert_eq!(code, 0, "{v}");
+    let log = lab.instance.dir.join("state/containers/logs/chatty.log");
+    eventually(&lab, "the chatty log cut", Duration::from_secs(60), || {
+        let text = std::fs::read(&log).ok()?;
+        text.starts_with(b"[enclave-os: the log passed")
+            .then_some(())
+    });
+    for _ in 0..10 {
+        let size = std::fs::metadata(&log).unwrap().len();
+        assert!(size < 64 << 20, "the log grew to {size} bytes");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, v) = lab.cli(&["unload", "chatty"]);
+    assert_eq!(code, 0, "{v}");
+
     // Isolation.
     let (code, v) =
         lab.load(&lab.workload_file("peer", &lab.reference("peer", &peer), "peer.test", ""));
@@ -416,8 +482,16 @@ fn a_file_container_is_measured_offline_as_it_runs() {
     assert!(v["error"].as_str().unwrap().contains("--oci-layout"), "{v}");
 
     lab.start();
-    let (ok, body) = lab.curl("site.test", "/");
-    assert!(ok, "{body}");
+    // The runtime serves at once; the container's route answers once it is healthy.
+    let body = eventually(
+        &lab,
+        "the file's container serving",
+        Duration::from_secs(60),
+        || {
+            let (ok, body) = lab.curl("site.test", "/");
+            ok.then_some(body)
+        },
+    );
     assert_eq!(body.trim(), "from-the-file");
     let served = common::instance::verify(&lab.instance, None);
     assert_eq!(served["config_root"], measured["root"], "{served}");

@@ -294,6 +294,12 @@ async fn status_detail(Axum(s): Axum<Shared>) -> Response {
         },
         "oidc_issuer": s.auth.as_ref().map(|a| a.issuer().to_string()),
         "workloads": workloads,
+        // Container loads in flight (stage and bytes per layer), and the last refused ones.
+        "loading": s
+            .containers
+            .as_ref()
+            .map(|c| c.board.unfinished())
+            .unwrap_or_default(),
         "parked": now
             .parked
             .iter()
@@ -544,6 +550,10 @@ async fn workload_put(
 }
 
 /// Submit `change` and answer with the config root it published.
+/// How long a container load may take, from its pull to its health check, before it is
+/// abandoned.
+const LOAD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// Load container workload `w`: checked at once, then its image is pulled and verified and the
 /// container started in the background (202, with where to follow it), and only then is the
 /// change submitted. A pull never holds the control plane's writer.
@@ -588,16 +598,34 @@ async fn container_put(s: Shared, w: Workload, sub: String) -> Response {
         .board
         .begin(&name, w.run.image().unwrap_or_default());
     let handle = containers.handle();
-    handle.spawn(async move {
+    let c = containers.clone();
+    let task = handle.spawn(async move {
         let _permit = permit;
-        let image = match containers.prepare(&w).await {
+        let name = w.name.clone();
+        // Pull, verify and launch, within a deadline: a registry that trickles bytes (or a
+        // container that is never healthy) does not hold a load slot for ever.
+        let ready = tokio::time::timeout(LOAD_DEADLINE, async {
+            let image = c.prepare(&w).await.map_err(|e| e.to_string())?;
+            crate::backends::prelaunch(&c, &w, &image).await?;
+            Ok::<_, String>(image)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "not ready within {} s: the load was abandoned",
+                LOAD_DEADLINE.as_secs()
+            ))
+        });
+        let image = match ready {
             Ok(image) => image,
-            Err(e) => {
-                tracing::warn!(workload = %w.name, subject = %sub, error = %e, "container refused");
+            Err(reason) => {
+                tracing::warn!(workload = %name, subject = %sub, %reason, "container refused");
+                crate::backends::discard_prelaunched(&c, &name).await;
+                c.board.fail(&name, reason);
+                c.loading.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
                 return;
             }
         };
-        let name = w.name.clone();
         let change = Change::Load {
             spec: w,
             code: WorkloadCode::Image(image),
@@ -606,14 +634,21 @@ async fn container_put(s: Shared, w: Workload, sub: String) -> Response {
             Ok(_) => {
                 let root = hex::encode(s.control.snapshot().root());
                 tracing::info!(workload = %name, subject = %sub, config_root = %root, "workload loaded");
-                containers.board.stage(&name, Stage::Ready);
+                c.board.stage(&name, Stage::Ready);
             }
             Err(e) => {
                 tracing::warn!(workload = %name, subject = %sub, error = %e, "container refused");
-                containers.board.fail(&name, e.to_string());
+                crate::backends::discard_prelaunched(&c, &name).await;
+                c.board.fail(&name, e.to_string());
             }
         }
+        c.loading.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
     });
+    containers
+        .loading
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name.clone(), task.abort_handle());
     let mut r = Json(json!({
         "name": name,
         "stage": "resolving",
@@ -694,6 +729,25 @@ async fn workload_delete(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Response {
+    // A container load still being prepared is cancelled: its pull and launch stop, and what
+    // they made goes (the pull's lease expires; a launched container is removed).
+    if let Some(c) = s.containers.as_ref() {
+        let cancelled = c
+            .loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&name);
+        if let Some(task) = cancelled {
+            task.abort();
+            crate::backends::discard_prelaunched(c, &name).await;
+            c.board
+                .fail(&name, format!("cancelled by {}", caller.subject));
+            tracing::info!(workload = %name, subject = %caller.subject, "container load cancelled");
+            if s.control.snapshot().workload(&name).is_none() {
+                return Json(json!({ "name": name, "cancelled": true })).into_response();
+            }
+        }
+    }
     let change = Change::Unload { name: name.clone() };
     changed(&s, change, &name, &caller.subject, "unloaded").await
 }

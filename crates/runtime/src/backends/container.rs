@@ -1,15 +1,22 @@
 //! OCI containers (`kind = "container"`), run by containerd and runc, each in its own network
 //! namespace on the runtime's bridge, reached by the front over HTTP/1.1.
 //!
-//! Starting one: make sure its layers are unpacked, create the container with the runtime spec
+//! Launching one: make sure its layers are unpacked, create the container with the runtime spec
 //! the tree commits (byte for byte), create its task (runc makes its namespaces), attach its
-//! network namespace to the bridge, start it, and wait for its health check. Only then is its
-//! handler returned, so the route goes live on a healthy container. A monitor then waits for
-//! its exit: the status, whether the kernel killed it for its memory limit, and the tail of its
-//! log are recorded, and the restart policy applies.
+//! network namespace to the bridge, start it, and wait for its health check.
+//!
+//! Nothing here blocks the control plane's writer. A load through the API launches its
+//! container before it submits the change ([`prelaunch`]), so the route goes live on a healthy
+//! container and the writer only adopts it. A workload the runtime starts itself (from
+//! `enclave.toml` or kept from the API) is launched in the background: its route answers 503
+//! "starting" until its health check passed, and every other workload, the listener and the
+//! API are up meanwhile. A supervisor then waits for each exit: the status, whether the kernel
+//! killed it for its memory limit, and the tail of its log are recorded, and the restart policy
+//! applies. A log is kept to [`MAX_LOG_BYTES`]: a container cannot fill the disk the sealed
+//! store is on.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,12 +25,18 @@ use enclave_config::file::{ContainerSettings, ImageLeaves, Workload, WorkloadCod
 use http_body_util::BodyExt;
 
 use super::{Backend, Handler, Health, Running, ServeError, StartError};
-use crate::containers::{Containers, Stage};
+use crate::containers::Containers;
 
 /// How much of a container's log an exit report carries.
 const LOG_TAIL_BYTES: u64 = 4096;
 /// How long a stopping container has between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// The most a container's log may hold; past it, it is cut to its last [`LOG_KEEP_BYTES`].
+pub(crate) const MAX_LOG_BYTES: u64 = 8 << 20;
+/// What a cut log keeps.
+const LOG_KEEP_BYTES: u64 = 1 << 20;
+/// How often a log's size is checked.
+const LOG_CHECK: Duration = Duration::from_millis(100);
 
 /// Runs container workloads on the runtime's engine.
 pub(crate) struct ContainerBackend {
@@ -37,12 +50,26 @@ impl ContainerBackend {
 }
 
 /// Where a running container is, and how it last ended.
+#[derive(Default)]
 struct State {
-    target: Option<SocketAddr>,
+    target: Option<SocketAddrV4>,
     id: Option<String>,
     exit: Option<String>,
     restarts: u32,
 }
+
+/// What a workload's container is launched from.
+struct Spec {
+    w: Workload,
+    settings: ContainerSettings,
+    leaves: ImageLeaves,
+    log: PathBuf,
+}
+
+type ForwardClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    axum::body::Body,
+>;
 
 /// A started container workload.
 pub(crate) struct Container {
@@ -50,15 +77,11 @@ pub(crate) struct Container {
     containers: Arc<Containers>,
     state: Arc<Mutex<State>>,
     stopped: Arc<AtomicBool>,
-    client: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        axum::body::Body,
-    >,
-    log: PathBuf,
+    client: ForwardClient,
 }
 
-/// One container, created and started: its id, its address on the bridge.
-struct Started {
+/// One container, created, started and healthy: its id, its address on the bridge.
+pub(crate) struct Started {
     id: String,
     ip: Ipv4Addr,
 }
@@ -68,35 +91,87 @@ struct Started {
 fn container_id(name: &str) -> String {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let mut r = [0u8; 4];
-    // Uniqueness, not secrecy: a clock and a counter suffice if the RNG were to fail.
+    // Uniqueness, not secrecy: a counter suffices if the RNG were to fail.
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r).is_err() {
         r = SEQ.fetch_add(1, Ordering::Relaxed).to_be_bytes();
     }
     format!("{name}-{}", hex::encode(r))
 }
 
-impl ContainerBackend {
-    fn refused(w: &Workload, reason: impl std::fmt::Display) -> StartError {
-        StartError::Refused {
-            name: w.name.clone(),
-            reason: reason.to_string(),
+fn refused(w: &Workload, reason: impl std::fmt::Display) -> StartError {
+    StartError::Refused {
+        name: w.name.clone(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A new log for a new container of a workload: the last one's becomes `<name>.previous.log`,
+/// so two containers' output never mixes and the last exit can still be read.
+fn fresh_log(log: &Path) -> Result<(), String> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("its log directory {}: {e}", dir.display()))?;
+    }
+    match std::fs::rename(log, log.with_extension("previous.log")) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("its log {}: {e}", log.display())),
+    }
+}
+
+/// Keep `log` under [`MAX_LOG_BYTES`] until `stopped`: past it, cut it to its last
+/// [`LOG_KEEP_BYTES`]. The shim appends (`O_APPEND`), so its writes land at the new end; lines
+/// written between the read and the cut are lost, which a log that fast can spare.
+async fn keep_log(log: PathBuf, stopped: Arc<AtomicBool>) {
+    while !stopped.load(Ordering::Acquire) {
+        tokio::time::sleep(LOG_CHECK).await;
+        let Ok(meta) = tokio::fs::metadata(&log).await else {
+            continue;
+        };
+        if meta.len() <= MAX_LOG_BYTES {
+            continue;
+        }
+        let cut = async {
+            use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+            let mut f = tokio::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&log)
+                .await?;
+            let len = f.metadata().await?.len();
+            f.seek(std::io::SeekFrom::Start(len.saturating_sub(LOG_KEEP_BYTES)))
+                .await?;
+            let mut kept = Vec::with_capacity(LOG_KEEP_BYTES as usize);
+            (&mut f).take(LOG_KEEP_BYTES).read_to_end(&mut kept).await?;
+            f.set_len(0).await?;
+            f.seek(std::io::SeekFrom::Start(0)).await?;
+            f.write_all(
+                format!(
+                    "[enclave-os: the log passed {MAX_LOG_BYTES} bytes; earlier output was cut]\n"
+                )
+                .as_bytes(),
+            )
+            .await?;
+            f.write_all(&kept).await?;
+            Ok::<_, std::io::Error>(len)
+        };
+        match cut.await {
+            Ok(len) => tracing::warn!(log = %log.display(), bytes = len, "container log cut"),
+            Err(e) => tracing::warn!(log = %log.display(), error = %e, "cutting a container log"),
         }
     }
 }
 
-/// Create, network, start and health-check one container of `w`; on any failure, remove what
-/// was made and say why (with the tail of its log, when it ran).
-async fn launch(
-    containers: &Containers,
-    w: &Workload,
-    settings: &ContainerSettings,
-    leaves: &ImageLeaves,
-    log: &std::path::Path,
-) -> Result<Started, String> {
+/// Create, network, start and health-check one container of `spec`; on any failure, remove what
+/// was made and say why (with the tail of its log, when it ran). `stopped`: the workload was
+/// stopped meanwhile, and what was made goes at once.
+async fn launch(containers: &Containers, spec: &Spec) -> Result<Started, String> {
+    let (w, settings, leaves, log) = (&spec.w, &spec.settings, &spec.leaves, &spec.log);
     let chain = containers
         .ensure_unpacked(w, leaves)
         .await
         .map_err(|e| e.to_string())?;
+    fresh_log(log)?;
     let id = container_id(&w.name);
     let engine = &containers.engine;
     let mut address = None;
@@ -137,6 +212,43 @@ async fn launch(
     }
 }
 
+/// Launch container workload `w` for a load through the API, before the change is submitted:
+/// the writer then adopts it ([`Backend::start`]) without waiting for anything. On failure
+/// nothing is left.
+pub(crate) async fn prelaunch(
+    containers: &Arc<Containers>,
+    w: &Workload,
+    leaves: &ImageLeaves,
+) -> Result<(), String> {
+    let settings = w
+        .run
+        .container()
+        .ok_or("a container needs its settings")?
+        .clone();
+    let spec = Spec {
+        w: w.clone(),
+        settings,
+        leaves: leaves.clone(),
+        log: containers.log_path(&w.name),
+    };
+    let started = launch(containers, &spec).await?;
+    tracing::info!(workload = %w.name, container = %started.id, ip = %started.ip, "container healthy, awaiting publication");
+    if let Some((_, old)) =
+        containers.prelaunched(&w.name, Some((leaves.runtime_spec.clone(), started)))
+    {
+        remove(containers, &old.id, Some(old.ip)).await;
+    }
+    Ok(())
+}
+
+/// Remove the container [`prelaunch`] left for workload `name`, if the change that was to adopt
+/// it was refused.
+pub(crate) async fn discard_prelaunched(containers: &Arc<Containers>, name: &str) {
+    if let Some((_, started)) = containers.prelaunched(name, None) {
+        remove(containers, &started.id, Some(started.ip)).await;
+    }
+}
+
 /// Wait for the health check to pass within its start timeout.
 async fn healthy(
     w: &Workload,
@@ -146,6 +258,8 @@ async fn healthy(
     let budget = Duration::from_secs(u64::from(settings.health.start_timeout_secs));
     let deadline = tokio::time::Instant::now() + budget;
     let mut last = String::from("no answer yet");
+    // A process takes some milliseconds to listen: ask again soon, then less often.
+    let mut pause = Duration::from_millis(10);
     while tokio::time::Instant::now() < deadline {
         let probe = match &settings.health.http_path {
             Some(path) => enclave_containers::probe_http(addr, path, Duration::from_secs(2))
@@ -169,7 +283,8 @@ async fn healthy(
             }
             Err(e) => last = e,
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
     Err(format!(
         "failed its health check for {}s ({}): {last}",
@@ -211,42 +326,45 @@ impl Backend for ContainerBackend {
 
     fn start(&self, w: &Workload, code: &WorkloadCode) -> Result<Arc<dyn Running>, StartError> {
         let (Some(settings), WorkloadCode::Image(leaves)) = (w.run.container(), code) else {
-            return Err(Self::refused(
+            return Err(refused(
                 w,
                 "a container needs its settings and its resolved image",
             ));
         };
-        let log = self.containers.log_path(&w.name);
-        if let Some(dir) = log.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Self::refused(w, format!("its log directory {}: {e}", dir.display()))
-            })?;
-        }
         let c = &self.containers;
-        c.board.stage(&w.name, Stage::Starting);
-        let started = c
-            .block(launch(c, w, settings, leaves, &log))
-            .map_err(|reason| {
-                c.board.fail(&w.name, reason.clone());
-                Self::refused(w, reason)
-            })?;
-        tracing::info!(workload = %w.name, container = %started.id, ip = %started.ip, "container serving");
-        let state = Arc::new(Mutex::new(State {
-            target: Some(SocketAddr::from((started.ip, settings.port))),
-            id: Some(started.id.clone()),
-            exit: None,
-            restarts: 0,
-        }));
+        let spec = Arc::new(Spec {
+            w: w.clone(),
+            settings: settings.clone(),
+            leaves: leaves.clone(),
+            log: c.log_path(&w.name),
+        });
+        // A container launched for this very load (same runtime spec) is adopted; anything
+        // else is launched in the background.
+        let first = match c.prelaunched(&w.name, None) {
+            Some((spec_bytes, started)) if spec_bytes == leaves.runtime_spec => Some(started),
+            Some((_, other)) => {
+                let c2 = c.clone();
+                c.handle()
+                    .spawn(async move { remove(&c2, &other.id, Some(other.ip)).await });
+                None
+            }
+            None => None,
+        };
+        let mut state = State::default();
+        if let Some(s) = &first {
+            state.target = Some(SocketAddrV4::new(s.ip, settings.port));
+            state.id = Some(s.id.clone());
+        }
+        let state = Arc::new(Mutex::new(state));
         let stopped = Arc::new(AtomicBool::new(false));
-        c.handle().spawn(monitor(
+        c.handle()
+            .spawn(keep_log(spec.log.clone(), stopped.clone()));
+        c.handle().spawn(supervise(
             c.clone(),
-            w.clone(),
-            settings.clone(),
-            leaves.clone(),
-            log.clone(),
+            spec.clone(),
             state.clone(),
             stopped.clone(),
-            started.id,
+            first,
         ));
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -258,30 +376,53 @@ impl Backend for ContainerBackend {
             state,
             stopped,
             client,
-            log,
         }))
     }
 }
 
-/// Wait for each exit of the workload's container, record it, and restart it as its policy
-/// says, until the workload is stopped or out of restarts.
-#[allow(clippy::too_many_arguments)]
-async fn monitor(
+/// The life of a workload's container: launch it (or take the one already launched), wait for
+/// each exit, record it, and launch again as the restart policy says, until the workload is
+/// stopped or out of restarts. A launch that fails counts as an exit with a failure.
+async fn supervise(
     containers: Arc<Containers>,
-    w: Workload,
-    settings: ContainerSettings,
-    leaves: ImageLeaves,
-    log: PathBuf,
+    spec: Arc<Spec>,
     state: Arc<Mutex<State>>,
     stopped: Arc<AtomicBool>,
-    mut id: String,
+    mut next: Option<Started>,
 ) {
+    let (w, settings) = (&spec.w, &spec.settings);
+    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
     loop {
-        let status = match containers.engine.wait(&id).await {
+        let started = match next.take() {
+            Some(s) => s,
+            None => match launch(&containers, &spec).await {
+                Ok(s) => s,
+                Err(reason) => {
+                    tracing::warn!(workload = %w.name, %reason, "container did not start");
+                    lock().exit = Some(format!("did not start: {reason}"));
+                    if !again(w, settings, &state, &stopped, 1).await {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        // Stopped while it launched: what was made goes, and nothing else happens.
+        if stopped.load(Ordering::Acquire) {
+            remove(&containers, &started.id, Some(started.ip)).await;
+            return;
+        }
+        {
+            let mut s = lock();
+            s.target = Some(SocketAddrV4::new(started.ip, settings.port));
+            s.id = Some(started.id.clone());
+        }
+        tracing::info!(workload = %w.name, container = %started.id, ip = %started.ip, "container serving");
+        let status = match containers.engine.wait(&started.id).await {
             Ok(s) => s,
             Err(e) => {
                 if !stopped.load(Ordering::Acquire) {
-                    tracing::warn!(workload = %w.name, container = %id, error = %e, "waiting for the container");
+                    tracing::warn!(workload = %w.name, container = %started.id, error = %e, "waiting for the container");
                 }
                 return;
             }
@@ -289,7 +430,7 @@ async fn monitor(
         if stopped.load(Ordering::Acquire) {
             return;
         }
-        let tail = tail(&log).await;
+        let tail = tail(&spec.log).await;
         let why = if status.oom_killed {
             format!(
                 "killed by the kernel for exceeding its memory limit ({} bytes), exit status {}",
@@ -301,50 +442,41 @@ async fn monitor(
         } else {
             format!("exited with status {}", status.code)
         };
-        let address = state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .target
-            .map(|a| match a.ip() {
-                std::net::IpAddr::V4(v4) => v4,
-                std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
-            });
-        remove(&containers, &id, address).await;
-        let restarts = {
-            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        remove(&containers, &started.id, Some(started.ip)).await;
+        {
+            let mut s = lock();
             s.target = None;
             s.id = None;
             s.exit = Some(format!("{why}; the tail of its log:\n{tail}"));
-            s.restarts
-        };
-        tracing::warn!(workload = %w.name, container = %id, oom = status.oom_killed, code = status.code, restarts, "container {why}");
-        if !settings.restart.restarts(status.code) || restarts >= settings.max_restarts {
-            tracing::warn!(workload = %w.name, "container left down (restart policy {:?}, {restarts} of {} restarts used)", settings.restart, settings.max_restarts);
-            return;
         }
-        // A short pause, longer each time: a container that dies at once does not spin.
-        tokio::time::sleep(Duration::from_millis(250 << restarts.min(5))).await;
-        if stopped.load(Ordering::Acquire) {
+        tracing::warn!(workload = %w.name, container = %started.id, oom = status.oom_killed, code = status.code, "container {why}");
+        if !again(w, settings, &state, &stopped, status.code).await {
             return;
-        }
-        match launch(&containers, &w, &settings, &leaves, &log).await {
-            Ok(started) => {
-                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                s.target = Some(SocketAddr::from((started.ip, settings.port)));
-                s.id = Some(started.id.clone());
-                s.restarts += 1;
-                tracing::info!(workload = %w.name, container = %started.id, restarts = s.restarts, "container restarted");
-                id = started.id;
-            }
-            Err(reason) => {
-                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                s.restarts += 1;
-                s.exit = Some(format!("{why}; restarting it failed: {reason}"));
-                tracing::warn!(workload = %w.name, %reason, "container restart failed");
-                return;
-            }
         }
     }
+}
+
+/// Whether the restart policy launches the workload again after an exit with `code`; if so,
+/// after a pause that grows with each restart, so that a container that dies at once does not
+/// spin.
+async fn again(
+    w: &Workload,
+    settings: &ContainerSettings,
+    state: &Mutex<State>,
+    stopped: &AtomicBool,
+    code: u32,
+) -> bool {
+    let restarts = state.lock().unwrap_or_else(|p| p.into_inner()).restarts;
+    if !settings.restart.restarts(code) || restarts >= settings.max_restarts {
+        tracing::warn!(workload = %w.name, "container left down (restart policy {:?}, {restarts} of {} restarts used)", settings.restart, settings.max_restarts);
+        return false;
+    }
+    tokio::time::sleep(Duration::from_millis(250 << restarts.min(5))).await;
+    if stopped.load(Ordering::Acquire) {
+        return false;
+    }
+    state.lock().unwrap_or_else(|p| p.into_inner()).restarts += 1;
+    true
 }
 
 impl Running for Container {
@@ -360,11 +492,13 @@ impl Running for Container {
                     ))
                     .into_response());
                 };
-                Ok(forward(&client, addr, req).await.unwrap_or_else(|e| {
-                    tracing::warn!(workload = %name, error = %e, "forwarding to the container");
-                    ServeError::Failed(format!("workload '{name}': its container: {e}"))
-                        .into_response()
-                }))
+                Ok(forward(&client, SocketAddr::V4(addr), req)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(workload = %name, error = %e, "forwarding to the container");
+                        ServeError::Failed(format!("workload '{name}': its container: {e}"))
+                            .into_response()
+                    }))
             }
         }))
     }
@@ -397,10 +531,7 @@ impl Running for Container {
         }
         let (id, address) = {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let address = s.target.take().and_then(|a| match a.ip() {
-                std::net::IpAddr::V4(v4) => Some(v4),
-                std::net::IpAddr::V6(_) => None,
-            });
+            let address = s.target.take().map(|a| *a.ip());
             (s.id.take(), address)
         };
         if let Some(id) = id {
@@ -408,7 +539,6 @@ impl Running for Container {
             c.block(async { remove(&c, &id, address).await });
             tracing::info!(workload = %self.name, container = %id, "container removed");
         }
-        let _ = &self.log;
     }
 }
 

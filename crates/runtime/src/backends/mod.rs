@@ -19,7 +19,7 @@ use axum::body::Body;
 use enclave_config::file::{Workload, WorkloadCode, WorkloadKind};
 use thiserror::Error;
 
-pub(crate) use container::ContainerBackend;
+pub(crate) use container::{ContainerBackend, Started, discard_prelaunched, prelaunch};
 pub(crate) use unbuilt::Unbuilt;
 pub(crate) use wasm::WasmBackend;
 

@@ -83,6 +83,11 @@ pub(crate) struct Containers {
     /// Loads through the API being prepared at once: each holds a pull's connections, its
     /// decompression and the engine's attention.
     pub loads: Arc<tokio::sync::Semaphore>,
+    /// Containers launched for a load through the API, awaiting the change that adopts them:
+    /// by workload name, with the runtime spec they run.
+    prelaunched: std::sync::Mutex<BTreeMap<String, (Vec<u8>, crate::backends::Started)>>,
+    /// Loads through the API being prepared, by workload name: an unload cancels one.
+    pub loading: std::sync::Mutex<BTreeMap<String, tokio::task::AbortHandle>>,
     /// Where each workload's log is (`<state>/containers/logs/<name>.log`). Logs hold what
     /// the containers print: inside the TEE's state directory, never elsewhere.
     logs: std::path::PathBuf,
@@ -140,6 +145,13 @@ impl Containers {
         }
         let registries =
             Client::new(registries).map_err(|e| ContainerError::Setup(e.to_string()))?;
+        // containerd's shim opens the log itself, and takes only an absolute path.
+        let logs = std::path::absolute(state_dir.join("containers").join("logs")).map_err(|e| {
+            ContainerError::Setup(format!(
+                "the log directory under {}: {e}",
+                state_dir.display()
+            ))
+        })?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("enclave-containers")
@@ -220,7 +232,9 @@ impl Containers {
             versions,
             board: Board::default(),
             loads: Arc::new(tokio::sync::Semaphore::new(MAX_LOADS)),
-            logs: state_dir.join("containers").join("logs"),
+            prelaunched: Default::default(),
+            loading: Default::default(),
+            logs,
             rt: Some(rt),
         }))
     }
@@ -480,6 +494,20 @@ impl Containers {
         })
         .await
         .map_err(engine_err)
+    }
+
+    /// Put (`Some`) or take (`None`) the container launched for workload `name`'s load;
+    /// what was there before.
+    pub(crate) fn prelaunched(
+        &self,
+        name: &str,
+        put: Option<(Vec<u8>, crate::backends::Started)>,
+    ) -> Option<(Vec<u8>, crate::backends::Started)> {
+        let mut map = self.prelaunched.lock().unwrap_or_else(|p| p.into_inner());
+        match put {
+            Some(v) => map.insert(name.to_string(), v),
+            None => map.remove(name),
+        }
     }
 
     /// Workload `name`'s log file.

@@ -83,6 +83,15 @@ impl Board {
         });
     }
 
+    /// Every preparation not yet ready: loads in flight, and those refused (with why).
+    pub(crate) fn unfinished(&self) -> Vec<Progress> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .filter(|p| p.stage != Stage::Ready)
+            .cloned()
+            .collect()
+    }
+
     pub(crate) fn get(&self, workload: &str) -> Option<Progress> {
         let mut out = None;
         self.with(workload, |slot| out = slot.clone());
