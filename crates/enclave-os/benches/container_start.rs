@@ -84,7 +84,19 @@ fn timed_load(lab: &Lab, image: &str) -> (Duration, Vec<(String, Duration)>) {
         }
         match stage.as_str() {
             "ready" => break,
-            "failed" => panic!("{p}"),
+            "failed" => {
+                let log = lab._containerd.log();
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(60)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                panic!("{p}\ncontainerd's log:\n{tail}")
+            }
             _ => {}
         }
         assert!(t.elapsed() < Duration::from_secs(60), "{p}");
