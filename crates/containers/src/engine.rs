@@ -482,6 +482,18 @@ impl Engine {
         parent_chain_id: &str,
         log: &Path,
     ) -> Result<Task, EngineError> {
+        self.create_with(id, spec_json, parent_chain_id, &LogSink::File(log))
+            .await
+    }
+
+    /// [`Engine::create`], with stdout and stderr going to `sink`.
+    pub async fn create_with(
+        &self,
+        id: &str,
+        spec_json: &[u8],
+        parent_chain_id: &str,
+        sink: &LogSink<'_>,
+    ) -> Result<Task, EngineError> {
         check_id(id)?;
         parse_sha256("parent chain id", parent_chain_id)?;
         let spec: serde_json::Value =
@@ -495,14 +507,37 @@ impl Engine {
                 reason: "not a JSON object".into(),
             });
         }
+        let (log, log_uri) = match sink {
+            LogSink::File(log) => (*log, format!("file://{}", log.display())),
+            LogSink::Driver {
+                program,
+                log,
+                max_bytes,
+            } => {
+                if !program.is_absolute() {
+                    return Err(EngineError::Invalid {
+                        what: "log driver",
+                        value: program.display().to_string(),
+                        reason: "the shim runs it itself, so its path must be absolute".into(),
+                    });
+                }
+                (
+                    *log,
+                    format!(
+                        "binary://{}?log-driver=&path={}&max={max_bytes}",
+                        query_escape(&program.display().to_string()),
+                        query_escape(&log.display().to_string()),
+                    ),
+                )
+            }
+        };
         if !log.is_absolute() {
             return Err(EngineError::Invalid {
                 what: "log path",
                 value: log.display().to_string(),
-                reason: "the shim opens it itself, so it must be absolute".into(),
+                reason: "the shim (or its log driver) opens it, so it must be absolute".into(),
             });
         }
-        let log_uri = format!("file://{}", log.display());
         if let Some(dir) = log.parent() {
             tokio::fs::create_dir_all(dir)
                 .await
@@ -747,6 +782,38 @@ impl Engine {
             Err(s) => Err(EngineError::rpc("Containers.Delete", id, s)),
         }
     }
+}
+
+/// Where a container's stdout and stderr go.
+#[derive(Debug, Clone, Copy)]
+pub enum LogSink<'a> {
+    /// The runc shim appends both to this file itself (an absolute path). Nothing bounds it.
+    File(&'a Path),
+    /// The shim pipes both to `program` (an absolute path), which containerd starts as
+    /// `program log-driver path <log> max <max_bytes>` (in some order: the pairs come from a
+    /// URI query) with the pipes on descriptors 3 and 4 and a readiness pipe on 5: a driver
+    /// that keeps at most `max_bytes` of `log` (see `enclave-os log-driver`).
+    Driver {
+        /// The driver.
+        program: &'a Path,
+        /// The log it writes.
+        log: &'a Path,
+        /// The most it keeps, in bytes.
+        max_bytes: u64,
+    },
+}
+
+/// `s` as a URI query value: unreserved characters and `/` as they are, the rest %-escaped.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// One image pull: everything written or unpacked through it is held by its lease. Dropped

@@ -19,8 +19,8 @@ pub mod network;
 pub mod probe;
 
 pub use engine::{
-    ContentWriter, Engine, EngineVersions, ExitStatus, Layer, Pull, Task, UnpackProgress, chain_id,
-    log_tail,
+    ContentWriter, Engine, EngineVersions, ExitStatus, Layer, LogSink, Pull, Task, UnpackProgress,
+    chain_id, log_tail,
 };
 pub use error::{EngineError, NetworkError, ProbeError};
 pub use network::{Bridge, BridgeConfig, Ipv4Subnet};

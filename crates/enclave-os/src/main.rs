@@ -6,6 +6,7 @@
 
 mod ca_cmd;
 mod evidence_cmd;
+mod log_driver;
 mod measure_cmd;
 mod migrate_cmd;
 mod render;
@@ -72,6 +73,10 @@ pub(crate) const EXIT_USAGE: u8 = 2;
 pub(crate) const EXIT_ROLLBACK: u8 = 3;
 
 fn main() -> ExitCode {
+    // containerd starts this binary as a container's log driver with arguments of its own form.
+    if log_driver::invoked() {
+        return log_driver::run();
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Evidence(cmd) => evidence_cmd::run(cmd),

@@ -101,6 +101,7 @@ fn load(c: &Common) -> Result<(LoadedConfig, Overrides), (u8, String)> {
         Overrides {
             listen: None,
             state_dir: c.state_dir.clone(),
+            log_driver: None,
         },
     ))
 }

@@ -74,6 +74,8 @@ pub(crate) fn run(a: &RunArgs) -> ExitCode {
     let overrides = Overrides {
         listen: a.listen.clone(),
         state_dir: a.state_dir.clone(),
+        // This very binary is a log driver for containerd (`log_driver`).
+        log_driver: std::env::current_exe().ok(),
     };
     let runtime = match Runtime::prepare(config, &overrides) {
         Ok(r) => r,

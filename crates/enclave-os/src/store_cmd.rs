@@ -33,6 +33,7 @@ fn reset_counter(c: &Common) -> Result<serde_json::Value, (u8, String)> {
     let overrides = Overrides {
         listen: None,
         state_dir: c.state_dir.clone(),
+        log_driver: None,
     };
     let r = store_admin::reset_counter(&config, &overrides)
         .map_err(|e| (EXIT_REJECTED, e.to_string()))?;

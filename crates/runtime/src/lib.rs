@@ -169,6 +169,11 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `--state-dir DIR`.
     pub state_dir: Option<PathBuf>,
+    /// A program containerd may run as each container's log driver
+    /// (`enclave_containers::LogSink::Driver`; the `enclave-os` binary is one), keeping each log
+    /// bounded. Without it the shim writes the logs itself and the runtime cuts them as they
+    /// grow, which bounds them only as fast as it looks.
+    pub log_driver: Option<PathBuf>,
 }
 
 /// A prepared runtime: TEE open, CA and store unsealed, certificates issued, workloads started
@@ -319,7 +324,11 @@ impl Runtime {
                 )));
             }
             Some(_) => {
-                let engine = containers::Containers::connect(&config, &state_dir)?;
+                let engine = containers::Containers::connect(
+                    &config,
+                    &state_dir,
+                    overrides.log_driver.clone(),
+                )?;
                 (containers::resolve_file(&engine, config)?, Some(engine))
             }
             None => (config, None),

@@ -42,6 +42,7 @@ impl InProcess {
         let overrides = Overrides {
             listen: Some(addr.to_string()),
             state_dir: Some(dir.join("state")),
+            log_driver: None,
         };
         let runtime = Runtime::prepare(loaded, &overrides).map_err(|e| e.to_string())?;
         std_listener

@@ -12,8 +12,8 @@
 //! "starting" until its health check passed, and every other workload, the listener and the
 //! API are up meanwhile. A supervisor then waits for each exit: the status, whether the kernel
 //! killed it for its memory limit, and the tail of its log are recorded, and the restart policy
-//! applies. A log is kept to [`MAX_LOG_BYTES`]: a container cannot fill the disk the sealed
-//! store is on.
+//! applies. A log is kept to [`MAX_LOG_BYTES`] (by `enclave-os log-driver`, which containerd runs
+//! for each container): a container cannot fill the disk the sealed store is on.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -177,20 +177,32 @@ async fn launch(containers: &Containers, spec: &Spec) -> Result<Started, String>
     // just removed (its snapshotter's cleanup racing the new snapshot: seen once in 30 loads in
     // the start-time benchmark). Creation left nothing behind then; one more try, as another
     // container, gets past it.
-    let (id, task) = match engine
-        .create(&container_id(&w.name), &leaves.runtime_spec, &chain, log)
-        .await
-    {
-        Ok(task) => (task.id.clone(), task),
+    let sink = match &containers.log_driver {
+        Some(program) => enclave_containers::LogSink::Driver {
+            program,
+            log,
+            max_bytes: MAX_LOG_BYTES,
+        },
+        None => enclave_containers::LogSink::File(log),
+    };
+    let create = |id: String| {
+        let sink = &sink;
+        let chain = &chain;
+        async move {
+            engine
+                .create_with(&id, &leaves.runtime_spec, chain, sink)
+                .await
+                .map(|task| (id, task))
+        }
+    };
+    let (id, task) = match create(container_id(&w.name)).await {
+        Ok(made) => made,
         Err(first) => {
             tracing::warn!(workload = %w.name, error = %first, "creating the container failed; trying once more");
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let id = container_id(&w.name);
-            let task = engine
-                .create(&id, &leaves.runtime_spec, &chain, log)
+            create(container_id(&w.name))
                 .await
-                .map_err(|e| format!("{e} (and before that: {first})"))?;
-            (id, task)
+                .map_err(|e| format!("{e} (and before that: {first})"))?
         }
     };
     let mut address = None;

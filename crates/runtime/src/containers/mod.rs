@@ -91,6 +91,8 @@ pub(crate) struct Containers {
     /// Where each workload's log is (`<state>/containers/logs/<name>.log`). Logs hold what
     /// the containers print: inside the TEE's state directory, never elsewhere.
     logs: std::path::PathBuf,
+    /// The program containerd runs as each container's log driver, if any.
+    pub log_driver: Option<std::path::PathBuf>,
     /// Always `Some` until dropped (see `Drop`).
     rt: Option<tokio::runtime::Runtime>,
 }
@@ -112,6 +114,7 @@ impl Containers {
     pub(crate) fn connect(
         loaded: &LoadedConfig,
         state_dir: &std::path::Path,
+        log_driver: Option<std::path::PathBuf>,
     ) -> Result<Arc<Self>, ContainerError> {
         let config = loaded.config.containers.clone().ok_or_else(|| {
             ContainerError::Setup("enclave.toml has no [containers] section".into())
@@ -235,6 +238,7 @@ impl Containers {
             prelaunched: Default::default(),
             loading: Default::default(),
             logs,
+            log_driver,
             rt: Some(rt),
         }))
     }
