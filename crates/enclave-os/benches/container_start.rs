@@ -85,7 +85,7 @@ fn timed_load(lab: &Lab, image: &str) -> (Duration, Vec<(String, Duration)>) {
         match stage.as_str() {
             "ready" => break,
             "failed" => {
-                let log = lab._containerd.log();
+                let log = lab.containerd.log();
                 let tail: String = log
                     .lines()
                     .rev()

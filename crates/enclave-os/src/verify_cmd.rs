@@ -313,13 +313,39 @@ async fn manifest_leaves(
     let manifest: enclave_config::Manifest =
         serde_json::from_slice(&body).map_err(|e| format!("the manifest is not JSON: {e}"))?;
     let root = manifest.verify().map_err(|e| e.to_string())?;
-    if hex::encode(root) != certified {
-        return Err(format!(
-            "the served manifest gives root {}, but the certificate certifies {certified}",
-            hex::encode(root)
-        ));
+    if hex::encode(root) == certified {
+        return Ok(manifest.leaves);
     }
-    Ok(manifest.leaves)
+    // A workload's certificate carries the root of that workload's own leaves: find the
+    // workload whose `workload/<name>/` leaves give it.
+    if report.workload.is_some() {
+        let mut names: Vec<&str> = manifest
+            .leaves
+            .iter()
+            .filter_map(|l| l.name.strip_prefix("workload/")?.split('/').next())
+            .collect();
+        names.dedup();
+        for name in names {
+            let prefix = format!("workload/{name}/");
+            let own: Vec<enclave_config::Leaf> = manifest
+                .leaves
+                .iter()
+                .filter(|l| l.name.starts_with(&prefix))
+                .cloned()
+                .collect();
+            let tree = enclave_config::ConfigTree::from_hashes(
+                own.iter().map(|l| (l.name.clone(), l.value_hash)),
+            )
+            .map_err(|e| e.to_string())?;
+            if hex::encode(tree.root()) == certified {
+                return Ok(own);
+            }
+        }
+    }
+    Err(format!(
+        "the served manifest gives root {}, and no workload's leaves in it give the root the certificate certifies ({certified})",
+        hex::encode(root)
+    ))
 }
 
 /// Why the verdict is weaker than it looks: no measurement of the TEE's code is pinned, so any

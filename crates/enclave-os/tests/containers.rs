@@ -55,6 +55,17 @@ fn an_image_loaded_by_digest_serves_over_ratls_and_comes_back_after_kill_9() {
         Some(64),
         "{report}"
     );
+    // The workload's own leaves, checked against the root its certificate carries.
+    let leaf = |name: &str| {
+        report["config_leaves"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["name"] == name))
+            .map(|l| l["value_hash"].clone())
+            .unwrap_or_else(|| panic!("no leaf {name}: {report}"))
+    };
+    assert_eq!(leaf("workload/web/code"), manifest);
+    assert_eq!(leaf("workload/web/image-config"), config);
+    assert_eq!(leaf("workload/web/runtime-spec"), w["runtime_spec"]);
     // And the enclave-wide certificate the engine's versions (module 2.4).
     let enclave = common::instance::verify(&lab.instance, None);
     assert_eq!(
@@ -270,6 +281,13 @@ fn refusals_say_why() {
     let (code, v) = lab.cli(&["unload", "slow"]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["cancelled"], true, "{v}");
+    // Its container, launched and waiting for its health check, goes with it.
+    eventually(
+        &lab,
+        "the cancelled container removed",
+        Duration::from_secs(20),
+        || (!lab.containers().iter().any(|c| c.starts_with("slow-"))).then_some(()),
+    );
     // None of the refused ones serves.
     let (_, list) = lab.cli(&["list"]);
     let names: Vec<&str> = list["workloads"]

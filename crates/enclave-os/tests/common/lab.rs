@@ -48,9 +48,11 @@ pub struct Lab {
     pub server: Option<Server>,
     pub instance: Instance,
     pub registry: Registry,
-    pub _containerd: Containerd,
+    pub containerd: Containerd,
     pub bridge: BridgeGuard,
     pub dir: tempfile::TempDir,
+    /// The runtime's containerd namespace.
+    pub namespace: String,
 }
 
 /// The third octet of this process's next subnet: 10.<pid-derived>.<n>.0/24.
@@ -71,6 +73,7 @@ impl Lab {
             subnet: next_subnet(),
             state: dir.path().join("rt/state/cni"),
         };
+        let namespace = unique("eos-ns-");
         let rt = dir.path().join("rt");
         std::fs::create_dir_all(&rt).unwrap();
         std::fs::write(rt.join("registry-ca.pem"), registry.ca_pem()).unwrap();
@@ -86,7 +89,7 @@ impl Lab {
                 super::instance::AUD,
                 super::instance::testdata("jwks.json").display(),
                 containerd.socket().display(),
-                unique("eos-ns-"),
+                namespace,
                 bridge.name,
                 bridge.subnet,
                 registry.host(),
@@ -103,9 +106,10 @@ impl Lab {
             server: None,
             instance,
             registry,
-            _containerd: containerd,
+            containerd,
             bridge,
             dir,
+            namespace,
         }
     }
 
@@ -153,6 +157,25 @@ impl Lab {
         )
         .unwrap();
         p
+    }
+
+    /// The containers in the runtime's containerd namespace, as `ctr` lists them.
+    pub fn containers(&self) -> Vec<String> {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(self.containerd.socket())
+            .args(["-n", &self.namespace, "containers", "ls", "-q"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// `enclave-os workload … ACTION --json`: the exit code and its JSON.

@@ -700,13 +700,25 @@ async fn workload_logs(
         );
     }
     let max = q.tail_bytes.unwrap_or(64 << 10).min(1 << 20) as u64;
-    match enclave_containers::log_tail(&containers.log_path(&name), max).await {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("workload '{name}': its log: {e}"),
-        ),
-    }
+    // The log is the current segment, with the one before it when it is short (just started,
+    // or just rotated by the log driver: for a moment the current one may not exist).
+    let log = containers.log_path(&name);
+    let current = enclave_containers::log_tail(&log, max)
+        .await
+        .unwrap_or_default();
+    let room = max.saturating_sub(current.len() as u64);
+    let earlier = if room > 0 {
+        enclave_containers::log_tail(&log.with_extension("previous.log"), room)
+            .await
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        earlier + &current,
+    )
+        .into_response()
 }
 
 async fn changed(s: &Api, change: Change, name: &str, sub: &str, action: &str) -> Response {

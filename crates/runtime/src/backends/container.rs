@@ -162,10 +162,44 @@ async fn keep_log(log: PathBuf, stopped: Arc<AtomicBool>) {
     }
 }
 
+/// A container being launched: removed if the launch does not finish, whether it failed or
+/// was dropped half-way (a load cancelled by an unload, its task aborted).
+struct Launching {
+    containers: Arc<Containers>,
+    id: Option<String>,
+    address: Option<Ipv4Addr>,
+}
+
+impl Launching {
+    /// The launch finished: the container is someone's to run.
+    fn done(mut self) -> Started {
+        let id = self.id.take().unwrap_or_default();
+        Started {
+            id,
+            ip: self.address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        }
+    }
+}
+
+impl Drop for Launching {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let (c, address) = (self.containers.clone(), self.address);
+            self.containers
+                .handle()
+                .spawn(async move { remove(&c, &id, address).await });
+        }
+    }
+}
+
 /// Create, network, start and health-check one container of `spec`; on any failure, remove what
-/// was made and say why (with the tail of its log, when it ran). `stopped`: the workload was
-/// stopped meanwhile, and what was made goes at once.
-async fn launch(containers: &Containers, spec: &Spec) -> Result<Started, String> {
+/// was made and say why (with the tail of its log, when it ran). `stopped`: set when the
+/// workload is stopped, which ends a health check at once.
+async fn launch(
+    containers: &Arc<Containers>,
+    spec: &Spec,
+    stopped: Option<&AtomicBool>,
+) -> Result<Started, String> {
     let (w, settings, leaves, log) = (&spec.w, &spec.settings, &spec.leaves, &spec.log);
     let chain = containers
         .ensure_unpacked(w, leaves)
@@ -205,14 +239,18 @@ async fn launch(containers: &Containers, spec: &Spec) -> Result<Started, String>
                 .map_err(|e| format!("{e} (and before that: {first})"))?
         }
     };
-    let mut address = None;
+    let mut guard = Launching {
+        containers: containers.clone(),
+        id: Some(id.clone()),
+        address: None,
+    };
     let made = async {
         let ip = containers
             .bridge
             .attach(&id, task.pid)
             .await
             .map_err(|e| e.to_string())?;
-        address = Some(ip);
+        guard.address = Some(ip);
         if settings.allow_host {
             containers
                 .bridge
@@ -221,13 +259,15 @@ async fn launch(containers: &Containers, spec: &Spec) -> Result<Started, String>
                 .map_err(|e| e.to_string())?;
         }
         engine.start(&id).await.map_err(|e| e.to_string())?;
-        healthy(w, settings, SocketAddr::from((ip, settings.port))).await?;
-        Ok::<_, String>(ip)
+        healthy(w, settings, SocketAddr::from((ip, settings.port)), stopped).await?;
+        Ok::<_, String>(())
     }
     .await;
     match made {
-        Ok(ip) => Ok(Started { id, ip }),
+        Ok(()) => Ok(guard.done()),
         Err(reason) => {
+            let address = guard.address;
+            guard.id = None;
             remove(containers, &id, address).await;
             let tail = tail(log).await;
             Err(if tail.trim().is_empty() {
@@ -258,7 +298,7 @@ pub(crate) async fn prelaunch(
         leaves: leaves.clone(),
         log: containers.log_path(&w.name),
     };
-    let started = launch(containers, &spec).await?;
+    let started = launch(containers, &spec, None).await?;
     tracing::info!(workload = %w.name, container = %started.id, ip = %started.ip, "container healthy, awaiting publication");
     if let Some((_, old)) =
         containers.prelaunched(&w.name, Some((leaves.runtime_spec.clone(), started)))
@@ -281,6 +321,7 @@ async fn healthy(
     w: &Workload,
     settings: &ContainerSettings,
     addr: SocketAddr,
+    stopped: Option<&AtomicBool>,
 ) -> Result<(), String> {
     let budget = Duration::from_secs(u64::from(settings.health.start_timeout_secs));
     let deadline = tokio::time::Instant::now() + budget;
@@ -288,6 +329,9 @@ async fn healthy(
     // A process takes some milliseconds to listen: ask again soon, then less often.
     let mut pause = Duration::from_millis(10);
     while tokio::time::Instant::now() < deadline {
+        if stopped.is_some_and(|s| s.load(Ordering::Acquire)) {
+            return Err("the workload was stopped".into());
+        }
         let probe = match &settings.health.http_path {
             Some(path) => enclave_containers::probe_http(addr, path, Duration::from_secs(2))
                 .await
@@ -422,7 +466,7 @@ async fn supervise(
     loop {
         let started = match next.take() {
             Some(s) => s,
-            None => match launch(&containers, &spec).await {
+            None => match launch(&containers, &spec, Some(&stopped)).await {
                 Ok(s) => s,
                 Err(reason) => {
                     tracing::warn!(workload = %w.name, %reason, "container did not start");

@@ -198,17 +198,25 @@ impl Containers {
             .await
             .map_err(|e| setup(&format!("bridge {}", config.bridge), &e))?;
             // Containers an earlier run left (it was killed, or the machine stopped): each
-            // workload's container is created afresh from what its tree commits.
+            // workload's container is created afresh from what its tree commits. They are
+            // stale, so no grace period, and all at once: the listener waits for this.
+            let mut removals = tokio::task::JoinSet::new();
             for id in stale {
-                if let Err(e) = bridge.detach(&id, None).await {
-                    tracing::warn!(container = %id, error = %e, "releasing a stale container's address");
-                }
-                engine
-                    .remove(&id, Duration::from_secs(3))
-                    .await
-                    .map_err(|e| {
-                        setup(&format!("removing container {id} an earlier run left"), &e)
-                    })?;
+                let (engine, bridge) = (engine.clone(), bridge.clone());
+                removals.spawn(async move {
+                    if let Err(e) = bridge.detach(&id, None).await {
+                        tracing::warn!(container = %id, error = %e, "releasing a stale container's address");
+                    }
+                    let removed = engine.remove(&id, Duration::ZERO).await;
+                    (id, removed)
+                });
+            }
+            while let Some(done) = removals.join_next().await {
+                let (id, removed) =
+                    done.map_err(|e| setup("removing what an earlier run left", &e))?;
+                removed.map_err(|e| {
+                    setup(&format!("removing container {id} an earlier run left"), &e)
+                })?;
                 tracing::info!(container = %id, "removed a container an earlier run left");
             }
             Ok::<_, ContainerError>((
