@@ -613,6 +613,27 @@ impl Running for Container {
     }
 }
 
+impl Drop for Container {
+    /// The last reference gone without [`Running::stop`] (a change refused after its container
+    /// was adopted): the container goes too, in the background, never blocking whoever drops it.
+    fn drop(&mut self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (id, address) = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let address = s.target.take().map(|a| *a.ip());
+            (s.id.take(), address)
+        };
+        if let Some(id) = id {
+            let c = self.containers.clone();
+            self.containers
+                .handle()
+                .spawn(async move { remove(&c, &id, address).await });
+        }
+    }
+}
+
 /// Forward `req` to the container at `addr` over HTTP/1.1: the path and query as they came,
 /// the headers but the hop-by-hop ones.
 async fn forward(
