@@ -597,15 +597,7 @@ impl Running for Container {
     }
 
     fn stop(&self) {
-        if self.stopped.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let (id, address) = {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let address = s.target.take().map(|a| *a.ip());
-            (s.id.take(), address)
-        };
-        if let Some(id) = id {
+        if let Some((id, address)) = self.release() {
             let c = self.containers.clone();
             c.block(async { remove(&c, &id, address).await });
             tracing::info!(workload = %self.name, container = %id, "container removed");
@@ -613,19 +605,24 @@ impl Running for Container {
     }
 }
 
+impl Container {
+    /// Mark the workload stopped and hand over its container (id and address) to be removed,
+    /// the first time only.
+    fn release(&self) -> Option<(String, Option<Ipv4Addr>)> {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let address = s.target.take().map(|a| *a.ip());
+        s.id.take().map(|id| (id, address))
+    }
+}
+
 impl Drop for Container {
     /// The last reference gone without [`Running::stop`] (a change refused after its container
     /// was adopted): the container goes too, in the background, never blocking whoever drops it.
     fn drop(&mut self) {
-        if self.stopped.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let (id, address) = {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let address = s.target.take().map(|a| *a.ip());
-            (s.id.take(), address)
-        };
-        if let Some(id) = id {
+        if let Some((id, address)) = self.release() {
             let c = self.containers.clone();
             self.containers
                 .handle()
