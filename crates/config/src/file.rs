@@ -40,6 +40,7 @@ pub use crate::container::{
 };
 use crate::inputs::{Inputs, Reader};
 use crate::merkle::{ConfigTree, TreeError};
+pub use crate::proxy::{ProxySettings, UpstreamProtocol};
 
 /// Why a configuration could not be used: the file, where, and what.
 #[derive(Debug, Error)]
@@ -623,6 +624,8 @@ pub struct Workload {
     pub args: Vec<String>,
     /// Limits.
     pub limits: WorkloadLimits,
+    /// How the front speaks to a container's or process's service (`[workload.proxy]`).
+    pub proxy: Option<ProxySettings>,
 }
 
 /// A `[[workload]]` table as written: every kind's fields side by side. Turned into a
@@ -646,6 +649,8 @@ struct WorkloadFields {
     limits: WorkloadLimits,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     container: Option<ContainerSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    proxy: Option<ProxySettings>,
 }
 
 impl TryFrom<WorkloadFields> for Workload {
@@ -657,6 +662,11 @@ impl TryFrom<WorkloadFields> for Workload {
             return Err(format!(
                 "workload '{name}': [workload.container] is for containers, not a {} workload",
                 f.kind.as_str()
+            ));
+        }
+        if f.kind == WorkloadKind::Wasm && f.proxy.is_some() {
+            return Err(format!(
+                "workload '{name}': [workload.proxy] is for containers and processes; a wasm workload runs inside the runtime, with no service to proxy to"
             ));
         }
         let run = match (f.kind, f.source, f.image) {
@@ -694,6 +704,7 @@ impl TryFrom<WorkloadFields> for Workload {
             env: f.env,
             args: f.args,
             limits: f.limits,
+            proxy: f.proxy,
         })
     }
 }
@@ -715,6 +726,7 @@ impl From<Workload> for WorkloadFields {
             args: w.args,
             limits: w.limits,
             container,
+            proxy: w.proxy,
         }
     }
 }
@@ -819,7 +831,8 @@ impl Workload {
             )),
             Run::Container { settings, .. } => settings.check(),
             _ => Ok(()),
-        }
+        }?;
+        self.proxy.as_ref().map_or(Ok(()), ProxySettings::check)
     }
 }
 
@@ -938,6 +951,8 @@ struct Settings<'a> {
     image: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     container: Option<&'a ContainerSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: Option<&'a ProxySettings>,
 }
 
 /// A workload's leaves: its code, its settings in RFC 8785 form, and for a container its
@@ -954,6 +969,7 @@ fn workload_leaves(
         limits: &w.limits,
         image: w.run.image(),
         container: w.run.container(),
+        proxy: w.proxy.as_ref(),
     };
     let mut leaves = vec![
         (format!("workload/{}/code", w.name), code.code().to_vec()),

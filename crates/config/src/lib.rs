@@ -16,6 +16,7 @@ pub mod container;
 pub mod file;
 pub mod inputs;
 pub mod merkle;
+pub mod proxy;
 pub mod runtime_spec;
 
 pub use file::{ConfigError, EnclaveConfig, LoadedConfig};

@@ -596,11 +596,13 @@ impl Runtime {
             )
             .map_err(|e| listen_err("the RA-TLS listener", e.to_string()))?,
         );
+        let (drain, draining) = tokio::sync::watch::channel(false);
         let site = Arc::new(front::Site {
             control: Some(self.control.clone()),
             api: api::router(self.api.clone()),
             metrics: self.metrics.clone(),
             limits,
+            draining: draining.clone(),
         });
         let _jwks_refresh = self
             .jwks_refresh
@@ -638,6 +640,7 @@ impl Runtime {
                     api: witness::router(Arc::new(witness::Witness::new(self.api.store.clone()))),
                     metrics: self.metrics.clone(),
                     limits,
+                    draining: draining.clone(),
                 });
                 let all = c.limits.max_witness_connections.get();
                 let cap = front::admission::Admission::new(
@@ -693,6 +696,9 @@ impl Runtime {
         shutdown.await;
         accepting.abort_all();
         tracing::info!("shutting down; finishing requests in flight");
+        // Idle keep-alive connections close now; those with requests in flight once they
+        // are answered.
+        drain.send_replace(true);
         let mut tasks = std::mem::take(&mut *connections.lock().await);
         let _ =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;

@@ -21,6 +21,8 @@ pub(crate) struct Metrics {
     pub challenges_refused: AtomicU64,
     /// Connections dropped at a listener's connection cap.
     pub connections_refused: AtomicU64,
+    /// Connections refused at a workload's own cap (`proxy.max_connections`).
+    pub proxy_refused: AtomicU64,
 }
 
 /// Values read at render time from elsewhere.
@@ -43,6 +45,7 @@ impl Metrics {
             challenges_issued: AtomicU64::new(0),
             challenges_refused: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            proxy_refused: AtomicU64::new(0),
         }
     }
 
@@ -146,6 +149,11 @@ impl Metrics {
                 "enclave_os_connections_refused_total",
                 "Connections dropped at a listener's connection cap.",
                 &self.connections_refused,
+            ),
+            (
+                "enclave_os_proxy_connections_refused_total",
+                "Connections refused at a workload's own cap (proxy.max_connections).",
+                &self.proxy_refused,
             ),
         ] {
             metric(

@@ -94,6 +94,7 @@ pub fn free_port() -> u16 {
 }
 pub mod instance;
 pub mod lab;
+pub mod upstream;
 
 /// A copy of directory `from` at `to`, recursively.
 pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

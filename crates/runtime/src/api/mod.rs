@@ -56,6 +56,8 @@ pub(crate) struct Connection {
     /// The certificate this connection presented (the one the SNI chose): the key its
     /// channel-bound evidence binds. `None` on a resumed session, which presented none.
     pub presented: Option<Arc<rustls_pki_types::CertificateDer<'static>>>,
+    /// The client's address, as the TCP connection gives it (what `Forwarded` carries).
+    pub peer: std::net::SocketAddr,
 }
 
 /// A JSON error with its reason.
@@ -486,6 +488,8 @@ struct LoadRequest {
     limits: WorkloadLimits,
     /// A container's settings (`[workload.container]`).
     container: Option<enclave_config::file::ContainerSettings>,
+    /// How the front speaks to its service (`[workload.proxy]`).
+    proxy: Option<enclave_config::file::ProxySettings>,
 }
 
 async fn workload_put(
@@ -503,6 +507,11 @@ async fn workload_put(
     if req.kind != WorkloadKind::Container && req.container.is_some() {
         return bad("container settings are for containers only");
     }
+    if req.kind == WorkloadKind::Wasm && req.proxy.is_some() {
+        return bad(
+            "proxy settings are for containers and processes; a wasm workload has no service to proxy to",
+        );
+    }
     let (run, code) = match (req.kind, req.code_base64, req.image) {
         (WorkloadKind::Container, None, Some(image)) => match req.container {
             Some(settings) => {
@@ -513,6 +522,7 @@ async fn workload_put(
                     env: req.env,
                     args: req.args,
                     limits: req.limits,
+                    proxy: req.proxy,
                 };
                 return container_put(s, w, sub).await;
             }
@@ -545,6 +555,7 @@ async fn workload_put(
         env: req.env,
         args: req.args,
         limits: req.limits,
+        proxy: req.proxy,
     };
     changed(&s, Change::Load { spec: w, code }, &name, &sub, "loaded").await
 }

@@ -111,6 +111,12 @@ pub(crate) trait Running: Send + Sync {
     fn detail(&self) -> Option<serde_json::Value> {
         None
     }
+    /// The service the attested proxy forwards to, for the kinds that have one (containers,
+    /// processes): what a `tcp` workload's connections are spliced to, and what counts its
+    /// client connections.
+    fn upstream(&self) -> Option<Arc<enclave_proxy::Upstream>> {
+        None
+    }
     /// Stop it: later requests are refused; requests in flight finish. Dropping the last
     /// reference stops it too; this says so explicitly when the control plane replaces or
     /// unloads it.

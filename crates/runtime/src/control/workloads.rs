@@ -10,7 +10,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use enclave_config::file::{
-    ContainerSettings, ImageLeaves, Run, Workload, WorkloadCode, WorkloadLimits,
+    ContainerSettings, ImageLeaves, ProxySettings, Run, Workload, WorkloadCode, WorkloadLimits,
 };
 use enclave_config::{ConfigTree, LoadedConfig};
 use enclave_ratls::binding::BindingFormat;
@@ -38,7 +38,7 @@ enum Record {
     #[serde(rename = "workload/v1")]
     V1(RecordV1),
     #[serde(rename = "workload/v2")]
-    V2(RecordV2),
+    V2(Box<RecordV2>),
 }
 
 /// Version 2: containers (their settings, image documents and runtime spec) and the CPU and
@@ -59,6 +59,10 @@ struct RecordV2 {
     /// `[workload.container]` in the configuration's own schema: a change to that schema
     /// needs a record v3 and a conversion.
     container: Option<ContainerSettings>,
+    /// `[workload.proxy]`, in the configuration's own schema; absent from records made before
+    /// it existed (and when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    proxy: Option<ProxySettings>,
     /// The code (a module's bytes, or an image's manifest), base64.
     code: String,
     /// A container's image configuration, base64.
@@ -119,7 +123,7 @@ pub(crate) fn kept(w: &Workload, code: &WorkloadCode) -> Result<Vec<u8>, ChangeE
         WorkloadCode::Image(i) => Some(i),
         WorkloadCode::Module(_) => None,
     };
-    let record = Record::V2(RecordV2 {
+    let record = Record::V2(Box::new(RecordV2 {
         name: w.name.clone(),
         kind: w.run.kind().as_str().to_string(),
         image: w.run.image().map(str::to_string),
@@ -131,10 +135,11 @@ pub(crate) fn kept(w: &Workload, code: &WorkloadCode) -> Result<Vec<u8>, ChangeE
         cpu_millis: w.limits.cpu_millis,
         pids: w.limits.pids,
         container: w.run.container().cloned(),
+        proxy: w.proxy.clone(),
         code: STANDARD.encode(code.code()),
         image_config: image.map(|i| STANDARD.encode(&i.config)),
         runtime_spec: image.map(|i| STANDARD.encode(&i.runtime_spec)),
-    });
+    }));
     serde_json::to_vec(&record)
         .map_err(|e| ChangeError::Invalid(format!("workload '{}': cannot be kept: {e}", w.name)))
 }
@@ -178,6 +183,7 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
                     cpu_millis: r.cpu_millis,
                     pids: r.pids,
                 },
+                proxy: r.proxy,
             };
             return Ok((w, code));
         }
@@ -194,6 +200,7 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
                     request_timeout_ms: r.request_timeout_ms,
                     ..WorkloadLimits::default()
                 },
+                proxy: None,
             };
             return Ok((w, code));
         }
@@ -213,6 +220,7 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
                     request_timeout_ms: w.limits.request_timeout_ms,
                     ..WorkloadLimits::default()
                 },
+                proxy: None,
             };
             Ok((spec, WorkloadCode::Module(decode("code", &u.code)?)))
         }
@@ -370,6 +378,7 @@ mod tests {
                 request_timeout_ms: Some(250),
                 ..WorkloadLimits::default()
             },
+            proxy: None,
         }
     }
 

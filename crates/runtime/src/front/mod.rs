@@ -35,9 +35,10 @@ use tokio::sync::Semaphore;
 
 use axum::Router;
 use axum::http::{StatusCode, header};
+use enclave_config::file::UpstreamProtocol;
 use hyper::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower::ServiceExt;
 
 use crate::api::{Connection, error};
@@ -86,6 +87,8 @@ pub(crate) struct Site {
     pub api: Router,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// Becomes true when the runtime stops: connections finish what is in flight and close.
+    pub draining: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Hand the request to the workload's handler. Its body is limited to
@@ -132,11 +135,20 @@ pub(crate) trait Certificates: rustls::server::ResolvesServerCert {
     /// Changes whenever a certificate may have: TLS sessions made under an earlier value are
     /// not resumed (see [`Handshakes`]).
     fn generation(&self) -> u64;
+    /// Whether `server_name` reaches a workload whose connections are spliced as bytes
+    /// (`proxy.protocol = "tcp"`): its handshake offers no HTTP protocols by ALPN.
+    fn spliced(&self, _server_name: Option<&str>) -> bool {
+        false
+    }
 }
 
 impl Certificates for Control {
     fn for_name(&self, server_name: Option<&str>) -> Arc<RatlsResolver> {
         self.cert_for(server_name)
+    }
+
+    fn spliced(&self, server_name: Option<&str>) -> bool {
+        server_name.is_some_and(|n| self.snapshot().route(n).is_some_and(|e| splices(&e.spec)))
     }
 
     fn generation(&self) -> u64 {
@@ -176,7 +188,7 @@ pub(crate) type MakeConfig = Box<dyn Fn() -> Result<ServerConfig, rustls::Error>
 /// session was made.
 pub(crate) struct Handshakes {
     make: MakeConfig,
-    base: arc_swap::ArcSwap<(u64, Arc<ServerConfig>)>,
+    base: arc_swap::ArcSwap<Base>,
     certs: Arc<dyn Certificates + Send + Sync>,
     /// Challenges being issued.
     issuing: Arc<Semaphore>,
@@ -185,15 +197,44 @@ pub(crate) struct Handshakes {
     admitted: Arc<Semaphore>,
 }
 
+/// One generation's base configurations: HTTP (HTTP/2 and HTTP/1.1 offered by ALPN) and
+/// spliced (no ALPN: a `tcp` workload's clients offer their own protocol, or none, and the
+/// bytes are the service's to interpret).
+struct Base {
+    generation: u64,
+    http: Arc<ServerConfig>,
+    spliced: Arc<ServerConfig>,
+}
+
+/// The protocols an HTTP listener offers, preferred first.
+const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+impl Base {
+    fn new(make: &MakeConfig, generation: u64) -> Result<Self, rustls::Error> {
+        let spliced = make()?;
+        let mut http = spliced.clone();
+        http.alpn_protocols = HTTP_ALPN.iter().map(|p| p.to_vec()).collect();
+        Ok(Self {
+            generation,
+            http: Arc::new(http),
+            spliced: Arc::new(spliced),
+        })
+    }
+
+    fn pick(&self, spliced: bool) -> &Arc<ServerConfig> {
+        if spliced { &self.spliced } else { &self.http }
+    }
+}
+
 impl Handshakes {
     pub fn new(
         make: MakeConfig,
         certs: Arc<dyn Certificates + Send + Sync>,
         max_challenges: usize,
     ) -> Result<Self, rustls::Error> {
-        let first = Arc::new(make()?);
+        let first = Base::new(&make, certs.generation())?;
         Ok(Self {
-            base: arc_swap::ArcSwap::from_pointee((certs.generation(), first)),
+            base: arc_swap::ArcSwap::from_pointee(first),
             make,
             certs,
             issuing: Arc::new(Semaphore::new(max_challenges)),
@@ -201,16 +242,18 @@ impl Handshakes {
         })
     }
 
-    /// The base configuration of the certificates' current generation.
-    fn base(&self) -> Result<Arc<ServerConfig>, String> {
+    /// The base configuration of the certificates' current generation, HTTP or spliced.
+    fn base(&self, spliced: bool) -> Result<Arc<ServerConfig>, String> {
         let generation = self.certs.generation();
         let current = self.base.load();
-        if current.0 == generation {
-            return Ok(current.1.clone());
+        if current.generation == generation {
+            return Ok(current.pick(spliced).clone());
         }
-        let fresh = Arc::new((self.make)().map_err(|e| format!("TLS configuration: {e}"))?);
-        self.base.store(Arc::new((generation, fresh.clone())));
-        Ok(fresh)
+        let fresh =
+            Base::new(&self.make, generation).map_err(|e| format!("TLS configuration: {e}"))?;
+        let picked = fresh.pick(spliced).clone();
+        self.base.store(Arc::new(fresh));
+        Ok(picked)
     }
 
     /// A challenge leaf for `nonce` from the certificate `sni` selects, issued on the blocking
@@ -263,12 +306,18 @@ impl Handshakes {
                 challenge_nonce(&hello),
             )
         };
+        let spliced = self.certs.spliced(sni.as_deref().map(hostname));
         let config = match nonce {
-            None => self.base()?,
+            None => self.base(spliced)?,
             Some(nonce) => {
-                let leaf = self.challenge(metrics, sni, nonce).await?;
-                let mut config = (*self.base()?).clone();
+                let leaf = self.challenge(metrics, sni, nonce.clone()).await?;
+                let mut config = (*self.base(spliced)?).clone();
                 config.cert_resolver = Arc::new(SingleCertAndKey::from(leaf));
+                // The nonce travels as an ALPN protocol: offered back, so that a client
+                // offering only it is not refused for want of a common protocol.
+                config
+                    .alpn_protocols
+                    .push(enclave_ratls::tls::nonce_alpn(&nonce));
                 // A challenge leaf is used once: compressing it into the shared cache would
                 // only push out the cached leaves every other handshake reuses.
                 config.cert_compression_cache =
@@ -326,6 +375,13 @@ fn misdirected(workload: &str) -> axum::response::Response {
     r
 }
 
+/// Whether `w`'s clients are spliced to its service as bytes.
+fn splices(w: &enclave_config::file::Workload) -> bool {
+    w.proxy
+        .as_ref()
+        .is_some_and(|p| p.protocol == UpstreamProtocol::Tcp)
+}
+
 /// Serve one connection until it closes.
 pub(crate) async fn connection(
     handshakes: Arc<Handshakes>,
@@ -339,6 +395,9 @@ pub(crate) async fn connection(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
+    let Ok(peer) = tcp.peer_addr() else {
+        return;
+    };
     // What was served before the handshake: a connection is bound to it (see `Binding`).
     let before = site.control.as_ref().map(|c| c.snapshot());
     let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes.accept(metrics, tcp)).await;
@@ -360,7 +419,9 @@ pub(crate) async fn connection(
     let conn = Connection {
         exporter: enclave_ratls::channel::exporter(session).ok(),
         presented: chosen.presented(session).cloned().map(Arc::new),
+        peer,
     };
+    let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
     let sni: Option<Arc<str>> = session.server_name().map(Arc::from);
     // Bound to what was served when the handshake began. Should a change be published during
     // the handshake, the certificate presented may be newer than the binding: requests then
@@ -372,7 +433,40 @@ pub(crate) async fn connection(
             workload: sni.as_deref().and_then(|n| now.route(hostname(n)).cloned()),
         })
     });
+    let bound = binding.as_ref().and_then(|b| b.workload.clone());
+    let upstream = bound.as_ref().and_then(|w| w.running.upstream());
+    // A workload behind the proxy counts the connections its name holds.
+    let _slot = match upstream.as_ref().map(|u| u.admit()) {
+        Some(Err(why)) => {
+            metrics.proxy_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(reason = %why, "connection refused");
+            if !bound.as_ref().is_some_and(|w| splices(&w.spec)) {
+                refuse_http(tls, h2, &why).await;
+            }
+            return;
+        }
+        Some(Ok(slot)) => Some(slot),
+        None => None,
+    };
+    if let (Some(w), Some(upstream)) = (&bound, &upstream)
+        && splices(&w.spec)
+    {
+        let io = stall::StallLimit::new(tls, site.limits.write_stall);
+        match upstream.splice(io).await {
+            Ok(end) => {
+                tracing::debug!(workload = %w.spec.name, end = ?end, "spliced connection ended")
+            }
+            Err(e) => {
+                tracing::warn!(workload = %w.spec.name, error = %e, "spliced connection refused")
+            }
+        }
+        return;
+    }
     let limits = site.limits;
+    // A workload's own bounds on what its name's connections send.
+    let proxy = bound.as_ref().and_then(|w| w.spec.proxy.clone());
+    let max_header = proxy.as_ref().map(|p| p.max_header_bytes() as usize);
+    let mut draining = site.draining.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let site = site.clone();
         let sni = sni.clone();
@@ -381,13 +475,15 @@ pub(crate) async fn connection(
         async move {
             req.extensions_mut().insert(conn);
             let reserved = req.uri().path().starts_with("/.well-known/enclave-os/");
-            // By SNI, or by Host when the client sent no SNI; one load of the snapshot.
+            // By SNI, or by Host (HTTP/1.1) or :authority (HTTP/2) when the client sent no
+            // SNI; one load of the snapshot.
             let routed = match (&site.control, reserved) {
                 (Some(control), false) => {
                     let name = sni.as_deref().map(str::to_string).or_else(|| {
                         req.headers()
                             .get(hyper::header::HOST)
                             .and_then(|h| h.to_str().ok())
+                            .or_else(|| req.uri().authority().map(|a| a.as_str()))
                             .map(str::to_string)
                     });
                     let now = control.snapshot();
@@ -396,19 +492,35 @@ pub(crate) async fn connection(
                 }
                 _ => None,
             };
-            let handler = match (routed, &binding) {
+            let entry = match (routed, &binding) {
                 (Some((entry, generation)), Some(bound)) => {
                     if !bound.allows(&entry, generation, sni.is_some()) {
                         return Ok(misdirected(&entry.spec.name));
                     }
-                    Some(entry.handler.clone())
+                    Some(entry)
                 }
-                (Some((entry, _)), None) => Some(entry.handler.clone()),
+                (Some((entry, _)), None) => Some(entry),
                 (None, _) => None,
             };
-            let response = match handler {
+            let response = match entry {
+                // A spliced workload reached by Host on an HTTP connection: it speaks no HTTP.
+                Some(entry) if splices(&entry.spec) => error(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    format!(
+                        "workload '{}' speaks TCP, not HTTP: connect with its name as the TLS server name",
+                        entry.spec.name
+                    ),
+                ),
                 // A workload's own deadline bounds its whole exchange (its backend's).
-                Some(handler) => serve_workload(handler, limits.max_request_bytes, req).await,
+                Some(entry) => {
+                    let max = entry
+                        .spec
+                        .proxy
+                        .as_ref()
+                        .and_then(|p| p.max_body_bytes)
+                        .unwrap_or(limits.max_request_bytes);
+                    serve_workload(entry.handler.clone(), max, req).await
+                }
                 None => {
                     let call = site.api.clone().oneshot(req.map(axum::body::Body::new));
                     match tokio::time::timeout(limits.request_timeout, call).await {
@@ -427,12 +539,76 @@ pub(crate) async fn connection(
             Ok::<_, std::convert::Infallible>(response)
         }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .serve_connection(
-            TokioIo::new(stall::StallLimit::new(tls, limits.write_stall)),
-            service,
-        )
-        .await;
+    let io = TokioIo::new(stall::StallLimit::new(tls, limits.write_stall));
+    if h2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_STREAMS)
+            // A peer that stops answering pings is gone: its streams and slot are freed.
+            .keep_alive_interval(limits.header_timeout)
+            .keep_alive_timeout(limits.header_timeout);
+        if let Some(max) = max_header {
+            builder.max_header_list_size(u32::try_from(max).unwrap_or(u32::MAX));
+        }
+        let conn = builder.serve_connection(io, service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = draining.wait_for(|d| *d) => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        if let Some(max) = max_header {
+            builder.max_buf_size(max.max(MIN_HEAD_BUFFER));
+        }
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = draining.wait_for(|d| *d) => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
+    }
+}
+
+/// Streams one HTTP/2 connection may have open at once.
+const MAX_STREAMS: u32 = 256;
+/// hyper's smallest read buffer.
+const MIN_HEAD_BUFFER: usize = 8 * 1024;
+
+/// Answer every request on `tls` with 503 and `why`, closing it after the first (a workload's
+/// connection limit).
+async fn refuse_http(
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    h2: bool,
+    why: &str,
+) {
+    let why: Arc<str> = Arc::from(why);
+    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+        let mut r = error(StatusCode::SERVICE_UNAVAILABLE, why.to_string());
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        async move { Ok::<_, std::convert::Infallible>(r) }
+    });
+    let io = TokioIo::new(tls);
+    let serve = async {
+        if h2 {
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(io, service)
+                .await;
+        } else {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .serve_connection(io, service)
+                .await;
+        }
+    };
+    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, serve).await;
 }

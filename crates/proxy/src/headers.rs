@@ -1,0 +1,162 @@
+//! Which headers cross the proxy, and which it writes itself.
+//!
+//! Hop-by-hop headers describe one connection (RFC 9110, 7.6.1) and never cross: the fixed
+//! list, and every name the `Connection` header lists. Two exceptions are put back by the
+//! caller when they apply: `Upgrade` on an upgrade being forwarded, and `TE: trailers` to an
+//! HTTP/2 service (gRPC requires it).
+//!
+//! `Forwarded` and `X-Forwarded-*` are replaced, never appended to. The front is the first
+//! hop that can see into the connection (RA-TLS ends there, not at any balancer before it),
+//! so anything a client put in them is the client's own claim; a service reading them should
+//! see only what the runtime observed.
+
+use std::net::SocketAddr;
+
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, not the message.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// The forwarding headers the proxy owns.
+const FORWARDING: [&str; 4] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
+/// Remove the hop-by-hop headers of `headers`: the fixed ones and those its `Connection`
+/// header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for h in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(h);
+    }
+}
+
+/// Whether a request's `TE` asks for trailers (the only `TE` HTTP/2 allows).
+pub fn wants_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` with an
+/// `Upgrade` header), if any.
+pub fn upgrade_to(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// Replace the forwarding headers with what the front saw: the client's address, HTTPS, and
+/// the host it asked for.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&str>) {
+    for h in FORWARDING {
+        headers.remove(h);
+    }
+    let ip = peer.ip().to_string();
+    // RFC 7239, 6: an IPv6 node is bracketed and the whole value quoted.
+    let node = match peer {
+        SocketAddr::V4(_) => ip.clone(),
+        SocketAddr::V6(_) => format!("\"[{ip}]\""),
+    };
+    let mut forwarded = format!("for={node};proto=https");
+    if let Some(h) = host.filter(|h| is_token_host(h)) {
+        forwarded.push_str(";host=");
+        forwarded.push_str(h);
+        if let Ok(v) = HeaderValue::from_str(h) {
+            headers.insert("x-forwarded-host", v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        headers.insert(header::FORWARDED, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ip) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+}
+
+/// Whether `h` can stand unquoted in `Forwarded` (a host, optionally with a port): the front
+/// routes only such names, but the header is built from what the client sent.
+fn is_token_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarding_headers_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        h.insert(header::FORWARDED, "for=6.6.6.6".parse().unwrap());
+        set_forwarded(&mut h, "10.0.0.7:4000".parse().unwrap(), Some("app.test"));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=10.0.0.7;proto=https;host=app.test"
+        );
+        assert_eq!(h["x-forwarded-host"], "app.test");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        set_forwarded(&mut h, "[::1]:9".parse().unwrap(), Some("a b"));
+        assert_eq!(h[header::FORWARDED], "for=\"[::1]\";proto=https");
+        assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn upgrades_and_trailers_are_recognised() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert(header::TE, "gzip, trailers".parse().unwrap());
+        assert_eq!(upgrade_to(&h).unwrap(), "websocket");
+        assert!(wants_trailers(&h));
+        h.insert(header::CONNECTION, "close".parse().unwrap());
+        assert!(upgrade_to(&h).is_none());
+    }
+}
