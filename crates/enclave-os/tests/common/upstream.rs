@@ -39,6 +39,15 @@ pub fn args() -> Vec<String> {
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
+/// A small answer (the size of a typical JSON API response).
+pub const SMALL: [u8; 128] = [b's'; 128];
+
+/// A 1 MiB answer, made once.
+pub fn big() -> &'static [u8] {
+    static BIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BIG.get_or_init(|| (0..(1u32 << 20)).map(|n| (n % 251) as u8).collect())
+}
+
 fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
@@ -115,6 +124,8 @@ async fn http1(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible>
             )))
         }
         "/echo" => Ok(Response::new(req.into_body().boxed())),
+        "/small" => Ok(Response::new(full(&SMALL[..]))),
+        "/1m" => Ok(Response::new(full(Bytes::from_static(big())))),
         "/slow" => {
             tokio::time::sleep(std::time::Duration::from_secs(5)).await;
             Ok(Response::new(full("slow")))

@@ -21,6 +21,7 @@
 //! - connections are admitted up to `limits.max_connections` (`admission`).
 
 pub(crate) mod admission;
+mod idle;
 mod stall;
 
 use std::sync::Arc;
@@ -467,12 +468,16 @@ pub(crate) async fn connection(
     let proxy = bound.as_ref().and_then(|w| w.spec.proxy.clone());
     let max_header = proxy.as_ref().map(|p| p.max_header_bytes() as usize);
     let mut draining = site.draining.clone();
+    let idle = idle::Idle::new();
+    let activity = idle.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let site = site.clone();
         let sni = sni.clone();
         let conn = conn.clone();
         let binding = binding.clone();
+        let busy = activity.busy();
         async move {
+            let _busy = busy;
             req.extensions_mut().insert(conn);
             let reserved = req.uri().path().starts_with("/.well-known/enclave-os/");
             // By SNI, or by Host (HTTP/1.1) or :authority (HTTP/2) when the client sent no
@@ -556,6 +561,7 @@ pub(crate) async fn connection(
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = draining.wait_for(|d| *d) => conn.as_mut().graceful_shutdown(),
+            () = idle.expired(limits.header_timeout) => conn.as_mut().graceful_shutdown(),
         }
         let _ = conn.await;
     } else {
