@@ -17,6 +17,7 @@ pub mod file;
 pub mod inputs;
 pub mod merkle;
 pub mod runtime_spec;
+pub mod service;
 
 pub use file::{ConfigError, EnclaveConfig, LoadedConfig};
 pub use merkle::{ConfigTree, InclusionProof, Leaf, Manifest, TreeError};
