@@ -857,7 +857,9 @@ impl Workload {
                 format!("'{image}' is not pinned by digest (name@sha256:…)"),
             )),
             Run::Container { settings, .. } => settings.check(),
-            Run::Process { settings, .. } => settings.check(),
+            Run::Process { settings, .. } => {
+                settings.check(self.limits.cpu_millis, self.limits.pids)
+            }
             Run::Wasm { .. } => Ok(()),
         }
     }

@@ -179,9 +179,28 @@ pub struct ProcessSettings {
 }
 
 impl ProcessSettings {
-    /// Check the settings on their own; on failure, the field and why.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
-        self.service.check(Table::Process)
+    /// Check the settings, with the workload's CPU and process limits; on failure, the field
+    /// and why. A limit a process cannot be held to is refused rather than committed to the
+    /// tree as if it held.
+    pub fn check(
+        &self,
+        cpu_millis: Option<u32>,
+        pids: Option<u32>,
+    ) -> Result<(), (&'static str, String)> {
+        self.service.check(Table::Process)?;
+        if cpu_millis.is_some() {
+            return Err((
+                "limits.cpu_millis",
+                "a process is not put in a cgroup of its own, so nothing would hold it to a CPU share (containers have one)".into(),
+            ));
+        }
+        if pids.is_some() && self.user.is_none() {
+            return Err((
+                "limits.pids",
+                "a process's pids limit is RLIMIT_NPROC, which counts the processes of the user it runs as: give it a user of its own ([workload.process] user)".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -141,6 +141,14 @@ fn mistakes_name_file_line_and_field() {
             "[containers]\n[[workload]]\nname = \"a\"\nkind = \"container\"\nimage = \"r.test/a@sha256:00\"\n[workload.container]\nport = 80\nuser = 0\n",
             vec!["unknown field `user`"],
         ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\nlimits = { cpu_millis = 500 }\n[workload.process]\nport = 80\n",
+            vec!["workload[0].limits.cpu_millis", "cgroup"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\nlimits = { pids = 5 }\n[workload.process]\nport = 80\n",
+            vec!["workload[0].limits.pids", "RLIMIT_NPROC"],
+        ),
         // Each kind takes its own fields, and no other kind's.
         (
             "[[workload]]\nname = \"a\"\nkind = \"wasm\"\nsource = \"x\"\nimage = \"i@sha256:00\"\n",

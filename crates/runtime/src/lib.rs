@@ -100,6 +100,9 @@ pub enum RuntimeError {
     /// The container engine, a registry or an image of the file's container workloads.
     #[error("{0}")]
     Containers(#[from] containers::ContainerError),
+    /// What runs process workloads could not be set up.
+    #[error("{0}")]
+    Processes(#[from] backends::ProcessError),
     /// The code cache or the WebAssembly engine could not be set up.
     #[error("{0}")]
     Engine(String),
@@ -486,6 +489,17 @@ impl Runtime {
         if let Some(engine) = &containers {
             kinds.push(Box::new(backends::ContainerBackend::new(engine.clone())));
         }
+        // Processes run wherever the runtime has a kernel of its own to start them on: not
+        // inside a real SGX enclave, where Gramine runs one process (their routes then answer
+        // 503 with the reason).
+        let processes = if tee.kind() == enclave_evidence::TeeKind::Sgx && !tee.simulated() {
+            None
+        } else {
+            Some(backends::Processes::new(&state_dir)?)
+        };
+        if let Some(p) = &processes {
+            kinds.push(Box::new(backends::ProcessBackend::new(p.clone())));
+        }
         let backends = backends::Backends::new(kinds);
         let (loaded, unreadable) = control::restore(&store)?;
         let limits = &config.config.limits;
@@ -502,6 +516,7 @@ impl Runtime {
             management_hostname: c.management.hostname.clone(),
             max_request_bytes: limits.max_request_bytes,
             containers,
+            processes,
         });
         let writer = control::Writer::new(
             control::Parts {
