@@ -1215,6 +1215,21 @@ impl EnclaveConfig {
                 }
             }
         }
+        // Processes share the machine's loopback: one port, one process.
+        let mut ports: BTreeMap<u16, &str> = BTreeMap::new();
+        for (i, w) in config.workloads.iter().enumerate() {
+            if let Some(p) = w.run.process()
+                && let Some(other) = ports.insert(p.service.port, &w.name)
+            {
+                return Err(invalid(
+                    format!("workload[{i}].process.port"),
+                    format!(
+                        "{} is the port of process workload '{other}' already",
+                        p.service.port
+                    ),
+                ));
+            }
+        }
         match (&config.store.counter, &config.store.witness) {
             (CounterKind::Witness, None) => {
                 return Err(invalid(

@@ -149,6 +149,13 @@ fn mistakes_name_file_line_and_field() {
             "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\nlimits = { pids = 5 }\n[workload.process]\nport = 80\n",
             vec!["workload[0].limits.pids", "RLIMIT_NPROC"],
         ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\n[workload.process]\nport = 80\n[[workload]]\nname = \"b\"\nkind = \"process\"\nsource = \"y\"\n[workload.process]\nport = 80\n",
+            vec![
+                "workload[1].process.port",
+                "port of process workload 'a' already",
+            ],
+        ),
         // Each kind takes its own fields, and no other kind's.
         (
             "[[workload]]\nname = \"a\"\nkind = \"wasm\"\nsource = \"x\"\nimage = \"i@sha256:00\"\n",

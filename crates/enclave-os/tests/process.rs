@@ -276,6 +276,30 @@ fn api_loaded_processes_are_health_checked_before_adoption_and_stopped_at_unload
         "{v}"
     );
 
+    // A port something else holds on loopback would pass a health check for a process that
+    // never got it: refused before anything starts.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = holder.local_addr().unwrap().port();
+    let file = dir.join("held.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[workload]\nname = \"sleep\"\nkind = \"process\"\nsource = \"busybox\"\nargs = [\"30\"]\n\
+             [workload.process]\nport = {held}\n"
+        ),
+    )
+    .unwrap();
+    let (code, v) = cli(&i, &["load", file.to_str().unwrap()]);
+    assert_ne!(code, 0, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("port {held} on 127.0.0.1 is taken already")),
+        "{v}"
+    );
+    drop(holder);
+
     // A process that serves is adopted: its route is live when the load returns.
     let file = workload(
         "httpd",
@@ -299,4 +323,68 @@ fn api_loaded_processes_are_health_checked_before_adoption_and_stopped_at_unload
     eventually(&i, "the process gone", || (!alive(pid)).then_some(()));
     let (status, _) = get(&i, "httpd.test", "/");
     assert_ne!(status, 200);
+}
+
+/// `kill -9` of the runtime: its process dies with it (`PR_SET_PDEATHSIG`), and what that
+/// process started in its group and left behind is stopped at the next start.
+#[test]
+fn a_killed_runtime_takes_its_processes_and_the_next_start_sweeps_their_leftovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("rt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let docs = www(tmp.path(), "a script");
+    let pidfile = tmp.path().join("child.pid");
+    // A script (the sealed file is its interpreter's input) that leaves a child in its group.
+    std::fs::write(
+        dir.join("app.sh"),
+        format!(
+            "#!/bin/busybox sh\n/bin/busybox sleep 300 &\necho $! > {}\nexec /bin/busybox httpd -f -p \"127.0.0.1:$PORT\" -h {docs}\n",
+            pidfile.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let i = Instance::new(
+        &dir,
+        &format!(
+            "[[workload]]\nname = \"app\"\nkind = \"process\"\nsource = \"app.sh\"\nhostnames = [\"app.test\"]\n\
+             [workload.process]\nport = {port}\n"
+        ),
+    );
+    let mut server = i.start();
+    let body = eventually(&i, "the script serving", || {
+        let (status, body) = get(&i, "app.test", "/");
+        (status == 200).then_some(body)
+    });
+    assert_eq!(body.trim(), "a script");
+    let leader = pid_of(&i, "app").expect("a pid");
+    let child: u32 = eventually(&i, "the child's pid", || {
+        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    });
+    assert!(alive(leader) && alive(child));
+
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    eventually(&i, "the process dying with the runtime", || {
+        (!alive(leader)).then_some(())
+    });
+    assert!(
+        alive(child),
+        "the leader's own child outlives it, until the next start"
+    );
+
+    let _server = i.start();
+    eventually(&i, "the leftover child stopped", || {
+        (!alive(child)).then_some(())
+    });
+    assert!(
+        i.log()
+            .contains("killed what an earlier run's process left"),
+        "{}",
+        i.log()
+    );
+    eventually(&i, "the script serving again", || {
+        let (status, _) = get(&i, "app.test", "/");
+        (status == 200).then_some(())
+    });
 }

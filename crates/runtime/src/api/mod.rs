@@ -610,6 +610,21 @@ async fn process_put(s: Shared, w: Workload, code: Vec<u8>, sub: String) -> Resp
             );
         }
     }
+    let port = w.run.process().map(|p| p.service.port);
+    if let Some(other) = now
+        .workloads
+        .iter()
+        .find(|e| e.spec.name != w.name && e.spec.run.process().map(|p| p.service.port) == port)
+    {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "port {} is the port of process workload '{}'",
+                port.unwrap_or_default(),
+                other.spec.name
+            ),
+        );
+    }
     let name = w.name.clone();
     if let Err(reason) = processes.prelaunch(&w, &code).await {
         tracing::warn!(workload = %name, subject = %sub, %reason, "process load refused");

@@ -54,7 +54,7 @@ const MAX_LOG_BYTES: u64 = 8 << 20;
 pub(crate) struct Processes {
     logs: PathBuf,
     run: PathBuf,
-    prelaunched: Mutex<BTreeMap<String, (Workload, Vec<u8>, Launched)>>,
+    prelaunched: Mutex<BTreeMap<String, Prelaunched>>,
     /// Always `Some` until dropped. Every process is spawned by a task on this runtime's one
     /// worker thread, which lives as long as the runtime: `PR_SET_PDEATHSIG` fires when the
     /// *thread* that forked the child ends, so a short-lived thread (a blocking pool's) would
@@ -70,6 +70,10 @@ impl Drop for Processes {
         }
     }
 }
+
+/// A process started for a load through the API, with the workload and code it runs, awaiting
+/// the change that adopts it.
+type Prelaunched = (Workload, Vec<u8>, Launched);
 
 /// Why the processes could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -189,10 +193,9 @@ fn sweep(run: &Path) {
             && Some(b) == boot.as_deref()
             && let Ok(pgid) = pgid.parse::<i32>()
             && pgid > 1
+            && sys::signal_group(pgid, libc::SIGKILL)
         {
-            if sys::signal_group(pgid, libc::SIGKILL) {
-                tracing::warn!(group = pgid, record = %path.display(), "killed what an earlier run's process left");
-            }
+            tracing::warn!(group = pgid, record = %path.display(), "killed what an earlier run's process left");
         }
         let _ = std::fs::remove_file(&path);
     }
@@ -262,6 +265,14 @@ fn exit_of(status: std::process::ExitStatus) -> (String, u32) {
 /// and say why, with the tail of its log. Runs on the processes' runtime (see [`Processes`]).
 async fn launch(spec: &Spec, stopped: Option<&AtomicBool>) -> Result<Launched, String> {
     let w = &spec.w;
+    // Loopback is shared with the runtime and every other process: a port something else
+    // holds would pass the health check for a process that never got it.
+    std::net::TcpListener::bind(spec.addr()).map_err(|e| {
+        format!(
+            "port {} on 127.0.0.1 is taken already ({e}): by another process, or by this workload's own while it is replaced (unload it first, or give the new one another port)",
+            spec.settings.service.port
+        )
+    })?;
     fresh_log(&spec.log)?;
     let log = SegmentedLog::open(&spec.log, MAX_LOG_BYTES / 2)
         .map_err(|e| format!("its log {}: {e}", spec.log.display()))?;
