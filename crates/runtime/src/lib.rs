@@ -13,7 +13,7 @@
 //! | module | owns | may call | never touches |
 //! |---|---|---|---|
 //! | `control` | the published `Snapshot` (tree, workloads, their handlers and certificates) behind `arc-swap`, and its one writer, a thread fed by a channel | `backends`, the store, the CA | sockets, HTTP |
-//! | `backends` | the `Backend` trait and one implementation per kind (`wasm`; containers and processes answer 503 until built) | `enclave-wasm` | the listener, routing, the store |
+//! | `backends` | the `Backend` trait and one implementation per kind (`wasm`, `container`, `process`; a kind nothing runs answers 503 with the reason), the supervision and upstream forwarding containers and processes share | `enclave-wasm`, `enclave-containers` | the listener, routing, the store |
 //! | `front` | listeners, admission, TLS through `LazyConfigAcceptor` (challenge leaves on the blocking pool, bounded), routing by SNI/Host with one load of the snapshot, hyper with timers, stalled writers | `control` (reads only), the handlers and routers it is given | the store, the API's routes |
 //! | `api` | the management and `/.well-known/enclave-os/` routers; authentication as a layer per scope group (`auth`) | `control` (snapshot reads, change submission), the store for the operator's data | the listener |
 //! | `witness` | the witness's router (counters for other instances) and the counter client | the store | the listener |
