@@ -142,7 +142,7 @@ fn a_file_process_serves_by_hostname_restarts_and_runs_only_the_committed_bytes(
              [workload.process]\nport = {port}\nhealth = {{ http_path = \"/\" }}\nrestart = \"on-failure\"\nmax_restarts = 3\n"
         ),
     );
-    let _server = i.start();
+    let server = i.start();
 
     // Served through the RA-TLS front, by hostname, once healthy.
     let body = eventually(&i, "the process serving", || {
@@ -223,6 +223,14 @@ fn a_file_process_serves_by_hostname_restarts_and_runs_only_the_committed_bytes(
             .contains("response:200"),
         "{logs}"
     );
+
+    // A clean stop of the runtime (SIGTERM) stops its process, and leaves no record to sweep.
+    server.stop();
+    assert!(!alive(new_pid), "the process stopped with the runtime");
+    let records = std::fs::read_dir(dir.join("state/processes/run"))
+        .unwrap()
+        .count();
+    assert_eq!(records, 0);
 }
 
 /// Processes loaded through the management API (with the CLI): started and health-checked

@@ -174,7 +174,7 @@ impl Processes {
             settings,
             exe,
             log: self.log_path(&w.name),
-            record: self.run.join(format!("{}.pgid", w.name)),
+            run: self.run.clone(),
         })
     }
 }
@@ -213,8 +213,9 @@ struct Spec {
     settings: ProcessSettings,
     exe: Arc<OwnedFd>,
     log: PathBuf,
-    /// Its process group, for the next start to stop should the runtime die unannounced.
-    record: PathBuf,
+    /// Where each start records its process group (`<name>.<pgid>.pgid`), for the next start
+    /// of the runtime to stop should the runtime die unannounced.
+    run: PathBuf,
 }
 
 impl Spec {
@@ -309,8 +310,10 @@ async fn launch(spec: &Spec, stopped: Option<&AtomicBool>) -> Result<Launched, S
         .spawn()
         .map_err(|e| format!("it could not be started: {e}"))?;
     let pid = child.id().ok_or("it exited as it started")?;
+    // Named by its group too: a replacement's record never overwrites the old one's.
+    let record = spec.run.join(format!("{}.{pid}.pgid", w.name));
     if let Some(b) = boot_id()
-        && let Err(e) = std::fs::write(&spec.record, format!("{b} {pid}\n"))
+        && let Err(e) = std::fs::write(&record, format!("{b} {pid}\n"))
     {
         tracing::warn!(workload = %w.name, error = %e, "recording its process group");
     }
@@ -320,11 +323,7 @@ async fn launch(spec: &Spec, stopped: Option<&AtomicBool>) -> Result<Launched, S
     if let Some(err) = child.stderr.take() {
         tokio::spawn(pump(err, log));
     }
-    let mut launched = Launched {
-        child,
-        pid,
-        record: spec.record.clone(),
-    };
+    let mut launched = Launched { child, pid, record };
     let checked = {
         let child = &mut launched.child;
         healthy(
