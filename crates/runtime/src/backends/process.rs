@@ -735,3 +735,40 @@ mod sys {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn the_sealed_executable_holds_the_bytes_and_refuses_every_change() {
+        let exe = super::sys::sealed_executable("t", b"\x7fELF committed bytes").unwrap();
+        let path = format!("/proc/self/fd/{}", exe.as_raw_fd());
+        let mut read = Vec::new();
+        std::fs::File::open(&path)
+            .unwrap()
+            .read_to_end(&mut read)
+            .unwrap();
+        assert_eq!(read, b"\x7fELF committed bytes");
+        // Opened anew for writing, as a host with the runtime's rights could: refused.
+        let e = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b"X"))
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+        let e = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(0))
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+        // Not even the seals can be undone or added to.
+        // SAFETY: fcntl on a descriptor this test owns, with an integer argument.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::fcntl(exe.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_EXEC) };
+        assert_eq!(r, -1);
+    }
+}
