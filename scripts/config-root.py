@@ -187,23 +187,36 @@ def leaves(path, version, jwks_override=None, engine=None, images=None):
             out[f"workload/{name}/image-config"] = open(os.path.join(d, "config.json"), "rb").read()
             out[f"workload/{name}/runtime-spec"] = open(os.path.join(d, "runtime-spec.json"), "rb").read()
             ct = wl["container"]
-            health = {"start_timeout_secs": ct.get("health", {}).get("start_timeout_secs", 30)}
-            if "http_path" in ct.get("health", {}):
-                health["http_path"] = ct["health"]["http_path"]
             settings["image"] = wl["image"]
-            settings["container"] = {
-                "port": ct["port"],
-                "health": health,
-                "restart": ct.get("restart", "on-failure"),
-                "max_restarts": ct.get("max_restarts", 5),
+            settings["container"] = service(ct) | {
                 "writable_rootfs": ct.get("writable_rootfs", False),
                 "capabilities": ct.get("capabilities", []),
                 "allow_host": ct.get("allow_host", False),
             }
         else:
             out[f"workload/{name}/code"] = read(wl["source"])
+        if wl["kind"] == "process":
+            pr = wl["process"]
+            settings["process"] = service(pr)
+            # user and group: members only when set.
+            for optional in ("user", "group"):
+                if optional in pr:
+                    settings["process"][optional] = pr[optional]
         out[f"workload/{name}/settings"] = jcs(settings).encode()
     return out
+
+
+def service(t):
+    """The members a container's and a process's settings share."""
+    health = {"start_timeout_secs": t.get("health", {}).get("start_timeout_secs", 30)}
+    if "http_path" in t.get("health", {}):
+        health["http_path"] = t["health"]["http_path"]
+    return {
+        "port": t["port"],
+        "health": health,
+        "restart": t.get("restart", "on-failure"),
+        "max_restarts": t.get("max_restarts", 5),
+    }
 
 
 def main(argv):

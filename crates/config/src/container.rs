@@ -14,6 +14,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::service::{HealthCheck, RestartPolicy};
+use crate::service::{NoOtherFields, ServiceSettings, Table};
+
 /// The container engine (`[containers]`): where containerd listens and how the runtime lays
 /// out what it creates. Host choices, not leaves: the runtime spec that results is a leaf.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,57 +158,6 @@ impl RegistryConfig {
     }
 }
 
-/// How the runtime decides a container is ready, before its route goes live.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthCheck {
-    /// `GET` this path and wait for a 2xx; without it, a TCP connection to the port suffices.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http_path: Option<String>,
-    /// How long the container has to become healthy after it starts, seconds.
-    #[serde(default = "HealthCheck::default_start_secs")]
-    pub start_timeout_secs: u32,
-}
-
-impl HealthCheck {
-    fn default_start_secs() -> u32 {
-        30
-    }
-}
-
-impl Default for HealthCheck {
-    fn default() -> Self {
-        Self {
-            http_path: None,
-            start_timeout_secs: Self::default_start_secs(),
-        }
-    }
-}
-
-/// What happens when a container's process exits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    /// It stays down, reported with its status and the tail of its log.
-    No,
-    /// It is started again when it exits with a failure (not status 0), up to `max_restarts`.
-    #[default]
-    OnFailure,
-    /// It is started again whenever it exits, up to `max_restarts`.
-    Always,
-}
-
-impl RestartPolicy {
-    /// Whether an exit with `code` is restarted under this policy.
-    pub fn restarts(self, code: u32) -> bool {
-        match self {
-            RestartPolicy::No => false,
-            RestartPolicy::OnFailure => code != 0,
-            RestartPolicy::Always => true,
-        }
-    }
-}
-
 /// The capabilities a container may keep. Everything else is dropped, always.
 pub const ALLOWED_CAPABILITIES: [&str; 6] = [
     "CAP_NET_BIND_SERVICE",
@@ -218,19 +170,10 @@ pub const ALLOWED_CAPABILITIES: [&str; 6] = [
 
 /// A container workload's own settings (`[workload.container]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ContainerSettings {
-    /// The TCP port it serves HTTP/1.1 on, inside its own network namespace.
-    pub port: u16,
-    /// Readiness before the route goes live.
-    #[serde(default)]
-    pub health: HealthCheck,
-    /// What happens when it exits.
-    #[serde(default)]
-    pub restart: RestartPolicy,
-    /// How many times it is restarted before it is left down.
-    #[serde(default = "ContainerSettings::default_max_restarts")]
-    pub max_restarts: u32,
+    /// Port (inside its own network namespace), health check and restart policy.
+    #[serde(flatten)]
+    pub service: ServiceSettings,
     /// A writable root filesystem. The default is read-only, with a tmpfs at `/tmp`.
     #[serde(default)]
     pub writable_rootfs: bool,
@@ -241,35 +184,15 @@ pub struct ContainerSettings {
     /// management API and every other host service are out of its reach).
     #[serde(default)]
     pub allow_host: bool,
+    /// Refuses any other field.
+    #[serde(flatten, skip_serializing)]
+    pub no_other_fields: NoOtherFields,
 }
 
 impl ContainerSettings {
-    fn default_max_restarts() -> u32 {
-        5
-    }
-
     /// Check the settings on their own; on failure, the field and why.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
-        if self.port == 0 {
-            return Err(("container.port", "must be a TCP port, 1 to 65535".into()));
-        }
-        if let Some(p) = &self.health.http_path
-            && (!p.starts_with('/') || p.bytes().any(|b| b.is_ascii_control() || b == b' '))
-        {
-            return Err((
-                "container.health.http_path",
-                format!("'{p}' must be an absolute path without spaces or control characters"),
-            ));
-        }
-        if !(1..=600).contains(&self.health.start_timeout_secs) {
-            return Err((
-                "container.health.start_timeout_secs",
-                format!(
-                    "{} is not between 1 and 600",
-                    self.health.start_timeout_secs
-                ),
-            ));
-        }
+        self.service.check(Table::Container)?;
         for c in &self.capabilities {
             if !ALLOWED_CAPABILITIES.contains(&c.as_str()) {
                 return Err((
@@ -310,7 +233,7 @@ impl std::fmt::Debug for ImageLeaves {
 /// What a workload's leaves commit as its code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkloadCode {
-    /// A component or executable: its bytes.
+    /// A component or an executable: its bytes.
     Module(Vec<u8>),
     /// A container: the documents of its resolved image and its runtime spec.
     Image(ImageLeaves),

@@ -41,6 +41,7 @@ pub use crate::container::{
 use crate::inputs::{Inputs, Reader};
 use crate::merkle::{ConfigTree, TreeError};
 pub use crate::proxy::{ProxySettings, UpstreamProtocol};
+pub use crate::service::{ProcessSettings, ServiceSettings};
 
 /// Why a configuration could not be used: the file, where, and what.
 #[derive(Debug, Error)]
@@ -566,10 +567,12 @@ pub enum Run {
         settings: ContainerSettings,
     },
     /// A local process behind the attested proxy: its executable (`None` when the management
-    /// API brought the bytes).
+    /// API brought the bytes), and how it is run.
     Process {
         /// The executable.
         source: Option<PathBuf>,
+        /// `[workload.process]`.
+        settings: ProcessSettings,
     },
 }
 
@@ -586,7 +589,7 @@ impl Run {
     /// The code file, for the kinds that have one.
     pub fn source(&self) -> Option<&Path> {
         match self {
-            Run::Wasm { source } | Run::Process { source } => source.as_deref(),
+            Run::Wasm { source } | Run::Process { source, .. } => source.as_deref(),
             Run::Container { .. } => None,
         }
     }
@@ -604,6 +607,23 @@ impl Run {
         match self {
             Run::Container { settings, .. } => Some(settings),
             Run::Wasm { .. } | Run::Process { .. } => None,
+        }
+    }
+
+    /// The process settings, for a process.
+    pub fn process(&self) -> Option<&ProcessSettings> {
+        match self {
+            Run::Process { settings, .. } => Some(settings),
+            Run::Wasm { .. } | Run::Container { .. } => None,
+        }
+    }
+
+    /// The port, health check and restart policy, for the kinds run behind the proxy.
+    pub fn service(&self) -> Option<&ServiceSettings> {
+        match self {
+            Run::Container { settings, .. } => Some(&settings.service),
+            Run::Process { settings, .. } => Some(&settings.service),
+            Run::Wasm { .. } => None,
         }
     }
 }
@@ -651,6 +671,7 @@ struct WorkloadFields {
     container: Option<ContainerSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     proxy: Option<ProxySettings>,
+    process: Option<ProcessSettings>,
 }
 
 impl TryFrom<WorkloadFields> for Workload {
@@ -669,9 +690,22 @@ impl TryFrom<WorkloadFields> for Workload {
                 "workload '{name}': [workload.proxy] is for containers and processes; a wasm workload runs inside the runtime, with no service to proxy to"
             ));
         }
+        if f.kind != WorkloadKind::Process && f.process.is_some() {
+            return Err(format!(
+                "workload '{name}': [workload.process] is for processes, not a {} workload",
+                f.kind.as_str()
+            ));
+        }
         let run = match (f.kind, f.source, f.image) {
             (WorkloadKind::Wasm, source, None) => Run::Wasm { source },
-            (WorkloadKind::Process, source, None) => Run::Process { source },
+            (WorkloadKind::Process, source, None) => match f.process {
+                Some(settings) => Run::Process { source, settings },
+                None => {
+                    return Err(format!(
+                        "workload '{name}': a process workload needs [workload.process] with at least the port it listens on"
+                    ));
+                }
+            },
             (WorkloadKind::Container, None, Some(image)) => match f.container {
                 Some(settings) => Run::Container { image, settings },
                 None => {
@@ -712,9 +746,10 @@ impl TryFrom<WorkloadFields> for Workload {
 impl From<Workload> for WorkloadFields {
     fn from(w: Workload) -> Self {
         let kind = w.run.kind();
-        let (source, image, container) = match w.run {
-            Run::Wasm { source } | Run::Process { source } => (source, None, None),
-            Run::Container { image, settings } => (None, Some(image), Some(settings)),
+        let (source, image, container, process) = match w.run {
+            Run::Wasm { source } => (source, None, None, None),
+            Run::Process { source, settings } => (source, None, None, Some(settings)),
+            Run::Container { image, settings } => (None, Some(image), Some(settings), None),
         };
         WorkloadFields {
             kind,
@@ -727,6 +762,7 @@ impl From<Workload> for WorkloadFields {
             limits: w.limits,
             container,
             proxy: w.proxy,
+            process,
         }
     }
 }
@@ -821,16 +857,21 @@ impl Workload {
             }
         }
         match &self.run {
-            Run::Wasm { source: None } | Run::Process { source: None } if needs_source => Err((
-                "source",
-                "a wasm or process workload needs its code file".into(),
-            )),
+            Run::Wasm { source: None } | Run::Process { source: None, .. } if needs_source => {
+                Err((
+                    "source",
+                    "a wasm or process workload needs its code file".into(),
+                ))
+            }
             Run::Container { image, .. } if !image.contains("@sha256:") => Err((
                 "image",
                 format!("'{image}' is not pinned by digest (name@sha256:…)"),
             )),
             Run::Container { settings, .. } => settings.check(),
-            _ => Ok(()),
+            Run::Process { settings, .. } => {
+                settings.check(self.limits.cpu_millis, self.limits.pids)
+            }
+            Run::Wasm { .. } => Ok(()),
         }?;
         self.proxy.as_ref().map_or(Ok(()), ProxySettings::check)
     }
@@ -953,6 +994,7 @@ struct Settings<'a> {
     container: Option<&'a ContainerSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy: Option<&'a ProxySettings>,
+    process: Option<&'a ProcessSettings>,
 }
 
 /// A workload's leaves: its code, its settings in RFC 8785 form, and for a container its
@@ -970,6 +1012,7 @@ fn workload_leaves(
         image: w.run.image(),
         container: w.run.container(),
         proxy: w.proxy.as_ref(),
+        process: w.run.process(),
     };
     let mut leaves = vec![
         (format!("workload/{}/code", w.name), code.code().to_vec()),
@@ -1184,6 +1227,21 @@ impl EnclaveConfig {
                         format!("'{h}' is already served by workload '{other}'"),
                     ));
                 }
+            }
+        }
+        // Processes share the machine's loopback: one port, one process.
+        let mut ports: BTreeMap<u16, &str> = BTreeMap::new();
+        for (i, w) in config.workloads.iter().enumerate() {
+            if let Some(p) = w.run.process()
+                && let Some(other) = ports.insert(p.service.port, &w.name)
+            {
+                return Err(invalid(
+                    format!("workload[{i}].process.port"),
+                    format!(
+                        "{} is the port of process workload '{other}' already",
+                        p.service.port
+                    ),
+                ));
             }
         }
         match (&config.store.counter, &config.store.witness) {

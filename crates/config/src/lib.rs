@@ -18,6 +18,7 @@ pub mod inputs;
 pub mod merkle;
 pub mod proxy;
 pub mod runtime_spec;
+pub mod service;
 
 pub use file::{ConfigError, EnclaveConfig, LoadedConfig};
 pub use merkle::{ConfigTree, InclusionProof, Leaf, Manifest, TreeError};

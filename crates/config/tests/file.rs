@@ -89,11 +89,11 @@ fn mistakes_name_file_line_and_field() {
             vec!["registry[1].host", "two [[registry]] tables"],
         ),
         (
-            "[[workload]]\nname = \"a b\"\nkind = \"process\"\nsource = \"x\"\n",
+            "[[workload]]\nname = \"a b\"\nkind = \"process\"\nsource = \"x\"\n[workload.process]\nport = 1\n",
             vec!["workload[0].name"],
         ),
         (
-            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\n[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"y\"\n",
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\n[workload.process]\nport = 1\n[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"y\"\n[workload.process]\nport = 1\n",
             vec!["workload[1].name", "two workloads"],
         ),
         (
@@ -107,10 +107,53 @@ fn mistakes_name_file_line_and_field() {
             vec!["field `management.hostname`", "trailing dot"],
         ),
         (
-            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\nhostnames = [\"same.test\"]\n[[workload]]\nname = \"b\"\nkind = \"process\"\nsource = \"y\"\nhostnames = [\"SAME.test\"]\n",
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\nhostnames = [\"same.test\"]\n[workload.process]\nport = 1\n[[workload]]\nname = \"b\"\nkind = \"process\"\nsource = \"y\"\nhostnames = [\"SAME.test\"]\n[workload.process]\nport = 1\n",
             vec![
                 "workload[1].hostnames",
                 "'SAME.test' is already served by workload 'a'",
+            ],
+        ),
+        // A process names the port it listens on, in a table of its own; no other kind has one.
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\n",
+            vec!["workload 'a'", "needs [workload.process]", "port"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"wasm\"\nsource = \"x\"\n[workload.process]\nport = 80\n",
+            vec!["[workload.process] is for processes, not a wasm workload"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\n[workload.process]\nport = 0\n",
+            vec!["workload[0].process.port", "1 to 65535"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\n[workload.process]\nport = 80\nhealth = { start_timeout_secs = 0 }\n",
+            vec![
+                "workload[0].process.health.start_timeout_secs",
+                "not between 1 and 600",
+            ],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\n[workload.process]\nport = 80\ncapabilities = []\n",
+            vec!["unknown field `capabilities`"],
+        ),
+        (
+            "[containers]\n[[workload]]\nname = \"a\"\nkind = \"container\"\nimage = \"r.test/a@sha256:00\"\n[workload.container]\nport = 80\nuser = 0\n",
+            vec!["unknown field `user`"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\nlimits = { cpu_millis = 500 }\n[workload.process]\nport = 80\n",
+            vec!["workload[0].limits.cpu_millis", "cgroup"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\nlimits = { pids = 5 }\n[workload.process]\nport = 80\n",
+            vec!["workload[0].limits.pids", "RLIMIT_NPROC"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\n[workload.process]\nport = 80\n[[workload]]\nname = \"b\"\nkind = \"process\"\nsource = \"y\"\n[workload.process]\nport = 80\n",
+            vec![
+                "workload[1].process.port",
+                "port of process workload 'a' already",
             ],
         ),
         // Each kind takes its own fields, and no other kind's.
@@ -173,7 +216,7 @@ fn mistakes_name_file_line_and_field() {
             vec!["field `management.hostname`", "not empty or an IP"],
         ),
         (
-            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\nhostnames = [\"manage.enclave-os.internal\"]\n",
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\nhostnames = [\"manage.enclave-os.internal\"]\n[workload.process]\nport = 1\n",
             vec!["workload[0].hostnames", "reserved for the management API"],
         ),
         (

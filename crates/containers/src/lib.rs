@@ -7,6 +7,7 @@
 //! - [`network`]: a bridge whose containers can reach neither each other nor the host, nor
 //!   anything beyond; the host can reach them.
 //! - [`probe`]: HTTP and TCP health probes over that bridge.
+//! - [`logfile`]: the bounded log a service's output goes to (containers' and processes').
 //!
 //! What it is not: a registry client (the runtime streams blobs it has verified into
 //! [`engine::ContentWriter`]), a runtime-spec generator (the runtime builds the spec), nor a
@@ -15,6 +16,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod logfile;
 pub mod network;
 pub mod probe;
 
@@ -23,5 +25,6 @@ pub use engine::{
     chain_id, log_tail,
 };
 pub use error::{EngineError, NetworkError, ProbeError};
+pub use logfile::SegmentedLog;
 pub use network::{Bridge, BridgeConfig, Ipv4Subnet};
 pub use probe::{probe_http, probe_tcp};

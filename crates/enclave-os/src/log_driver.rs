@@ -10,54 +10,16 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+
+use enclave_containers::SegmentedLog as Segments;
 
 /// Whether this process was started as containerd's log driver.
 pub(crate) fn invoked() -> bool {
     std::env::var_os("CONTAINER_ID").is_some()
         && std::env::args().skip(1).any(|a| a == "log-driver")
-}
-
-/// The output file and how much of it is written.
-struct Segments {
-    path: PathBuf,
-    file: File,
-    written: u64,
-    segment: u64,
-}
-
-impl Segments {
-    fn open(path: &Path, segment: u64) -> std::io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let written = file.metadata()?.len();
-        Ok(Self {
-            path: path.to_path_buf(),
-            file,
-            written,
-            segment,
-        })
-    }
-
-    /// Append `data`, starting a new segment (the old one kept as the previous) when this one
-    /// is full.
-    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        if self.written + data.len() as u64 > self.segment && self.written > 0 {
-            std::fs::rename(&self.path, self.path.with_extension("previous.log"))?;
-            self.file = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(&self.path)?;
-            self.written = 0;
-        }
-        // A single chunk larger than a segment keeps only its end.
-        let data = &data[data.len().saturating_sub(self.segment as usize)..];
-        self.file.write_all(data)?;
-        self.written += data.len() as u64;
-        Ok(())
-    }
 }
 
 /// Copy descriptor `fd` (by its /proc path: no unsafe code) into `out` until it ends.

@@ -64,7 +64,7 @@ enum Action {
         /// Its name.
         name: String,
     },
-    /// The tail of a container workload's log.
+    /// The tail of a container or process workload's log.
     Logs {
         /// Its name.
         name: String,
@@ -218,6 +218,9 @@ fn load_body(file: &std::path::Path) -> Result<(String, Value), Failure> {
             let code = std::fs::read(&path)
                 .map_err(|e| usage(format!("workload.source {}: {e}", path.display())))?;
             body["code_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(code));
+            if let Run::Process { settings, .. } = other {
+                body["process"] = json!(settings);
+            }
         }
     }
     Ok((w.name, body))

@@ -655,11 +655,23 @@ fn workloads_load_and_unload_at_run_time_changing_only_their_own_certificate() {
     let server = a.start();
     let tls = a.client();
     let t = token();
+    // Each app a process serving an empty directory on the port it is given; the tag makes
+    // each one's code its own. (Loads refused before anything runs send anything.)
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let app = |tag: &str| {
+        format!(
+            "#!/bin/busybox sh\n# {tag}\nexec /bin/busybox httpd -f -p \"127.0.0.1:$PORT\" -h {}\n",
+            www.display()
+        )
+        .into_bytes()
+    };
     let load = |name: &str, host: &str, code: &[u8]| {
         let body = serde_json::json!({
             "kind": "process",
             "code_base64": base64::engine::general_purpose::STANDARD.encode(code),
             "hostnames": [host],
+            "process": { "port": free_port() },
         })
         .to_string();
         a.call(
@@ -672,18 +684,21 @@ fn workloads_load_and_unload_at_run_time_changing_only_their_own_certificate() {
         .unwrap()
     };
     let before = verify(&a, None)["config_root"].clone();
-    let (status, body) = load("one", "one.test", b"app one");
+    let (status, body) = load("one", "one.test", &app("app one"));
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let one = verify(&a, Some("one.test"));
     let digest = |b: &[u8]| hex::encode(ring::digest::digest(&ring::digest::SHA256, b));
-    assert_eq!(one["workload"]["code_digest"], digest(b"app one").as_str());
+    assert_eq!(
+        one["workload"]["code_digest"],
+        digest(&app("app one")).as_str()
+    );
     let after_one = verify(&a, None)["config_root"].clone();
     assert_ne!(
         before, after_one,
         "the enclave-wide root commits the new workload"
     );
 
-    assert_eq!(load("two", "two.test", b"app two").0, 200);
+    assert_eq!(load("two", "two.test", &app("app two")).0, 200);
     let one_again = verify(&a, Some("one.test"));
     assert_eq!(
         one_again["not_before"], one["not_before"],
@@ -727,7 +742,7 @@ fn workloads_load_and_unload_at_run_time_changing_only_their_own_certificate() {
             String::from_utf8_lossy(&body)
         );
     }
-    // A workload's hostname reaches the workload, which this build does not run yet.
+    // An IP address reaches the management API, which serves nothing at `/`.
     let (status, _) = a.call(&tls, "GET", "/", None, b"").unwrap();
     assert_eq!(status, 404);
 
@@ -746,7 +761,7 @@ fn workloads_load_and_unload_at_run_time_changing_only_their_own_certificate() {
     assert_eq!(names, ["one", "two"]);
     assert_eq!(
         verify(&a, Some("two.test"))["workload"]["code_digest"],
-        digest(b"app two").as_str()
+        digest(&app("app two")).as_str()
     );
 
     let (status, _) = a

@@ -221,7 +221,11 @@ fn a_workload_hostname_gets_the_workloads_own_certificate() {
     let config = dir.path().join("enclave.toml");
     std::fs::write(
         &config,
-        "tee = \"sim-sgx\"\nstate_dir = \"state\"\n[[workload]]\nname = \"app\"\nkind = \"process\"\nsource = \"app.bin\"\nhostnames = [\"app.test\"]\n",
+        // Not an executable: the certificate names the code whether or not it runs.
+        format!(
+            "tee = \"sim-sgx\"\nstate_dir = \"state\"\n[[workload]]\nname = \"app\"\nkind = \"process\"\nsource = \"app.bin\"\nhostnames = [\"app.test\"]\n[workload.process]\nport = {}\n",
+            free_port()
+        ),
     )
     .unwrap();
     let port = free_port();

@@ -13,7 +13,7 @@
 //! | module | owns | may call | never touches |
 //! |---|---|---|---|
 //! | `control` | the published `Snapshot` (tree, workloads, their handlers and certificates) behind `arc-swap`, and its one writer, a thread fed by a channel | `backends`, the store, the CA | sockets, HTTP |
-//! | `backends` | the `Backend` trait and one implementation per kind (`wasm`; containers and processes answer 503 until built) | `enclave-wasm` | the listener, routing, the store |
+//! | `backends` | the `Backend` trait and one implementation per kind (`wasm`, `container`, `process`; a kind nothing runs answers 503 with the reason), the supervision and upstream forwarding containers and processes share | `enclave-wasm`, `enclave-containers` | the listener, routing, the store |
 //! | `front` | listeners, admission, TLS through `LazyConfigAcceptor` (challenge leaves on the blocking pool, bounded), routing by SNI/Host with one load of the snapshot, hyper with timers, stalled writers | `control` (reads only), the handlers and routers it is given | the store, the API's routes |
 //! | `api` | the management and `/.well-known/enclave-os/` routers; authentication as a layer per scope group (`auth`) | `control` (snapshot reads, change submission), the store for the operator's data | the listener |
 //! | `witness` | the witness's router (counters for other instances) and the counter client | the store | the listener |
@@ -100,6 +100,9 @@ pub enum RuntimeError {
     /// The container engine, a registry or an image of the file's container workloads.
     #[error("{0}")]
     Containers(#[from] containers::ContainerError),
+    /// What runs process workloads could not be set up.
+    #[error("{0}")]
+    Processes(#[from] backends::ProcessError),
     /// The code cache or the WebAssembly engine could not be set up.
     #[error("{0}")]
     Engine(String),
@@ -486,6 +489,17 @@ impl Runtime {
         if let Some(engine) = &containers {
             kinds.push(Box::new(backends::ContainerBackend::new(engine.clone())));
         }
+        // Processes run wherever the runtime has a kernel of its own to start them on: not
+        // inside a real SGX enclave, where Gramine runs one process (their routes then answer
+        // 503 with the reason).
+        let processes = if tee.kind() == enclave_evidence::TeeKind::Sgx && !tee.simulated() {
+            None
+        } else {
+            Some(backends::Processes::new(&state_dir)?)
+        };
+        if let Some(p) = &processes {
+            kinds.push(Box::new(backends::ProcessBackend::new(p.clone())));
+        }
         let backends = backends::Backends::new(kinds);
         let (loaded, unreadable) = control::restore(&store)?;
         let limits = &config.config.limits;
@@ -502,6 +516,7 @@ impl Runtime {
             management_hostname: c.management.hostname.clone(),
             max_request_bytes: limits.max_request_bytes,
             containers,
+            processes,
         });
         let writer = control::Writer::new(
             control::Parts {

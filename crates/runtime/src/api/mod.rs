@@ -80,6 +80,8 @@ pub(crate) struct Api {
     pub max_request_bytes: u64,
     /// The container engine, when `[containers]` is configured.
     pub containers: Option<Arc<crate::containers::Containers>>,
+    /// What runs process workloads (not inside a real SGX enclave).
+    pub processes: Option<Arc<crate::backends::Processes>>,
 }
 
 type Shared = Arc<Api>;
@@ -274,8 +276,9 @@ async fn status_detail(Axum(s): Axum<Shared>) -> Response {
             if let crate::backends::Health::Unavailable(reason) = e.running.health() {
                 w["reason"] = json!(reason);
             }
+            // Under its kind: `container` or `process`.
             if let Some(d) = e.running.detail() {
-                w["container"] = d;
+                w[e.spec.run.kind().as_str()] = d;
             }
             w
         })
@@ -490,6 +493,8 @@ struct LoadRequest {
     container: Option<enclave_config::file::ContainerSettings>,
     /// How the front speaks to its service (`[workload.proxy]`).
     proxy: Option<enclave_config::file::ProxySettings>,
+    /// A process's settings (`[workload.process]`).
+    process: Option<enclave_config::file::ProcessSettings>,
 }
 
 async fn workload_put(
@@ -511,6 +516,9 @@ async fn workload_put(
         return bad(
             "proxy settings are for containers and processes; a wasm workload has no service to proxy to",
         );
+    }
+    if req.kind != WorkloadKind::Process && req.process.is_some() {
+        return bad("process settings are for processes only");
     }
     let (run, code) = match (req.kind, req.code_base64, req.image) {
         (WorkloadKind::Container, None, Some(image)) => match req.container {
@@ -542,7 +550,28 @@ async fn workload_put(
             Ok(code) if kind == WorkloadKind::Wasm => {
                 (Run::Wasm { source: None }, WorkloadCode::Module(code))
             }
-            Ok(code) => (Run::Process { source: None }, WorkloadCode::Module(code)),
+            Ok(code) => match req.process {
+                Some(settings) => {
+                    let w = Workload {
+                        name: name.clone(),
+                        run: Run::Process {
+                            source: None,
+                            settings,
+                        },
+                        hostnames: req.hostnames,
+                        env: req.env,
+                        args: req.args,
+                        limits: req.limits,
+                        proxy: req.proxy,
+                    };
+                    return process_put(s, w, code, sub).await;
+                }
+                None => {
+                    return bad(
+                        "a process workload needs its process settings (at least the port it listens on)",
+                    );
+                }
+            },
             Err(e) => return bad(&format!("code_base64: {e}")),
         },
         (_, _, Some(_)) => return bad("image is for containers; this kind brings code_base64"),
@@ -558,6 +587,72 @@ async fn workload_put(
         proxy: req.proxy,
     };
     changed(&s, Change::Load { spec: w, code }, &name, &sub, "loaded").await
+}
+
+/// Load process workload `w` with executable `code`: checked, started and health-checked
+/// before the change is submitted, so its route goes live on a serving process; a process that
+/// does not pass its health check is stopped and the load refused (422) with the reason and the
+/// tail of its log. Synchronous: a process starts in moments, and its health check is bounded
+/// by its `start_timeout_secs`.
+async fn process_put(s: Shared, w: Workload, code: Vec<u8>, sub: String) -> Response {
+    let Some(processes) = s.processes.clone() else {
+        return error(
+            StatusCode::CONFLICT,
+            "this runtime runs no processes: inside an SGX enclave under Gramine there is one process".to_string(),
+        );
+    };
+    // Checked before anything runs (the name becomes a file name), and refused as the control
+    // plane would refuse it.
+    if let Err((field, why)) = w.check(false) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("workload '{}': {field}: {why}", w.name),
+        );
+    }
+    // A hostname another workload serves would have the change refused: say so before
+    // anything is started (the control plane checks again when the change is submitted).
+    let now = s.control.snapshot();
+    for h in &w.hostnames {
+        if let Some(other) = now.workloads.iter().find(|e| {
+            e.spec.name != w.name && e.spec.hostnames.iter().any(|o| o.eq_ignore_ascii_case(h))
+        }) {
+            return error(
+                StatusCode::CONFLICT,
+                format!("hostname '{h}' is served by workload '{}'", other.spec.name),
+            );
+        }
+    }
+    let port = w.run.process().map(|p| p.service.port);
+    if let Some(other) = now
+        .workloads
+        .iter()
+        .find(|e| e.spec.name != w.name && e.spec.run.process().map(|p| p.service.port) == port)
+    {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "port {} is the port of process workload '{}'",
+                port.unwrap_or_default(),
+                other.spec.name
+            ),
+        );
+    }
+    let name = w.name.clone();
+    if let Err(reason) = processes.prelaunch(&w, &code).await {
+        tracing::warn!(workload = %name, subject = %sub, %reason, "process load refused");
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("workload '{name}': {reason}"),
+        );
+    }
+    let change = Change::Load {
+        spec: w,
+        code: WorkloadCode::Module(code),
+    };
+    let r = changed(&s, change, &name, &sub, "loaded").await;
+    // Adopted if the change went through; stopped if it was refused.
+    processes.discard_prelaunched(&name).await;
+    r
 }
 
 /// Submit `change` and answer with the config root it published.
@@ -688,32 +783,30 @@ struct LogQuery {
     tail_bytes: Option<usize>,
 }
 
-/// The tail of a container workload's log (its stdout and stderr).
+/// The tail of a container or process workload's log (its stdout and stderr).
 async fn workload_logs(
     Axum(s): Axum<Shared>,
     Path(name): Path<String>,
     axum::extract::Query(q): axum::extract::Query<LogQuery>,
 ) -> Response {
-    let Some(containers) = s.containers.as_ref() else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "this runtime runs no containers".to_string(),
-        );
-    };
-    let now = s.control.snapshot();
-    if now
+    let kind = s
+        .control
+        .snapshot()
         .workload(&name)
-        .is_none_or(|e| e.spec.run.image().is_none())
-    {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no container workload '{name}' is loaded"),
-        );
-    }
+        .map(|e| e.spec.run.kind());
+    let log = match (kind, s.containers.as_ref(), s.processes.as_ref()) {
+        (Some(WorkloadKind::Container), Some(c), _) => c.log_path(&name),
+        (Some(WorkloadKind::Process), _, Some(p)) => p.log_path(&name),
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no container or process workload '{name}' runs here"),
+            );
+        }
+    };
     let max = q.tail_bytes.unwrap_or(64 << 10).min(1 << 20) as u64;
     // The log is the current segment, with the one before it when it is short (just started,
     // or just rotated by the log driver: for a moment the current one may not exist).
-    let log = containers.log_path(&name);
     let current = enclave_containers::log_tail(&log, max)
         .await
         .unwrap_or_default();

@@ -16,19 +16,18 @@
 //! for each container): a container cannot fill the disk the sealed store is on.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use enclave_config::file::{ContainerSettings, ImageLeaves, Workload, WorkloadCode, WorkloadKind};
-use http_body_util::BodyExt;
 
+use super::supervise::{again, fresh_log, healthy, tail, with_tail};
+use super::upstream::{self, forward};
 use super::{Backend, Handler, Health, Running, ServeError, StartError};
 use crate::containers::Containers;
 
-/// How much of a container's log an exit report carries.
-const LOG_TAIL_BYTES: u64 = 4096;
 /// How long a stopping container has between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 /// The most a container's log may hold; past it, it is cut to its last [`LOG_KEEP_BYTES`].
@@ -66,18 +65,13 @@ struct Spec {
     log: PathBuf,
 }
 
-type ForwardClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    axum::body::Body,
->;
-
 /// A started container workload.
 pub(crate) struct Container {
     name: String,
     containers: Arc<Containers>,
     state: Arc<Mutex<State>>,
     stopped: Arc<AtomicBool>,
-    client: ForwardClient,
+    client: upstream::Client,
 }
 
 /// One container, created, started and healthy: its id, its address on the bridge.
@@ -102,20 +96,6 @@ fn refused(w: &Workload, reason: impl std::fmt::Display) -> StartError {
     StartError::Refused {
         name: w.name.clone(),
         reason: reason.to_string(),
-    }
-}
-
-/// A new log for a new container of a workload: the last one's becomes `<name>.previous.log`,
-/// so two containers' output never mixes and the last exit can still be read.
-fn fresh_log(log: &Path) -> Result<(), String> {
-    if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("its log directory {}: {e}", dir.display()))?;
-    }
-    match std::fs::rename(log, log.with_extension("previous.log")) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("its log {}: {e}", log.display())),
     }
 }
 
@@ -259,7 +239,8 @@ async fn launch(
                 .map_err(|e| e.to_string())?;
         }
         engine.start(&id).await.map_err(|e| e.to_string())?;
-        healthy(w, settings, SocketAddr::from((ip, settings.port)), stopped).await?;
+        let addr = SocketAddr::from((ip, settings.service.port));
+        healthy(&w.name, &settings.service, addr, stopped, || None).await?;
         Ok::<_, String>(())
     }
     .await;
@@ -269,12 +250,7 @@ async fn launch(
             let address = guard.address;
             guard.id = None;
             remove(containers, &id, address).await;
-            let tail = tail(log).await;
-            Err(if tail.trim().is_empty() {
-                reason
-            } else {
-                format!("{reason}; the tail of its log:\n{tail}")
-            })
+            Err(with_tail(reason, log).await)
         }
     }
 }
@@ -314,64 +290,6 @@ pub(crate) async fn discard_prelaunched(containers: &Arc<Containers>, name: &str
     if let Some((_, started)) = containers.prelaunched(name, None) {
         remove(containers, &started.id, Some(started.ip)).await;
     }
-}
-
-/// Wait for the health check to pass within its start timeout.
-async fn healthy(
-    w: &Workload,
-    settings: &ContainerSettings,
-    addr: SocketAddr,
-    stopped: Option<&AtomicBool>,
-) -> Result<(), String> {
-    let budget = Duration::from_secs(u64::from(settings.health.start_timeout_secs));
-    let deadline = tokio::time::Instant::now() + budget;
-    let mut last = String::from("no answer yet");
-    // A process takes some milliseconds to listen: ask again soon, then less often.
-    let mut pause = Duration::from_millis(10);
-    while tokio::time::Instant::now() < deadline {
-        if stopped.is_some_and(|s| s.load(Ordering::Acquire)) {
-            return Err("the workload was stopped".into());
-        }
-        let probe = match &settings.health.http_path {
-            Some(path) => enclave_containers::probe_http(addr, path, Duration::from_secs(2))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|status| {
-                    if (200..300).contains(&status) {
-                        Ok(())
-                    } else {
-                        Err(format!("GET {path} answered {status}"))
-                    }
-                }),
-            None => enclave_containers::probe_tcp(addr, Duration::from_secs(2))
-                .await
-                .map_err(|e| e.to_string()),
-        };
-        match probe {
-            Ok(()) => {
-                tracing::info!(workload = %w.name, %addr, "container healthy");
-                return Ok(());
-            }
-            Err(e) => last = e,
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(200));
-    }
-    Err(format!(
-        "failed its health check for {}s ({}): {last}",
-        budget.as_secs(),
-        match &settings.health.http_path {
-            Some(p) => format!("GET http://{addr}{p}"),
-            None => format!("TCP {addr}"),
-        }
-    ))
-}
-
-/// The tail of a container's log, or why it cannot be read.
-async fn tail(log: &std::path::Path) -> String {
-    enclave_containers::log_tail(log, LOG_TAIL_BYTES)
-        .await
-        .unwrap_or_else(|e| format!("(its log cannot be read: {e})"))
 }
 
 /// Remove container `id` and its network (at `address`, when it got one): tolerant of any
@@ -423,7 +341,7 @@ impl Backend for ContainerBackend {
         };
         let mut state = State::default();
         if let Some(s) = &first {
-            state.target = Some(SocketAddrV4::new(s.ip, settings.port));
+            state.target = Some(SocketAddrV4::new(s.ip, settings.service.port));
             state.id = Some(s.id.clone());
         }
         let state = Arc::new(Mutex::new(state));
@@ -437,10 +355,7 @@ impl Backend for ContainerBackend {
             stopped.clone(),
             first,
         ));
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build_http();
+        let client = upstream::client();
         Ok(Arc::new(Container {
             name: w.name.clone(),
             containers: c.clone(),
@@ -463,6 +378,7 @@ async fn supervise(
 ) {
     let (w, settings) = (&spec.w, &spec.settings);
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    let restarts = || lock().restarts;
     loop {
         let started = match next.take() {
             Some(s) => s,
@@ -471,9 +387,10 @@ async fn supervise(
                 Err(reason) => {
                     tracing::warn!(workload = %w.name, %reason, "container did not start");
                     lock().exit = Some(format!("did not start: {reason}"));
-                    if !again(w, settings, &state, &stopped, 1).await {
+                    if !again(&w.name, &settings.service, restarts(), &stopped, 1).await {
                         return;
                     }
+                    lock().restarts += 1;
                     continue;
                 }
             },
@@ -485,7 +402,7 @@ async fn supervise(
         }
         {
             let mut s = lock();
-            s.target = Some(SocketAddrV4::new(started.ip, settings.port));
+            s.target = Some(SocketAddrV4::new(started.ip, settings.service.port));
             s.id = Some(started.id.clone());
         }
         tracing::info!(workload = %w.name, container = %started.id, ip = %started.ip, "container serving");
@@ -521,33 +438,19 @@ async fn supervise(
             s.exit = Some(format!("{why}; the tail of its log:\n{tail}"));
         }
         tracing::warn!(workload = %w.name, container = %started.id, oom = status.oom_killed, code = status.code, "container {why}");
-        if !again(w, settings, &state, &stopped, status.code).await {
+        if !again(
+            &w.name,
+            &settings.service,
+            restarts(),
+            &stopped,
+            status.code,
+        )
+        .await
+        {
             return;
         }
+        lock().restarts += 1;
     }
-}
-
-/// Whether the restart policy launches the workload again after an exit with `code`; if so,
-/// after a pause that grows with each restart, so that a container that dies at once does not
-/// spin.
-async fn again(
-    w: &Workload,
-    settings: &ContainerSettings,
-    state: &Mutex<State>,
-    stopped: &AtomicBool,
-    code: u32,
-) -> bool {
-    let restarts = state.lock().unwrap_or_else(|p| p.into_inner()).restarts;
-    if !settings.restart.restarts(code) || restarts >= settings.max_restarts {
-        tracing::warn!(workload = %w.name, "container left down (restart policy {:?}, {restarts} of {} restarts used)", settings.restart, settings.max_restarts);
-        return false;
-    }
-    tokio::time::sleep(Duration::from_millis(250 << restarts.min(5))).await;
-    if stopped.load(Ordering::Acquire) {
-        return false;
-    }
-    state.lock().unwrap_or_else(|p| p.into_inner()).restarts += 1;
-    true
 }
 
 impl Running for Container {
@@ -630,52 +533,3 @@ impl Drop for Container {
         }
     }
 }
-
-/// Forward `req` to the container at `addr` over HTTP/1.1: the path and query as they came,
-/// the headers but the hop-by-hop ones.
-async fn forward(
-    client: &hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        axum::body::Body,
-    >,
-    addr: SocketAddr,
-    req: super::Request,
-) -> Result<super::Response, String> {
-    let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    parts.uri = format!("http://{addr}{path}")
-        .parse()
-        .map_err(|e| format!("the request path: {e}"))?;
-    parts.version = axum::http::Version::HTTP_11;
-    for h in HOP_BY_HOP {
-        parts.headers.remove(h);
-    }
-    let response = client
-        .request(axum::http::Request::from_parts(parts, body))
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut parts, body) = response.into_parts();
-    for h in HOP_BY_HOP {
-        parts.headers.remove(h);
-    }
-    Ok(super::Response::from_parts(
-        parts,
-        axum::body::Body::new(body.map_err(axum::Error::new)),
-    ))
-}
-
-/// Headers that describe one connection, not the message (RFC 9110, 7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];

@@ -9,7 +9,10 @@
 //! reached or what the tree commits.
 
 mod container;
+mod process;
+mod supervise;
 mod unbuilt;
+mod upstream;
 mod wasm;
 
 use std::convert::Infallible;
@@ -20,6 +23,8 @@ use enclave_config::file::{Workload, WorkloadCode, WorkloadKind};
 use thiserror::Error;
 
 pub(crate) use container::{ContainerBackend, Started, discard_prelaunched, prelaunch};
+pub use process::ProcessError;
+pub(crate) use process::{ProcessBackend, Processes};
 pub(crate) use unbuilt::Unbuilt;
 pub(crate) use wasm::WasmBackend;
 

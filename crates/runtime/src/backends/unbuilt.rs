@@ -1,4 +1,5 @@
-//! Kinds nothing here runs (processes in this build; containers without `[containers]`):
+//! Kinds nothing here runs (processes inside a real SGX enclave; containers without
+//! `[containers]`):
 //! certified and routed, and answering 503 with the reason, so a client sees what is
 //! configured even before it runs.
 
@@ -29,7 +30,7 @@ impl Backend for Unbuilt {
                 if spec.run.kind() == WorkloadKind::Container {
                     " (enclave.toml has no [containers] section)"
                 } else {
-                    " in this build"
+                    " (inside an SGX enclave under Gramine there is one process)"
                 }
             ),
         }))

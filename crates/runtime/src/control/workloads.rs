@@ -10,7 +10,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use enclave_config::file::{
-    ContainerSettings, ImageLeaves, ProxySettings, Run, Workload, WorkloadCode, WorkloadLimits,
+    ContainerSettings, ImageLeaves, ProcessSettings, ProxySettings, Run, Workload, WorkloadCode,
+    WorkloadLimits,
 };
 use enclave_config::{ConfigTree, LoadedConfig};
 use enclave_ratls::binding::BindingFormat;
@@ -63,6 +64,11 @@ struct RecordV2 {
     /// it existed (and when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     proxy: Option<ProxySettings>,
+    /// `[workload.process]`, likewise. Added to v2 as an optional member, absent for every
+    /// other kind: records written before it read as they did, and a v2 record without it is
+    /// written byte for byte as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    process: Option<ProcessSettings>,
     /// The code (a module's bytes, or an image's manifest), base64.
     code: String,
     /// A container's image configuration, base64.
@@ -136,6 +142,7 @@ pub(crate) fn kept(w: &Workload, code: &WorkloadCode) -> Result<Vec<u8>, ChangeE
         pids: w.limits.pids,
         container: w.run.container().cloned(),
         proxy: w.proxy.clone(),
+        process: w.run.process().cloned(),
         code: STANDARD.encode(code.code()),
         image_config: image.map(|i| STANDARD.encode(&i.config)),
         runtime_spec: image.map(|i| STANDARD.encode(&i.runtime_spec)),
@@ -149,15 +156,28 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
     let decode =
         |what: &str, b64: &str| STANDARD.decode(b64).map_err(|e| format!("its {what}: {e}"));
     // Code came with the record, so no kind names a file. Records before v2 have no
-    // container settings, and no container ever ran from them.
-    let run = |kind: &str, image: Option<String>, container: Option<ContainerSettings>| match (
-        kind, image, container,
-    ) {
-        ("wasm", _, _) => Ok(Run::Wasm { source: None }),
-        ("process", _, _) => Ok(Run::Process { source: None }),
-        ("container", Some(image), Some(settings)) => Ok(Run::Container { image, settings }),
-        ("container", _, _) => Err("a container record without its image and settings".to_string()),
-        (other, _, _) => Err(format!("kind '{other}' is not known to this build")),
+    // container settings, and no container ever ran from them; no process ran from a record
+    // without its process settings either (processes were certified, never run, before them):
+    // such a record is parked with the reason, for the operator to load again.
+    let run = |kind: &str,
+               image: Option<String>,
+               container: Option<ContainerSettings>,
+               process: Option<ProcessSettings>| {
+        match (kind, image, container, process) {
+        ("wasm", _, _, _) => Ok(Run::Wasm { source: None }),
+        ("process", _, _, Some(settings)) => Ok(Run::Process {
+            source: None,
+            settings,
+        }),
+        ("process", _, _, None) => Err(
+            "a process kept before processes ran has no [workload.process] settings: unload it and load it again with them".to_string(),
+        ),
+        ("container", Some(image), Some(settings), _) => Ok(Run::Container { image, settings }),
+        ("container", _, _, _) => {
+            Err("a container record without its image and settings".to_string())
+        }
+        (other, _, _, _) => Err(format!("kind '{other}' is not known to this build")),
+    }
     };
     match serde_json::from_slice::<Record>(bytes) {
         Ok(Record::V2(r)) => {
@@ -172,7 +192,7 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
                 _ => return Err("a record with half of an image's documents".into()),
             };
             let w = Workload {
-                run: run(&r.kind, r.image, r.container)?,
+                run: run(&r.kind, r.image, r.container, r.process)?,
                 name: r.name,
                 hostnames: r.hostnames,
                 env: r.env,
@@ -190,7 +210,7 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
         Ok(Record::V1(r)) => {
             let code = WorkloadCode::Module(decode("code", &r.code)?);
             let w = Workload {
-                run: run(&r.kind, r.image, None)?,
+                run: run(&r.kind, r.image, None, None)?,
                 name: r.name,
                 hostnames: r.hostnames,
                 env: r.env,
@@ -210,7 +230,7 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
         Ok(u) => {
             let w = u.workload;
             let spec = Workload {
-                run: run(&w.kind, w.image, None)?,
+                run: run(&w.kind, w.image, None, None)?,
                 name: w.name,
                 hostnames: w.hostnames,
                 env: w.env,
@@ -406,6 +426,30 @@ mod tests {
         });
         let bytes = kept(&w, &code).unwrap();
         assert_eq!(read_record("app", &bytes).unwrap(), (w, code));
+    }
+
+    #[test]
+    fn a_kept_process_reads_back_with_its_settings() {
+        let mut w = spec();
+        w.run = Run::Process {
+            source: None,
+            settings: serde_json::from_str(r#"{"port": 8080, "user": 1000}"#).unwrap(),
+        };
+        let code = WorkloadCode::Module(b"\x7fELF".to_vec());
+        let bytes = kept(&w, &code).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("\"process\":{"), "{text}");
+        assert_eq!(read_record("app", &bytes).unwrap(), (w, code.clone()));
+        // A wasm record has no such member: its bytes are those of the build before it.
+        let wasm = String::from_utf8(kept(&spec(), &code).unwrap()).unwrap();
+        assert!(!wasm.contains("process"), "{wasm}");
+    }
+
+    #[test]
+    fn a_process_kept_without_settings_is_parked_with_the_reason() {
+        let old = br#"{"record":"workload/v2","name":"app","kind":"process","image":null,"hostnames":[],"env":{},"args":[],"memory_bytes":null,"request_timeout_ms":null,"cpu_millis":null,"pids":null,"container":null,"code":"AGNvZGU=","image_config":null,"runtime_spec":null}"#;
+        let e = read_record("app", old).unwrap_err();
+        assert!(e.contains("no [workload.process] settings"), "{e}");
     }
 
     #[test]
