@@ -20,6 +20,7 @@
 //! | `witness`, `witness/clients-root`, `witness/trust-sim` | the witness listener, JCS, and its clients' trust files, when serving as one |
 //! | `workload/<name>/code` | the workload's code (component bytes), so the leaf's value hash is its code hash |
 //! | `workload/<name>/settings` | kind, hostnames, env, args and limits, JCS |
+//! | `workload/<name>/client-policy`, `client-root`, `client-trust-sim` | the files `[workload.ingress]` names (`ingress`) |
 //! | `listener/evidence-binding` | `dice` when `[listener] evidence_binding = "dice"` (absent for the default `seed`) |
 //! | `sealing/policy` | `signer` when `seal_policy = "signer"` (absent for the default `measurement`) |
 //!
@@ -38,6 +39,7 @@ pub use crate::container::{
     ContainerSettings, ContainersConfig, EngineVersions, HealthCheck, ImageLeaves, RegistryConfig,
     RestartPolicy, WorkloadCode,
 };
+pub use crate::ingress::{ClaimValues, ClientAuth, Ingress, IngressFiles, IngressOidc};
 use crate::inputs::{Inputs, Reader};
 use crate::merkle::{ConfigTree, TreeError};
 
@@ -623,6 +625,8 @@ pub struct Workload {
     pub args: Vec<String>,
     /// Limits.
     pub limits: WorkloadLimits,
+    /// `[workload.ingress]`: who may call it (`None`: anyone the listener serves).
+    pub ingress: Option<Ingress>,
 }
 
 /// A `[[workload]]` table as written: every kind's fields side by side. Turned into a
@@ -646,6 +650,8 @@ struct WorkloadFields {
     limits: WorkloadLimits,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     container: Option<ContainerSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ingress: Option<Ingress>,
 }
 
 impl TryFrom<WorkloadFields> for Workload {
@@ -694,6 +700,7 @@ impl TryFrom<WorkloadFields> for Workload {
             env: f.env,
             args: f.args,
             limits: f.limits,
+            ingress: f.ingress,
         })
     }
 }
@@ -715,6 +722,7 @@ impl From<Workload> for WorkloadFields {
             args: w.args,
             limits: w.limits,
             container,
+            ingress: w.ingress,
         }
     }
 }
@@ -755,7 +763,7 @@ fn workload_hostname(h: &str) -> Result<(), &'static str> {
 /// Whether `h` is a DNS name in one spelling only: letters, digits and inner hyphens (RFC 1123
 /// labels of 1 to 63, at most 253 in all), and no trailing dot. `a.test.` and `a.test` name one
 /// host to a resolver; comparing names as text is only sound if one of the two is refused.
-fn dns_name(h: &str) -> Result<(), &'static str> {
+pub(crate) fn dns_name(h: &str) -> Result<(), &'static str> {
     if h.is_empty() || h.len() > 253 {
         return Err("is not a DNS name of 1 to 253 characters");
     }
@@ -938,6 +946,9 @@ struct Settings<'a> {
     image: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     container: Option<&'a ContainerSettings>,
+    // Absent without `[workload.ingress]`, as above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ingress: Option<crate::ingress::IngressLeaf<'a>>,
 }
 
 /// A workload's leaves: its code, its settings in RFC 8785 form, and for a container its
@@ -954,6 +965,7 @@ fn workload_leaves(
         limits: &w.limits,
         image: w.run.image(),
         container: w.run.container(),
+        ingress: w.ingress.as_ref().map(Ingress::leaf),
     };
     let mut leaves = vec![
         (format!("workload/{}/code", w.name), code.code().to_vec()),
@@ -1015,6 +1027,11 @@ impl EnclaveConfig {
             let field = |f: &str| format!("workload[{i}].{f}");
             w.check(true)
                 .map_err(|(f, reason)| invalid(field(f), reason))?;
+            if let Some(ingress) = &w.ingress {
+                ingress
+                    .check(config.oidc.is_some())
+                    .map_err(|(f, reason)| invalid(field(&f), reason))?;
+            }
             if !names.insert(&w.name) {
                 return Err(invalid(
                     field("name"),
@@ -1307,6 +1324,12 @@ impl LoadedConfig {
         }
     }
 
+    /// The files the file's workload `name` names in `[workload.ingress]`, as read at load
+    /// (committed as `workload/<name>/client-policy`, `client-root`, `client-trust-sim`).
+    pub fn ingress_files(&self, name: &str) -> Option<&IngressFiles> {
+        self.inputs.ingress.get(name)
+    }
+
     /// The CA bundle of registry `host`, as read at load (committed as
     /// `registry/<host>/ca-bundle`).
     pub fn registry_bundle(&self, host: &str) -> Option<&[u8]> {
@@ -1505,6 +1528,9 @@ impl LoadedConfig {
                 }
             };
             leaves.extend(workload_leaves(w, &code)?);
+            if let Some(files) = i.ingress.get(&w.name) {
+                leaves.extend(crate::ingress::file_leaves(&w.name, files));
+            }
         }
         for (w, code) in loaded {
             leaves.extend(workload_leaves(w, code)?);

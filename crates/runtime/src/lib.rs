@@ -14,7 +14,7 @@
 //! |---|---|---|---|
 //! | `control` | the published `Snapshot` (tree, workloads, their handlers and certificates) behind `arc-swap`, and its one writer, a thread fed by a channel | `backends`, the store, the CA | sockets, HTTP |
 //! | `backends` | the `Backend` trait and one implementation per kind (`wasm`; containers and processes answer 503 until built) | `enclave-wasm` | the listener, routing, the store |
-//! | `front` | listeners, admission, TLS through `LazyConfigAcceptor` (challenge leaves on the blocking pool, bounded), routing by SNI/Host with one load of the snapshot, hyper with timers, stalled writers | `control` (reads only), the handlers and routers it is given | the store, the API's routes |
+//! | `front` | listeners, admission, TLS through `LazyConfigAcceptor` (challenge leaves on the blocking pool, bounded), routing by SNI/Host with one load of the snapshot, ingress gates (`gate`) and caller headers (`caller`), hyper with timers, stalled writers | `control` (reads only), the handlers and routers it is given | the store, the API's routes |
 //! | `api` | the management and `/.well-known/enclave-os/` routers; authentication as a layer per scope group (`auth`) | `control` (snapshot reads, change submission), the store for the operator's data | the listener |
 //! | `witness` | the witness's router (counters for other instances) and the counter client | the store | the listener |
 //! | `sdk` | what a wasm app reaches: its sealed namespaces, evidence, certificate declarations (a change submitted to `control`) | the store, the TEE, `control` | the listener, other apps' data |
@@ -185,6 +185,8 @@ pub struct Runtime {
     enclave: Arc<RatlsResolver>,
     metrics: Arc<metrics::Metrics>,
     jwks_refresh: Option<auth::JwksRefresh>,
+    /// The workloads' ingress gates (`[workload.ingress]`).
+    gates: Arc<front::gate::Gates>,
     listen: Vec<SocketAddr>,
     /// The root clients pass as `--root`.
     pub ca_root: PathBuf,
@@ -503,6 +505,13 @@ impl Runtime {
             max_request_bytes: limits.max_request_bytes,
             containers,
         });
+        // Parsed now, so that a bad client policy stops the start with its reason.
+        let gates = Arc::new(front::gate::Gates::new(
+            &config,
+            ca.cert_der(),
+            auth.clone(),
+            control.clone(),
+        )?);
         let writer = control::Writer::new(
             control::Parts {
                 config: config.clone(),
@@ -529,6 +538,7 @@ impl Runtime {
             enclave,
             metrics,
             jwks_refresh,
+            gates,
             listen,
             ca_root,
             state_dir,
@@ -594,13 +604,15 @@ impl Runtime {
                 certs,
                 max_challenges,
             )
-            .map_err(|e| listen_err("the RA-TLS listener", e.to_string()))?,
+            .map_err(|e| listen_err("the RA-TLS listener", e.to_string()))?
+            .with_gates(self.gates.clone()),
         );
         let site = Arc::new(front::Site {
             control: Some(self.control.clone()),
             api: api::router(self.api.clone()),
             metrics: self.metrics.clone(),
             limits,
+            gates: Some(self.gates.clone()),
         });
         let _jwks_refresh = self
             .jwks_refresh
@@ -638,6 +650,7 @@ impl Runtime {
                     api: witness::router(Arc::new(witness::Witness::new(self.api.store.clone()))),
                     metrics: self.metrics.clone(),
                     limits,
+                    gates: None,
                 });
                 let all = c.limits.max_witness_connections.get();
                 let cap = front::admission::Admission::new(

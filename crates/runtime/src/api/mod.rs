@@ -513,6 +513,7 @@ async fn workload_put(
                     env: req.env,
                     args: req.args,
                     limits: req.limits,
+                    ingress: None,
                 };
                 return container_put(s, w, sub).await;
             }
@@ -545,6 +546,7 @@ async fn workload_put(
         env: req.env,
         args: req.args,
         limits: req.limits,
+        ingress: None,
     };
     changed(&s, Change::Load { spec: w, code }, &name, &sub, "loaded").await
 }

@@ -178,6 +178,7 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
                     cpu_millis: r.cpu_millis,
                     pids: r.pids,
                 },
+                ingress: None,
             };
             return Ok((w, code));
         }
@@ -194,6 +195,7 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
                     request_timeout_ms: r.request_timeout_ms,
                     ..WorkloadLimits::default()
                 },
+                ingress: None,
             };
             return Ok((w, code));
         }
@@ -213,6 +215,7 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
                     request_timeout_ms: w.limits.request_timeout_ms,
                     ..WorkloadLimits::default()
                 },
+                ingress: None,
             };
             Ok((spec, WorkloadCode::Module(decode("code", &u.code)?)))
         }
@@ -370,6 +373,7 @@ mod tests {
                 request_timeout_ms: Some(250),
                 ..WorkloadLimits::default()
             },
+            ingress: None,
         }
     }
 

@@ -19,8 +19,14 @@
 //! - request bodies larger than `limits.max_request_bytes` are refused, for workloads as for
 //!   the API;
 //! - connections are admitted up to `limits.max_connections` (`admission`).
+//!
+//! A workload with `[workload.ingress]` admits only the callers its gates accept (`gate`), and
+//! every request routed to a workload carries who called, as verified, in `X-Enclave-OS-Client-*`
+//! headers, inbound ones removed (`caller`).
 
 pub(crate) mod admission;
+pub(crate) mod caller;
+pub(crate) mod gate;
 mod stall;
 
 use std::sync::Arc;
@@ -86,6 +92,8 @@ pub(crate) struct Site {
     pub api: Router,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// The workloads' ingress gates (`None`: the witness listener, which routes to none).
+    pub gates: Option<Arc<gate::Gates>>,
 }
 
 /// Hand the request to the workload's handler. Its body is limited to
@@ -183,6 +191,8 @@ pub(crate) struct Handshakes {
     /// Challenges issuing or waiting to: twice `issuing`. A challenge that finds none is refused
     /// at once, so a flood costs the runtime a bounded queue, not a growing one.
     admitted: Arc<Semaphore>,
+    /// Requests a client certificate in handshakes for mutual RA-TLS workloads.
+    gates: Option<Arc<gate::Gates>>,
 }
 
 impl Handshakes {
@@ -198,7 +208,14 @@ impl Handshakes {
             certs,
             issuing: Arc::new(Semaphore::new(max_challenges)),
             admitted: Arc::new(Semaphore::new(max_challenges.saturating_mul(2))),
+            gates: None,
         })
+    }
+
+    /// Handshakes whose SNI names a mutual RA-TLS workload request a client certificate.
+    pub fn with_gates(mut self, gates: Arc<gate::Gates>) -> Self {
+        self.gates = Some(gates);
+        self
     }
 
     /// The base configuration of the certificates' current generation.
@@ -263,11 +280,15 @@ impl Handshakes {
                 challenge_nonce(&hello),
             )
         };
-        let config = match nonce {
+        let base = match &self.gates {
+            Some(g) => g.for_handshake(self.base()?, sni.as_deref())?,
             None => self.base()?,
+        };
+        let config = match nonce {
+            None => base,
             Some(nonce) => {
                 let leaf = self.challenge(metrics, sni, nonce).await?;
-                let mut config = (*self.base()?).clone();
+                let mut config = (*base).clone();
                 config.cert_resolver = Arc::new(SingleCertAndKey::from(leaf));
                 // A challenge leaf is used once: compressing it into the shared cache would
                 // only push out the cached leaves every other handshake reuses.
@@ -362,6 +383,8 @@ pub(crate) async fn connection(
         presented: chosen.presented(session).cloned().map(Arc::new),
     };
     let sni: Option<Arc<str>> = session.server_name().map(Arc::from);
+    // The client's chain, when a gate asked for one: judged at the first request it matters to.
+    let peer = Arc::new(gate::Peer::of(session));
     // Bound to what was served when the handshake began. Should a change be published during
     // the handshake, the certificate presented may be newer than the binding: requests then
     // find another entry (or generation) than the bound one and get 421. The binding can only
@@ -378,6 +401,7 @@ pub(crate) async fn connection(
         let sni = sni.clone();
         let conn = conn.clone();
         let binding = binding.clone();
+        let peer = peer.clone();
         async move {
             req.extensions_mut().insert(conn);
             let reserved = req.uri().path().starts_with("/.well-known/enclave-os/");
@@ -401,10 +425,22 @@ pub(crate) async fn connection(
                     if !bound.allows(&entry, generation, sni.is_some()) {
                         return Ok(misdirected(&entry.spec.name));
                     }
+                    Some(entry)
+                }
+                (Some((entry, _)), None) => Some(entry),
+                (None, _) => None,
+            };
+            let handler = match handler {
+                Some(entry) => {
+                    let gates = site.gates.as_deref();
+                    if let Err(refused) =
+                        gate::Gates::admit(gates, &entry, &peer, sni.is_some(), &mut req)
+                    {
+                        return Ok(*refused);
+                    }
                     Some(entry.handler.clone())
                 }
-                (Some((entry, _)), None) => Some(entry.handler.clone()),
-                (None, _) => None,
+                None => None,
             };
             let response = match handler {
                 // A workload's own deadline bounds its whole exchange (its backend's).
