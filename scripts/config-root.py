@@ -202,6 +202,30 @@ def leaves(path, version, jwks_override=None, engine=None, images=None):
             for optional in ("user", "group"):
                 if optional in pr:
                     settings["process"][optional] = pr[optional]
+        if "proxy" in wl:
+            # The protocol always; every other field only when set.
+            pr = dict(wl["proxy"])
+            pr.setdefault("protocol", "http1")
+            settings["proxy"] = pr
+        ingress = wl.get("ingress")
+        if ingress is not None:
+            # The settings without the paths; the files' bytes are leaves of their own.
+            committed = {"client_auth": ingress.get("client_auth", "none")}
+            if ingress.get("client_names"):
+                committed["client_names"] = ingress["client_names"]
+            if "oidc" in ingress:
+                o = ingress["oidc"]
+                committed["oidc"] = {
+                    "audience": o["audience"],
+                    "required_claims": o.get("required_claims", {}),
+                }
+            settings["ingress"] = committed
+            if "client_policy" in ingress:
+                out[f"workload/{name}/client-policy"] = read(ingress["client_policy"])
+            if "client_root" in ingress:
+                out[f"workload/{name}/client-root"] = read(ingress["client_root"])
+            if "client_trust_sim" in ingress:
+                out[f"workload/{name}/client-trust-sim"] = sim_root(ingress["client_trust_sim"])
         out[f"workload/{name}/settings"] = jcs(settings).encode()
     return out
 

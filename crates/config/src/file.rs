@@ -20,6 +20,7 @@
 //! | `witness`, `witness/clients-root`, `witness/trust-sim` | the witness listener, JCS, and its clients' trust files, when serving as one |
 //! | `workload/<name>/code` | the workload's code (component bytes), so the leaf's value hash is its code hash |
 //! | `workload/<name>/settings` | kind, hostnames, env, args and limits, JCS |
+//! | `workload/<name>/client-policy`, `client-root`, `client-trust-sim` | the files `[workload.ingress]` names (`ingress`) |
 //! | `listener/evidence-binding` | `dice` when `[listener] evidence_binding = "dice"` (absent for the default `seed`) |
 //! | `sealing/policy` | `signer` when `seal_policy = "signer"` (absent for the default `measurement`) |
 //!
@@ -38,6 +39,7 @@ pub use crate::container::{
     ContainerSettings, ContainersConfig, EngineVersions, HealthCheck, ImageLeaves, RegistryConfig,
     RestartPolicy, WorkloadCode,
 };
+pub use crate::ingress::{ClaimValues, ClientAuth, Ingress, IngressFiles, IngressOidc};
 use crate::inputs::{Inputs, Reader};
 use crate::merkle::{ConfigTree, TreeError};
 pub use crate::proxy::{ProxySettings, UpstreamProtocol};
@@ -646,6 +648,8 @@ pub struct Workload {
     pub limits: WorkloadLimits,
     /// How the front speaks to a container's or process's service (`[workload.proxy]`).
     pub proxy: Option<ProxySettings>,
+    /// `[workload.ingress]`: who may call it (`None`: anyone the listener serves).
+    pub ingress: Option<Ingress>,
 }
 
 /// A `[[workload]]` table as written: every kind's fields side by side. Turned into a
@@ -671,7 +675,10 @@ struct WorkloadFields {
     container: Option<ContainerSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     proxy: Option<ProxySettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     process: Option<ProcessSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ingress: Option<Ingress>,
 }
 
 impl TryFrom<WorkloadFields> for Workload {
@@ -739,6 +746,7 @@ impl TryFrom<WorkloadFields> for Workload {
             args: f.args,
             limits: f.limits,
             proxy: f.proxy,
+            ingress: f.ingress,
         })
     }
 }
@@ -763,6 +771,7 @@ impl From<Workload> for WorkloadFields {
             container,
             proxy: w.proxy,
             process,
+            ingress: w.ingress,
         }
     }
 }
@@ -803,7 +812,7 @@ fn workload_hostname(h: &str) -> Result<(), &'static str> {
 /// Whether `h` is a DNS name in one spelling only: letters, digits and inner hyphens (RFC 1123
 /// labels of 1 to 63, at most 253 in all), and no trailing dot. `a.test.` and `a.test` name one
 /// host to a resolver; comparing names as text is only sound if one of the two is refused.
-fn dns_name(h: &str) -> Result<(), &'static str> {
+pub(crate) fn dns_name(h: &str) -> Result<(), &'static str> {
     if h.is_empty() || h.len() > 253 {
         return Err("is not a DNS name of 1 to 253 characters");
     }
@@ -994,7 +1003,11 @@ struct Settings<'a> {
     container: Option<&'a ContainerSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy: Option<&'a ProxySettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     process: Option<&'a ProcessSettings>,
+    // Absent without `[workload.ingress]`, as above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ingress: Option<crate::ingress::IngressLeaf<'a>>,
 }
 
 /// A workload's leaves: its code, its settings in RFC 8785 form, and for a container its
@@ -1013,6 +1026,7 @@ fn workload_leaves(
         container: w.run.container(),
         proxy: w.proxy.as_ref(),
         process: w.run.process(),
+        ingress: w.ingress.as_ref().map(Ingress::leaf),
     };
     let mut leaves = vec![
         (format!("workload/{}/code", w.name), code.code().to_vec()),
@@ -1074,6 +1088,11 @@ impl EnclaveConfig {
             let field = |f: &str| format!("workload[{i}].{f}");
             w.check(true)
                 .map_err(|(f, reason)| invalid(field(f), reason))?;
+            if let Some(ingress) = &w.ingress {
+                ingress
+                    .check(config.oidc.is_some())
+                    .map_err(|(f, reason)| invalid(field(&f), reason))?;
+            }
             if !names.insert(&w.name) {
                 return Err(invalid(
                     field("name"),
@@ -1381,6 +1400,12 @@ impl LoadedConfig {
         }
     }
 
+    /// The files the file's workload `name` names in `[workload.ingress]`, as read at load
+    /// (committed as `workload/<name>/client-policy`, `client-root`, `client-trust-sim`).
+    pub fn ingress_files(&self, name: &str) -> Option<&IngressFiles> {
+        self.inputs.ingress.get(name)
+    }
+
     /// The CA bundle of registry `host`, as read at load (committed as
     /// `registry/<host>/ca-bundle`).
     pub fn registry_bundle(&self, host: &str) -> Option<&[u8]> {
@@ -1579,6 +1604,9 @@ impl LoadedConfig {
                 }
             };
             leaves.extend(workload_leaves(w, &code)?);
+            if let Some(files) = i.ingress.get(&w.name) {
+                leaves.extend(crate::ingress::file_leaves(&w.name, files));
+            }
         }
         for (w, code) in loaded {
             leaves.extend(workload_leaves(w, code)?);

@@ -32,6 +32,8 @@ pub struct Inputs {
     pub(crate) clients_trust_sim: Option<Vec<u8>>,
     /// Each file-named workload's code, by workload name.
     pub(crate) code: BTreeMap<String, Vec<u8>>,
+    /// The files each file-named workload's `[workload.ingress]` names, by workload name.
+    pub(crate) ingress: BTreeMap<String, crate::ingress::IngressFiles>,
     /// Each registry's CA bundle, by host.
     pub(crate) registries: BTreeMap<String, Vec<u8>>,
     /// Each file container's resolved image, by workload name (set once resolved, not read
@@ -56,6 +58,7 @@ impl std::fmt::Debug for Inputs {
             .field("clients_trust_sim_bytes", &len(&self.clients_trust_sim))
             .field("workloads_with_code", &self.code.keys().collect::<Vec<_>>())
             .field("registries", &self.registries.keys().collect::<Vec<_>>())
+            .field("ingress", &self.ingress.keys().collect::<Vec<_>>())
             .field("images", &self.images)
             .field("engine", &self.engine)
             .finish()
@@ -113,6 +116,20 @@ impl Reader<'_> {
                 );
             }
         }
+        let mut ingress = BTreeMap::new();
+        for (i, w) in c.workloads.iter().enumerate() {
+            let Some(g) = &w.ingress else { continue };
+            let field = |f: &str| format!("workload[{i}].ingress.{f}");
+            let files = crate::ingress::IngressFiles {
+                client_policy: self.read_opt(&field("client_policy"), g.client_policy.as_ref())?,
+                client_root: self.read_opt(&field("client_root"), g.client_root.as_ref())?,
+                client_trust_sim: self
+                    .sim_root(&field("client_trust_sim"), g.client_trust_sim.as_ref())?,
+            };
+            if files != crate::ingress::IngressFiles::default() {
+                ingress.insert(w.name.clone(), files);
+            }
+        }
         let mut registries = BTreeMap::new();
         for (i, r) in c.registries.iter().enumerate() {
             registries.insert(
@@ -121,6 +138,7 @@ impl Reader<'_> {
             );
         }
         Ok(Inputs {
+            ingress,
             registries,
             images: BTreeMap::new(),
             engine: None,

@@ -14,6 +14,7 @@
 pub mod canonical;
 pub mod container;
 pub mod file;
+pub mod ingress;
 pub mod inputs;
 pub mod merkle;
 pub mod proxy;

@@ -197,6 +197,13 @@ fn load_body(file: &std::path::Path) -> Result<(String, Value), Failure> {
         .map_err(bad)?;
     w.check(true)
         .map_err(|(field, why)| usage(format!("{}: workload.{field}: {why}", file.display())))?;
+    // The API takes no gate yet: sent without it, the workload would be served to anyone.
+    if w.ingress.is_some() {
+        return Err(usage(format!(
+            "{}: workload.ingress: gates are set in enclave.toml only; a workload loaded through the API cannot have one yet",
+            file.display()
+        )));
+    }
     let mut body = json!({
         "kind": w.run.kind(),
         "hostnames": w.hostnames,

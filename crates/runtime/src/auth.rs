@@ -348,6 +348,17 @@ impl Authenticator {
 
     /// Check an `Authorization` header value. On refusal, why, for a human.
     pub fn check(&self, authorization: Option<&str>) -> Result<Claims, String> {
+        self.check_for(authorization, &self.audience)
+            .map(|(claims, _)| claims)
+    }
+
+    /// [`Self::check`] for another audience (a workload's ingress gate: same issuer and keys,
+    /// its own `aud`), with every claim of the token as JSON for the caller's own rules.
+    pub fn check_for(
+        &self,
+        authorization: Option<&str>,
+        audience: &str,
+    ) -> Result<(Claims, serde_json::Map<String, serde_json::Value>), String> {
         let Some(value) = authorization else {
             return Err(format!(
                 "no bearer token: this endpoint needs `Authorization: Bearer <JWT>` from issuer {}",
@@ -425,46 +436,48 @@ impl Authenticator {
         v.validate_exp = true;
         v.validate_nbf = true;
         v.set_issuer(&[&self.issuer]);
-        v.set_audience(&[&self.audience]);
+        v.set_audience(&[audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
         let payload = peek(token, 1);
         let claim = |name: &str| payload.as_ref().and_then(|p| p.get(name)).cloned();
-        let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &v)
-            .map(|d| d.claims)
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind as K;
-                match e.kind() {
-                    K::ExpiredSignature => format!(
-                        "the token expired at {} (clock skew allowed: {} s)",
-                        when(claim("exp").and_then(|v| v.as_i64())),
-                        self.skew
-                    ),
-                    K::ImmatureSignature => format!(
-                        "the token is not valid before {} (clock skew allowed: {} s)",
-                        when(claim("nbf").and_then(|v| v.as_i64())),
-                        self.skew
-                    ),
-                    K::InvalidIssuer => format!(
-                        "issuer {} is not the configured {}",
-                        claim("iss").unwrap_or_default(),
-                        self.issuer
-                    ),
-                    K::InvalidAudience => format!(
-                        "audience {} does not include the configured '{}'",
-                        claim("aud").unwrap_or_default(),
-                        self.audience
-                    ),
-                    K::InvalidSignature => format!(
-                        "the signature does not verify under key '{}'",
-                        key.kid.as_deref().unwrap_or("(no kid)")
-                    ),
-                    K::MissingRequiredClaim(c) => format!("the token has no '{c}' claim"),
-                    K::Json(e) => format!("the token's claims are malformed: {e}"),
-                    other => format!("the token is not acceptable: {other:?}"),
-                }
-            })?;
+        let all =
+            jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key.key, &v)
+                .map(|d| d.claims)
+                .map_err(|e| {
+                    use jsonwebtoken::errors::ErrorKind as K;
+                    match e.kind() {
+                        K::ExpiredSignature => format!(
+                            "the token expired at {} (clock skew allowed: {} s)",
+                            when(claim("exp").and_then(|v| v.as_i64())),
+                            self.skew
+                        ),
+                        K::ImmatureSignature => format!(
+                            "the token is not valid before {} (clock skew allowed: {} s)",
+                            when(claim("nbf").and_then(|v| v.as_i64())),
+                            self.skew
+                        ),
+                        K::InvalidIssuer => format!(
+                            "issuer {} is not the configured {}",
+                            claim("iss").unwrap_or_default(),
+                            self.issuer
+                        ),
+                        K::InvalidAudience => format!(
+                            "audience {} does not include the configured '{audience}'",
+                            claim("aud").unwrap_or_default(),
+                        ),
+                        K::InvalidSignature => format!(
+                            "the signature does not verify under key '{}'",
+                            key.kid.as_deref().unwrap_or("(no kid)")
+                        ),
+                        K::MissingRequiredClaim(c) => format!("the token has no '{c}' claim"),
+                        K::Json(e) => format!("the token's claims are malformed: {e}"),
+                        other => format!("the token is not acceptable: {other:?}"),
+                    }
+                })?;
+        let claims: Claims = serde_json::from_value(serde_json::Value::Object(all.clone()))
+            .map_err(|e| format!("the token's claims are malformed: {e}"))?;
         self.check_lifetime(&claims)?;
-        Ok(claims)
+        Ok((claims, all))
     }
 
     /// `iat` is required, not in the future beyond the skew, and `exp - iat` is bounded: a

@@ -14,7 +14,7 @@
 //! |---|---|---|---|
 //! | `control` | the published `Snapshot` (tree, workloads, their handlers and certificates) behind `arc-swap`, and its one writer, a thread fed by a channel | `backends`, the store, the CA | sockets, HTTP |
 //! | `backends` | the `Backend` trait and one implementation per kind (`wasm`, `container`, `process`; a kind nothing runs answers 503 with the reason), the supervision and upstream forwarding containers and processes share | `enclave-wasm`, `enclave-containers` | the listener, routing, the store |
-//! | `front` | listeners, admission, TLS through `LazyConfigAcceptor` (challenge leaves on the blocking pool, bounded), routing by SNI/Host with one load of the snapshot, hyper with timers, stalled writers | `control` (reads only), the handlers and routers it is given | the store, the API's routes |
+//! | `front` | listeners, admission, TLS through `LazyConfigAcceptor` (challenge leaves on the blocking pool, bounded), routing by SNI/Host with one load of the snapshot, ingress gates (`gate`) and caller headers (`caller`), HTTP/2 and HTTP/1.1 by ALPN, TCP splicing, hyper with timers, stalled writers | `control` (reads only), the handlers and routers it is given | the store, the API's routes |
 //! | `api` | the management and `/.well-known/enclave-os/` routers; authentication as a layer per scope group (`auth`) | `control` (snapshot reads, change submission), the store for the operator's data | the listener |
 //! | `witness` | the witness's router (counters for other instances) and the counter client | the store | the listener |
 //! | `sdk` | what a wasm app reaches: its sealed namespaces, evidence, certificate declarations (a change submitted to `control`) | the store, the TEE, `control` | the listener, other apps' data |
@@ -188,6 +188,8 @@ pub struct Runtime {
     enclave: Arc<RatlsResolver>,
     metrics: Arc<metrics::Metrics>,
     jwks_refresh: Option<auth::JwksRefresh>,
+    /// The workloads' ingress gates (`[workload.ingress]`).
+    gates: Arc<front::gate::Gates>,
     listen: Vec<SocketAddr>,
     /// The root clients pass as `--root`.
     pub ca_root: PathBuf,
@@ -518,6 +520,13 @@ impl Runtime {
             containers,
             processes,
         });
+        // Parsed now, so that a bad client policy stops the start with its reason.
+        let gates = Arc::new(front::gate::Gates::new(
+            &config,
+            ca.cert_der(),
+            auth.clone(),
+            control.clone(),
+        )?);
         let writer = control::Writer::new(
             control::Parts {
                 config: config.clone(),
@@ -544,6 +553,7 @@ impl Runtime {
             enclave,
             metrics,
             jwks_refresh,
+            gates,
             listen,
             ca_root,
             state_dir,
@@ -609,7 +619,8 @@ impl Runtime {
                 certs,
                 max_challenges,
             )
-            .map_err(|e| listen_err("the RA-TLS listener", e.to_string()))?,
+            .map_err(|e| listen_err("the RA-TLS listener", e.to_string()))?
+            .with_gates(self.gates.clone()),
         );
         let (drain, draining) = tokio::sync::watch::channel(false);
         let site = Arc::new(front::Site {
@@ -618,6 +629,7 @@ impl Runtime {
             metrics: self.metrics.clone(),
             limits,
             draining: draining.clone(),
+            gates: Some(self.gates.clone()),
         });
         let _jwks_refresh = self
             .jwks_refresh
@@ -656,6 +668,7 @@ impl Runtime {
                     metrics: self.metrics.clone(),
                     limits,
                     draining: draining.clone(),
+                    gates: None,
                 });
                 let all = c.limits.max_witness_connections.get();
                 let cap = front::admission::Admission::new(

@@ -2,6 +2,8 @@
 //!
 //! - `GET /` answers a greeting, with `GREETING` from the environment when set;
 //! - `GET /echo` returns the request body;
+//! - `GET /headers` returns the request's headers, one `name: value` line each, as the
+//!   component sees them (the runtime's `X-Enclave-OS-Client-*` caller headers among them);
 //! - `GET /loop` never returns (to show the runtime's deadline);
 //! - `GET /hog` asks for 1 GiB of memory (to show the runtime's memory cap);
 //! - `GET /fetch?url=https://HOST[:PORT]/PATH` makes an outgoing request and answers its status
@@ -108,6 +110,16 @@ impl Guest for Hello {
             "/echo" => {
                 let body = read_body(request);
                 respond(out, 200, &body);
+            }
+            "/headers" => {
+                let mut text = Vec::new();
+                for (name, value) in request.headers().entries() {
+                    text.extend_from_slice(name.as_bytes());
+                    text.extend_from_slice(b": ");
+                    text.extend_from_slice(&value);
+                    text.push(b'\n');
+                }
+                respond(out, 200, &text);
             }
             "/loop" => {
                 let mut n: u64 = 0;

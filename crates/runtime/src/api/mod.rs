@@ -531,6 +531,7 @@ async fn workload_put(
                     args: req.args,
                     limits: req.limits,
                     proxy: req.proxy,
+                    ingress: None,
                 };
                 return container_put(s, w, sub).await;
             }
@@ -563,6 +564,7 @@ async fn workload_put(
                         args: req.args,
                         limits: req.limits,
                         proxy: req.proxy,
+                        ingress: None,
                     };
                     return process_put(s, w, code, sub).await;
                 }
@@ -585,6 +587,7 @@ async fn workload_put(
         args: req.args,
         limits: req.limits,
         proxy: req.proxy,
+        ingress: None,
     };
     changed(&s, Change::Load { spec: w, code }, &name, &sub, "loaded").await
 }

@@ -204,6 +204,7 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
                     pids: r.pids,
                 },
                 proxy: r.proxy,
+                ingress: None,
             };
             return Ok((w, code));
         }
@@ -221,6 +222,7 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
                     ..WorkloadLimits::default()
                 },
                 proxy: None,
+                ingress: None,
             };
             return Ok((w, code));
         }
@@ -241,6 +243,7 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
                     ..WorkloadLimits::default()
                 },
                 proxy: None,
+                ingress: None,
             };
             Ok((spec, WorkloadCode::Module(decode("code", &u.code)?)))
         }
@@ -399,6 +402,7 @@ mod tests {
                 ..WorkloadLimits::default()
             },
             proxy: None,
+            ingress: None,
         }
     }
 

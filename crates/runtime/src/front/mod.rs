@@ -19,9 +19,15 @@
 //! - request bodies larger than `limits.max_request_bytes` are refused, for workloads as for
 //!   the API;
 //! - connections are admitted up to `limits.max_connections` (`admission`).
+//!
+//! A workload with `[workload.ingress]` admits only the callers its gates accept (`gate`), and
+//! every request routed to a workload carries who called, as verified, in `X-Enclave-OS-Client-*`
+//! headers, inbound ones removed (`caller`).
 
 pub(crate) mod admission;
 mod idle;
+pub(crate) mod caller;
+pub(crate) mod gate;
 mod stall;
 
 use std::sync::Arc;
@@ -90,6 +96,8 @@ pub(crate) struct Site {
     pub limits: Limits,
     /// Becomes true when the runtime stops: connections finish what is in flight and close.
     pub draining: tokio::sync::watch::Receiver<bool>,
+    /// The workloads' ingress gates (`None`: the witness listener, which routes to none).
+    pub gates: Option<Arc<gate::Gates>>,
 }
 
 /// Hand the request to the workload's handler. Its body is limited to
@@ -196,6 +204,8 @@ pub(crate) struct Handshakes {
     /// Challenges issuing or waiting to: twice `issuing`. A challenge that finds none is refused
     /// at once, so a flood costs the runtime a bounded queue, not a growing one.
     admitted: Arc<Semaphore>,
+    /// Requests a client certificate in handshakes for mutual RA-TLS workloads.
+    gates: Option<Arc<gate::Gates>>,
 }
 
 /// One generation's base configurations: HTTP (HTTP/2 and HTTP/1.1 offered by ALPN) and
@@ -240,7 +250,14 @@ impl Handshakes {
             certs,
             issuing: Arc::new(Semaphore::new(max_challenges)),
             admitted: Arc::new(Semaphore::new(max_challenges.saturating_mul(2))),
+            gates: None,
         })
+    }
+
+    /// Handshakes whose SNI names a mutual RA-TLS workload request a client certificate.
+    pub fn with_gates(mut self, gates: Arc<gate::Gates>) -> Self {
+        self.gates = Some(gates);
+        self
     }
 
     /// The base configuration of the certificates' current generation, HTTP or spliced.
@@ -308,11 +325,15 @@ impl Handshakes {
             )
         };
         let spliced = self.certs.spliced(sni.as_deref().map(hostname));
-        let config = match nonce {
+        let base = match &self.gates {
+            Some(g) => g.for_handshake(self.base(spliced)?, sni.as_deref())?,
             None => self.base(spliced)?,
+        };
+        let config = match nonce {
+            None => base,
             Some(nonce) => {
                 let leaf = self.challenge(metrics, sni, nonce.clone()).await?;
-                let mut config = (*self.base(spliced)?).clone();
+                let mut config = (*base).clone();
                 config.cert_resolver = Arc::new(SingleCertAndKey::from(leaf));
                 // The nonce travels as an ALPN protocol: offered back, so that a client
                 // offering only it is not refused for want of a common protocol.
@@ -396,7 +417,7 @@ pub(crate) async fn connection(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
-    let Ok(peer) = tcp.peer_addr() else {
+    let Ok(remote) = tcp.peer_addr() else {
         return;
     };
     // What was served before the handshake: a connection is bound to it (see `Binding`).
@@ -420,10 +441,12 @@ pub(crate) async fn connection(
     let conn = Connection {
         exporter: enclave_ratls::channel::exporter(session).ok(),
         presented: chosen.presented(session).cloned().map(Arc::new),
-        peer,
+        peer: remote,
     };
     let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
     let sni: Option<Arc<str>> = session.server_name().map(Arc::from);
+    // The client's chain, when a gate asked for one: judged at the first request it matters to.
+    let peer = Arc::new(gate::Peer::of(session));
     // Bound to what was served when the handshake began. Should a change be published during
     // the handshake, the certificate presented may be newer than the binding: requests then
     // find another entry (or generation) than the bound one and get 421. The binding can only
@@ -452,6 +475,15 @@ pub(crate) async fn connection(
     if let (Some(w), Some(upstream)) = (&bound, &upstream)
         && splices(&w.spec)
     {
+        // The mutual RA-TLS gate, judged once: there are no requests to refuse one by one.
+        let caller = match gate::Gates::admit_connection(site.gates.as_deref(), w, &peer) {
+            Ok(caller) => caller,
+            Err(why) => {
+                tracing::warn!(workload = %w.spec.name, client = %remote, reason = %why, "spliced connection refused by its gate");
+                return;
+            }
+        };
+        tracing::debug!(workload = %w.spec.name, client = %remote, caller = ?caller.headers(), "spliced connection admitted");
         let io = stall::StallLimit::new(tls, site.limits.write_stall);
         match upstream.splice(io).await {
             Ok(end) => {
@@ -476,6 +508,7 @@ pub(crate) async fn connection(
         let conn = conn.clone();
         let binding = binding.clone();
         let busy = activity.busy();
+        let peer = peer.clone();
         async move {
             let _busy = busy;
             req.extensions_mut().insert(conn);
@@ -507,6 +540,14 @@ pub(crate) async fn connection(
                 (Some((entry, _)), None) => Some(entry),
                 (None, _) => None,
             };
+            if let Some(entry) = &entry {
+                let gates = site.gates.as_deref();
+                if let Err(refused) =
+                    gate::Gates::admit(gates, entry, &peer, sni.is_some(), &mut req)
+                {
+                    return Ok(*refused);
+                }
+            }
             let response = match entry {
                 // A spliced workload reached by Host on an HTTP connection: it speaks no HTTP.
                 Some(entry) if splices(&entry.spec) => error(
