@@ -882,7 +882,18 @@ impl Workload {
             }
             Run::Wasm { .. } => Ok(()),
         }?;
-        self.proxy.as_ref().map_or(Ok(()), ProxySettings::check)
+        if let Some(p) = &self.proxy {
+            p.check()?;
+            if p.protocol == UpstreamProtocol::Tcp
+                && self.ingress.as_ref().is_some_and(|i| i.oidc.is_some())
+            {
+                return Err((
+                    "ingress.oidc",
+                    "proxy.protocol = \"tcp\" carries no HTTP request, so no bearer token: a tcp workload's gate can be mutual RA-TLS only".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

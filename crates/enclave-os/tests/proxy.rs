@@ -134,6 +134,7 @@ fn http_clients_reach_the_service_over_h2_and_http1_with_forwarding_headers_set(
             .header("x-forwarded-for", "6.6.6.6")
             .header("forwarded", "for=6.6.6.6")
             .header("x-kept", "yes")
+            .header("x-enclave-os-client-subject", "admin")
             .body(Full::new(Bytes::new()))
             .unwrap();
         let r = h2.send_request(req).await.unwrap();
@@ -144,6 +145,8 @@ fn http_clients_reach_the_service_over_h2_and_http1_with_forwarding_headers_set(
         assert_eq!(seen["x-forwarded-proto"], "https", "{seen}");
         assert_eq!(seen["x-kept"], "yes", "{seen}");
         assert_eq!(seen["host"], "web.test", "{seen}");
+        // A caller header the client made up never reaches the service.
+        assert!(seen.get("x-enclave-os-client-subject").is_none(), "{seen}");
         assert!(
             seen["forwarded"]
                 .as_str()
@@ -396,4 +399,62 @@ fn upstream_failures_answer_502_503_504_with_a_reason() {
             "{body}"
         );
     });
+}
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish_and_takes_no_new_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let i = instance(tmp.path(), &workload("drain", "http1", port, "drain_secs = 20"));
+    let server = start_with_env(&i, &[]);
+    rt().block_on(async {
+        ready(&i, "drain.test", "/headers").await;
+        let tls = connect(&i, "drain.test", &[b"h2"]).await;
+        let (mut h2, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        // The service answers /slow after 5 s; the runtime is told to stop 1 s in.
+        let slow = tokio::spawn(async move {
+            let r = h2
+                .send_request(Request::get("https://drain.test/slow").body(Full::new(Bytes::new())).unwrap())
+                .await
+                .unwrap();
+            let status = r.status();
+            (status, r.into_body().collect().await.unwrap().to_bytes())
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let pid = server.0.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", i.port)).await.is_err(),
+            "a new connection was accepted after SIGTERM"
+        );
+        let (status, body) = tokio::time::timeout(Duration::from_secs(30), slow)
+            .await
+            .expect("the request in flight was not answered")
+            .unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body.as_ref(), b"slow");
+    });
+    let mut server = server;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the runtime did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_oidc_gate_on_a_tcp_workload_is_refused_at_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let w = workload("db", "tcp", port, "protocol = \"tcp\"")
+        + "[workload.ingress.oidc]\naudience = \"db\"\n";
+    let i = instance(tmp.path(), &w);
+    let (code, said) = i.refused();
+    assert_ne!(code, 0);
+    assert!(said.contains("tcp") && said.contains("oidc"), "{said}");
 }

@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::headers;
 use crate::splice::{SpliceEnd, splice};
@@ -134,11 +134,10 @@ enum Phase {
     Cut,
 }
 
-/// Requests and splices in flight, and a wake-up when there are none.
+/// Requests and splices in flight.
 #[derive(Default)]
 struct Inflight {
     count: AtomicUsize,
-    zero: Notify,
 }
 
 /// One request or splice in flight: counted until dropped (a response's guard lives as long
@@ -147,24 +146,7 @@ struct InflightGuard(Arc<Inflight>);
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.zero.notify_waiters();
-        }
-    }
-}
-
-impl Inflight {
-    async fn none(&self) {
-        loop {
-            let notified = self.zero.notified();
-            tokio::pin!(notified);
-            // Registered before the count is read, so a guard dropped in between still wakes it.
-            notified.as_mut().enable();
-            if self.count.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -266,11 +248,15 @@ impl Upstream {
     }
 
     /// Take no new requests, give those in flight `proxy.drain_secs` to finish, then cut what
-    /// remains. Resolves when nothing is in flight any more, or at the cut.
-    pub async fn drain(&self) {
+    /// remains. Returns when nothing is in flight any more, or at the cut. Blocking: the
+    /// control plane calls it from its own threads, before the service is stopped.
+    pub fn drain(&self) {
         self.phase.send_replace(Phase::Draining);
-        let grace = Duration::from_secs(u64::from(self.settings.drain_secs()));
-        let _ = tokio::time::timeout(grace, self.inflight.none()).await;
+        let deadline =
+            std::time::Instant::now() + Duration::from_secs(u64::from(self.settings.drain_secs()));
+        while self.in_flight() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         self.phase.send_replace(Phase::Cut);
     }
 

@@ -24,8 +24,9 @@ use std::time::Duration;
 use enclave_config::file::{ContainerSettings, ImageLeaves, Workload, WorkloadCode, WorkloadKind};
 
 use super::supervise::{again, fresh_log, healthy, tail, with_tail};
-use super::upstream::{self, forward};
-use super::{Backend, Handler, Health, Running, ServeError, StartError};
+use super::upstream;
+use enclave_proxy::Upstream;
+use super::{Backend, Handler, Health, Running, StartError};
 use crate::containers::Containers;
 
 /// How long a stopping container has between SIGTERM and SIGKILL.
@@ -71,7 +72,7 @@ pub(crate) struct Container {
     containers: Arc<Containers>,
     state: Arc<Mutex<State>>,
     stopped: Arc<AtomicBool>,
-    client: upstream::Client,
+    upstream: Arc<Upstream>,
 }
 
 /// One container, created, started and healthy: its id, its address on the bridge.
@@ -340,9 +341,12 @@ impl Backend for ContainerBackend {
             None => None,
         };
         let mut state = State::default();
+        let upstream = upstream::upstream(w);
         if let Some(s) = &first {
-            state.target = Some(SocketAddrV4::new(s.ip, settings.service.port));
+            let target = SocketAddrV4::new(s.ip, settings.service.port);
+            state.target = Some(target);
             state.id = Some(s.id.clone());
+            upstream.set_target(Some(SocketAddr::V4(target)));
         }
         let state = Arc::new(Mutex::new(state));
         let stopped = Arc::new(AtomicBool::new(false));
@@ -354,14 +358,14 @@ impl Backend for ContainerBackend {
             state.clone(),
             stopped.clone(),
             first,
+            upstream.clone(),
         ));
-        let client = upstream::client();
         Ok(Arc::new(Container {
             name: w.name.clone(),
             containers: c.clone(),
             state,
             stopped,
-            client,
+            upstream,
         }))
     }
 }
@@ -375,6 +379,7 @@ async fn supervise(
     state: Arc<Mutex<State>>,
     stopped: Arc<AtomicBool>,
     mut next: Option<Started>,
+    upstream: Arc<Upstream>,
 ) {
     let (w, settings) = (&spec.w, &spec.settings);
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
@@ -402,8 +407,10 @@ async fn supervise(
         }
         {
             let mut s = lock();
-            s.target = Some(SocketAddrV4::new(started.ip, settings.service.port));
+            let target = SocketAddrV4::new(started.ip, settings.service.port);
+            s.target = Some(target);
             s.id = Some(started.id.clone());
+            upstream.set_target(Some(SocketAddr::V4(target)));
         }
         tracing::info!(workload = %w.name, container = %started.id, ip = %started.ip, "container serving");
         let status = match containers.engine.wait(&started.id).await {
@@ -430,6 +437,7 @@ async fn supervise(
         } else {
             format!("exited with status {}", status.code)
         };
+        upstream.set_target(None);
         remove(&containers, &started.id, Some(started.ip)).await;
         {
             let mut s = lock();
@@ -455,26 +463,11 @@ async fn supervise(
 
 impl Running for Container {
     fn handler(&self) -> Handler {
-        let (state, client, name) = (self.state.clone(), self.client.clone(), self.name.clone());
-        Handler::new(tower::service_fn(move |req: super::Request| {
-            let target = state.lock().unwrap_or_else(|p| p.into_inner()).target;
-            let (client, name) = (client.clone(), name.clone());
-            async move {
-                let Some(addr) = target else {
-                    return Ok(ServeError::Unavailable(format!(
-                        "workload '{name}': its container is not running"
-                    ))
-                    .into_response());
-                };
-                Ok(forward(&client, SocketAddr::V4(addr), req)
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::warn!(workload = %name, error = %e, "forwarding to the container");
-                        ServeError::Failed(format!("workload '{name}': its container: {e}"))
-                            .into_response()
-                    }))
-            }
-        }))
+        upstream::handler(self.upstream.clone())
+    }
+
+    fn upstream(&self) -> Option<Arc<Upstream>> {
+        Some(self.upstream.clone())
     }
 
     fn health(&self) -> Health {
@@ -515,6 +508,7 @@ impl Container {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return None;
         }
+        self.upstream.set_target(None);
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let address = s.target.take().map(|a| *a.ip());
         s.id.take().map(|id| (id, address))

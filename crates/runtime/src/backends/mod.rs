@@ -128,6 +128,38 @@ pub(crate) trait Running: Send + Sync {
     fn stop(&self);
 }
 
+/// Stop `running` once what it has in flight has drained (`proxy.drain_secs`), on a thread of
+/// its own, so that the control plane's writer goes on with the next change meanwhile.
+pub(crate) fn retire(running: Arc<dyn Running>) {
+    let spawned = std::thread::Builder::new()
+        .name("enclave-os-retire".into())
+        .spawn(move || {
+            if let Some(u) = running.upstream() {
+                u.drain();
+            }
+            running.stop();
+        });
+    // Without a thread, the workload is dropped, and its backend stops it in the background.
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no thread to drain a workload on; stopping it at once");
+    }
+}
+
+/// Drain every one of `all` at once (each within its `proxy.drain_secs`), then stop them:
+/// blocking, for the runtime's shutdown.
+pub(crate) fn retire_all(all: &[Arc<dyn Running>]) {
+    std::thread::scope(|scope| {
+        for r in all {
+            if let Some(u) = r.upstream() {
+                scope.spawn(move || u.drain());
+            }
+        }
+    });
+    for r in all {
+        r.stop();
+    }
+}
+
 /// Starts workloads of one or more kinds.
 pub(crate) trait Backend: Send + Sync {
     /// Whether this backend runs `kind`.

@@ -40,8 +40,9 @@ use enclave_containers::SegmentedLog;
 use tokio::io::AsyncReadExt;
 
 use super::supervise::{again, fresh_log, healthy, tail, with_tail};
-use super::upstream::{self, forward};
-use super::{Backend, Handler, Health, Running, ServeError, StartError};
+use super::upstream;
+use enclave_proxy::Upstream;
+use super::{Backend, Handler, Health, Running, StartError};
 
 /// How long a stopping process's group has between SIGTERM and SIGKILL.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -395,7 +396,7 @@ pub(crate) struct Process {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
     stopped: Arc<AtomicBool>,
-    client: upstream::Client,
+    upstream: Arc<Upstream>,
     handle: tokio::runtime::Handle,
 }
 
@@ -434,19 +435,24 @@ impl Backend for ProcessBackend {
             ..State::default()
         }));
         let stopped = Arc::new(AtomicBool::new(false));
+        let upstream = upstream::upstream(w);
+        if first.is_some() {
+            upstream.set_target(Some(spec.addr()));
+        }
         let handle = p.handle();
         handle.spawn(supervise(
             spec.clone(),
             state.clone(),
             stopped.clone(),
             first,
+            upstream.clone(),
         ));
         Ok(Arc::new(Process {
             name: w.name.clone(),
             addr: spec.addr(),
             state,
             stopped,
-            client: upstream::client(),
+            upstream,
             handle,
         }))
     }
@@ -460,6 +466,7 @@ async fn supervise(
     state: Arc<Mutex<State>>,
     stopped: Arc<AtomicBool>,
     mut next: Option<Launched>,
+    upstream: Arc<Upstream>,
 ) {
     let name = &spec.w.name;
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
@@ -486,11 +493,13 @@ async fn supervise(
             return;
         }
         lock().pid = Some(launched.pid);
+        upstream.set_target(Some(spec.addr()));
         tracing::info!(workload = %name, pid = launched.pid, "process serving");
         let status = launched.child.wait().await;
         // Whatever it left in its group goes with it.
         sys::signal_group(launched.pid as i32, libc::SIGKILL);
         let _ = std::fs::remove_file(&launched.record);
+        upstream.set_target(None);
         lock().pid = None;
         if stopped.load(Ordering::Acquire) {
             return;
@@ -511,33 +520,11 @@ async fn supervise(
 
 impl Running for Process {
     fn handler(&self) -> Handler {
-        let (state, client, name, addr) = (
-            self.state.clone(),
-            self.client.clone(),
-            self.name.clone(),
-            self.addr,
-        );
-        Handler::new(tower::service_fn(move |req: super::Request| {
-            let running = state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pid
-                .is_some();
-            let (client, name) = (client.clone(), name.clone());
-            async move {
-                if !running {
-                    return Ok(ServeError::Unavailable(format!(
-                        "workload '{name}': its process is not running"
-                    ))
-                    .into_response());
-                }
-                Ok(forward(&client, addr, req).await.unwrap_or_else(|e| {
-                    tracing::warn!(workload = %name, error = %e, "forwarding to the process");
-                    ServeError::Failed(format!("workload '{name}': its process: {e}"))
-                        .into_response()
-                }))
-            }
-        }))
+        upstream::handler(self.upstream.clone())
+    }
+
+    fn upstream(&self) -> Option<Arc<Upstream>> {
+        Some(self.upstream.clone())
     }
 
     fn health(&self) -> Health {

@@ -1,68 +1,34 @@
-//! The HTTP/1.1 upstream of a service workload (a container or a process): one pooled client
-//! per workload and [`forward`], which both backends use. The attested proxy of issue 14
-//! replaces this; its signature is what the backends depend on.
+//! The attested proxy as the service backends (containers, processes) use it: one
+//! [`Upstream`] per workload, which the backend points at its service whenever it starts,
+//! restarts or stops, and whose handler the front calls for each request routed to the
+//! workload (HTTP/1.1, HTTP/2, upgrades; `tcp` workloads are spliced by the front itself).
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
-use http_body_util::BodyExt;
+use enclave_config::file::Workload;
+use enclave_proxy::Upstream;
 
-/// A pooled HTTP/1.1 client to a workload's upstream.
-pub(crate) type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    axum::body::Body,
->;
+use super::Handler;
+use crate::api::Connection;
 
-/// A new client for one workload: idle connections are kept a while, so that a busy workload
-/// does not pay a TCP handshake per request.
-pub(crate) fn client() -> Client {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build_http()
+/// The upstream of `w`, as its `[workload.proxy]` table says; pointed at nothing yet.
+pub(crate) fn upstream(w: &Workload) -> Arc<Upstream> {
+    Arc::new(Upstream::new(&w.name, w.proxy.as_ref()))
 }
 
-/// Forward `req` to the upstream at `addr` over HTTP/1.1: the path and query as they came,
-/// the headers but the hop-by-hop ones.
-pub(crate) async fn forward(
-    client: &Client,
-    addr: SocketAddr,
-    req: super::Request,
-) -> Result<super::Response, String> {
-    let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    parts.uri = format!("http://{addr}{path}")
-        .parse()
-        .map_err(|e| format!("the request path: {e}"))?;
-    parts.version = axum::http::Version::HTTP_11;
-    for h in HOP_BY_HOP {
-        parts.headers.remove(h);
-    }
-    let response = client
-        .request(axum::http::Request::from_parts(parts, body))
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut parts, body) = response.into_parts();
-    for h in HOP_BY_HOP {
-        parts.headers.remove(h);
-    }
-    Ok(super::Response::from_parts(
-        parts,
-        axum::body::Body::new(body.map_err(axum::Error::new)),
-    ))
+/// The handler forwarding a workload's requests to `upstream`: the client's address, for
+/// `Forwarded`, is the one its connection came from.
+pub(crate) fn handler(upstream: Arc<Upstream>) -> Handler {
+    Handler::new(tower::service_fn(move |req: super::Request| {
+        let upstream = upstream.clone();
+        async move {
+            let peer = req
+                .extensions()
+                .get::<Connection>()
+                .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |c| c.peer);
+            let response = upstream.forward(req, peer).await;
+            Ok(response.map(axum::body::Body::new))
+        }
+    }))
 }
-
-/// Headers that describe one connection, not the message (RFC 9110, 7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];

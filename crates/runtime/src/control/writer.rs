@@ -375,7 +375,7 @@ impl Writer {
         self.parked.remove(&name);
         let applied = self.publish(tree, Self::with(&now, &name, Some(entry)))?;
         if let Some(old) = now.workload(&name) {
-            old.running.stop();
+            crate::backends::retire(old.running.clone());
         }
         Ok(applied)
     }
@@ -407,7 +407,7 @@ impl Writer {
         let now = self.current();
         let applied = self.publish(tree, Self::with(&now, name, None))?;
         if let Some(old) = now.workload(name) {
-            old.running.stop();
+            crate::backends::retire(old.running.clone());
         }
         Ok(applied)
     }
@@ -528,9 +528,8 @@ impl Writer {
     /// Stop every workload and publish an empty snapshot.
     fn stop_all(&self) {
         let now = self.current();
-        for e in &now.workloads {
-            e.running.stop();
-        }
+        let all: Vec<_> = now.workloads.iter().map(|e| e.running.clone()).collect();
+        crate::backends::retire_all(&all);
         self.published.store(Arc::new(Snapshot::new(
             now.generation + 1,
             now.tree.clone(),
