@@ -884,6 +884,20 @@ impl Workload {
         }?;
         if let Some(p) = &self.proxy {
             p.check()?;
+            if p.protocol != UpstreamProtocol::Http1
+                && self
+                    .run
+                    .service()
+                    .is_some_and(|s| s.health.http_path.is_some())
+            {
+                return Err((
+                    "proxy.protocol",
+                    format!(
+                        "the HTTP health check speaks HTTP/1.1, and this service speaks {}: leave http_path out to check it by TCP connection",
+                        p.protocol.as_str()
+                    ),
+                ));
+            }
             if p.protocol == UpstreamProtocol::Tcp
                 && self.ingress.as_ref().is_some_and(|i| i.oidc.is_some())
             {

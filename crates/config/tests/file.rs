@@ -113,6 +113,26 @@ fn mistakes_name_file_line_and_field() {
                 "'SAME.test' is already served by workload 'a'",
             ],
         ),
+        // How the proxy speaks to a service is the service's; a wasm workload has none.
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"wasm\"\nsource = \"x\"\n[workload.proxy]\nprotocol = \"h2c\"\n",
+            vec!["[workload.proxy] is for containers and processes"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\n[workload.process]\nport = 80\nhealth = { http_path = \"/\" }\n[workload.proxy]\nprotocol = \"h2c\"\n",
+            vec!["workload[0].proxy.protocol", "speaks HTTP/1.1", "h2c"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\n[workload.process]\nport = 80\n[workload.proxy]\nprotocol = \"tcp\"\nmax_body_bytes = 5\n",
+            vec!["workload[0].proxy.protocol", "HTTP only"],
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\n[workload.process]\nport = 80\n[workload.proxy]\nconnect_timeout_ms = 0\n",
+            vec![
+                "workload[0].proxy.connect_timeout_ms",
+                "not between 1 and 60000",
+            ],
+        ),
         // A process names the port it listens on, in a table of its own; no other kind has one.
         (
             "[[workload]]\nname = \"a\"\nkind = \"process\"\nsource = \"x\"\n",
@@ -563,4 +583,65 @@ fn a_container_commits_its_image_documents_and_the_engine() {
     assert_ne!(newer.tree("0.1.0").unwrap().root(), tree.root());
     // Only a container of the file takes an image.
     assert!(c.with_image("nope", image(b"x")).is_err());
+}
+
+/// `[workload.proxy]` is committed in the workload's settings leaf, field by field as written
+/// (the protocol always); without the table the leaf is what it was; and
+/// `scripts/config-root.py` computes the same tree independently.
+#[test]
+fn proxy_settings_are_committed_and_the_independent_script_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "svc", b"#!/bin/sh\nexec true\n");
+    let base = "[[workload]]\nname = \"svc\"\nkind = \"process\"\nsource = \"svc\"\nhostnames = [\"svc.test\"]\n[workload.process]\nport = 9000\n";
+    let with = format!(
+        "{base}[workload.proxy]\nprotocol = \"tcp\"\nidle_timeout_secs = 30\nmax_connections = 10\n"
+    );
+    let settings = |text: &str| {
+        let p = dir.path().join("enclave.toml");
+        std::fs::write(&p, text).unwrap();
+        let c = LoadedConfig::load(&p).unwrap();
+        let (_, leaf) = c
+            .leaf_values("0.1.0", &[])
+            .unwrap()
+            .into_iter()
+            .find(|(n, _)| n == "workload/svc/settings")
+            .unwrap();
+        let root = *c.tree("0.1.0").unwrap().root();
+        (
+            serde_json::from_slice::<serde_json::Value>(&leaf).unwrap(),
+            root,
+        )
+    };
+    let (plain, plain_root) = settings(base);
+    assert!(plain.get("proxy").is_none(), "{plain}");
+    let (proxied, proxied_root) = settings(&with);
+    assert_eq!(
+        proxied["proxy"],
+        serde_json::json!({"protocol": "tcp", "idle_timeout_secs": 30, "max_connections": 10})
+    );
+    assert_ne!(plain_root, proxied_root);
+
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import tomllib"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped the script: no python3 with tomllib (3.11 or later)");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/config-root.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(dir.path().join("enclave.toml"))
+        .args(["--version", "0.1.0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = LoadedConfig::load(&dir.path().join("enclave.toml")).unwrap();
+    let ours = serde_json::to_value(c.tree("0.1.0").unwrap().manifest()).unwrap();
+    assert_eq!(theirs, ours);
 }

@@ -524,11 +524,9 @@ fn upstream_service() {
 /// One exchange over a spliced connection: `ping` written, its echo read back (`None`: the
 /// connection was closed or reset instead).
 fn echo(port: u16, tls: &Arc<rustls::ClientConfig>, name: &str) -> Option<Vec<u8>> {
-    let conn = rustls::ClientConnection::new(
-        tls.clone(),
-        ServerName::try_from(name.to_string()).unwrap(),
-    )
-    .unwrap();
+    let conn =
+        rustls::ClientConnection::new(tls.clone(), ServerName::try_from(name.to_string()).unwrap())
+            .unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut s = rustls::StreamOwned::new(conn, tcp);

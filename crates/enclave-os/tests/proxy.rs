@@ -405,7 +405,10 @@ fn upstream_failures_answer_502_503_504_with_a_reason() {
 fn sigterm_lets_a_request_in_flight_finish_and_takes_no_new_connection() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let i = instance(tmp.path(), &workload("drain", "http1", port, "drain_secs = 20"));
+    let i = instance(
+        tmp.path(),
+        &workload("drain", "http1", port, "drain_secs = 20"),
+    );
     let server = start_with_env(&i, &[]);
     rt().block_on(async {
         ready(&i, "drain.test", "/headers").await;
@@ -418,7 +421,11 @@ fn sigterm_lets_a_request_in_flight_finish_and_takes_no_new_connection() {
         // The service answers /slow after 5 s; the runtime is told to stop 1 s in.
         let slow = tokio::spawn(async move {
             let r = h2
-                .send_request(Request::get("https://drain.test/slow").body(Full::new(Bytes::new())).unwrap())
+                .send_request(
+                    Request::get("https://drain.test/slow")
+                        .body(Full::new(Bytes::new()))
+                        .unwrap(),
+                )
                 .await
                 .unwrap();
             let status = r.status();
@@ -426,10 +433,18 @@ fn sigterm_lets_a_request_in_flight_finish_and_takes_no_new_connection() {
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
         let pid = server.0.id().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
-            tokio::net::TcpStream::connect(("127.0.0.1", i.port)).await.is_err(),
+            tokio::net::TcpStream::connect(("127.0.0.1", i.port))
+                .await
+                .is_err(),
             "a new connection was accepted after SIGTERM"
         );
         let (status, body) = tokio::time::timeout(Duration::from_secs(30), slow)
@@ -442,7 +457,10 @@ fn sigterm_lets_a_request_in_flight_finish_and_takes_no_new_connection() {
     let mut server = server;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while server.0.try_wait().unwrap().is_none() {
-        assert!(std::time::Instant::now() < deadline, "the runtime did not exit after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runtime did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

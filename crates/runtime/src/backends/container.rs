@@ -25,9 +25,9 @@ use enclave_config::file::{ContainerSettings, ImageLeaves, Workload, WorkloadCod
 
 use super::supervise::{again, fresh_log, healthy, tail, with_tail};
 use super::upstream;
-use enclave_proxy::Upstream;
 use super::{Backend, Handler, Health, Running, StartError};
 use crate::containers::Containers;
+use enclave_proxy::Upstream;
 
 /// How long a stopping container has between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);

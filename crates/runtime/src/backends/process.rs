@@ -41,8 +41,8 @@ use tokio::io::AsyncReadExt;
 
 use super::supervise::{again, fresh_log, healthy, tail, with_tail};
 use super::upstream;
-use enclave_proxy::Upstream;
 use super::{Backend, Handler, Health, Running, StartError};
+use enclave_proxy::Upstream;
 
 /// How long a stopping process's group has between SIGTERM and SIGKILL.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(3);

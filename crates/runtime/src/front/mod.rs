@@ -25,9 +25,9 @@
 //! headers, inbound ones removed (`caller`).
 
 pub(crate) mod admission;
-mod idle;
 pub(crate) mod caller;
 pub(crate) mod gate;
+mod idle;
 mod stall;
 
 use std::sync::Arc;
