@@ -16,7 +16,8 @@
 //!   case is a full handshake each time.
 //!
 //! Needs nginx (`.ci/run` does not install it; `apt-get install nginx-light`). Run:
-//! `cargo bench -p enclave-os --bench proxy_vs_nginx`. Figures in docs/performance.md.
+//! `cargo bench -p enclave-os --bench proxy_vs_nginx`; `ONLY=enclave-os/keep-alive/128B` runs
+//! one case (any part may be left empty). Figures in docs/performance.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, dead_code)]
 
 #[path = "../tests/common/mod.rs"]
@@ -349,9 +350,17 @@ fn main() {
             "{:<11} {:<10} {:<7} {:>10} {:>9} {:>9} {:>7}",
             "proxy", "mode", "body", "req/s", "p50 ms", "p99 ms", "errors"
         );
+        // ONLY=<proxy>/<mode>/<body> (each part optional, e.g. ONLY=enclave-os/keep-alive)
+        // runs the matching cases alone: for profiling one of them.
+        let only = std::env::var("ONLY").unwrap_or_default();
+        let wanted = |label: &str, mode: &str, body: &str| {
+            only.split('/')
+                .zip([label, mode, body])
+                .all(|(want, is)| want.is_empty() || want == is)
+        };
         for (mode, keepalive) in [("keep-alive", true), ("handshake", false)] {
-            for (body, path, size) in [("128 B", "/small", 128), ("1 MiB", "/1m", 1 << 20)] {
-                for t in &targets {
+            for (body, path, size) in [("128B", "/small", 128), ("1MiB", "/1m", 1 << 20)] {
+                for t in targets.iter().filter(|t| wanted(t.label, mode, body)) {
                     let f = case(t.clone(), path, size, keepalive).await;
                     println!(
                         "{:<11} {:<10} {:<7} {:>10.0} {:>9.2} {:>9.2} {:>7}",

@@ -2,6 +2,8 @@
 //! each costs in memory (the runtime's resident set before and after), checked against the
 //! bound `docs/performance.md` documents.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;
@@ -137,7 +139,7 @@ fn ten_thousand_idle_tls_connections_are_held_within_the_documented_memory() {
             match pending.join_next().await {
                 Some(Ok(Ok(t))) => {
                     held.push(t);
-                    if held.len() % 1000 == 0 {
+                    if held.len().is_multiple_of(1000) {
                         eprintln!("{} connections after {:.1} s", held.len(), started.elapsed().as_secs_f64());
                     }
                 }
@@ -179,7 +181,7 @@ fn ten_thousand_idle_tls_connections_are_held_within_the_documented_memory() {
             let answers =
                 futures_util::future::join_all(chunk.iter_mut().map(still_served)).await;
             served += answers.into_iter().filter(|ok| *ok).count();
-            if n % 8 == 0 {
+            if n.is_multiple_of(8) {
                 eprintln!("{served} served");
             }
         }
