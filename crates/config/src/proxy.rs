@@ -59,6 +59,10 @@ pub struct ProxySettings {
     /// Client connections this workload may hold at once (beyond: refused with the reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// Requests (and spliced connections) in flight to the service at once, from all
+    /// clients: each may hold one connection to the service (beyond: 503 with the reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
     /// On unload, replacement or shutdown: how long requests, upgraded and spliced connections
     /// in flight have to finish before they are cut, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,6 +81,10 @@ impl ProxySettings {
     pub const DEFAULT_IDLE_TIMEOUT_SECS: u32 = 300;
     /// Default drain time.
     pub const DEFAULT_DRAIN_SECS: u32 = 10;
+    /// Default bound on requests in flight to one service: each HTTP/1.1 request in flight
+    /// holds a connection (a descriptor) to it, so this also bounds what one workload's
+    /// clients can make the runtime open.
+    pub const DEFAULT_MAX_IN_FLIGHT: u32 = 1024;
 
     /// The largest request head, bytes.
     pub fn max_header_bytes(&self) -> u32 {
@@ -100,6 +108,11 @@ impl ProxySettings {
     pub fn idle_timeout_secs(&self) -> u32 {
         self.idle_timeout_secs
             .unwrap_or(Self::DEFAULT_IDLE_TIMEOUT_SECS)
+    }
+
+    /// Requests and spliced connections in flight at once.
+    pub fn max_in_flight(&self) -> u32 {
+        self.max_in_flight.unwrap_or(Self::DEFAULT_MAX_IN_FLIGHT)
     }
 
     /// The drain time, seconds.
@@ -146,6 +159,13 @@ impl ProxySettings {
             "seconds",
         )?;
         range("proxy.drain_secs", self.drain_secs, 0, 600, "seconds")?;
+        range(
+            "proxy.max_in_flight",
+            self.max_in_flight,
+            1,
+            100_000,
+            "requests",
+        )?;
         range(
             "proxy.max_connections",
             self.max_connections,

@@ -137,6 +137,7 @@ fn http_clients_reach_the_service_over_h2_and_http1_with_forwarding_headers_set(
             .header("forwarded", "for=6.6.6.6")
             .header("x-kept", "yes")
             .header("x-enclave-os-client-subject", "admin")
+            .header("x_enclave_os_client_subject", "admin")
             .body(Full::new(Bytes::new()))
             .unwrap();
         let r = h2.send_request(req).await.unwrap();
@@ -147,8 +148,10 @@ fn http_clients_reach_the_service_over_h2_and_http1_with_forwarding_headers_set(
         assert_eq!(seen["x-forwarded-proto"], "https", "{seen}");
         assert_eq!(seen["x-kept"], "yes", "{seen}");
         assert_eq!(seen["host"], "web.test", "{seen}");
-        // A caller header the client made up never reaches the service.
+        // A caller header the client made up never reaches the service, in either spelling
+        // (CGI-style servers read `_` and `-` alike).
         assert!(seen.get("x-enclave-os-client-subject").is_none(), "{seen}");
+        assert!(seen.get("x_enclave_os_client_subject").is_none(), "{seen}");
         assert!(
             seen["forwarded"]
                 .as_str()
@@ -173,8 +176,9 @@ fn http_clients_reach_the_service_over_h2_and_http1_with_forwarding_headers_set(
             .unwrap();
         tokio::spawn(conn);
         let req = Request::get("/headers")
-            .header("host", "web.test")
-            .header("connection", "keep-alive, x-hop")
+            .header("host", "elsewhere.test")
+            .header("connection", "keep-alive, x-hop, upgrade")
+            .header("upgrade", "h2c")
             .header("x-hop", "secret")
             .header("proxy-authorization", "Basic Zm9v")
             .body(Full::new(Bytes::new()))
@@ -184,6 +188,29 @@ fn http_clients_reach_the_service_over_h2_and_http1_with_forwarding_headers_set(
             serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
         assert!(seen.get("x-hop").is_none(), "{seen}");
         assert!(seen.get("proxy-authorization").is_none(), "{seen}");
+        // Only WebSocket is upgraded: an h2c upgrade would be a tunnel past the front.
+        assert!(seen.get("upgrade").is_none(), "{seen}");
+        // The service is told the name the connection was made for, not the client's Host.
+        assert_eq!(seen["host"], "web.test", "{seen}");
+        assert_eq!(seen["x-forwarded-host"], "web.test", "{seen}");
+
+        // Asterisk form would be read against the service's address as text: refused.
+        let r = h1
+            .send_request(
+                Request::options("*")
+                    .header("host", "web.test")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let body: Value =
+            serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("origin-form"),
+            "{body}"
+        );
     });
 }
 
@@ -225,7 +252,45 @@ fn grpc_style_h2_with_trailers_reaches_an_h2c_service() {
         }
         let trailers = last.unwrap_or_else(|| panic!("no answer: {}", i.log()));
         assert_eq!(trailers["grpc-status"], "0");
-        assert_eq!(trailers["grpc-message"], "echoed 10 bytes, te trailers");
+        assert_eq!(
+            trailers["grpc-message"],
+            "echoed 10 bytes, te trailers, trailers []"
+        );
+
+        // Request trailers reach the service, but never one a request head could not carry.
+        let tls = connect(&i, "grpc.test", &[b"h2"]).await;
+        let (mut h2, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut sent = hyper::HeaderMap::new();
+        sent.insert("x-checksum", "abc".parse().unwrap());
+        sent.insert("x-enclave-os-client-subject", "admin".parse().unwrap());
+        sent.insert("x_enclave_os_client_tee", "tdx".parse().unwrap());
+        sent.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        let frames = vec![
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(b"hi"))),
+            Ok(hyper::body::Frame::trailers(sent)),
+        ];
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let req = Request::post("https://grpc.test/echo.Echo/Say")
+            .header("te", "trailers")
+            .body(body)
+            .unwrap();
+        let r = h2.send_request(req).await.unwrap();
+        let trailers = r
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .trailers()
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            trailers["grpc-message"],
+            "echoed 2 bytes, te trailers, trailers [x-checksum]"
+        );
     });
 }
 
@@ -474,4 +539,97 @@ fn an_oidc_gate_on_a_tcp_workload_is_refused_at_load() {
     let (code, said) = i.refused();
     assert_ne!(code, 0);
     assert!(said.contains("tcp") && said.contains("oidc"), "{said}");
+}
+
+/// One HTTP/1.1 exchange written and read as bytes over `tls`: what came back, up to the close
+/// or `limit`.
+async fn raw(tls: &mut Tls, head: &[u8], limit: Duration) -> String {
+    tls.write_all(head).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(limit, tls.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn clients_cannot_hold_a_service_by_name_games_stalled_bodies_or_fan_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let i = instance(
+        tmp.path(),
+        &format!(
+            "[limits]\nheader_timeout_secs = 2\n{}",
+            workload("svc", "http1", port, "max_in_flight = 1")
+        ),
+    );
+    let _server = start_with_env(&i, &[]);
+    rt().block_on(async {
+        ready(&i, "svc.test", "/headers").await;
+
+        // Without SNI the connection was made for no workload: a service is not reached by
+        // its Host alone (its per-connection bounds are its name's).
+        let mut tls = connect(&i, "127.0.0.1", &[b"http/1.1"]).await;
+        let got = raw(
+            &mut tls,
+            b"GET /headers HTTP/1.1\r\nHost: svc.test\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(10),
+        )
+        .await;
+        assert!(got.starts_with("HTTP/1.1 421"), "{got}");
+        assert!(got.contains("connect with SNI svc.test"), "{got}");
+
+        // A body that stops arriving is cut after limits.header_timeout_secs: 408, the reason.
+        let mut tls = connect(&i, "svc.test", &[b"http/1.1"]).await;
+        let started = std::time::Instant::now();
+        let got = raw(
+            &mut tls,
+            b"POST /count HTTP/1.1\r\nHost: svc.test\r\nContent-Length: 10\r\n\r\n1",
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+        assert!(got.contains("request body stalled"), "{got}");
+        assert!(started.elapsed() < Duration::from_secs(15));
+
+        // One request in flight (max_in_flight = 1): a second is refused with the reason.
+        let tls = connect(&i, "svc.test", &[b"h2"]).await;
+        let (h2, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut first = h2.clone();
+        let slow = tokio::spawn(async move {
+            first
+                .send_request(
+                    Request::get("https://svc.test/slow")
+                        .body(Full::new(Bytes::new()))
+                        .unwrap(),
+                )
+                .await
+                .unwrap()
+                .status()
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut second = h2.clone();
+        let r = second
+            .send_request(
+                Request::get("https://svc.test/headers")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        let body: Value =
+            serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("proxy.max_in_flight"),
+            "{body}"
+        );
+        assert_eq!(slow.await.unwrap(), 200);
+    });
 }

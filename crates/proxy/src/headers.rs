@@ -26,6 +26,22 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// The prefix of the headers the front writes for the verified caller
+/// (`X-Enclave-OS-Client-*`).
+pub const CALLER_PREFIX: &str = "x-enclave-os-client-";
+
+/// Whether `name` (lowercase, as `HeaderMap` keeps names) is a caller header, or would be read
+/// as one: CGI, WSGI and PHP turn `-` and `_` alike into `_`, so `x_enclave_os_client_subject`
+/// reaches such a service as the very variable the real header becomes.
+pub fn is_caller_header(name: &str) -> bool {
+    let name = name.as_bytes();
+    name.len() >= CALLER_PREFIX.len()
+        && name
+            .iter()
+            .zip(CALLER_PREFIX.bytes())
+            .all(|(&n, p)| n.to_ascii_lowercase() == p || (n == b'_' && p == b'-'))
+}
+
 /// The forwarding headers the proxy owns.
 const FORWARDING: [&str; 4] = [
     "forwarded",
@@ -35,7 +51,8 @@ const FORWARDING: [&str; 4] = [
 ];
 
 /// Remove the hop-by-hop headers of `headers`: the fixed ones and those its `Connection`
-/// header names.
+/// header names, except the caller headers: a client naming them in `Connection` would
+/// otherwise have the proxy delete what the front verified and wrote.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -43,9 +60,29 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !is_caller_header(n.as_str()))
         .collect();
     for h in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(h);
+    }
+}
+
+/// Clean a request's trailers: no hop-by-hop, forwarding or caller header may arrive as a
+/// trailer where it could not as a header.
+pub fn clean_trailers(trailers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = trailers
+        .keys()
+        .filter(|n| {
+            is_caller_header(n.as_str())
+                || FORWARDING.contains(&n.as_str())
+                || HOP_BY_HOP.contains(n)
+                || *n == header::HOST
+                || *n == header::AUTHORIZATION
+        })
+        .cloned()
+        .collect();
+    for n in names {
+        trailers.remove(&n);
     }
 }
 
@@ -60,7 +97,10 @@ pub fn wants_trailers(headers: &HeaderMap) -> bool {
 }
 
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` with an
-/// `Upgrade` header), if any.
+/// `Upgrade` header), if any. Only WebSocket is: any other upgrade (`h2c` above all) would
+/// open a tunnel in which the service reads further requests the front never saw, so no
+/// gate, caller header or limit would apply to them. Such a request is forwarded as an
+/// ordinary one, its `Upgrade` dropped with the other hop-by-hop headers.
 pub fn upgrade_to(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = headers
         .get_all(header::CONNECTION)
@@ -68,11 +108,10 @@ pub fn upgrade_to(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if asks {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    }
+    headers
+        .get(header::UPGRADE)
+        .filter(|u| asks && u.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        .cloned()
 }
 
 /// Replace the forwarding headers with what the front saw: the client's address, HTTPS, and
@@ -156,7 +195,48 @@ mod tests {
         h.insert(header::TE, "gzip, trailers".parse().unwrap());
         assert_eq!(upgrade_to(&h).unwrap(), "websocket");
         assert!(wants_trailers(&h));
+        h.insert(header::UPGRADE, "h2c".parse().unwrap());
+        assert!(
+            upgrade_to(&h).is_none(),
+            "only WebSocket is an upgrade the proxy makes"
+        );
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
         h.insert(header::CONNECTION, "close".parse().unwrap());
         assert!(upgrade_to(&h).is_none());
+    }
+
+    #[test]
+    fn caller_headers_in_any_spelling_are_recognised_and_never_named_away() {
+        for n in [
+            "x-enclave-os-client-subject",
+            "x_enclave_os_client_subject",
+            "x-enclave_os-client_tee",
+        ] {
+            assert!(is_caller_header(n), "{n}");
+        }
+        assert!(!is_caller_header("x-enclave-os-clien"));
+        assert!(!is_caller_header("x-enclave-os-server-subject"));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "x-enclave-os-client-subject, x-other".parse().unwrap(),
+        );
+        h.insert("x-enclave-os-client-subject", "alice".parse().unwrap());
+        h.insert("x-other", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["x-enclave-os-client-subject"], "alice");
+        assert!(!h.contains_key("x-other"));
+    }
+
+    #[test]
+    fn trailers_carry_no_header_a_request_head_could_not() {
+        let mut t = HeaderMap::new();
+        t.insert("x_enclave_os_client_subject", "admin".parse().unwrap());
+        t.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        t.insert(header::AUTHORIZATION, "Bearer forged".parse().unwrap());
+        t.insert("grpc-status", "0".parse().unwrap());
+        clean_trailers(&mut t);
+        assert_eq!(t.len(), 1);
+        assert!(t.contains_key("grpc-status"));
     }
 }

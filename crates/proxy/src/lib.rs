@@ -11,15 +11,19 @@
 //!   the front saw, replacing whatever the client sent ([`headers`]).
 //! - [`Upstream::splice`] joins a client's connection to the service byte for byte, until
 //!   either side closes, the connection idles past its limit, or the workload drains.
+//! - [`ClientBody`] bounds how long a client's request body may pause (the front wraps every
+//!   workload's request body in it) and cleans its trailers.
 //! - Failures are [`ProxyError`]s: a status (502, 503, 504) and a reason, as the JSON every
 //!   other refusal of the runtime has.
 //!
 //! Not here: TLS, routing by name, the gates and the `X-Enclave-OS-Client-*` headers (the
 //! front's), starting or supervising the service (the backends').
 
+mod body;
 pub mod headers;
 mod splice;
 mod upstream;
 
+pub use body::{BodyStalled, ClientBody};
 pub use splice::{Activity, SpliceEnd};
 pub use upstream::{Client, ConnectionSlot, ProxyBody, ProxyError, Upstream, response};

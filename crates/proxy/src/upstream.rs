@@ -18,6 +18,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use crate::body::BodyStalled;
 use crate::headers;
 use crate::splice::{SpliceEnd, splice};
 
@@ -38,6 +39,16 @@ pub enum ProxyError {
     NotRunning {
         /// The workload.
         workload: String,
+    },
+    /// `proxy.max_in_flight` requests are in flight already (503).
+    #[error(
+        "workload '{workload}': {max} requests are in flight to its service already (proxy.max_in_flight)"
+    )]
+    Busy {
+        /// The workload.
+        workload: String,
+        /// The limit.
+        max: u32,
     },
     /// The workload is being unloaded, replaced or stopped (503).
     #[error("workload '{workload}': it is shutting down and takes no new requests")]
@@ -73,6 +84,16 @@ pub enum ProxyError {
         /// Why.
         reason: String,
     },
+    /// The client stopped sending its request body (408).
+    #[error(
+        "workload '{workload}': the request body stalled: no byte for {secs} s (limits.header_timeout_secs)"
+    )]
+    ClientStalled {
+        /// The workload.
+        workload: String,
+        /// The limit, seconds.
+        secs: u64,
+    },
     /// The request cannot be forwarded to this service as it is (400).
     #[error("workload '{workload}': {reason}")]
     Unsupported {
@@ -87,12 +108,13 @@ impl ProxyError {
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NotRunning { .. } | ProxyError::Draining { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NotRunning { .. }
+            | ProxyError::Draining { .. }
+            | ProxyError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Unsupported { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::ClientStalled { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -266,8 +288,16 @@ impl Upstream {
                 workload: self.workload.clone(),
             });
         }
-        self.inflight.count.fetch_add(1, Ordering::AcqRel);
-        Ok(InflightGuard(self.inflight.clone()))
+        let max = self.settings.max_in_flight();
+        let before = self.inflight.count.fetch_add(1, Ordering::AcqRel);
+        let guard = InflightGuard(self.inflight.clone());
+        if before >= max as usize {
+            return Err(ProxyError::Busy {
+                workload: self.workload.clone(),
+                max,
+            });
+        }
+        Ok(guard)
     }
 
     /// Resolves when what is in flight must be cut (or the upstream is gone).
@@ -288,14 +318,19 @@ impl Upstream {
         })
     }
 
-    /// Forward `req`, which came from `peer`, and answer with the service's response or the
-    /// reason it could not be had.
-    pub async fn forward<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<ProxyBody>
+    /// Forward `req`, which came from `peer` for the workload's name `host` (the one it was
+    /// routed by), and answer with the service's response or the reason it could not be had.
+    pub async fn forward<B>(
+        &self,
+        req: Request<B>,
+        peer: SocketAddr,
+        host: &str,
+    ) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        match self.try_forward(req, peer).await {
+        match self.try_forward(req, peer, host).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(workload = %self.workload, error = %e, "proxy");
@@ -308,6 +343,7 @@ impl Upstream {
         &self,
         mut req: Request<B>,
         peer: SocketAddr,
+        host: &str,
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -330,30 +366,35 @@ impl Upstream {
             });
         }
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        // HTTP/2 carries the host as :authority, HTTP/1.1 as Host.
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            });
         let trailers = headers::wants_trailers(req.headers());
         let (mut parts, body) = req.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri =
-            format!("http://{target}{path}")
-                .parse()
-                .map_err(|e| ProxyError::Unsupported {
+        // Origin form only: `*` (OPTIONS) or an authority (CONNECT) would be read against the
+        // service's address as text, and could name another port.
+        let path = match parts.uri.path_and_query() {
+            Some(p) if p.as_str().starts_with('/') => p.clone(),
+            None if parts.uri.path() == "/" => hyper::http::uri::PathAndQuery::from_static("/"),
+            _ => {
+                return Err(ProxyError::Unsupported {
                     workload: self.workload.clone(),
-                    reason: format!("the request target: {e}"),
-                })?;
+                    reason: format!(
+                        "the request target '{}' is not a path: only origin-form requests are forwarded",
+                        parts.uri
+                    ),
+                });
+            }
+        };
+        parts.uri = hyper::Uri::builder()
+            .scheme("http")
+            .authority(target.to_string())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| ProxyError::Unsupported {
+                workload: self.workload.clone(),
+                reason: format!("the request target: {e}"),
+            })?;
         parts.extensions = Default::default();
         headers::strip_hop_by_hop(&mut parts.headers);
-        headers::set_forwarded(&mut parts.headers, peer, host.as_deref());
+        headers::set_forwarded(&mut parts.headers, peer, Some(host));
         match protocol {
             UpstreamProtocol::H2c => {
                 parts.version = Version::HTTP_2;
@@ -367,7 +408,9 @@ impl Upstream {
             }
             UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => {
                 parts.version = Version::HTTP_11;
-                if let Some(v) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+                // The name the request was routed by, whatever the client wrote in Host or
+                // :authority.
+                if let Ok(v) = HeaderValue::from_str(host) {
                     parts.headers.insert(header::HOST, v);
                 }
                 if let Some(u) = &upgrade {
@@ -397,6 +440,12 @@ impl Upstream {
                 });
             }
             Ok(Err(e)) => {
+                if let Some(stalled) = find::<BodyStalled>(&e) {
+                    return Err(ProxyError::ClientStalled {
+                        workload: self.workload.clone(),
+                        secs: stalled.secs,
+                    });
+                }
                 return Err(ProxyError::Upstream {
                     workload: self.workload.clone(),
                     reason: chain(&e),
@@ -404,6 +453,13 @@ impl Upstream {
             }
             Ok(Ok(r)) => r,
         };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none() {
+            return Err(ProxyError::Upstream {
+                workload: self.workload.clone(),
+                reason: "it switched protocols (101) for a request that asked for no upgrade"
+                    .into(),
+            });
+        }
         if let Some(client_upgrade) = client_upgrade
             && resp.status() == StatusCode::SWITCHING_PROTOCOLS
         {
@@ -480,6 +536,20 @@ impl Upstream {
         let _ = service.set_nodelay(true);
         Ok(splice(client, service, self.idle(), self.cut()).await)
     }
+}
+
+/// The first error of type `T` in `e`'s chain of causes.
+fn find<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// An error and its causes, one line: hyper's own message alone ("client error (Connect)")

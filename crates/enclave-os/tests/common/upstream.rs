@@ -2,10 +2,11 @@
 //! workload, serving on `$PORT` what `$ENCLAVE_TEST_UPSTREAM` names.
 //!
 //! - `http1`: `GET /headers` answers the request's headers as JSON; `POST /echo` streams the
-//!   body back; `GET /slow` answers after 5 s; `GET /ws` upgrades to WebSocket and echoes
-//!   text frames.
+//!   body back; `POST /count` reads the whole body, then answers its length; `GET /slow`
+//!   answers after 5 s; `GET /ws` upgrades to WebSocket and echoes text frames.
 //! - `h2c`: HTTP/2 with prior knowledge; `POST` anywhere answers gRPC-style: the request body
-//!   back, then trailers `grpc-status: 0` and `grpc-message: echoed <n> bytes`.
+//!   back, then trailers `grpc-status: 0` and `grpc-message: echoed <n> bytes, te <te>,
+//!   trailers [<the request's trailer names>]`.
 //! - `tcp`: echoes bytes.
 //!
 //! A test file that uses it has a test named `upstream_service` calling [`serve_if_asked`];
@@ -124,6 +125,13 @@ async fn http1(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible>
             )))
         }
         "/echo" => Ok(Response::new(req.into_body().boxed())),
+        "/count" => {
+            let n = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes().len().to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            Ok(Response::new(full(n)))
+        }
         "/small" => Ok(Response::new(full(&SMALL[..]))),
         "/1m" => Ok(Response::new(full(Bytes::from_static(big())))),
         "/slow" => {
@@ -224,17 +232,27 @@ async fn grpc(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         .get("te")
         .map(|v| v.to_str().unwrap_or("").to_string())
         .unwrap_or_default();
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => Bytes::new(),
+    let (body, names) = match req.into_body().collect().await {
+        Ok(b) => {
+            let names: Vec<String> = b
+                .trailers()
+                .map(|t| t.keys().map(|k| k.to_string()).collect())
+                .unwrap_or_default();
+            (b.to_bytes(), names)
+        }
+        Err(_) => (Bytes::new(), Vec::new()),
     };
     let mut trailers = hyper::HeaderMap::new();
     trailers.insert("grpc-status", "0".parse().unwrap());
     trailers.insert(
         "grpc-message",
-        format!("echoed {} bytes, te {te}", body.len())
-            .parse()
-            .unwrap(),
+        format!(
+            "echoed {} bytes, te {te}, trailers [{}]",
+            body.len(),
+            names.join(" ")
+        )
+        .parse()
+        .unwrap(),
     );
     let frames = futures_stream(vec![Frame::data(body), Frame::trailers(trailers)]);
     Ok(Response::builder()

@@ -58,6 +58,8 @@ pub(crate) struct Connection {
     pub presented: Option<Arc<rustls_pki_types::CertificateDer<'static>>>,
     /// The client's address, as the TCP connection gives it (what `Forwarded` carries).
     pub peer: std::net::SocketAddr,
+    /// The TLS server name the client sent (what a proxied service is told as its host).
+    pub server_name: Option<Arc<str>>,
 }
 
 /// A JSON error with its reason.

@@ -73,6 +73,9 @@ pub(crate) struct Container {
     state: Arc<Mutex<State>>,
     stopped: Arc<AtomicBool>,
     upstream: Arc<Upstream>,
+    /// The name its service is told it was reached by when a request carries none (its first
+    /// hostname, else its name).
+    host: String,
 }
 
 /// One container, created, started and healthy: its id, its address on the bridge.
@@ -366,6 +369,7 @@ impl Backend for ContainerBackend {
             state,
             stopped,
             upstream,
+            host: upstream::host(w),
         }))
     }
 }
@@ -463,7 +467,7 @@ async fn supervise(
 
 impl Running for Container {
     fn handler(&self) -> Handler {
-        upstream::handler(self.upstream.clone())
+        upstream::handler(self.upstream.clone(), self.host.clone())
     }
 
     fn upstream(&self) -> Option<Arc<Upstream>> {

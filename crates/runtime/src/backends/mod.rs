@@ -193,8 +193,10 @@ impl Backends {
 /// The error a request body carries when it grew past `limits.max_request_bytes`: the front
 /// enforces the limit, and a backend tells its workload why the body stopped.
 #[derive(Debug, Error)]
-#[error("the request body exceeds limits.max_request_bytes ({limit} bytes)")]
+#[error("the request body exceeds {from} ({limit} bytes)")]
 pub(crate) struct BodyTooLarge {
     /// The limit, in bytes.
     pub limit: u64,
+    /// The setting it comes from.
+    pub from: &'static str,
 }

@@ -397,6 +397,9 @@ pub(crate) struct Process {
     state: Arc<Mutex<State>>,
     stopped: Arc<AtomicBool>,
     upstream: Arc<Upstream>,
+    /// The name its service is told it was reached by when a request carries none (its first
+    /// hostname, else its name).
+    host: String,
     handle: tokio::runtime::Handle,
 }
 
@@ -453,6 +456,7 @@ impl Backend for ProcessBackend {
             state,
             stopped,
             upstream,
+            host: upstream::host(w),
             handle,
         }))
     }
@@ -520,7 +524,7 @@ async fn supervise(
 
 impl Running for Process {
     fn handler(&self) -> Handler {
-        upstream::handler(self.upstream.clone())
+        upstream::handler(self.upstream.clone(), self.host.clone())
     }
 
     fn upstream(&self) -> Option<Arc<Upstream>> {

@@ -17,17 +17,28 @@ pub(crate) fn upstream(w: &Workload) -> Arc<Upstream> {
     Arc::new(Upstream::new(&w.name, w.proxy.as_ref()))
 }
 
+/// The name `w`'s service is told when a request carries none: its first hostname, else its
+/// name.
+pub(crate) fn host(w: &Workload) -> String {
+    w.hostnames.first().unwrap_or(&w.name).clone()
+}
+
 /// The handler forwarding a workload's requests to `upstream`: the client's address, for
-/// `Forwarded`, is the one its connection came from.
-pub(crate) fn handler(upstream: Arc<Upstream>) -> Handler {
+/// `Forwarded`, is the one its connection came from, and the host the service is told is the
+/// name the connection was made for (its SNI: the front serves these workloads by SNI only).
+pub(crate) fn handler(upstream: Arc<Upstream>, name: String) -> Handler {
     Handler::new(tower::service_fn(move |req: super::Request| {
         let upstream = upstream.clone();
+        let name = name.clone();
         async move {
-            let peer = req
+            let (peer, host) = req
                 .extensions()
                 .get::<Connection>()
-                .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |c| c.peer);
-            let response = upstream.forward(req, peer).await;
+                .map_or((SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), None), |c| {
+                    (c.peer, c.server_name.clone())
+                });
+            let host = host.as_deref().unwrap_or(name.as_str());
+            let response = upstream.forward(req, peer, host).await;
             Ok(response.map(axum::body::Body::new))
         }
     }))

@@ -205,6 +205,10 @@ impl Writer {
             .spawn(move || {
                 while let Some(job) = jobs.blocking_recv() {
                     if matches!(job.change, Change::Shutdown) {
+                        // Stopped before the reply: the runtime exits once it is answered, and
+                        // a process left running then would die only by its parent-death
+                        // signal, which its own children do not inherit.
+                        self.stop_all();
                         let _ = job.reply.send(Ok(Applied::Unchanged));
                         break;
                     }

@@ -1,16 +1,13 @@
 //! Who called: what the front verified about a request's caller, and the `X-Enclave-OS-Client-*`
 //! headers a workload reads it from (`docs/ingress.md` is the contract for upstream authors).
 //!
-//! Every request routed to a workload has every inbound header whose name starts with
-//! [`PREFIX`] removed, whatever its case, before the headers of what was verified are added: the
-//! headers are trustworthy only because a client can never set them. The [`Caller`] also rides
+//! Every request routed to a workload has every inbound caller header removed, in any case and
+//! with `_` for `-` (from its trailers too), before the headers of what was verified are added:
+//! the headers are trustworthy only because a client can never set them. The [`Caller`] also rides
 //! along as a request extension, so a proxy (HTTP/1.1, h2, WebSocket) passes the same headers on
 //! and a TCP splice can log who it serves.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-
-/// The prefix of every caller header (lowercase, as `http` stores names).
-pub(crate) const PREFIX: &str = "x-enclave-os-client-";
 
 /// What mutual RA-TLS established about the client (see `gate`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,12 +113,13 @@ fn lower(name: &'static str) -> &'static str {
     }
 }
 
-/// Remove every header whose name starts with [`PREFIX`] (names are stored lowercase, so this
-/// catches every spelling a client may send).
+/// Remove every header whose name is a caller header in any spelling: any case (names are
+/// stored lowercase), and `_` for `-`, which CGI-style servers read as the same variable
+/// (`enclave_proxy::headers::is_caller_header`).
 pub(crate) fn strip(headers: &mut HeaderMap) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| n.as_str().starts_with(PREFIX))
+        .filter(|n| enclave_proxy::headers::is_caller_header(n.as_str()))
         .cloned()
         .collect();
     for name in spoofed {

@@ -100,12 +100,14 @@ pub(crate) struct Site {
     pub gates: Option<Arc<gate::Gates>>,
 }
 
-/// Hand the request to the workload's handler. Its body is limited to
-/// `limits.max_request_bytes`: a declared length over it is refused before the workload sees
-/// it, and a streamed body that grows past it fails the workload's read.
+/// Hand the request to the workload's handler. Its body is limited to `max` bytes (a declared
+/// length over it is refused before the workload sees it, and a streamed body that grows past
+/// it fails the workload's read), must keep arriving (no pause longer than `idle`), and its
+/// trailers are cleaned as its headers were (`enclave_proxy::ClientBody`).
 async fn serve_workload(
     handler: crate::backends::Handler,
-    max: u64,
+    (max, max_from): (u64, &'static str),
+    idle: Duration,
     req: Request<Incoming>,
 ) -> axum::response::Response {
     let declared = req
@@ -116,15 +118,19 @@ async fn serve_workload(
     if let Some(len) = declared.filter(|len| *len > max) {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is {len} bytes; limits.max_request_bytes allows {max}"),
+            format!("the request body is {len} bytes; {max_from} allows {max}"),
         );
     }
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let req = req.map(move |body| {
+        let body = enclave_proxy::ClientBody::new(body, idle);
         axum::body::Body::new(http_body_util::Limited::new(body, limit).map_err(
             move |e| -> Box<dyn std::error::Error + Send + Sync> {
                 if e.is::<http_body_util::LengthLimitError>() {
-                    Box::new(BodyTooLarge { limit: max })
+                    Box::new(BodyTooLarge {
+                        limit: max,
+                        from: max_from,
+                    })
                 } else {
                     e
                 }
@@ -442,6 +448,7 @@ pub(crate) async fn connection(
         exporter: enclave_ratls::channel::exporter(session).ok(),
         presented: chosen.presented(session).cloned().map(Arc::new),
         peer: remote,
+        server_name: session.server_name().map(|n| Arc::from(hostname(n))),
     };
     let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
     let sni: Option<Arc<str>> = session.server_name().map(Arc::from);
@@ -541,6 +548,23 @@ pub(crate) async fn connection(
                 (None, _) => None,
             };
             if let Some(entry) = &entry {
+                // A service behind the proxy is served on connections made for its name only:
+                // its per-connection bounds (proxy.max_connections, max_header_bytes) and the
+                // host its service is told are the SNI's.
+                if sni.is_none() && entry.running.upstream().is_some() {
+                    return Ok(error(
+                        StatusCode::MISDIRECTED_REQUEST,
+                        format!(
+                            "workload '{}' is served only on connections made for its name: connect with SNI {}",
+                            entry.spec.name,
+                            entry
+                                .spec
+                                .hostnames
+                                .first()
+                                .map_or("(its hostname)", String::as_str)
+                        ),
+                    ));
+                }
                 let gates = site.gates.as_deref();
                 if let Err(refused) =
                     gate::Gates::admit(gates, entry, &peer, sni.is_some(), &mut req)
@@ -559,13 +583,11 @@ pub(crate) async fn connection(
                 ),
                 // A workload's own deadline bounds its whole exchange (its backend's).
                 Some(entry) => {
-                    let max = entry
-                        .spec
-                        .proxy
-                        .as_ref()
-                        .and_then(|p| p.max_body_bytes)
-                        .unwrap_or(limits.max_request_bytes);
-                    serve_workload(entry.handler.clone(), max, req).await
+                    let max = match entry.spec.proxy.as_ref().and_then(|p| p.max_body_bytes) {
+                        Some(max) => (max, "proxy.max_body_bytes"),
+                        None => (limits.max_request_bytes, "limits.max_request_bytes"),
+                    };
+                    serve_workload(entry.handler.clone(), max, limits.header_timeout, req).await
                 }
                 None => {
                     let call = site.api.clone().oneshot(req.map(axum::body::Body::new));
@@ -624,7 +646,7 @@ pub(crate) async fn connection(
 }
 
 /// Streams one HTTP/2 connection may have open at once.
-const MAX_STREAMS: u32 = 256;
+const MAX_STREAMS: u32 = 128;
 /// hyper's smallest read buffer.
 const MIN_HEAD_BUFFER: usize = 8 * 1024;
 
