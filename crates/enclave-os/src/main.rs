@@ -18,6 +18,11 @@ mod workload_cmd;
 
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's malloc: the proxy allocates and frees small buffers on every
+/// request, and glibc's free lists cost it measurably (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
