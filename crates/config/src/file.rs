@@ -450,6 +450,11 @@ pub struct Limits {
     /// Concurrent connections to the witness listener.
     #[serde(default = "Limits::default_witness_connections")]
     pub max_witness_connections: NonZeroU32,
+    /// Connections one source address may hold on the RA-TLS listener; absent: no cap of its
+    /// own (clients behind one NAT or balancer share an address). Left out of the leaf when
+    /// absent, so configurations without it keep their roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_source: Option<NonZeroU32>,
 }
 
 impl Limits {
@@ -504,6 +509,7 @@ impl Default for Limits {
             write_stall_secs: Self::default_write_stall(),
             max_challenge_handshakes: Self::default_challenges(),
             max_witness_connections: Self::default_witness_connections(),
+            max_connections_per_source: None,
         }
     }
 }

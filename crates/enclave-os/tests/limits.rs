@@ -354,3 +354,32 @@ fn a_client_that_pipelines_requests_and_never_reads_is_cut_off() {
         .count();
     assert!(answers < 8000, "all {answers} answers were sent");
 }
+
+#[test]
+fn one_source_holds_at_most_its_share_of_the_listener_when_capped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let i = Instance::new(tmp.path(), "[limits]\nmax_connections_per_source = 2\n");
+    let _server = i.start();
+    // `start` probed the port; let that connection go.
+    std::thread::sleep(Duration::from_millis(300));
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", i.port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A third from the same address is closed at once, before any handshake.
+    let mut third = TcpStream::connect(("127.0.0.1", i.port)).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let n = third
+        .read(&mut buf)
+        .expect("the third connection was held, not dropped");
+    assert_eq!(n, 0);
+    // Once the two go, the address is served again.
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let tls = i.client();
+    let (status, _) = i.call(&tls, "GET", "/healthz", None, b"").unwrap();
+    assert_eq!(status, 200);
+}

@@ -689,7 +689,9 @@ impl Runtime {
         let admission = Arc::new(front::admission::Admission::new(
             "the RA-TLS listener",
             c.limits.max_connections as usize,
-            None,
+            c.limits
+                .max_connections_per_source
+                .map(std::num::NonZeroU32::get),
         ));
         let mut all = Vec::new();
         for tcp in listeners {

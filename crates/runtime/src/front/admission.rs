@@ -3,7 +3,8 @@
 //!
 //! Connections are admitted before anyone authenticates (the TLS handshake comes after), so a
 //! cap alone lets one client fill every slot. The witness listener, whose clients are a few
-//! known instances, also caps each source address, so one address cannot take every slot.
+//! known instances, also caps each source address, so one address cannot take every slot; the
+//! RA-TLS listener does when `limits.max_connections_per_source` says so.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
