@@ -138,6 +138,7 @@ fn http_clients_reach_the_service_over_h2_and_http1_with_forwarding_headers_set(
             .header("x-kept", "yes")
             .header("x-enclave-os-client-subject", "admin")
             .header("x_enclave_os_client_subject", "admin")
+            .header("x-enclave-os-client.subject", "admin")
             .body(Full::new(Bytes::new()))
             .unwrap();
         let r = h2.send_request(req).await.unwrap();
@@ -152,6 +153,7 @@ fn http_clients_reach_the_service_over_h2_and_http1_with_forwarding_headers_set(
         // (CGI-style servers read `_` and `-` alike).
         assert!(seen.get("x-enclave-os-client-subject").is_none(), "{seen}");
         assert!(seen.get("x_enclave_os_client_subject").is_none(), "{seen}");
+        assert!(seen.get("x-enclave-os-client.subject").is_none(), "{seen}");
         assert!(
             seen["forwarded"]
                 .as_str()
@@ -268,6 +270,7 @@ fn grpc_style_h2_with_trailers_reaches_an_h2c_service() {
         sent.insert("x-checksum", "abc".parse().unwrap());
         sent.insert("x-enclave-os-client-subject", "admin".parse().unwrap());
         sent.insert("x_enclave_os_client_tee", "tdx".parse().unwrap());
+        sent.insert("x-enclave-os-client.name", "db".parse().unwrap());
         sent.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
         let frames = vec![
             Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(b"hi"))),

@@ -26,20 +26,19 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// The prefix of the headers the front writes for the verified caller
-/// (`X-Enclave-OS-Client-*`).
-pub const CALLER_PREFIX: &str = "x-enclave-os-client-";
-
-/// Whether `name` (lowercase, as `HeaderMap` keeps names) is a caller header, or would be read
-/// as one: CGI, WSGI and PHP turn `-` and `_` alike into `_`, so `x_enclave_os_client_subject`
-/// reaches such a service as the very variable the real header becomes.
+/// Whether `name` is a caller header, or could be read as one: its letters and digits, in
+/// any case and whatever stands between them, begin `xenclaveosclient`. Gateways map header
+/// names onto variables in their own ways (CGI, WSGI and PHP turn every `-` into `_`; others
+/// drop or replace `.` and the like), so `x_enclave_os_client_subject` or
+/// `x-enclave-os-client.subject` could reach a service as the very variable the real header
+/// becomes: all are treated as the real one.
 pub fn is_caller_header(name: &str) -> bool {
-    let name = name.as_bytes();
-    name.len() >= CALLER_PREFIX.len()
-        && name
-            .iter()
-            .zip(CALLER_PREFIX.bytes())
-            .all(|(&n, p)| n.to_ascii_lowercase() == p || (n == b'_' && p == b'-'))
+    const KEY: &[u8] = b"xenclaveosclient";
+    let mut letters = name
+        .bytes()
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| b.to_ascii_lowercase());
+    KEY.iter().all(|k| letters.next() == Some(*k))
 }
 
 /// The forwarding headers the proxy owns.
@@ -211,6 +210,10 @@ mod tests {
             "x-enclave-os-client-subject",
             "x_enclave_os_client_subject",
             "x-enclave_os-client_tee",
+            "x-enclave-os-client.subject",
+            "x.enclave.os.client.id",
+            "x-enclave-os-client~sub",
+            "xenclaveosclientsubject",
         ] {
             assert!(is_caller_header(n), "{n}");
         }
