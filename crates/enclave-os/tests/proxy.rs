@@ -85,14 +85,40 @@ async fn connect(i: &Instance, name: &str, alpn: &[&[u8]]) -> Tls {
         .unwrap()
 }
 
+/// An HTTP/2 client on `tls`, its connection driven in the background.
+async fn h2_on<B>(tls: Tls) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// An HTTP/1.1 client on `tls`, its connection driven in the background.
+async fn h1_on(tls: Tls) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// A response's body as JSON.
+async fn json(r: hyper::Response<hyper::body::Incoming>) -> Value {
+    serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap()
+}
+
 /// Wait (bounded) until `name` answers `path` with anything but 503 (the service starting).
 async fn ready(i: &Instance, name: &str, path: &str) {
     for _ in 0..300 {
         let tls = connect(i, name, &[b"http/1.1"]).await;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut send = h1_on(tls).await;
         let req = Request::get(path)
             .header("host", name)
             .body(Full::new(Bytes::new()))
@@ -127,11 +153,7 @@ fn http_clients_reach_the_service_over_h2_and_http1_with_forwarding_headers_set(
         // HTTP/2 from the client (ALPN), HTTP/1.1 to the service.
         let tls = connect(&i, "web.test", &[b"h2", b"http/1.1"]).await;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
-        let (mut h2, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let mut h2 = h2_on(tls).await;
         let req = Request::get("https://web.test/headers")
             .header("x-forwarded-for", "6.6.6.6")
             .header("forwarded", "for=6.6.6.6")
@@ -143,8 +165,7 @@ fn http_clients_reach_the_service_over_h2_and_http1_with_forwarding_headers_set(
             .unwrap();
         let r = h2.send_request(req).await.unwrap();
         assert_eq!(r.status(), 200);
-        let seen: Value =
-            serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        let seen: Value = json(r).await;
         assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen}");
         assert_eq!(seen["x-forwarded-proto"], "https", "{seen}");
         assert_eq!(seen["x-kept"], "yes", "{seen}");
@@ -173,10 +194,7 @@ fn http_clients_reach_the_service_over_h2_and_http1_with_forwarding_headers_set(
 
         // HTTP/1.1 from the client: hop-by-hop headers stop at the proxy.
         let tls = connect(&i, "web.test", &[b"http/1.1"]).await;
-        let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut h1 = h1_on(tls).await;
         let req = Request::get("/headers")
             .header("host", "elsewhere.test")
             .header("connection", "keep-alive, x-hop, upgrade")
@@ -186,8 +204,7 @@ fn http_clients_reach_the_service_over_h2_and_http1_with_forwarding_headers_set(
             .body(Full::new(Bytes::new()))
             .unwrap();
         let r = h1.send_request(req).await.unwrap();
-        let seen: Value =
-            serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        let seen: Value = json(r).await;
         assert!(seen.get("x-hop").is_none(), "{seen}");
         assert!(seen.get("proxy-authorization").is_none(), "{seen}");
         // Only WebSocket is upgraded: an h2c upgrade would be a tunnel past the front.
@@ -207,8 +224,7 @@ fn http_clients_reach_the_service_over_h2_and_http1_with_forwarding_headers_set(
             .await
             .unwrap();
         assert_eq!(r.status(), 400);
-        let body: Value =
-            serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        let body: Value = json(r).await;
         assert!(
             body["error"].as_str().unwrap().contains("origin-form"),
             "{body}"
@@ -229,11 +245,7 @@ fn grpc_style_h2_with_trailers_reaches_an_h2c_service() {
         let mut last = None;
         for _ in 0..300 {
             let tls = connect(&i, "grpc.test", &[b"h2"]).await;
-            let (mut h2, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                    .await
-                    .unwrap();
-            tokio::spawn(conn);
+            let mut h2 = h2_on(tls).await;
             let req = Request::post("https://grpc.test/echo.Echo/Say")
                 .header("content-type", "application/grpc")
                 .header("te", "trailers")
@@ -261,11 +273,7 @@ fn grpc_style_h2_with_trailers_reaches_an_h2c_service() {
 
         // Request trailers reach the service, but never one a request head could not carry.
         let tls = connect(&i, "grpc.test", &[b"h2"]).await;
-        let (mut h2, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let mut h2 = h2_on(tls).await;
         let mut sent = hyper::HeaderMap::new();
         sent.insert("x-checksum", "abc".parse().unwrap());
         sent.insert("x-enclave-os-client-subject", "admin".parse().unwrap());
@@ -400,10 +408,7 @@ fn upstream_failures_answer_502_503_504_with_a_reason() {
     rt().block_on(async {
         ready(&i, "slow.test", "/headers").await;
         let tls = connect(&i, "slow.test", &[b"http/1.1"]).await;
-        let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut h1 = h1_on(tls).await;
         let r = h1
             .send_request(
                 Request::get("/slow")
@@ -414,8 +419,7 @@ fn upstream_failures_answer_502_503_504_with_a_reason() {
             .await
             .unwrap();
         assert_eq!(r.status(), 504);
-        let body: Value =
-            serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        let body: Value = json(r).await;
         assert!(
             body["error"]
                 .as_str()
@@ -442,10 +446,7 @@ fn upstream_failures_answer_502_503_504_with_a_reason() {
         let _a = connect(&i, "slow.test", &[b"http/1.1"]).await;
         let _b = connect(&i, "slow.test", &[b"http/1.1"]).await;
         let tls = connect(&i, "slow.test", &[b"http/1.1"]).await;
-        let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut h1 = h1_on(tls).await;
         let r = h1
             .send_request(
                 Request::get("/headers")
@@ -456,8 +457,7 @@ fn upstream_failures_answer_502_503_504_with_a_reason() {
             .await
             .unwrap();
         assert_eq!(r.status(), 503);
-        let body: Value =
-            serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        let body: Value = json(r).await;
         assert!(
             body["error"]
                 .as_str()
@@ -480,11 +480,7 @@ fn sigterm_lets_a_request_in_flight_finish_and_takes_no_new_connection() {
     rt().block_on(async {
         ready(&i, "drain.test", "/headers").await;
         let tls = connect(&i, "drain.test", &[b"h2"]).await;
-        let (mut h2, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let mut h2 = h2_on(tls).await;
         // The service answers /slow after 5 s; the runtime is told to stop 1 s in.
         let slow = tokio::spawn(async move {
             let r = h2
@@ -596,11 +592,7 @@ fn clients_cannot_hold_a_service_by_name_games_stalled_bodies_or_fan_out() {
 
         // One request in flight (max_in_flight = 1): a second is refused with the reason.
         let tls = connect(&i, "svc.test", &[b"h2"]).await;
-        let (h2, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let h2 = h2_on(tls).await;
         let mut first = h2.clone();
         let slow = tokio::spawn(async move {
             first
@@ -624,8 +616,7 @@ fn clients_cannot_hold_a_service_by_name_games_stalled_bodies_or_fan_out() {
             .await
             .unwrap();
         assert_eq!(r.status(), 503);
-        let body: Value =
-            serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        let body: Value = json(r).await;
         assert!(
             body["error"]
                 .as_str()

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use enclave_config::file::{ContainerSettings, ImageLeaves, Workload, WorkloadCode, WorkloadKind};
 
-use super::supervise::{again, fresh_log, healthy, tail, with_tail};
+use super::supervise::{self, again, fresh_log, healthy, tail, with_tail};
 use super::upstream;
 use super::{Backend, Handler, Health, Running, StartError};
 use crate::containers::Containers;
@@ -475,15 +475,12 @@ impl Running for Container {
     }
 
     fn health(&self) -> Health {
-        if self.stopped.load(Ordering::Acquire) {
-            return Health::Unavailable("stopped".into());
-        }
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match (&s.target, &s.exit) {
-            (Some(_), _) => Health::Serving,
-            (None, Some(exit)) => Health::Unavailable(exit.clone()),
-            (None, None) => Health::Unavailable("starting".into()),
-        }
+        supervise::health(
+            self.stopped.load(Ordering::Acquire),
+            s.target.is_some(),
+            s.exit.as_deref(),
+        )
     }
 
     fn detail(&self) -> Option<serde_json::Value> {

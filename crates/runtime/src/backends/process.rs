@@ -39,7 +39,7 @@ use enclave_config::file::{ProcessSettings, Workload, WorkloadCode, WorkloadKind
 use enclave_containers::SegmentedLog;
 use tokio::io::AsyncReadExt;
 
-use super::supervise::{again, fresh_log, healthy, tail, with_tail};
+use super::supervise::{self, again, fresh_log, healthy, tail, with_tail};
 use super::upstream;
 use super::{Backend, Handler, Health, Running, StartError};
 use enclave_proxy::Upstream;
@@ -532,15 +532,12 @@ impl Running for Process {
     }
 
     fn health(&self) -> Health {
-        if self.stopped.load(Ordering::Acquire) {
-            return Health::Unavailable("stopped".into());
-        }
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match (&s.pid, &s.exit) {
-            (Some(_), _) => Health::Serving,
-            (None, Some(exit)) => Health::Unavailable(exit.clone()),
-            (None, None) => Health::Unavailable("starting".into()),
-        }
+        supervise::health(
+            self.stopped.load(Ordering::Acquire),
+            s.pid.is_some(),
+            s.exit.as_deref(),
+        )
     }
 
     fn detail(&self) -> Option<serde_json::Value> {

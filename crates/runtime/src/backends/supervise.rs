@@ -10,6 +10,18 @@ use std::time::Duration;
 
 use enclave_config::file::ServiceSettings;
 
+/// A service workload's health as its supervisor recorded it: stopped, serving while its
+/// service runs, else why not (its last exit, or that it is still starting).
+pub(crate) fn health(stopped: bool, running: bool, last_exit: Option<&str>) -> super::Health {
+    use super::Health;
+    match (stopped, running, last_exit) {
+        (true, _, _) => Health::Unavailable("stopped".into()),
+        (false, true, _) => Health::Serving,
+        (false, false, Some(exit)) => Health::Unavailable(exit.to_string()),
+        (false, false, None) => Health::Unavailable("starting".into()),
+    }
+}
+
 /// How much of a log an exit report carries.
 pub(crate) const LOG_TAIL_BYTES: u64 = 4096;
 
