@@ -227,7 +227,44 @@ def leaves(path, version, jwks_override=None, engine=None, images=None):
             if "client_trust_sim" in ingress:
                 out[f"workload/{name}/client-trust-sim"] = sim_root(ingress["client_trust_sim"])
         out[f"workload/{name}/settings"] = jcs(settings).encode()
+    vault = c.get("vault")
+    if vault is not None:
+        committed = {
+            "session_ttl_secs": vault.get("session_ttl_secs", 300),
+            "max_sessions": vault.get("max_sessions", 1024),
+        }
+        if "hostname" in vault:
+            committed["hostname"] = vault["hostname"]
+        out["vault"] = jcs(committed).encode()
+        if "client_root" in vault:
+            out["vault/client-root"] = read(vault["client_root"])
+        if "trust_sim" in vault:
+            out["vault/trust-sim"] = sim_root(vault["trust_sim"])
+        for pname, policy in vault.get("policy", {}).items():
+            out[f"vault/policy/{pname}"] = jcs(vault_policy(policy, read)).encode()
     return out
+
+
+def vault_policy(p, read):
+    """A vault policy as its leaf commits it: empty lists and absent members left out, each
+    block's appraisal policy file inline as text."""
+    doc = {k: p[k] for k in ("resources", "keys") if p.get(k)}
+    doc["allow"] = []
+    for b in p["allow"]:
+        block = {
+            k: b[k]
+            for k in ("workloads", "code_sha256", "tee", "measurements", "config_root")
+            if b.get(k)
+        }
+        if "appraisal_policy" in b:
+            block["appraisal_policy"] = read(b["appraisal_policy"]).decode()
+        if "oidc" in b:
+            block["oidc"] = {
+                "audience": b["oidc"]["audience"],
+                "required_claims": b["oidc"].get("required_claims", {}),
+            }
+        doc["allow"].append(block)
+    return doc
 
 
 def service(t):

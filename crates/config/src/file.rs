@@ -23,6 +23,8 @@
 //! | `workload/<name>/client-policy`, `client-root`, `client-trust-sim` | the files `[workload.ingress]` names (`ingress`) |
 //! | `listener/evidence-binding` | `dice` when `[listener] evidence_binding = "dice"` (absent for the default `seed`) |
 //! | `sealing/policy` | `signer` when `seal_policy = "signer"` (absent for the default `measurement`) |
+//! | `vault`, `vault/client-root`, `vault/trust-sim` | the vault's settings, JCS, and its trust files, with `[vault]` |
+//! | `vault/policy/<name>` | one vault policy, JCS, appraisal policies inline (the file's and the API's) |
 //!
 //! Listen addresses, the state directory and the paths of files are not leaves: the host chooses
 //! them, and they change neither what runs nor whom it trusts.
@@ -975,6 +977,9 @@ pub struct EnclaveConfig {
     /// Workloads.
     #[serde(default, rename = "workload")]
     pub workloads: Vec<Workload>,
+    /// The vault: who may have which secret or key (`crate::vault`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<crate::vault::VaultConfig>,
 }
 
 /// The registry host of image reference `image` (`host[:port]/repo…@sha256:…`): what comes
@@ -1113,6 +1118,10 @@ impl EnclaveConfig {
                     format!("'{l}' is not HOST:PORT with an IP address"),
                 ));
             }
+        }
+        if let Some(v) = &config.vault {
+            v.check(config.oidc.is_some())
+                .map_err(|(f, reason)| invalid(f, reason))?;
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, w) in config.workloads.iter().enumerate() {
@@ -1443,6 +1452,62 @@ impl LoadedConfig {
         self.inputs.registries.get(host).map(Vec::as_slice)
     }
 
+    /// The files `[vault]` names, as read at load, and the file's policies with their
+    /// appraisal policies read.
+    pub fn vault_files(&self) -> &crate::vault::VaultFiles {
+        &self.inputs.vault
+    }
+
+    /// The policies loaded through the management API, committed beside the file's.
+    pub fn vault_api_policies(&self) -> &BTreeMap<String, crate::vault::PolicyDoc> {
+        &self.inputs.vault_api
+    }
+
+    /// Every vault policy in force: the file's, then the API's.
+    pub fn vault_policy(&self, name: &str) -> Option<&crate::vault::PolicyDoc> {
+        self.inputs
+            .vault
+            .policies
+            .get(name)
+            .or_else(|| self.inputs.vault_api.get(name))
+    }
+
+    /// This configuration with `policies` as the vault policies loaded through the API. Each
+    /// is checked; a name the file holds is refused (the file's policy is changed in the file).
+    pub fn with_vault_policies(
+        &self,
+        policies: BTreeMap<String, crate::vault::PolicyDoc>,
+    ) -> Result<Self, ConfigError> {
+        let Some(_) = &self.config.vault else {
+            return Err(ConfigError::Leaf {
+                leaf: "vault/policy".into(),
+                reason: "the configuration has no [vault] section to take policies".into(),
+            });
+        };
+        for (name, p) in &policies {
+            let leaf = format!("vault/policy/{name}");
+            crate::vault::check_name(name).map_err(|reason| ConfigError::Leaf {
+                leaf: leaf.clone(),
+                reason,
+            })?;
+            if self.inputs.vault.policies.contains_key(name) {
+                return Err(ConfigError::Leaf {
+                    leaf,
+                    reason: "a policy of that name is defined in enclave.toml; change it there"
+                        .into(),
+                });
+            }
+            p.check(self.config.oidc.is_some())
+                .map_err(|(f, why)| ConfigError::Leaf {
+                    leaf,
+                    reason: format!("{f}: {why}"),
+                })?;
+        }
+        let mut next = self.clone();
+        next.inputs.vault_api = policies;
+        Ok(next)
+    }
+
     /// This configuration with the container engine's `versions`, committed as
     /// `containers/engine`.
     pub fn with_engine(&self, versions: EngineVersions) -> Self {
@@ -1641,6 +1706,18 @@ impl LoadedConfig {
         }
         for (w, code) in loaded {
             leaves.extend(workload_leaves(w, code)?);
+        }
+        if let Some(v) = &c.vault {
+            leaves.push(json_leaf("vault", &v.leaf())?);
+            if let Some(b) = &i.vault.client_root {
+                leaves.push(("vault/client-root".into(), b.clone()));
+            }
+            if let Some(b) = &i.vault.trust_sim {
+                leaves.push(("vault/trust-sim".into(), b.clone()));
+            }
+        }
+        for (name, p) in i.vault.policies.iter().chain(i.vault_api.iter()) {
+            leaves.push(json_leaf(&format!("vault/policy/{name}"), p)?);
         }
         Ok(leaves)
     }

@@ -41,6 +41,10 @@ pub struct Inputs {
     pub(crate) images: BTreeMap<String, crate::container::ImageLeaves>,
     /// The container engine's versions (set once asked).
     pub(crate) engine: Option<crate::container::EngineVersions>,
+    /// `[vault]`'s files and its policies, appraisal policies read.
+    pub(crate) vault: crate::vault::VaultFiles,
+    /// Vault policies loaded through the management API (set by the runtime, not read).
+    pub(crate) vault_api: BTreeMap<String, crate::vault::PolicyDoc>,
 }
 
 impl std::fmt::Debug for Inputs {
@@ -61,6 +65,14 @@ impl std::fmt::Debug for Inputs {
             .field("ingress", &self.ingress.keys().collect::<Vec<_>>())
             .field("images", &self.images)
             .field("engine", &self.engine)
+            .field(
+                "vault_policies",
+                &self.vault.policies.keys().collect::<Vec<_>>(),
+            )
+            .field(
+                "vault_api_policies",
+                &self.vault_api.keys().collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -104,6 +116,31 @@ impl Reader<'_> {
         self.read(field, &root).map(Some)
     }
 
+    /// The files `[vault]` names, and its policies with their appraisal policies read as text.
+    fn vault_files(
+        &self,
+        v: &crate::vault::VaultConfig,
+    ) -> Result<crate::vault::VaultFiles, ConfigError> {
+        let mut policies = BTreeMap::new();
+        for (name, p) in &v.policy {
+            let doc = p.map_appraisal(|i, path| {
+                let field = format!("vault.policy.{name}.allow[{i}].appraisal_policy");
+                let bytes = self.read(&field, path)?;
+                String::from_utf8(bytes).map_err(|_| ConfigError::Invalid {
+                    path: self.file.to_path_buf(),
+                    field,
+                    reason: format!("{}: not UTF-8 text", self.resolve(path).display()),
+                })
+            })?;
+            policies.insert(name.clone(), doc);
+        }
+        Ok(crate::vault::VaultFiles {
+            client_root: self.read_opt("vault.client_root", v.client_root.as_ref())?,
+            trust_sim: self.sim_root("vault.trust_sim", v.trust_sim.as_ref())?,
+            policies,
+        })
+    }
+
     /// Every file input of `c`.
     pub fn read_all(&self, c: &EnclaveConfig) -> Result<Inputs, ConfigError> {
         let witness = c.store.witness.as_ref();
@@ -137,7 +174,13 @@ impl Reader<'_> {
                 self.read(&format!("registry[{i}].ca_bundle"), &r.ca_bundle)?,
             );
         }
+        let vault = match &c.vault {
+            None => crate::vault::VaultFiles::default(),
+            Some(v) => self.vault_files(v)?,
+        };
         Ok(Inputs {
+            vault,
+            vault_api: BTreeMap::new(),
             ingress,
             registries,
             images: BTreeMap::new(),

@@ -20,6 +20,7 @@ pub mod merkle;
 pub mod proxy;
 pub mod runtime_spec;
 pub mod service;
+pub mod vault;
 
 pub use file::{ConfigError, EnclaveConfig, LoadedConfig};
 pub use merkle::{ConfigTree, InclusionProof, Leaf, Manifest, TreeError};
