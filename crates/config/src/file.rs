@@ -1272,12 +1272,25 @@ impl EnclaveConfig {
         // One workload per hostname, whatever the case: routing takes the first it finds, so a
         // second claim would be served by nobody or by the wrong one.
         let mut claimed: BTreeMap<String, &str> = BTreeMap::new();
+        let vault_host = config.vault.as_ref().and_then(|v| v.hostname.as_deref());
+        if vault_host.is_some_and(|v| v.eq_ignore_ascii_case(m)) {
+            return Err(invalid(
+                "vault.hostname".into(),
+                format!("'{m}' is the management hostname; the vault needs a name of its own"),
+            ));
+        }
         for (i, w) in config.workloads.iter().enumerate() {
             for h in &w.hostnames {
                 if h.eq_ignore_ascii_case(m) {
                     return Err(invalid(
                         format!("workload[{i}].hostnames"),
                         format!("'{m}' is reserved for the management API"),
+                    ));
+                }
+                if vault_host.is_some_and(|v| h.eq_ignore_ascii_case(v)) {
+                    return Err(invalid(
+                        format!("workload[{i}].hostnames"),
+                        format!("'{h}' is reserved for the vault (vault.hostname)"),
                     ));
                 }
                 if let Some(other) = claimed.insert(h.to_ascii_lowercase(), &w.name) {

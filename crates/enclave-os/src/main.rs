@@ -8,11 +8,13 @@ mod ca_cmd;
 mod evidence_cmd;
 mod log_driver;
 mod measure_cmd;
+mod mgmt;
 mod migrate_cmd;
 mod render;
 mod run_cmd;
 mod store_cmd;
 mod token_cmd;
+mod vault_cmd;
 mod verify_cmd;
 mod workload_cmd;
 
@@ -64,6 +66,9 @@ enum Command {
     /// Operate a running instance's workloads over its management API: list, load (with a
     /// progress bar while a container image is pulled), unload, logs.
     Workload(workload_cmd::WorkloadCommand),
+    /// Operate a running instance's vault over its management API: secrets (write-only),
+    /// policies (the certificate changes), keys generated inside the TEE.
+    Vault(vault_cmd::VaultCommand),
     /// Development helper: mint an OIDC bearer token (ES256 or RS256) for the management API.
     Token(token_cmd::TokenArgs),
 }
@@ -93,5 +98,6 @@ fn main() -> ExitCode {
         Command::Migrate(cmd) => migrate_cmd::run(cmd),
         Command::Store(cmd) => store_cmd::run(cmd),
         Command::Workload(cmd) => workload_cmd::run(cmd),
+        Command::Vault(cmd) => vault_cmd::run(cmd),
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use enclave_runtime::{RESERVED_SCOPE_PREFIX, Scope};
+use enclave_runtime::Scope;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
@@ -32,7 +32,7 @@ pub(crate) struct TokenArgs {
     #[arg(long, default_value_t = 3600)]
     ttl: i64,
     /// A scope the token grants, into the `scope` claim: status:read, kv:read, kv:write,
-    /// workloads:write (vault:* is reserved). Repeat it, or give several separated by spaces.
+    /// workloads:write, vault:read, vault:write. Repeat it, or give several separated by spaces.
     /// Without it the token opens no endpoint.
     #[arg(long = "scope", value_name = "SCOPE")]
     scopes: Vec<String>,
@@ -70,11 +70,12 @@ pub(crate) fn run(a: &TokenArgs) -> ExitCode {
         },
     };
     let scopes: Vec<&str> = a.scopes.iter().flat_map(|s| s.split_whitespace()).collect();
-    if let Some(bad) = scopes.iter().find(|s| {
-        !s.starts_with(RESERVED_SCOPE_PREFIX) && !Scope::ALL.iter().any(|k| k.as_str() == **s)
-    }) {
+    if let Some(bad) = scopes
+        .iter()
+        .find(|s| !Scope::ALL.iter().any(|k| k.as_str() == **s))
+    {
         return fail(format!(
-            "--scope {bad}: not a scope the runtime knows ({}, or {RESERVED_SCOPE_PREFIX}* reserved)",
+            "--scope {bad}: not a scope the runtime knows ({})",
             Scope::ALL.map(Scope::as_str).join(", ")
         ));
     }

@@ -4,40 +4,20 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use clap::{Args, Subcommand};
 use enclave_config::file::{Run, Workload};
-use enclave_http::{Client, Method, Request, StatusCode, Uri};
-use enclave_ratls::binding::Freshness;
-use enclave_ratls::tls::{RatlsServerVerifier, client_config};
-use enclave_ratls::trust::TrustFiles;
+use enclave_http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{EXIT_REJECTED, EXIT_USAGE};
+use crate::mgmt::{Api, Connect, Failure, refused, usage};
 
 #[derive(Args)]
 pub(crate) struct WorkloadCommand {
-    /// The management API: https://HOST:PORT.
-    #[arg(long, env = "ENCLAVE_OS_URL", default_value = "https://127.0.0.1:8443")]
-    url: String,
-    /// A bearer token for the management API (`enclave-os token` mints one for development).
-    #[arg(long, env = "ENCLAVE_OS_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// The operator's root CA (PEM): the server's chain must lead to it.
-    #[arg(long)]
-    root: Option<PathBuf>,
-    /// Development: trust this simulation root (a simulation directory or its root.crt.pem).
-    #[arg(long)]
-    trust_sim: Option<PathBuf>,
-    /// Appraisal policy (TOML) the server must satisfy.
-    #[arg(long)]
-    policy: Option<PathBuf>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    connect: Connect,
     #[command(subcommand)]
     action: Action,
 }
@@ -72,109 +52,6 @@ enum Action {
         #[arg(long, default_value_t = 65536)]
         tail_bytes: usize,
     },
-}
-
-/// A failure, and the exit status it gives.
-struct Failure {
-    status: u8,
-    message: String,
-}
-
-fn usage(message: impl Into<String>) -> Failure {
-    Failure {
-        status: EXIT_USAGE,
-        message: message.into(),
-    }
-}
-
-fn refused(message: impl Into<String>) -> Failure {
-    Failure {
-        status: EXIT_REJECTED,
-        message: message.into(),
-    }
-}
-
-/// The management API, reached over a verified RA-TLS connection.
-struct Api {
-    client: Client,
-    base: String,
-    token: Option<String>,
-}
-
-impl Api {
-    fn new(c: &WorkloadCommand) -> Result<Self, Failure> {
-        let mut v = TrustFiles {
-            root: c.root.clone(),
-            trust_sim: c.trust_sim.clone(),
-            collateral: None,
-        }
-        .verifier()
-        .map_err(usage)?;
-        if let Some(p) = &c.policy {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| usage(format!("policy {}: {e}", p.display())))?;
-            v = v.with_policy(
-                enclave_evidence::Policy::from_toml(&text, &p.display().to_string())
-                    .map_err(|e| usage(e.to_string()))?,
-            );
-        }
-        let verifier = Arc::new(RatlsServerVerifier::new(v, Freshness::Deterministic));
-        let tls = client_config(verifier, None, None).map_err(|e| usage(e.to_string()))?;
-        enclave_http::parse(&c.url).map_err(|e| usage(e.to_string()))?;
-        Ok(Self {
-            client: Client::new(Arc::new(tls))
-                .connect_timeout(Duration::from_secs(10))
-                .timeout(Duration::from_secs(60))
-                .max_body(4 << 20),
-            base: c.url.trim_end_matches('/').to_string(),
-            token: c.token.clone(),
-        })
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Vec<u8>), Failure> {
-        let uri: Uri = format!("{}{path}", self.base)
-            .parse()
-            .map_err(|e| usage(format!("{}{path}: {e}", self.base)))?;
-        let mut r = Request::new(method, uri);
-        if let Some(t) = &self.token {
-            r = r.bearer(t).map_err(|e| usage(e.to_string()))?;
-        }
-        if let Some(b) = body {
-            r = r.json(b);
-        }
-        let response = self
-            .client
-            .send(r)
-            .await
-            .map_err(|e| refused(e.to_string()))?;
-        Ok((response.status, response.body))
-    }
-
-    /// `path`'s JSON, or the server's reason as the failure.
-    async fn json(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Value), Failure> {
-        let (status, body) = self.call(method, path, body).await?;
-        let v: Value = serde_json::from_slice(&body).unwrap_or_else(
-            |_| json!({ "error": String::from_utf8_lossy(&body).trim().to_string() }),
-        );
-        if status.is_success() {
-            Ok((status, v))
-        } else {
-            Err(refused(format!(
-                "{status}: {}",
-                v.get("error").and_then(Value::as_str).unwrap_or("refused")
-            )))
-        }
-    }
 }
 
 /// What `load` sends: the workload file's one `[workload]` table, its code inline.
@@ -304,7 +181,7 @@ async fn run_action(c: &WorkloadCommand, api: &Api) -> Result<Value, Failure> {
                 return Ok(answer);
             }
             // A container: follow its preparation until it serves or is refused.
-            let tty = !c.json && std::io::stderr().is_terminal();
+            let tty = !c.connect.json && std::io::stderr().is_terminal();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(*wait_secs);
             loop {
                 let (_, p) = api
@@ -314,7 +191,7 @@ async fn run_action(c: &WorkloadCommand, api: &Api) -> Result<Value, Failure> {
                         None,
                     )
                     .await?;
-                if !c.json {
+                if !c.connect.json {
                     draw(&p, tty);
                 }
                 match p["stage"].as_str() {
@@ -387,29 +264,7 @@ fn print_text(c: &WorkloadCommand, v: &Value) {
 }
 
 pub(crate) fn run(c: WorkloadCommand) -> ExitCode {
-    let outcome = Api::new(&c).and_then(|api| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| usage(format!("cannot start the I/O runtime: {e}")))?;
-        rt.block_on(run_action(&c, &api))
-    });
-    match outcome {
-        Ok(v) => {
-            if c.json {
-                println!("{v}");
-            } else {
-                print_text(&c, &v);
-            }
-            ExitCode::SUCCESS
-        }
-        Err(f) => {
-            if c.json {
-                println!("{}", json!({ "ok": false, "error": f.message }));
-            } else {
-                eprintln!("error: {}", f.message);
-            }
-            ExitCode::from(f.status)
-        }
-    }
+    let c = &c;
+    let outcome = crate::mgmt::execute(&c.connect, |api| async move { run_action(c, &api).await });
+    crate::mgmt::finish(c.connect.json, outcome, |v| print_text(c, v))
 }

@@ -44,15 +44,21 @@ pub enum Scope {
     KvWrite,
     /// Loading, replacing and unloading workloads.
     WorkloadsWrite,
+    /// Listing the vault's secrets (paths only) and keys (public halves).
+    VaultRead,
+    /// Keeping and removing secrets, putting policies, generating and removing keys.
+    VaultWrite,
 }
 
 impl Scope {
     /// Every scope a route may need.
-    pub const ALL: [Scope; 4] = [
+    pub const ALL: [Scope; 6] = [
         Scope::StatusRead,
         Scope::KvRead,
         Scope::KvWrite,
         Scope::WorkloadsWrite,
+        Scope::VaultRead,
+        Scope::VaultWrite,
     ];
 
     /// The scope as it appears in a token.
@@ -62,6 +68,8 @@ impl Scope {
             Scope::KvRead => "kv:read",
             Scope::KvWrite => "kv:write",
             Scope::WorkloadsWrite => "workloads:write",
+            Scope::VaultRead => "vault:read",
+            Scope::VaultWrite => "vault:write",
         }
     }
 }
@@ -71,9 +79,6 @@ impl std::fmt::Display for Scope {
         f.write_str(self.as_str())
     }
 }
-
-/// Scopes under this prefix are reserved for the vault; no route grants anything for them yet.
-pub const RESERVED_SCOPE_PREFIX: &str = "vault:";
 
 /// A scope claim: a space-separated string (`scope`, RFC 8693) or an array (`scp` at some
 /// identity providers).

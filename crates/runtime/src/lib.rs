@@ -47,9 +47,10 @@ mod provision;
 mod sdk;
 pub mod store_admin;
 mod trust;
+mod vault;
 mod witness;
 
-pub use auth::{Authenticator, Claims, KeySet, RESERVED_SCOPE_PREFIX, Scope, ScopeClaim};
+pub use auth::{Authenticator, Claims, KeySet, Scope, ScopeClaim};
 pub use backends::StartError;
 pub use containers::ContainerError;
 pub use control::ChangeError;
@@ -370,6 +371,10 @@ impl Runtime {
         let mut enclave_names = vec!["localhost".to_string()];
         enclave_names.extend(listen.iter().map(|a| a.ip().to_string()));
         enclave_names.push(c.management.hostname.clone());
+        // The vault is the enclave's own: its name is on the enclave-wide certificate.
+        if let Some(h) = c.vault.as_ref().and_then(|v| v.hostname.clone()) {
+            enclave_names.push(h);
+        }
         // Clients of a witness check its certificate's names against the URL they use: the
         // witness listener's own address is one they may reach it by.
         if let Some(ip) = c
@@ -388,7 +393,7 @@ impl Runtime {
         let enclave = Arc::new(RatlsResolver::new(
             tee.clone(),
             ca.clone(),
-            control::enclave_spec(enclave_names.clone(), &file_tree, binding),
+            control::enclave_spec(enclave_names.clone(), &file_tree, binding, None),
         ));
         enclave.current().map_err(ca_err)?;
 
@@ -504,8 +509,28 @@ impl Runtime {
         }
         let backends = backends::Backends::new(kinds);
         let (loaded, unreadable) = control::restore(&store)?;
+        let policies = control::restore_policies(&store)?;
         let limits = &config.config.limits;
         let metrics = Arc::new(metrics::Metrics::new());
+        let vault = vault::Vault::new(
+            &config,
+            store.clone(),
+            control.clone(),
+            auth.clone(),
+            metrics.clone(),
+            ca.cert_der(),
+        )?
+        .map(Arc::new);
+        let token_thumbprint = vault.as_ref().map(|v| v.token_thumbprint());
+        if token_thumbprint.is_some() {
+            // Certified from the first snapshot on: the writer moves the spec with the tree.
+            enclave.set_spec(control::enclave_spec(
+                enclave_names.clone(),
+                &control.snapshot().tree,
+                binding,
+                token_thumbprint,
+            ));
+        }
         let api = Arc::new(api::Api {
             control: control.clone(),
             store: store.clone(),
@@ -519,6 +544,7 @@ impl Runtime {
             max_request_bytes: limits.max_request_bytes,
             containers,
             processes,
+            vault,
         });
         // Parsed now, so that a bad client policy stops the start with its reason.
         let gates = Arc::new(front::gate::Gates::new(
@@ -539,6 +565,8 @@ impl Runtime {
                 auth,
                 loaded,
                 unreadable,
+                policies,
+                token_thumbprint,
             },
             inbox,
         )?;

@@ -23,6 +23,8 @@ pub(crate) struct Metrics {
     pub connections_refused: AtomicU64,
     /// Connections refused at a workload's own cap (`proxy.max_connections`).
     pub proxy_refused: AtomicU64,
+    /// (way in, outcome) → vault decisions: releases and refusals.
+    vault: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 /// Values read at render time from elsewhere.
@@ -46,6 +48,7 @@ impl Metrics {
             challenges_refused: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             proxy_refused: AtomicU64::new(0),
+            vault: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -63,6 +66,13 @@ impl Metrics {
         let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry((route.to_string(), method.to_string(), status))
             .or_insert(0) += 1;
+    }
+
+    /// Count one vault decision made through `via` (`kbs`, `ratls`, `skr`, `sdk`).
+    pub fn vault(&self, via: &'static str, released: bool) {
+        let outcome = if released { "released" } else { "refused" };
+        let mut m = self.vault.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((via, outcome)).or_insert(0) += 1;
     }
 
     pub fn uptime_secs(&self) -> u64 {
@@ -163,6 +173,24 @@ impl Metrics {
                 vec![(String::new(), v.load(Ordering::Relaxed).to_string())],
             );
         }
+        let vault: Vec<(String, String)> = self
+            .vault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((via, outcome), n)| {
+                (
+                    format!("{{via=\"{via}\",outcome=\"{outcome}\"}}"),
+                    n.to_string(),
+                )
+            })
+            .collect();
+        metric(
+            "enclave_os_vault_decisions_total",
+            "counter",
+            "Vault releases and refusals, by the way in (kbs, ratls, skr, sdk).",
+            vault,
+        );
         for (name, help, v) in [
             (
                 "enclave_os_store_version",

@@ -18,6 +18,7 @@
 //! | `GET /api/v1/kv`, `GET /api/v1/kv/<key>` | `kv:read` | the operator's keys; a value |
 //! | `PUT, DELETE /api/v1/kv/<key>` | `kv:write` | the operator's sealed key-value data |
 //! | `PUT, DELETE /api/v1/workloads/<name>` | `workloads:write` | load (or replace) and unload a workload |
+//! | `/api/v1/vault/…`, `/vault/v1/…`, `/kbs/v0/…` | see `vault::routes` | the vault |
 //!
 //! Writes are acknowledged (200) only once durable and recorded by the rollback counter.
 
@@ -84,6 +85,8 @@ pub(crate) struct Api {
     pub containers: Option<Arc<crate::containers::Containers>>,
     /// What runs process workloads (not inside a real SGX enclave).
     pub processes: Option<Arc<crate::backends::Processes>>,
+    /// The vault, with `[vault]`.
+    pub vault: Option<Arc<crate::vault::Vault>>,
 }
 
 type Shared = Arc<Api>;
@@ -174,7 +177,7 @@ async fn require(
 }
 
 /// `routes`, each behind the auth layer for `scope`.
-fn guarded(state: &Shared, scope: Scope, routes: Router<Shared>) -> Router<Shared> {
+pub(crate) fn guarded(state: &Shared, scope: Scope, routes: Router<Shared>) -> Router<Shared> {
     routes.route_layer(axum::middleware::from_fn_with_state(
         (state.clone(), scope),
         require,
@@ -182,7 +185,7 @@ fn guarded(state: &Shared, scope: Scope, routes: Router<Shared>) -> Router<Share
 }
 
 /// Blocking store work off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Response> + Send + 'static,
 ) -> Result<T, Response> {
     tokio::task::spawn_blocking(f)
@@ -190,7 +193,7 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())))
 }
 
-fn store_error(e: enclave_store::StoreError) -> Response {
+pub(crate) fn store_error(e: enclave_store::StoreError) -> Response {
     let status = match e {
         enclave_store::StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -232,7 +235,7 @@ fn public_workloads(now: &Snapshot) -> Vec<(serde_json::Value, &'static str)> {
 
 /// A refused change as the caller sees it: one mapping from the control plane's reasons to
 /// HTTP statuses.
-fn change_error(e: ChangeError) -> Response {
+pub(crate) fn change_error(e: ChangeError) -> Response {
     let status = match &e {
         ChangeError::Invalid(_) | ChangeError::Start(_) | ChangeError::Tree(_) => {
             StatusCode::UNPROCESSABLE_ENTITY
@@ -903,7 +906,10 @@ async fn json_errors(req: Request, next: Next) -> Response {
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        .is_some_and(|v| {
+            let v = v.as_bytes();
+            v.starts_with(b"application/json") || v.starts_with(b"application/problem+json")
+        });
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
@@ -986,6 +992,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .merge(kv_read)
         .merge(kv_write)
         .merge(workloads_write)
+        .merge(crate::vault::routes::router(&state))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use enclave_config::ConfigTree;
 use enclave_config::file::{Workload, WorkloadCode};
+use enclave_config::vault::PolicyDoc;
 use enclave_ratls::tls::RatlsResolver;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -30,7 +31,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::backends::{Handler, Running};
 
 pub(crate) use workloads::{Loaded, enclave_spec, restore, tree};
-pub(crate) use writer::{Inbox, Parts, Writer, evidence_binding};
+pub(crate) use writer::{
+    Inbox, Parts, Writer, check_appraisal_policies, evidence_binding, restore_policies,
+};
 
 /// Changes waiting for the writer. A full queue makes callers wait for a slot (the API) rather
 /// than grow memory without bound.
@@ -84,6 +87,8 @@ pub(crate) struct Snapshot {
     /// now holds, a name enclave.toml now uses, checks they no longer pass, code that no longer
     /// starts): neither served nor committed, kept in the store until loaded again or unloaded.
     pub parked: Arc<BTreeMap<String, String>>,
+    /// The vault policies in force (the file's and the API's), as the tree commits them.
+    pub policies: Arc<BTreeMap<String, PolicyDoc>>,
 }
 
 impl Snapshot {
@@ -92,6 +97,7 @@ impl Snapshot {
         tree: Arc<ConfigTree>,
         workloads: Vec<Arc<Entry>>,
         parked: Arc<BTreeMap<String, String>>,
+        policies: Arc<BTreeMap<String, PolicyDoc>>,
     ) -> Self {
         let mut routes = HashMap::new();
         for e in &workloads {
@@ -105,6 +111,7 @@ impl Snapshot {
             workloads,
             routes,
             parked,
+            policies,
         }
     }
 
@@ -148,6 +155,10 @@ pub(crate) enum Change {
         index: u32,
         value: Option<Vec<u8>>,
     },
+    /// Put (add or replace) a vault policy through the API.
+    PutPolicy { name: String, policy: PolicyDoc },
+    /// Remove a vault policy put through the API.
+    DeletePolicy { name: String },
     /// Stop taking changes and stop every workload (the runtime is shutting down).
     Shutdown,
 }
@@ -215,6 +226,7 @@ impl Control {
             0,
             tree,
             Vec::new(),
+            Arc::default(),
             Arc::default(),
         )));
         let inbox = Inbox {

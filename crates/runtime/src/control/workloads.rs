@@ -336,12 +336,19 @@ pub(crate) fn enclave_spec(
     names: Vec<String>,
     tree: &ConfigTree,
     binding: BindingFormat,
+    token_thumbprint: Option<[u8; 32]>,
 ) -> LeafSpec {
+    let mut modules = modules(tree);
+    // 2.9: the vault's token-signing key, generated in the TEE: who verifies an attestation
+    // token checks its key against the certificate of the enclave that signed it.
+    if let Some(t) = token_thumbprint {
+        modules.push((9, t));
+    }
     LeafSpec {
         names,
         lifetime_secs: LIFETIME_SECS,
         config_root: Some(*tree.root()),
-        modules: modules(tree),
+        modules,
         workload: None,
         binding,
     }

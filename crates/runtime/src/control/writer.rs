@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use enclave_config::file::{Workload, WorkloadCode};
+use enclave_config::vault::PolicyDoc;
 use enclave_config::{ConfigTree, LoadedConfig};
 use enclave_ratls::binding::BindingFormat;
 use enclave_ratls::issue::IntermediaryCa;
@@ -32,6 +33,10 @@ pub(crate) struct Parts {
     pub loaded: Loaded,
     /// Kept records this build could not read, by name, with why.
     pub unreadable: BTreeMap<String, String>,
+    /// The vault policies put through the API, as the store kept them.
+    pub policies: BTreeMap<String, PolicyDoc>,
+    /// The thumbprint of the vault's token-signing key (OID 2.9), with `[vault]`.
+    pub token_thumbprint: Option<[u8; 32]>,
 }
 
 /// The writer's end of the plane: the changes sent to it, and where it publishes.
@@ -61,6 +66,54 @@ pub(crate) struct Writer {
     parked: BTreeMap<String, String>,
     /// Each app's budget of certificate reissues (see `declare`).
     reissues: HashMap<String, Budget>,
+    /// Vault policies put through the API.
+    policies: BTreeMap<String, PolicyDoc>,
+    /// The vault's token-signing key thumbprint, certified as OID 2.9.
+    token_thumbprint: Option<[u8; 32]>,
+}
+
+/// Where vault policies put through the API are kept (versioned records).
+pub(crate) const POLICY_NAMESPACE: &str = "sys/vault-policies";
+
+/// The vault policies the store kept, by name; a record this build cannot read is logged and
+/// left in the store (never served).
+pub(crate) fn restore_policies(
+    store: &Store,
+) -> Result<BTreeMap<String, PolicyDoc>, enclave_store::StoreError> {
+    #[derive(serde::Deserialize)]
+    #[serde(tag = "record")]
+    enum Record {
+        #[serde(rename = "vault-policy/v1")]
+        V1 { policy: PolicyDoc },
+    }
+    let mut out = BTreeMap::new();
+    for key in store.keys(POLICY_NAMESPACE)? {
+        let name = String::from_utf8_lossy(&key).to_string();
+        let Some(bytes) = store.get(POLICY_NAMESPACE, &key)? else {
+            continue;
+        };
+        match serde_json::from_slice::<Record>(&bytes) {
+            Ok(Record::V1 { policy }) => {
+                out.insert(name, policy);
+            }
+            Err(e) => {
+                tracing::error!(policy = %name, error = %e, "kept vault policy does not read")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every appraisal policy of `policy` parses: a policy that cannot be evaluated is refused when
+/// put, not at the first release.
+pub(crate) fn check_appraisal_policies(name: &str, policy: &PolicyDoc) -> Result<(), String> {
+    for (i, b) in policy.allow.iter().enumerate() {
+        if let Some(text) = &b.appraisal_policy {
+            enclave_evidence::Policy::from_toml(text, &format!("vault policy {name} allow[{i}]"))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
 }
 
 /// A token bucket: `REISSUE_BURST` reissues at once, then one per `REISSUE_EVERY`.
@@ -99,7 +152,26 @@ impl Writer {
             jobs: Some(inbox.jobs),
             parked: BTreeMap::new(),
             reissues: HashMap::new(),
+            policies: BTreeMap::new(),
+            token_thumbprint: parts.token_thumbprint,
         };
+        // Kept policies are held to the rules an API put passes, against the file as it is now;
+        // one that no longer passes is dropped from service (not from the store) with why.
+        for (name, policy) in parts.policies {
+            let mut one = w.policies.clone();
+            one.insert(name.clone(), policy);
+            match w
+                .config
+                .with_vault_policies(one.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|_| check_appraisal_policies(&name, &one[&name]))
+            {
+                Ok(()) => w.policies = one,
+                Err(why) => {
+                    tracing::error!(policy = %name, reason = %why, "kept vault policy not taken back")
+                }
+            }
+        }
         for (name, reason) in parts.unreadable {
             w.park(name, reason);
         }
@@ -186,6 +258,18 @@ impl Writer {
                     "'{h}' is reserved for the management API"
                 )));
             }
+            if let Some(v) = self
+                .config
+                .config
+                .vault
+                .as_ref()
+                .and_then(|v| v.hostname.as_ref())
+                && h.eq_ignore_ascii_case(v)
+            {
+                return Err(ChangeError::Conflict(format!(
+                    "'{h}' is reserved for the vault (vault.hostname)"
+                )));
+            }
             if let Some(other) = holder(h).filter(|o| o != name) {
                 return Err(ChangeError::Conflict(format!(
                     "hostname '{h}' is served by workload '{other}'"
@@ -234,6 +318,8 @@ impl Writer {
                 index,
                 value,
             } => self.declare(&app, &code, index, value.as_deref()),
+            Change::PutPolicy { name, policy } => self.put_policy(name, policy),
+            Change::DeletePolicy { name } => self.delete_policy(&name),
             Change::Shutdown => Ok(Applied::Unchanged),
         }
     }
@@ -242,12 +328,74 @@ impl Writer {
         self.published.load_full()
     }
 
-    /// The tree of the configuration (with a rotated JWKS, if any) and `loaded`.
+    /// The configuration as served: the file's, with a rotated JWKS and the API's vault
+    /// policies, if any.
+    fn served_config(
+        &self,
+        policies: &BTreeMap<String, PolicyDoc>,
+    ) -> Result<std::borrow::Cow<'_, LoadedConfig>, ChangeError> {
+        let mut c = std::borrow::Cow::Borrowed(&self.config);
+        if let Some(jwks) = &self.rotated_jwks {
+            c = std::borrow::Cow::Owned(c.with_jwks(jwks.to_vec())?);
+        }
+        if !policies.is_empty() {
+            c = std::borrow::Cow::Owned(c.with_vault_policies(policies.clone())?);
+        }
+        Ok(c)
+    }
+
+    /// The tree of the configuration (with a rotated JWKS and the API's policies, if any) and
+    /// `loaded`.
     fn tree_for(&self, loaded: &Loaded) -> Result<ConfigTree, ChangeError> {
-        Ok(match &self.rotated_jwks {
-            Some(jwks) => workloads::tree(&self.config.with_jwks(jwks.to_vec())?, loaded)?,
-            None => workloads::tree(&self.config, loaded)?,
-        })
+        workloads::tree(&*self.served_config(&self.policies)?, loaded)
+    }
+
+    /// Every vault policy in force with the API's `policies`: the file's, then those.
+    fn policies_in_force(&self, api: &BTreeMap<String, PolicyDoc>) -> BTreeMap<String, PolicyDoc> {
+        let mut all = self.config.vault_files().policies.clone();
+        all.extend(api.iter().map(|(k, v)| (k.clone(), v.clone())));
+        all
+    }
+
+    /// Put vault policy `name` (the tree, and so the certificate, changes), kept in the store
+    /// before it is served.
+    fn put_policy(&mut self, name: String, policy: PolicyDoc) -> Result<Applied, ChangeError> {
+        let mut next = self.policies.clone();
+        next.insert(name.clone(), policy.clone());
+        let config = self.served_config(&next)?;
+        check_appraisal_policies(&name, &policy).map_err(ChangeError::Invalid)?;
+        let tree = Arc::new(workloads::tree(&config, &self.loaded)?);
+        drop(config);
+        let record = serde_json::to_vec(&serde_json::json!({
+            "record": "vault-policy/v1",
+            "policy": policy,
+        }))
+        .map_err(|e| ChangeError::Invalid(e.to_string()))?;
+        self.store.put(POLICY_NAMESPACE, name.as_bytes(), &record)?;
+        self.policies = next;
+        let now = self.current();
+        self.publish(tree, now.workloads.clone())
+    }
+
+    /// Remove vault policy `name`, put through the API.
+    fn delete_policy(&mut self, name: &str) -> Result<Applied, ChangeError> {
+        if self.config.vault_files().policies.contains_key(name) {
+            return Err(ChangeError::Conflict(format!(
+                "vault policy '{name}' is defined in enclave.toml; remove it there"
+            )));
+        }
+        if !self.policies.contains_key(name) {
+            return Err(ChangeError::NotFound(format!(
+                "no vault policy '{name}' was put"
+            )));
+        }
+        let mut next = self.policies.clone();
+        next.remove(name);
+        let tree = Arc::new(workloads::tree(&*self.served_config(&next)?, &self.loaded)?);
+        self.store.delete(POLICY_NAMESPACE, name.as_bytes())?;
+        self.policies = next;
+        let now = self.current();
+        self.publish(tree, now.workloads.clone())
     }
 
     /// Start `spec` and certify it against `tree`.
@@ -317,6 +465,7 @@ impl Writer {
                 self.enclave_names.clone(),
                 &tree,
                 self.binding,
+                self.token_thumbprint,
             ));
             current.generation + 1
         };
@@ -325,6 +474,7 @@ impl Writer {
             tree,
             list,
             Arc::new(self.parked.clone()),
+            Arc::new(self.policies_in_force(&self.policies)),
         )));
         Ok(Applied::Published(root))
     }
@@ -538,6 +688,8 @@ impl Writer {
             now.generation + 1,
             now.tree.clone(),
             Vec::new(),
+            Arc::default(),
+            // Nothing is released once stopping.
             Arc::default(),
         )));
     }

@@ -69,6 +69,9 @@ pub(crate) struct Gates {
     /// base's session cache and tickets, and nothing older.
     /// One per base configuration (HTTP and spliced, see the front's `Base`).
     requesting: arc_swap::ArcSwap<Vec<(Arc<ServerConfig>, Arc<ServerConfig>)>>,
+    /// `vault.hostname`: its handshakes request a client certificate too (mutual RA-TLS
+    /// callers of `/vault/v1`), judged by the vault.
+    vault_hostname: Option<String>,
 }
 
 /// Why the gates could not be set up: the workload, the field, and why.
@@ -159,6 +162,11 @@ impl Gates {
             by_name,
             auth,
             requesting: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            vault_hostname: config
+                .config
+                .vault
+                .as_ref()
+                .and_then(|v| v.hostname.clone()),
         })
     }
 
@@ -166,6 +174,13 @@ impl Gates {
     /// `client_auth = "ratls"`.
     fn requests_certificate(&self, sni: Option<&str>) -> bool {
         let Some(sni) = sni else { return false };
+        if self
+            .vault_hostname
+            .as_deref()
+            .is_some_and(|v| super::hostname(sni).eq_ignore_ascii_case(v))
+        {
+            return true;
+        }
         let now = self.control.snapshot();
         now.route(super::hostname(sni)).is_some_and(|e| {
             e.spec
@@ -303,6 +318,9 @@ pub(crate) struct Peer {
     chain: Option<Vec<CertificateDer<'static>>>,
     /// (workload, verdict): a connection made by SNI serves one workload (`Binding`).
     verdict: OnceLock<(String, Result<RatlsCaller, String>)>,
+    /// The vault's verdict on the chain (its own verifier, no policy: each policy block
+    /// appraises the report with its own).
+    vault: OnceLock<Result<Arc<enclave_ratls::verify::Report>, String>>,
 }
 
 impl Peer {
@@ -310,7 +328,37 @@ impl Peer {
         Self {
             chain: session.peer_certificates().map(<[_]>::to_vec),
             verdict: OnceLock::new(),
+            vault: OnceLock::new(),
         }
+    }
+
+    /// This connection's client chain verified by `verifier` (chain to its root, evidence, key
+    /// binding, validity), once per connection.
+    pub(crate) fn vault_verdict(
+        &self,
+        verifier: &RatlsVerifier,
+    ) -> Result<Arc<enclave_ratls::verify::Report>, String> {
+        self.vault
+            .get_or_init(|| {
+                let Some((leaf, intermediates)) = self.chain.as_deref().and_then(<[_]>::split_first)
+                else {
+                    return Err(
+                        "no client certificate: the vault releases over /vault/v1 only to mutual RA-TLS callers; present an RA-TLS client certificate"
+                            .to_string(),
+                    );
+                };
+                verifier
+                    .verify(
+                        leaf,
+                        intermediates,
+                        enclave_evidence::time::now(),
+                        &Freshness::Deterministic,
+                        Role::Client,
+                    )
+                    .map(Arc::new)
+                    .map_err(|e| format!("client certificate refused: {e}"))
+            })
+            .clone()
     }
 
     /// The verdict of `gate` on this connection's client, for workload `name`.
@@ -392,7 +440,7 @@ fn appraise(
 
 /// Whether one claim of a token satisfies `wanted`: a string equal to one of the values (for
 /// `scope` and `scp`, a space-separated list containing one), or an array containing one.
-fn claim_holds(name: &str, claim: &serde_json::Value, wanted: &[String]) -> bool {
+pub(crate) fn claim_holds(name: &str, claim: &serde_json::Value, wanted: &[String]) -> bool {
     use serde_json::Value;
     let has = |v: &str| wanted.iter().any(|w| w == v);
     match claim {

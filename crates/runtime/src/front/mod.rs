@@ -590,6 +590,8 @@ pub(crate) async fn connection(
                     serve_workload(entry.handler.clone(), max, limits.header_timeout, req).await
                 }
                 None => {
+                    // The vault judges a mutual RA-TLS caller from the connection's chain.
+                    req.extensions_mut().insert(peer.clone());
                     let call = site.api.clone().oneshot(req.map(axum::body::Body::new));
                     match tokio::time::timeout(limits.request_timeout, call).await {
                         Ok(Ok(r)) => r,

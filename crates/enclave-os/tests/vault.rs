@@ -1,0 +1,418 @@
+//! The vault through the real binary over RA-TLS: the operator keeps secrets and generates keys,
+//! a policy put through the API moves the config root the certificate carries, a mutual RA-TLS
+//! caller (a second simulated enclave) with and without the OIDC claim its policy requires, and
+//! the Trustee KBS protocol driven by a client written from the protocol (its messages
+//! round-tripped through `kbs-types`), with simulated TDX evidence: a resource released and
+//! decrypted, and each refusal with its RFC 7807 type.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::instance::*;
+use common::run;
+use enclave_ratls::binding::{BindingFormat, Freshness};
+use enclave_ratls::issue::{IntermediaryCa, LeafSpec};
+use enclave_ratls::tls::{RatlsResolver, RatlsServerVerifier, client_config};
+use enclave_ratls::trust::TrustFiles;
+
+/// A token from the test issuer for `audience`, with `sub` and extra claims.
+fn bearer(audience: &str, sub: &str, extra: serde_json::Value) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut claims = serde_json::json!({
+        "iss": ISS, "aud": audience, "sub": sub, "iat": now, "exp": now + 600,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("ec-1".into());
+    let key =
+        jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(testdata("ec.key.pem")).unwrap())
+            .unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+struct Setup {
+    tmp: tempfile::TempDir,
+    server: Instance,
+    /// The simulation PKI the attesters' TEEs share (the vault's `trust_sim`).
+    attesters: std::path::PathBuf,
+    /// A second enclave's RA-TLS leaf (simulated SGX), from the operator's intermediary CA.
+    caller: Arc<RatlsResolver>,
+    caller_measurement: String,
+}
+
+fn setup(extra_vault: &str) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("operator-ca");
+    let o = run(&["ca", "init", "--out", ca.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let attesters = tmp.path().join("attesters-sim");
+    let tee: Arc<dyn enclave_tee::Tee> =
+        Arc::from(enclave_tee::hw::detect::open("sim-sgx", &attesters).unwrap());
+    let caller_measurement = hex::encode(tee.measurement());
+    let intermediary = IntermediaryCa::from_pem(
+        &std::fs::read_to_string(ca.join("intermediary.crt.pem")).unwrap(),
+        &std::fs::read_to_string(ca.join("intermediary.key.pem")).unwrap(),
+    )
+    .unwrap();
+    let caller = Arc::new(RatlsResolver::new(
+        tee,
+        intermediary,
+        LeafSpec {
+            names: vec!["caller.test".into()],
+            lifetime_secs: 3600,
+            config_root: Some([7; 32]),
+            binding: BindingFormat::Seed,
+            ..LeafSpec::default()
+        },
+    ));
+    let tdx: Box<dyn enclave_tee::Tee> =
+        enclave_tee::hw::detect::open("sim-tdx", &attesters).unwrap();
+    let mr_td = hex::encode(tdx.measurement());
+
+    let dir = tmp.path().join("server");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("sgx.toml"),
+        format!("allow_simulated = true\n[sgx]\nmr_enclave = \"{caller_measurement}\"\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("tdx.toml"), "allow_simulated = true\n").unwrap();
+    let server = Instance::new(
+        &dir,
+        &format!(
+            "[ca]\ncertificate = \"{c}/intermediary.crt.pem\"\nkey = \"{c}/intermediary.key.pem\"\n\
+             [vault]\nhostname = \"vault.test\"\ntrust_sim = \"{sim}\"\n{extra_vault}\n\
+             [vault.policy.db]\nresources = [\"default/db/*\"]\nkeys = [\"disk\"]\n\
+             [[vault.policy.db.allow]]\ntee = [\"sgx\"]\nappraisal_policy = \"sgx.toml\"\n\
+             oidc = {{ audience = \"vault\", required_claims = {{ group = \"db\" }} }}\n\
+             [vault.policy.kbs]\nresources = [\"default/kbs/*\"]\n\
+             [[vault.policy.kbs.allow]]\ntee = [\"tdx\"]\nappraisal_policy = \"tdx.toml\"\nmeasurements = [\"{mr_td}\"]\n",
+            c = ca.display(),
+            sim = attesters.display(),
+        ),
+    );
+    Setup {
+        tmp,
+        server,
+        attesters,
+        caller,
+        caller_measurement,
+    }
+}
+
+impl Setup {
+    /// Clients that verify the server: one presenting no certificate, one presenting the
+    /// second enclave's.
+    fn clients(&self) -> (Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>) {
+        let trust = TrustFiles {
+            root: Some(self.tmp.path().join("operator-ca/root.crt.pem")),
+            trust_sim: Some(self.server.dir.join("state/sim")),
+            collateral: None,
+        };
+        let verifier = Arc::new(RatlsServerVerifier::new(
+            trust.verifier().unwrap(),
+            Freshness::Deterministic,
+        ));
+        (
+            Arc::new(client_config(verifier.clone(), None, None).unwrap()),
+            Arc::new(client_config(verifier, None, Some(self.caller.clone())).unwrap()),
+        )
+    }
+
+    /// `enclave-os vault …` against the server, with `--json`: exit code and output.
+    fn cli(&self, token: &str, args: &[&str]) -> (i32, serde_json::Value) {
+        let url = format!("https://127.0.0.1:{}", self.server.port);
+        let root = self.tmp.path().join("operator-ca/root.crt.pem");
+        let sim = self.server.dir.join("state/sim");
+        let mut all = vec![
+            "vault",
+            "--url",
+            &url,
+            "--token",
+            token,
+            "--root",
+            root.to_str().unwrap(),
+            "--trust-sim",
+            sim.to_str().unwrap(),
+            "--json",
+        ];
+        all.extend_from_slice(args);
+        let o = run(&all);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| {
+            panic!(
+                "{args:?}: not JSON: {} {}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        });
+        (o.status.code().unwrap_or(-1), v)
+    }
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn operator_keeps_secrets_and_keys_and_a_policy_moves_the_certificate() {
+    let s = setup("");
+    let _server = s.server.start();
+    let admin = token_with(&["vault:read vault:write"], &[]);
+    let reader = token_with(&["vault:read"], &[]);
+    let file = write(s.tmp.path(), "password.txt", b"hunter2-marker");
+
+    // A secret is kept, the policies covering it named; the operator never reads it back.
+    let (code, v) = s.cli(
+        &admin,
+        &[
+            "secret",
+            "put",
+            "default/db/password",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["covered_by"], serde_json::json!(["db"]));
+    let (code, v) = s.cli(&admin, &["secret", "list"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["secrets"][0]["path"], "default/db/password");
+    assert!(!v.to_string().contains("hunter2"), "{v}");
+    // Writing needs vault:write.
+    let (code, v) = s.cli(
+        &reader,
+        &[
+            "secret",
+            "put",
+            "default/db/other",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(v["error"].as_str().unwrap().contains("vault:write"), "{v}");
+    // Bad paths are refused with the reason.
+    let (code, v) = s.cli(
+        &admin,
+        &["secret", "put", "a/../b", "--file", file.to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(v["error"].as_str().unwrap().contains(".."), "{v}");
+
+    // A key generated inside the TEE: only its public half comes out.
+    let (code, v) = s.cli(&admin, &["key", "generate", "disk", "--kind", "ec-p256"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["public_jwk"]["crv"], "P-256");
+    assert!(v["public_jwk"].get("d").is_none(), "{v}");
+    assert!(
+        v["public_pem"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN PUBLIC KEY")
+    );
+    let (code, again) = s.cli(&admin, &["key", "generate", "disk", "--kind", "ec-p256"]);
+    assert_ne!(code, 0, "{again}");
+    let (code, got) = s.cli(&reader, &["key", "get", "disk"]);
+    assert_eq!(code, 0, "{got}");
+    assert_eq!(got["kid"], v["kid"]);
+
+    // A policy put through the API is a new leaf: a new config root, in the certificate that
+    // `enclave-os verify` checks.
+    let before = verify(&s.server, None);
+    let policy = write(
+        s.tmp.path(),
+        "web.toml",
+        b"resources = [\"apps/web/*\"]\n[[allow]]\nworkloads = [\"web\"]\n",
+    );
+    let (code, v) = s.cli(&admin, &["policy", "put", "web", policy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{v}");
+    let root = v["config_root"].as_str().unwrap().to_string();
+    let after = verify(&s.server, None);
+    assert_ne!(before["config_root"], after["config_root"]);
+    assert_eq!(after["config_root"], root);
+    // The leaf's bytes are served, and their hash is the manifest's.
+    let tls = s.server.client();
+    let (status, leaf) = s
+        .server
+        .call(&tls, "GET", "/api/v1/vault/policies/web", None, b"")
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        leaf,
+        br#"{"allow":[{"workloads":["web"]}],"resources":["apps/web/*"]}"#
+    );
+    let (_, manifest) = s
+        .server
+        .call(&tls, "GET", "/.well-known/enclave-os/manifest", None, b"")
+        .unwrap();
+    let manifest = json_of(&manifest);
+    let hash = hex::encode(ring::digest::digest(&ring::digest::SHA256, &leaf));
+    assert!(
+        manifest["leaves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == "vault/policy/web" && l["value_hash"] == hash.as_str()),
+        "{manifest}"
+    );
+    // A file policy cannot be replaced through the API, nor a bad one put.
+    let (code, v) = s.cli(&admin, &["policy", "put", "db", policy.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(v["error"].as_str().unwrap().contains("enclave.toml"), "{v}");
+    let bad = write(
+        s.tmp.path(),
+        "bad.toml",
+        b"resources = [\"apps/web/*\"]\n[[allow]]\ntee = [\"tdx\"]\n",
+    );
+    let (code, v) = s.cli(&admin, &["policy", "put", "bad", bad.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        v["error"].as_str().unwrap().contains("appraisal_policy"),
+        "{v}"
+    );
+
+    // Kept across a restart: the policy (same root) and the secret.
+    drop(_server);
+    let _server = s.server.start();
+    assert_eq!(verify(&s.server, None)["config_root"], root);
+    let (_, v) = s.cli(&admin, &["secret", "list"]);
+    assert_eq!(v["secrets"][0]["path"], "default/db/password");
+
+    // Removed: the root goes back.
+    let (code, _) = s.cli(&admin, &["policy", "delete", "web"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        verify(&s.server, None)["config_root"],
+        before["config_root"]
+    );
+    // The token key's thumbprint is certified (OID 2.9), and published.
+    let (status, jwks) = s
+        .server
+        .call(&tls, "GET", "/.well-known/enclave-os/jwks.json", None, b"")
+        .unwrap();
+    assert_eq!(status, 200);
+    let jwks = json_of(&jwks);
+    assert_eq!(jwks["keys"][0]["crv"], "P-256");
+    assert!(
+        after.to_string().contains(&jwks_thumbprint_hex(&jwks)),
+        "OID 2.9 not in {after}"
+    );
+}
+
+/// RFC 7638 thumbprint of the first key of an EC JWKS, hex.
+fn jwks_thumbprint_hex(jwks: &serde_json::Value) -> String {
+    let k = &jwks["keys"][0];
+    let canonical = format!(
+        r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+        k["crv"].as_str().unwrap(),
+        k["x"].as_str().unwrap(),
+        k["y"].as_str().unwrap()
+    );
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        canonical.as_bytes(),
+    ))
+}
+
+#[test]
+fn a_mutual_ratls_caller_gets_a_secret_only_with_the_claim_its_policy_requires() {
+    let s = setup("");
+    let _server = s.server.start();
+    let admin = token_with(&["vault:write"], &[]);
+    let file = write(s.tmp.path(), "password.txt", b"s3cret-value");
+    let (code, v) = s.cli(
+        &admin,
+        &[
+            "secret",
+            "put",
+            "default/db/password",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{v}");
+    let (anonymous, enclave) = s.clients();
+    let path = "/vault/v1/secrets/default/db/password";
+    let good = format!(
+        "Bearer {}",
+        bearer("vault", "ops", serde_json::json!({ "group": "db" }))
+    );
+    let call = |tls: &Arc<rustls::ClientConfig>, host: &str, auth: Option<&str>| {
+        let tok = auth.map(|a| a.trim_start_matches("Bearer ").to_string());
+        s.server
+            .call_as(host, tls, "GET", path, tok.as_deref(), b"")
+            .unwrap()
+    };
+
+    // The second enclave with the claim: released, the exact bytes.
+    let (status, body) = call(&enclave, "vault.test", Some(&good));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, b"s3cret-value");
+
+    // A token without the claim: refused, the rule and the claim named.
+    let missing = format!("Bearer {}", bearer("vault", "ops", serde_json::json!({})));
+    let (status, body) = call(&enclave, "vault.test", Some(&missing));
+    assert_eq!(status, 403);
+    let why = json_of(&body)["error"].as_str().unwrap().to_string();
+    assert!(
+        why.contains("policy db allow[0]") && why.contains("'group'"),
+        "{why}"
+    );
+    // No token at all.
+    let (status, body) = call(&enclave, "vault.test", None);
+    assert_eq!(status, 403);
+    assert!(
+        String::from_utf8_lossy(&body).contains("bearer"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // No client certificate, even with the right token.
+    let (status, body) = call(&anonymous, "vault.test", Some(&good));
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("no client certificate"));
+    // Not on the vault's name.
+    let (status, _) = call(&enclave, "127.0.0.1", Some(&good));
+    assert_eq!(status, 421);
+    // A secret no policy covers is released to nobody.
+    let (status, body) = s
+        .server
+        .call_as(
+            "vault.test",
+            &enclave,
+            "GET",
+            "/vault/v1/secrets/default/other/x",
+            Some(good.trim_start_matches("Bearer ")),
+            b"",
+        )
+        .unwrap();
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("no vault policy covers"));
+
+    // Audited without the value, and counted.
+    let log = s.server.log();
+    assert!(
+        log.contains("vault.release") && log.contains("vault.refuse"),
+        "{log}"
+    );
+    assert!(!log.contains("s3cret-value"));
+    let (_, metrics) = s
+        .server
+        .call(&s.server.client(), "GET", "/metrics", Some(&token()), b"")
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("enclave_os_vault_decisions_total{via=\"ratls\",outcome=\"released\"} 1"),
+        "{metrics}"
+    );
+    let _ = (&s.caller_measurement, &s.attesters);
+}
