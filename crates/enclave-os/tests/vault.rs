@@ -416,3 +416,366 @@ fn a_mutual_ratls_caller_gets_a_secret_only_with_the_claim_its_policy_requires()
     );
     let _ = (&s.caller_measurement, &s.attesters);
 }
+
+/// A KBS client written from Trustee's protocol (RCAR), every message a `kbs-types` value.
+mod kbs_client {
+    use super::*;
+    use base64::Engine;
+    use enclave_http::header::{HeaderName, HeaderValue};
+    use enclave_http::{Method, Request};
+    use kbs_types::{
+        Attestation, Challenge, CompositeEvidence, ErrorInformation, RuntimeData, Tee, TeePubKey,
+    };
+
+    pub struct Reply {
+        pub status: u16,
+        pub cookie: Option<String>,
+        pub body: Vec<u8>,
+    }
+
+    impl Reply {
+        /// The RFC 7807 refusal.
+        pub fn problem(&self) -> ErrorInformation {
+            serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+                panic!(
+                    "not a problem ({e}): {}",
+                    String::from_utf8_lossy(&self.body)
+                )
+            })
+        }
+    }
+
+    pub fn send(
+        i: &Instance,
+        tls: &Arc<rustls::ClientConfig>,
+        method: Method,
+        path: &str,
+        cookie: Option<&str>,
+        body: Vec<u8>,
+    ) -> Reply {
+        let uri = format!("https://127.0.0.1:{}{path}", i.port)
+            .parse()
+            .unwrap();
+        let mut r = Request::new(method, uri).via("127.0.0.1", i.port);
+        if !body.is_empty() {
+            r = r.json(body);
+        }
+        if let Some(c) = cookie {
+            r = r.header(
+                HeaderName::from_static("cookie"),
+                HeaderValue::from_str(c).unwrap(),
+            );
+        }
+        let response = enclave_http::Client::new(tls.clone())
+            .timeout(std::time::Duration::from_secs(30))
+            .send_blocking(r)
+            .unwrap();
+        let cookie = response
+            .headers
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string);
+        Reply {
+            status: response.status.as_u16(),
+            cookie,
+            body: response.body,
+        }
+    }
+
+    /// `/auth` for `tee` at protocol `version`: the reply and, on success, the challenge.
+    pub fn auth(
+        i: &Instance,
+        tls: &Arc<rustls::ClientConfig>,
+        version: &str,
+    ) -> (Reply, Option<Challenge>) {
+        let request = kbs_types::Request {
+            version: version.into(),
+            tee: Tee::Tdx,
+            extra_params: serde_json::Value::String(String::new()),
+        };
+        let body = serde_json::to_vec(&request).unwrap();
+        // The JSON round-trips through kbs-types unchanged.
+        let back: kbs_types::Request = serde_json::from_slice(&body).unwrap();
+        assert_eq!(serde_json::to_vec(&back).unwrap(), body);
+        let r = send(i, tls, Method::POST, "/kbs/v0/auth", None, body);
+        let challenge = (r.status == 200).then(|| serde_json::from_slice(&r.body).unwrap());
+        (r, challenge)
+    }
+
+    /// The report data the protocol binds: SHA-384 of the JCS form of the runtime data
+    /// `{nonce, tee-pubkey, additional-evidence}`, zero-padded to 64 bytes.
+    pub fn report_data(nonce: &str, key: &TeePubKey) -> [u8; 64] {
+        let runtime_data = serde_json::json!({
+            "nonce": nonce,
+            "tee-pubkey": key,
+            "additional-evidence": "",
+        });
+        let jcs = serde_json_canonicalizer::to_vec(&runtime_data).unwrap();
+        let hash = ring::digest::digest(&ring::digest::SHA384, &jcs);
+        let mut out = [0u8; 64];
+        out[..48].copy_from_slice(hash.as_ref());
+        out
+    }
+
+    /// `/attest` with simulated TDX evidence whose report data binds `bound_nonce`, claiming
+    /// `nonce`.
+    pub fn attest(
+        i: &Instance,
+        tls: &Arc<rustls::ClientConfig>,
+        tee: &dyn enclave_tee::Tee,
+        cookie: &str,
+        nonce: &str,
+        key: &TeePubKey,
+    ) -> Reply {
+        let bundle = tee.evidence(&report_data(nonce, key)).unwrap();
+        let attestation = Attestation {
+            init_data: None,
+            runtime_data: RuntimeData {
+                nonce: nonce.into(),
+                tee_pubkey: key.clone(),
+            },
+            tee_evidence: CompositeEvidence {
+                primary_evidence: serde_json::json!({
+                    "cc_eventlog": null,
+                    "quote": base64::engine::general_purpose::STANDARD.encode(&bundle.evidence),
+                }),
+                additional_evidence: String::new(),
+            },
+        };
+        let body = serde_json::to_vec(&attestation).unwrap();
+        let back: Attestation = serde_json::from_slice(&body).unwrap();
+        assert_eq!(serde_json::to_vec(&back).unwrap(), body);
+        send(i, tls, Method::POST, "/kbs/v0/attest", Some(cookie), body)
+    }
+}
+
+const AE: &str = "https://github.com/confidential-containers/kbs/errors/AttestationError";
+
+#[test]
+fn a_kbs_client_with_simulated_tdx_evidence_gets_a_resource_and_each_refusal_has_its_type() {
+    use enclave_http::Method;
+    use kbs_client::*;
+    let s = setup("");
+    let _server = s.server.start();
+    let admin = token_with(&["vault:write"], &[]);
+    let secret = write(s.tmp.path(), "kbs.bin", b"kbs-resource-marker");
+    for path in ["default/kbs/key", "default/other/key"] {
+        let (code, v) = s.cli(
+            &admin,
+            &["secret", "put", path, "--file", secret.to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "{v}");
+    }
+    let tdx = enclave_tee::hw::detect::open("sim-tdx", &s.attesters).unwrap();
+    let tls = s.server.client();
+    let key = enclave_vault::VaultKey::generate(enclave_vault::KeyKind::EcP256).unwrap();
+    let pubkey = key.tee_pubkey().unwrap();
+
+    // The whole exchange: challenge, attestation, token, resource.
+    let (r, challenge) = auth(&s.server, &tls, "0.4.0");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let cookie = r.cookie.clone().unwrap();
+    assert!(cookie.starts_with("kbs-session-id="), "{cookie}");
+    let nonce = challenge.unwrap().nonce;
+    let r = attest(&s.server, &tls, tdx.as_ref(), &cookie, &nonce, &pubkey);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let ear = json_of(&r.body)["token"].as_str().unwrap().to_string();
+    // The token verifies with the vault's published key, and carries the client's key.
+    let (_, jwks) = s
+        .server
+        .call(&tls, "GET", "/.well-known/enclave-os/jwks.json", None, b"")
+        .unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&jwks).unwrap();
+    let header = jsonwebtoken::decode_header(&ear).unwrap();
+    let dk = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&header.kid.unwrap()).unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.validate_aud = false;
+    let claims = jsonwebtoken::decode::<serde_json::Value>(&ear, &dk, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["eat_profile"], "tag:github.com,2023:veraison/ear");
+    assert_eq!(
+        claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]["runtime_data_claims"]["tee-pubkey"],
+        serde_json::to_value(&pubkey).unwrap()
+    );
+    let r = send(
+        &s.server,
+        &tls,
+        Method::GET,
+        "/kbs/v0/resource/default/kbs/key",
+        Some(&cookie),
+        Vec::new(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let jwe: kbs_types::Response = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(jwe.protected.alg, "ECDH-ES+A256KW");
+    assert_eq!(jwe.protected.enc, "A256GCM");
+    let plain = enclave_vault::jose::decrypt(&key.recipient().unwrap(), &jwe).unwrap();
+    assert_eq!(plain.as_slice(), b"kbs-resource-marker");
+
+    // A resource the policy does not give this attester: PolicyDeny, with the rule.
+    let r = send(
+        &s.server,
+        &tls,
+        Method::GET,
+        "/kbs/v0/resource/default/other/key",
+        Some(&cookie),
+        Vec::new(),
+    );
+    assert_eq!(r.status, 401);
+    let p = r.problem();
+    assert_eq!(
+        p.error_type,
+        "https://github.com/confidential-containers/kbs/errors/PolicyDeny"
+    );
+    assert!(p.detail.contains("no vault policy covers"), "{}", p.detail);
+    // The policy covering db secrets admits SGX callers with a token only: denied, each rule named.
+    let r = send(
+        &s.server,
+        &tls,
+        Method::GET,
+        "/kbs/v0/resource/default/db/password",
+        Some(&cookie),
+        Vec::new(),
+    );
+    assert_eq!(r.status, 401);
+    let p = r.problem();
+    assert!(p.error_type.ends_with("/PolicyDeny"), "{}", p.error_type);
+    assert!(
+        p.detail.contains("policy db allow[0]") && p.detail.contains("sgx"),
+        "{}",
+        p.detail
+    );
+
+    // A replayed attestation on the attested session.
+    let r = attest(&s.server, &tls, tdx.as_ref(), &cookie, &nonce, &pubkey);
+    assert_eq!(r.status, 401);
+    let p = r.problem();
+    assert_eq!(p.error_type, AE);
+    assert!(p.detail.contains("already attested"), "{}", p.detail);
+
+    // A wrong nonce.
+    let (r, _) = auth(&s.server, &tls, "0.4.0");
+    let other = r.cookie.unwrap();
+    let r = attest(
+        &s.server,
+        &tls,
+        tdx.as_ref(),
+        &other,
+        "bm90LXRoZS1ub25jZQ==",
+        &pubkey,
+    );
+    assert_eq!(r.status, 401);
+    let p = r.problem();
+    assert_eq!(p.error_type, AE);
+    assert!(p.detail.contains("nonce"), "{}", p.detail);
+
+    // Evidence that binds another nonce than the one claimed.
+    let (r, ch) = auth(&s.server, &tls, "0.4.0");
+    let third = r.cookie.unwrap();
+    let bundle_for_other = ch.unwrap().nonce;
+    let bundle = tdx
+        .evidence(&report_data("c29tZXRoaW5nLWVsc2U=", &pubkey))
+        .unwrap();
+    let attestation = kbs_types::Attestation {
+        init_data: None,
+        runtime_data: kbs_types::RuntimeData {
+            nonce: bundle_for_other,
+            tee_pubkey: pubkey.clone(),
+        },
+        tee_evidence: kbs_types::CompositeEvidence {
+            primary_evidence: serde_json::json!({
+                "quote": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bundle.evidence),
+            }),
+            additional_evidence: String::new(),
+        },
+    };
+    let r = send(
+        &s.server,
+        &tls,
+        Method::POST,
+        "/kbs/v0/attest",
+        Some(&third),
+        serde_json::to_vec(&attestation).unwrap(),
+    );
+    assert_eq!(r.status, 401);
+    assert!(
+        r.problem().detail.contains("does not bind"),
+        "{}",
+        r.problem().detail
+    );
+
+    // A protocol version outside the range: both named.
+    let (r, _) = auth(&s.server, &tls, "0.3.0");
+    assert_eq!(r.status, 401);
+    let p = r.problem();
+    assert_eq!(p.error_type, AE);
+    assert!(
+        p.detail.contains("0.3.0") && p.detail.contains("0.4.0"),
+        "{}",
+        p.detail
+    );
+
+    // No session at all.
+    let r = send(
+        &s.server,
+        &tls,
+        Method::GET,
+        "/kbs/v0/resource/default/kbs/key",
+        None,
+        Vec::new(),
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(r.problem().error_type, AE);
+
+    // Audited and counted, never with the value.
+    let log = s.server.log();
+    assert!(!log.contains("kbs-resource-marker"));
+    let (_, metrics) = s
+        .server
+        .call(&tls, "GET", "/metrics", Some(&token()), b"")
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("enclave_os_vault_decisions_total{via=\"kbs\",outcome=\"released\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn an_expired_kbs_session_is_refused() {
+    use enclave_http::Method;
+    use kbs_client::*;
+    let s = setup("session_ttl_secs = 1");
+    let _server = s.server.start();
+    let tdx = enclave_tee::hw::detect::open("sim-tdx", &s.attesters).unwrap();
+    let tls = s.server.client();
+    let key = enclave_vault::VaultKey::generate(enclave_vault::KeyKind::EcP384).unwrap();
+    let pubkey = key.tee_pubkey().unwrap();
+    let (r, challenge) = auth(&s.server, &tls, "0.4.0");
+    assert_eq!(r.status, 200);
+    let cookie = r.cookie.unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let r = attest(
+        &s.server,
+        &tls,
+        tdx.as_ref(),
+        &cookie,
+        &challenge.unwrap().nonce,
+        &pubkey,
+    );
+    assert_eq!(r.status, 401);
+    let p = r.problem();
+    assert_eq!(p.error_type, AE);
+    assert!(p.detail.contains("expired"), "{}", p.detail);
+    let r = send(
+        &s.server,
+        &tls,
+        Method::GET,
+        "/kbs/v0/resource/default/kbs/key",
+        Some(&cookie),
+        Vec::new(),
+    );
+    assert_eq!(r.status, 401);
+}
