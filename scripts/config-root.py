@@ -153,6 +153,17 @@ def leaves(path, version, jwks_override=None, engine=None, images=None):
         out["sealing/policy"] = policy.encode()
     if "seal_key_env" in c:
         out["sealing/key-source"] = b"operator"
+    kbs = c.get("seal_key_kbs")
+    if kbs is not None:
+        out["sealing/key-source"] = b"kbs"
+        out["sealing/kbs"] = jcs(
+            {"url": kbs["url"], "resource": kbs["resource"], "attested": "policy" in kbs}
+        ).encode()
+        out["sealing/kbs-root"] = read(kbs["root"])
+        if "trust_sim" in kbs:
+            out["sealing/kbs-trust-sim"] = sim_root(kbs["trust_sim"])
+        if "policy" in kbs:
+            out["sealing/kbs-policy"] = read(kbs["policy"])
     binding = c.get("listener", {}).get("evidence_binding", "seed")
     if binding != "seed":
         out["listener/evidence-binding"] = binding.encode()

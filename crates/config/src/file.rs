@@ -942,6 +942,11 @@ pub struct EnclaveConfig {
     /// keys to attested TDs. Committed as `sealing/key-source` = `operator`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal_key_env: Option<String>,
+    /// On a TEE with no sealing key of its own (TDX), obtain the 32-byte root key from a KBS
+    /// (another Enclave OS vault, or Trustee) after attesting to it. Committed as
+    /// `sealing/key-source` = `kbs` with `sealing/kbs` and the KBS's trust files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_key_kbs: Option<crate::vault::SealKeyKbs>,
     /// CA material for the first run.
     #[serde(default)]
     pub ca: CaConfig,
@@ -1204,6 +1209,16 @@ impl EnclaveConfig {
                 format!("'{v}' is not an environment variable name"),
             ));
         }
+        if let Some(k) = &config.seal_key_kbs {
+            if config.seal_key_env.is_some() {
+                return Err(invalid(
+                    "seal_key_kbs".into(),
+                    "give seal_key_env or seal_key_kbs, not both: one root key seals".into(),
+                ));
+            }
+            k.check()
+                .map_err(|(f, why)| invalid(format!("seal_key_kbs.{f}"), why))?;
+        }
         if let Some(c) = &config.containers {
             c.check()
                 .map_err(|(f, why)| invalid(format!("containers.{f}"), why))?;
@@ -1465,6 +1480,16 @@ impl LoadedConfig {
         self.inputs.registries.get(host).map(Vec::as_slice)
     }
 
+    /// The KBS's root certificate, simulation root and appraisal policy (`seal_key_kbs`), as
+    /// read at load.
+    pub fn kbs_trust(&self) -> crate::vault::KbsTrust<'_> {
+        crate::vault::KbsTrust {
+            root: self.inputs.kbs_root.as_deref(),
+            trust_sim: self.inputs.kbs_trust_sim.as_deref(),
+            policy: self.inputs.kbs_policy.as_deref(),
+        }
+    }
+
     /// The files `[vault]` names, as read at load, and the file's policies with their
     /// appraisal policies read.
     pub fn vault_files(&self) -> &crate::vault::VaultFiles {
@@ -1643,6 +1668,21 @@ impl LoadedConfig {
         // that, so it is a leaf (absent otherwise: the TEE's own key, as before).
         if c.seal_key_env.is_some() {
             leaves.push(("sealing/key-source".into(), b"operator".to_vec()));
+        }
+        // Whoever the KBS releases the root key to can unseal: the KBS, its resource and whom
+        // the runtime trusts to be it are leaves, so a host cannot point it at a KBS it runs.
+        if let Some(k) = &c.seal_key_kbs {
+            leaves.push(("sealing/key-source".into(), b"kbs".to_vec()));
+            leaves.push(json_leaf("sealing/kbs", &k.leaf())?);
+            for (name, bytes) in [
+                ("sealing/kbs-root", &i.kbs_root),
+                ("sealing/kbs-trust-sim", &i.kbs_trust_sim),
+                ("sealing/kbs-policy", &i.kbs_policy),
+            ] {
+                if let Some(b) = bytes {
+                    leaves.push((name.into(), b.clone()));
+                }
+            }
         }
         if c.store != StoreConfig::default() {
             leaves.push(json_leaf_without(

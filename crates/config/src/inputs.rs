@@ -43,6 +43,10 @@ pub struct Inputs {
     pub(crate) engine: Option<crate::container::EngineVersions>,
     /// `[vault]`'s files and its policies, appraisal policies read.
     pub(crate) vault: crate::vault::VaultFiles,
+    /// `seal_key_kbs`: the KBS's root, simulation root and appraisal policy.
+    pub(crate) kbs_root: Option<Vec<u8>>,
+    pub(crate) kbs_trust_sim: Option<Vec<u8>>,
+    pub(crate) kbs_policy: Option<Vec<u8>>,
     /// Vault policies loaded through the management API (set by the runtime, not read).
     pub(crate) vault_api: BTreeMap<String, crate::vault::PolicyDoc>,
 }
@@ -178,7 +182,15 @@ impl Reader<'_> {
             None => crate::vault::VaultFiles::default(),
             Some(v) => self.vault_files(v)?,
         };
+        let kbs = c.seal_key_kbs.as_ref();
         Ok(Inputs {
+            kbs_root: self.read_opt("seal_key_kbs.root", kbs.map(|k| &k.root))?,
+            kbs_trust_sim: self.sim_root(
+                "seal_key_kbs.trust_sim",
+                kbs.and_then(|k| k.trust_sim.as_ref()),
+            )?,
+            kbs_policy: self
+                .read_opt("seal_key_kbs.policy", kbs.and_then(|k| k.policy.as_ref()))?,
             vault,
             vault_api: BTreeMap::new(),
             ingress,

@@ -394,3 +394,81 @@ pub struct VaultFiles {
     /// Each file policy, with its blocks' appraisal policies read (as text).
     pub policies: BTreeMap<String, PolicyDoc>,
 }
+
+/// `seal_key_kbs`: where a TEE without a sealing key of its own (TDX) gets its root key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealKeyKbs {
+    /// The KBS: `https://host:port` (its `/kbs/v0` routes).
+    pub url: String,
+    /// The resource holding the 32-byte root key, `<repo>/<type>/<tag>`.
+    pub resource: String,
+    /// The root the KBS's TLS chain must lead to (PEM). Committed as `sealing/kbs-root`.
+    pub root: PathBuf,
+    /// With `policy`: the KBS must be an RA-TLS server whose evidence satisfies this appraisal
+    /// policy (an Enclave OS vault). Without: plain TLS to `root` (Trustee). Committed as
+    /// `sealing/kbs-policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PathBuf>,
+    /// Development only, with `policy`: accept the KBS's evidence signed under this simulation
+    /// PKI. Committed as `sealing/kbs-trust-sim`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_sim: Option<PathBuf>,
+}
+
+/// The `sealing/kbs` leaf's members.
+#[derive(Debug, Serialize)]
+pub struct SealKeyKbsLeaf<'a> {
+    url: &'a str,
+    resource: &'a str,
+    attested: bool,
+}
+
+impl SealKeyKbs {
+    /// Check the section. On failure, the field and why.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        if !self.url.starts_with("https://") {
+            return Err((
+                "url".into(),
+                format!("'{}' is not an https:// URL", self.url),
+            ));
+        }
+        let parts: Vec<&str> = self.resource.split('/').collect();
+        if parts.len() != 3 {
+            return Err((
+                "resource".into(),
+                format!("'{}' is not <repo>/<type>/<tag>", self.resource),
+            ));
+        }
+        for p in parts {
+            check_name(p).map_err(|e| ("resource".to_string(), e))?;
+        }
+        if self.trust_sim.is_some() && self.policy.is_none() {
+            return Err((
+                "trust_sim".into(),
+                "applies to an attested (RA-TLS) KBS only: give policy too".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the `sealing/kbs` leaf commits.
+    pub fn leaf(&self) -> SealKeyKbsLeaf<'_> {
+        SealKeyKbsLeaf {
+            url: &self.url,
+            resource: &self.resource,
+            attested: self.policy.is_some(),
+        }
+    }
+}
+
+/// The bytes of the files `seal_key_kbs` names, as read at load.
+#[derive(Debug, Clone, Copy)]
+pub struct KbsTrust<'a> {
+    /// `root`.
+    pub root: Option<&'a [u8]>,
+    /// `trust_sim`'s root certificate.
+    pub trust_sim: Option<&'a [u8]>,
+    /// `policy`.
+    pub policy: Option<&'a [u8]>,
+}

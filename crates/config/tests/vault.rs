@@ -252,3 +252,56 @@ fn the_independent_script_agrees() {
     let ours = serde_json::to_value(c.tree("0.1.0").unwrap().manifest()).unwrap();
     assert_eq!(theirs, ours);
 }
+
+/// `seal_key_kbs`: where the root key comes from and whom the runtime trusts to give it are
+/// leaves; the script agrees; it excludes `seal_key_env`.
+#[test]
+fn seal_key_kbs_is_committed_and_exclusive() {
+    let dir = fixture();
+    std::fs::write(dir.path().join("kbs-root.pem"), b"kbs root stand-in").unwrap();
+    let kbs = "seal_key_kbs = { url = \"https://kbs.test:8443\", resource = \"default/sealing/td\", root = \"kbs-root.pem\", policy = \"tdx.toml\", trust_sim = \"sim\" }\n";
+    let c = load(dir.path(), kbs).unwrap();
+    let v = values(&c);
+    assert_eq!(v["sealing/key-source"], b"kbs");
+    assert_eq!(
+        v["sealing/kbs"],
+        br#"{"attested":true,"resource":"default/sealing/td","url":"https://kbs.test:8443"}"#
+    );
+    assert_eq!(v["sealing/kbs-root"], b"kbs root stand-in");
+    assert_eq!(v["sealing/kbs-trust-sim"], b"sim root stand-in");
+    assert!(v.contains_key("sealing/kbs-policy"));
+    let e = load(dir.path(), &format!("seal_key_env = \"K\"\n{kbs}"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not both"), "{e}");
+    let e = load(
+        dir.path(),
+        "seal_key_kbs = { url = \"http://kbs.test\", resource = \"a/b/c\", root = \"kbs-root.pem\" }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("seal_key_kbs.url"), "{e}");
+    if std::process::Command::new("python3")
+        .args(["-c", "import tomllib"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        // Written again: the refusals above wrote their own files.
+        let c = load(dir.path(), kbs).unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/config-root.py");
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .arg(dir.path().join("enclave.toml"))
+            .args(["--version", "0.1.0"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ours = serde_json::to_value(c.tree("0.1.0").unwrap().manifest()).unwrap();
+        assert_eq!(theirs, ours);
+    }
+}

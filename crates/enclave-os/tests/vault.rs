@@ -779,3 +779,99 @@ fn an_expired_kbs_session_is_refused() {
     );
     assert_eq!(r.status, 401);
 }
+
+/// A simulated TDX runtime with no sealing key of its own gets its store's root key from a
+/// second Enclave OS instance's vault over the KBS protocol, after attesting; the same key
+/// again after a restart (its store opens); and refuses to start, saying why, when the vault
+/// will not release it.
+#[test]
+fn a_tdx_runtime_gets_its_sealing_root_from_another_instances_vault() {
+    let s = setup("");
+    // The TDX instance's simulation PKI and measurement, before either runtime starts: the
+    // vault's trust_sim and policy name them.
+    let td_dir = s.tmp.path().join("td");
+    let td_sim = td_dir.join("state/sim");
+    let mr_td = hex::encode(enclave_tee::Tee::measurement(
+        &enclave_tee::sim::SimTee::with_executable(
+            &td_sim,
+            enclave_tee::sim::Flavour::Tdx,
+            Path::new(common::BIN),
+        )
+        .unwrap(),
+    ));
+    // The vault's config names the TD's simulation PKI and measurement.
+    let text = std::fs::read_to_string(&s.server.config).unwrap();
+    let text = text.replace(
+        &format!("trust_sim = \"{}\"", s.attesters.display()),
+        &format!("trust_sim = \"{}\"", td_sim.display()),
+    );
+    std::fs::write(
+        &s.server.config,
+        format!(
+            "{text}[vault.policy.sealing]\nresources = [\"default/sealing/td\"]\n\
+             [[vault.policy.sealing.allow]]\ntee = [\"tdx\"]\nappraisal_policy = \"tdx.toml\"\nmeasurements = [\"{mr_td}\"]\n"
+        ),
+    )
+    .unwrap();
+    let _vault = s.server.start();
+    let admin = token_with(&["vault:write"], &[]);
+    let root_key = write(s.tmp.path(), "root.hex", "5a".repeat(32).as_bytes());
+    let (code, v) = s.cli(
+        &admin,
+        &[
+            "secret",
+            "put",
+            "default/sealing/td",
+            "--file",
+            root_key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{v}");
+
+    // The TD: sim-tdx, its root key from the vault, which it trusts as an attested KBS.
+    std::fs::create_dir_all(&td_dir).unwrap();
+    std::fs::write(td_dir.join("kbs.toml"), "allow_simulated = true\n").unwrap();
+    let td_config = |resource: &str| {
+        let config = td_dir.join("enclave.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "tee = \"sim-tdx\"\nstate_dir = \"state\"\n\
+                 seal_key_kbs = {{ url = \"https://127.0.0.1:{port}\", resource = \"{resource}\", root = \"{root}\", policy = \"kbs.toml\", trust_sim = \"{sim}\" }}\n",
+                port = s.server.port,
+                root = s.tmp.path().join("operator-ca/root.crt.pem").display(),
+                sim = s.server.dir.join("state/sim").display(),
+            ),
+        )
+        .unwrap();
+        Instance {
+            dir: td_dir.clone(),
+            config,
+            port: s.server.port + 1000,
+        }
+    };
+    let td = td_config("default/sealing/td");
+    let started = td.start();
+    let tls = td.client();
+    let (status, body) = td.call(&tls, "GET", "/api/v1/status", None, b"").unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json_of(&body)["tee"], "sim-tdx");
+    drop(started);
+    // The same root again: the store it sealed opens.
+    let again = td.start();
+    drop(again);
+    assert!(td.log().contains("root key a KBS released"), "{}", td.log());
+    // The committed key source says where the key comes from.
+    let manifest = run(&["measure", td.config.to_str().unwrap(), "--json"]);
+    let manifest = String::from_utf8_lossy(&manifest.stdout);
+    assert!(manifest.contains("sealing/kbs"), "{manifest}");
+
+    // A resource the vault's policies do not give this TD: it refuses to start, saying why.
+    let refused = td_config("default/sealing/other");
+    let (code, why) = refused.refused();
+    assert_ne!(code, 0);
+    assert!(
+        why.contains("seal_key_kbs") && why.contains("no vault policy covers"),
+        "{why}"
+    );
+}

@@ -45,6 +45,7 @@ mod metrics;
 pub mod migrate;
 mod provision;
 mod sdk;
+mod seal_kbs;
 pub mod store_admin;
 mod trust;
 mod vault;
@@ -301,6 +302,15 @@ impl Runtime {
             tracing::warn!(
                 variable = %var,
                 "sealing with keys derived from an operator-supplied root key: whoever holds it can unseal this instance's state"
+            );
+        }
+        if let Some(k) = &c.seal_key_kbs {
+            let root = seal_kbs::root_key(&config, k, opened.as_ref())?;
+            opened = Box::new(enclave_tee::operator::OperatorSealed::new(opened, root));
+            tracing::info!(
+                kbs = %k.url,
+                resource = %k.resource,
+                "sealing with keys derived from the root key a KBS released to this attested TEE"
             );
         }
         let tee: Arc<dyn Tee> = Arc::from(opened);
