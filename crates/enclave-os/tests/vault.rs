@@ -875,3 +875,71 @@ fn a_tdx_runtime_gets_its_sealing_root_from_another_instances_vault() {
         "{why}"
     );
 }
+
+/// A WebAssembly app reads a secret through the SDK's `secrets` interface when a policy names
+/// it and the code it runs; another path is refused with the policy's reason.
+#[test]
+fn a_wasm_app_gets_the_secrets_a_policy_names_it_for() {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/wasm/sdk.wasm");
+    let code = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        &std::fs::read(&sdk).unwrap(),
+    ));
+    let s = setup(&format!(
+        "[vault.policy.apps]\nresources = [\"apps/sdk/*\"]\n\
+         [[vault.policy.apps.allow]]\nworkloads = [\"notes\"]\ncode_sha256 = [\"{code}\"]\n\
+         [vault.policy.stale]\nresources = [\"apps/stale/*\"]\n\
+         [[vault.policy.stale.allow]]\nworkloads = [\"notes\"]\ncode_sha256 = [\"{}\"]\n",
+        "00".repeat(32)
+    ));
+    // The app, as a file workload of the vault's own instance.
+    let text = std::fs::read_to_string(&s.server.config).unwrap();
+    std::fs::write(
+        &s.server.config,
+        format!(
+            "{text}[[workload]]\nname = \"notes\"\nkind = \"wasm\"\nsource = \"{}\"\nhostnames = [\"notes.test\"]\n",
+            sdk.display()
+        ),
+    )
+    .unwrap();
+    let _server = s.server.start();
+    let admin = token_with(&["vault:write"], &[]);
+    let file = write(s.tmp.path(), "v.txt", b"app-secret-value");
+    for path in ["apps/sdk/token", "apps/stale/token", "default/db/password"] {
+        let (code, v) = s.cli(
+            &admin,
+            &["secret", "put", path, "--file", file.to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "{v}");
+    }
+    let tls = s.server.client();
+    let get = |path: &str| {
+        s.server
+            .call_as("notes.test", &tls, "GET", path, None, b"")
+            .unwrap()
+    };
+    let (status, body) = get("/secret/apps/sdk/token");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, b"app-secret-value");
+    // A policy for other code: refused, the code named.
+    let (status, body) = get("/secret/apps/stale/token");
+    assert_eq!(status, 403);
+    assert!(
+        String::from_utf8_lossy(&body).contains("runs code"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // A policy for remote attesters only.
+    let (status, body) = get("/secret/default/db/password");
+    assert_eq!(status, 403);
+    assert!(
+        String::from_utf8_lossy(&body).contains("remote attesters, not local workloads"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // Allowed and not kept; a malformed path.
+    let (status, _) = get("/secret/apps/sdk/other");
+    assert_eq!(status, 404);
+    let (status, _) = get("/secret/apps/sdk");
+    assert_eq!(status, 400);
+}

@@ -495,7 +495,7 @@ impl Runtime {
         let cache = enclave_wasm::CodeCache::new(&state_dir.join("wasm-cache"), cache_key)
             .map_err(RuntimeError::Engine)?;
         let host = enclave_wasm::Host::new(enclave_wasm::HostOptions {
-            services: Some(services),
+            services: Some(services.clone()),
             egress,
             cache: Some(cache),
             max_instances: c.limits.max_wasm_instances,
@@ -531,6 +531,9 @@ impl Runtime {
             ca.cert_der(),
         )?
         .map(Arc::new);
+        if let Some(v) = &vault {
+            services.set_vault(v.clone());
+        }
         let token_thumbprint = vault.as_ref().map(|v| v.token_thumbprint());
         if token_thumbprint.is_some() {
             // Certified from the first snapshot on: the writer moves the spec with the tree.

@@ -115,6 +115,8 @@ pub(crate) struct AppServices {
     store: Arc<Store>,
     tee: Arc<dyn Tee>,
     control: Control,
+    /// The vault, once made (it is made after the SDK's services, which the backends need).
+    vault: std::sync::OnceLock<Arc<crate::vault::Vault>>,
 }
 
 impl AppServices {
@@ -123,7 +125,13 @@ impl AppServices {
             store,
             tee,
             control,
+            vault: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Give apps the vault's `secrets` (set once, at start).
+    pub(crate) fn set_vault(&self, vault: Arc<crate::vault::Vault>) {
+        let _ = self.vault.set(vault);
     }
 }
 fn store_error(e: enclave_store::StoreError) -> ServiceError {
@@ -131,6 +139,33 @@ fn store_error(e: enclave_store::StoreError) -> ServiceError {
 }
 
 impl Services for AppServices {
+    fn secret(
+        &self,
+        app: &str,
+        code_sha256: &[u8; 32],
+        path: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ServiceError> {
+        use crate::vault::policy::{Asked, Who};
+        let Some(v) = self.vault.get() else {
+            return Err(ServiceError::Unavailable(
+                "this runtime has no vault: the operator adds a [vault] section to enclave.toml"
+                    .into(),
+            ));
+        };
+        crate::vault::secrets::check_path(path).map_err(ServiceError::Refused)?;
+        v.decide(
+            "sdk",
+            Asked::Secret(path),
+            Who::Local {
+                name: app,
+                code: Some(code_sha256),
+            },
+            None,
+        )
+        .map_err(|r| ServiceError::Refused(r.to_string()))?;
+        crate::vault::secrets::secret(&self.store, path).map_err(store_error)
+    }
+
     fn get(
         &self,
         app: &str,

@@ -23,7 +23,7 @@ mod bindings {
 }
 
 use bindings::Imports;
-use bindings::enclave_os::sdk::{attestation, keys, kv};
+use bindings::enclave_os::sdk::{attestation, keys, kv, secrets};
 
 /// The longest key-value key, in bytes.
 pub const MAX_KEY: usize = 1024;
@@ -109,6 +109,17 @@ pub trait Services: Send + Sync + 'static {
         index: u32,
         value: Option<&[u8]>,
     ) -> Result<(), ServiceError>;
+    /// The vault's secret at `path` for `app` running `code_sha256`, if a committed policy
+    /// gives it (`Refused` with the reason otherwise); `None` when allowed and not kept.
+    fn secret(
+        &self,
+        app: &str,
+        code_sha256: &[u8; 32],
+        path: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ServiceError> {
+        let _ = (app, code_sha256, path);
+        Err(ServiceError::Unavailable("this host has no vault".into()))
+    }
 }
 
 /// The report data of app evidence over `data`.
@@ -407,5 +418,30 @@ impl keys::Host for SdkCtx {
         self.call(move |s, app| s.delete(app, Space::Keys, name.as_bytes()))
             .await
             .map_err(|e| keys::Error::Store(e.to_string()))
+    }
+}
+
+impl secrets::Host for SdkCtx {
+    async fn get(&mut self, path: String) -> Result<Vec<u8>, secrets::Error> {
+        let parts: Vec<&str> = path.split('/').collect();
+        if parts.len() != 3
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || *p == "." || *p == "..")
+        {
+            return Err(secrets::Error::Invalid(format!(
+                "'{path}' is not <repo>/<type>/<tag>"
+            )));
+        }
+        let code = self.code_sha256;
+        let asked = path.clone();
+        match self.call(move |s, app| s.secret(app, &code, &asked)).await {
+            Ok(Some(value)) => Ok(value.to_vec()),
+            Ok(None) => Err(secrets::Error::NotFound(format!(
+                "secret {path} is allowed to this app, and none is kept"
+            ))),
+            Err(ServiceError::Refused(why)) => Err(secrets::Error::Denied(why)),
+            Err(e) => Err(secrets::Error::Unavailable(e.to_string())),
+        }
     }
 }

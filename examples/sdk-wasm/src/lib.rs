@@ -19,6 +19,9 @@
 //!   body, decrypted;
 //! - `DELETE /keys/NAME`.
 //!
+//! Secrets (the vault's, as a committed policy gives them to this app):
+//! - `GET /secret/REPO/TYPE/TAG` the secret's bytes; 403 with the policy's reason when refused.
+//!
 //! Errors answer 4xx/5xx with the runtime's reason as the body.
 
 wit_bindgen::generate!({
@@ -26,7 +29,7 @@ wit_bindgen::generate!({
     world: "imports",
 });
 
-use enclave_os::sdk::{attestation, keys, kv};
+use enclave_os::sdk::{attestation, keys, kv, secrets};
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::types::{
     Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse,
@@ -217,7 +220,16 @@ fn route(request: &IncomingRequest) -> Reply {
     if let Some(rest) = path.strip_prefix("/keys/") {
         return keys_route(&method, rest, query, body);
     }
-    fail(404, "routes: /kv, /attest, /extension/N, /keys/NAME")
+    if let Some(secret) = path.strip_prefix("/secret/") {
+        return match secrets::get(secret) {
+            Ok(value) => (200, value),
+            Err(secrets::Error::Invalid(why)) => fail(400, why),
+            Err(secrets::Error::Denied(why)) => fail(403, why),
+            Err(secrets::Error::NotFound(why)) => fail(404, why),
+            Err(secrets::Error::Unavailable(why)) => fail(503, why),
+        };
+    }
+    fail(404, "routes: /kv, /attest, /extension/N, /keys/NAME, /secret/PATH")
 }
 
 impl Guest for Notes {
