@@ -187,9 +187,14 @@ async fn attest(Axum(s): Axum<Shared>, headers: HeaderMap, body: Bytes) -> Respo
             return problem(&e);
         }
     };
-    // Quote verification is CPU work (signatures, certificate chains): off the async workers.
+    // Quote verification is CPU work (signatures, certificate chains): off the async workers,
+    // a bounded number at once.
+    let Ok(permit) = v.appraisals.clone().acquire_owned().await else {
+        return problem(&KbsError::EvidenceRefused("the vault is stopping".into()));
+    };
     let vault = v.clone();
     let outcome = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let attester = appraise(&vault, &pending).map_err(KbsError::EvidenceRefused)?;
         let claims = serde_json::to_value(&attester.appraisal).unwrap_or_default();
         let a = &attester.appraisal;

@@ -46,7 +46,13 @@ pub(crate) struct Vault {
     pub session_ttl: std::time::Duration,
     /// `vault.max_sessions`.
     pub max_sessions: usize,
+    /// KBS evidence appraised at once: anyone may ask for one, and each costs signature and
+    /// certificate-chain checks.
+    pub appraisals: Arc<tokio::sync::Semaphore>,
 }
+
+/// KBS appraisals run at once (the rest wait their turn, holding only their connection).
+const MAX_APPRAISALS: usize = 2;
 
 impl Vault {
     /// The vault of `config` (which has `[vault]`), its token key taken from (or made in) the
@@ -98,6 +104,7 @@ impl Vault {
             attested: kbs::Attested::default(),
             session_ttl,
             max_sessions,
+            appraisals: Arc::new(tokio::sync::Semaphore::new(MAX_APPRAISALS)),
         }))
     }
 
