@@ -326,21 +326,25 @@ fn jwks_thumbprint_hex(jwks: &serde_json::Value) -> String {
 
 #[test]
 fn a_mutual_ratls_caller_gets_a_secret_only_with_the_claim_its_policy_requires() {
-    let s = setup("");
+    // Two policies a simulated caller must not satisfy: a token alone (the default appraisal
+    // policy still applies to its evidence), and a config root its seed leaf only carries.
+    let s = setup(&format!(
+        "[vault.policy.tok]\nresources = [\"default/tok/*\"]\n\
+         [[vault.policy.tok.allow]]\noidc = {{ audience = \"vault\" }}\n\
+         [vault.policy.cr]\nresources = [\"default/cr/*\"]\n\
+         [[vault.policy.cr.allow]]\ntee = [\"sgx\"]\nappraisal_policy = \"sgx.toml\"\nconfig_root = [\"{}\"]\n",
+        "07".repeat(32)
+    ));
     let _server = s.server.start();
     let admin = token_with(&["vault:write"], &[]);
     let file = write(s.tmp.path(), "password.txt", b"s3cret-value");
-    let (code, v) = s.cli(
-        &admin,
-        &[
-            "secret",
-            "put",
-            "default/db/password",
-            "--file",
-            file.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{v}");
+    for path in ["default/db/password", "default/tok/t", "default/cr/c"] {
+        let (code, v) = s.cli(
+            &admin,
+            &["secret", "put", path, "--file", file.to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "{v}");
+    }
     let (anonymous, enclave) = s.clients();
     let path = "/vault/v1/secrets/default/db/password";
     let good = format!(
@@ -397,6 +401,43 @@ fn a_mutual_ratls_caller_gets_a_secret_only_with_the_claim_its_policy_requires()
         .unwrap();
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("no vault policy covers"));
+
+    // A token-only block: the caller's simulated evidence fails the default appraisal policy.
+    let (status, body) = s
+        .server
+        .call_as(
+            "vault.test",
+            &enclave,
+            "GET",
+            "/vault/v1/secrets/default/tok/t",
+            Some(good.trim_start_matches("Bearer ")),
+            b"",
+        )
+        .unwrap();
+    assert_eq!(status, 403);
+    assert!(
+        String::from_utf8_lossy(&body).contains("default appraisal policy"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // A config root the caller's seed leaf carries but its evidence does not bind.
+    let (status, body) = s
+        .server
+        .call_as(
+            "vault.test",
+            &enclave,
+            "GET",
+            "/vault/v1/secrets/default/cr/c",
+            None,
+            b"",
+        )
+        .unwrap();
+    assert_eq!(status, 403);
+    assert!(
+        String::from_utf8_lossy(&body).contains("bound by the caller's evidence"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 
     // Audited without the value, and counted.
     let log = s.server.log();
@@ -702,6 +743,42 @@ fn a_kbs_client_with_simulated_tdx_evidence_gets_a_resource_and_each_refusal_has
     assert_eq!(r.status, 401);
     assert!(
         r.problem().detail.contains("does not bind"),
+        "{}",
+        r.problem().detail
+    );
+    // A refused attestation ends its session: trying again needs a new nonce.
+    let r = send(
+        &s.server,
+        &tls,
+        Method::POST,
+        "/kbs/v0/attest",
+        Some(&third),
+        serde_json::to_vec(&attestation).unwrap(),
+    );
+    assert_eq!(r.status, 401);
+    assert!(
+        r.problem().detail.contains("unknown KBS session"),
+        "{}",
+        r.problem().detail
+    );
+
+    // A TEE whose evidence this KBS does not appraise gets no session.
+    let request = kbs_types::Request {
+        version: "0.4.0".into(),
+        tee: kbs_types::Tee::Snp,
+        extra_params: serde_json::Value::String(String::new()),
+    };
+    let r = send(
+        &s.server,
+        &tls,
+        Method::POST,
+        "/kbs/v0/auth",
+        None,
+        serde_json::to_vec(&request).unwrap(),
+    );
+    assert_eq!(r.status, 401);
+    assert!(
+        r.problem().detail.contains("tdx, sgx only"),
         "{}",
         r.problem().detail
     );

@@ -533,6 +533,13 @@ impl Runtime {
         .map(Arc::new);
         if let Some(v) = &vault {
             services.set_vault(v.clone());
+            // A file counter stops a copied-back database, not a host that also deletes the
+            // counter and resets it: deleted secrets and keys would come back (docs/vault.md).
+            if c.store.counter == CounterKind::File && !tee.simulated() {
+                tracing::warn!(
+                    "the vault keeps secrets under a file rollback counter: a host that resets it can bring deleted secrets and keys back; use [store] counter = \"witness\""
+                );
+            }
         }
         let token_thumbprint = vault.as_ref().map(|v| v.token_thumbprint());
         if token_thumbprint.is_some() {

@@ -153,17 +153,24 @@ impl Services for AppServices {
             ));
         };
         crate::vault::secrets::check_path(path).map_err(ServiceError::Refused)?;
-        v.decide(
-            "sdk",
-            Asked::Secret(path),
-            Who::Local {
-                name: app,
-                code: Some(code_sha256),
-            },
-            None,
-        )
-        .map_err(|r| ServiceError::Refused(r.to_string()))?;
-        crate::vault::secrets::secret(&self.store, path).map_err(store_error)
+        let from_file = self
+            .control
+            .snapshot()
+            .workload(app)
+            .is_some_and(|e| e.origin == crate::control::Origin::File);
+        let who = Who::Local {
+            name: app,
+            code: Some(code_sha256),
+            from_file,
+        };
+        let allowed = v
+            .decide("sdk", Asked::Secret(path), who, None)
+            .map_err(|r| ServiceError::Refused(r.to_string()))?;
+        let value = crate::vault::secrets::secret(&self.store, path).map_err(store_error)?;
+        if value.is_some() {
+            v.released("sdk", Asked::Secret(path), who, &allowed);
+        }
+        Ok(value)
     }
 
     fn get(

@@ -181,6 +181,12 @@ impl KbsError {
 pub struct KbsConfig {
     /// How long a session lives after `/auth` (Trustee: 5 minutes).
     pub session_ttl: Duration,
+    /// How long a session may wait for its `/attest` (at most `session_ttl`): anyone may open
+    /// sessions, so one that has not attested is cheap to drop.
+    pub attest_within: Duration,
+    /// The TEEs whose evidence the runtime appraises: `/auth` for another is refused at once,
+    /// rather than holding a session that can never attest. Empty: any.
+    pub tees: Vec<Tee>,
     /// How long an attestation token is valid (Trustee: 5 minutes).
     pub token_ttl: Duration,
     /// Most sessions held at once.
@@ -195,6 +201,8 @@ impl Default for KbsConfig {
     fn default() -> Self {
         Self {
             session_ttl: Duration::from_secs(300),
+            attest_within: Duration::from_secs(30),
+            tees: Vec::new(),
             token_ttl: Duration::from_secs(300),
             max_sessions: 4096,
             issuer: "enclave-os-vault".into(),
@@ -454,10 +462,17 @@ impl KbsState {
                 accepted: PROTOCOL_VERSION_RANGE,
             });
         }
+        if !self.config.tees.is_empty() && !self.config.tees.contains(&request.tee) {
+            let names: Vec<String> = self.config.tees.iter().map(|t| t.to_string()).collect();
+            return Err(KbsError::UnsupportedTee {
+                tee: request.tee.to_string(),
+                reason: format!("this KBS appraises evidence from {} only", names.join(", ")),
+            });
+        }
         let (hash, extra_params) = negotiate_hash(request.tee, &request.extra_params)?;
         let nonce = STANDARD.encode(self.random::<32>()?);
         let session_id = hex::encode(self.random::<16>()?);
-        let expires = now + self.config.session_ttl;
+        let expires = now + self.config.attest_within.min(self.config.session_ttl);
         let challenge = Challenge {
             nonce: nonce.clone(),
             extra_params,
@@ -466,6 +481,19 @@ impl KbsState {
             let mut sessions = self.sessions();
             if sessions.len() >= self.config.max_sessions {
                 sessions.retain(|_, s| s.expires > now);
+            }
+            // Full of live sessions: the one closest to expiry among those that have not
+            // attested makes room. Opening sessions costs nothing, so a flood of them must not
+            // lock attesters out; attested sessions cost valid evidence, and are kept.
+            if sessions.len() >= self.config.max_sessions {
+                let oldest = sessions
+                    .iter()
+                    .filter(|(_, s)| s.attested.is_none())
+                    .min_by_key(|(_, s)| s.expires)
+                    .map(|(id, _)| id.clone());
+                if let Some(id) = oldest {
+                    sessions.remove(&id);
+                }
             }
             if sessions.len() >= self.config.max_sessions {
                 return Err(KbsError::SessionTableFull {
@@ -640,6 +668,8 @@ impl KbsState {
         if session.attested.is_some() {
             return Err(KbsError::AlreadyAttested);
         }
+        // Attested: the session now lives its full time.
+        session.expires = now + self.config.session_ttl;
         session.attested = Some(AttestedSession {
             session_id: pending.session_id.clone(),
             tee: pending.tee,
@@ -675,6 +705,13 @@ impl KbsState {
         let jwe = crate::jose::encrypt(&session.tee_pubkey, bytes)?;
         serde_json::to_string(&jwe)
             .map_err(|e| KbsError::Jwe(crate::jose::JoseError::Crypto(format!("serialising: {e}"))))
+    }
+
+    /// Forget the session of `pending`, whose evidence the runtime refused: another try needs
+    /// a new `/auth` (and a new nonce), so a refused attester cannot make the runtime verify
+    /// evidence over and over on one session.
+    pub fn fail(&self, pending: &PendingAttestation) {
+        self.sessions().remove(&pending.session_id);
     }
 
     /// Sessions currently held (expired ones included until evicted).

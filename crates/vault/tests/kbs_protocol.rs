@@ -222,8 +222,9 @@ fn expired_session_refused_at_attest_and_resource() {
             late,
         )
         .unwrap_err();
+    // A session that has not attested lives `attest_within` (30 s by default).
     assert!(
-        matches!(err, KbsError::ExpiredSession { ago_secs: 1 }),
+        matches!(err, KbsError::ExpiredSession { ago_secs: 271 }),
         "{err}"
     );
     // the expired session is gone: now unknown
@@ -306,23 +307,80 @@ fn bad_resource_path_refused() {
 }
 
 #[test]
-fn session_table_is_bounded() {
+fn session_table_is_bounded_and_a_flood_of_auth_cannot_lock_attesters_out() {
     let config = KbsConfig {
         max_sessions: 2,
         ..Default::default()
     };
     let kbs = KbsState::new(config, TokenKey::generate().unwrap());
-    kbs.auth(&request_body("0.4.0"), t0()).unwrap();
-    kbs.auth(&request_body("0.4.0"), t0()).unwrap();
-    let err = kbs.auth(&request_body("0.4.0"), t0()).unwrap_err();
+    let key = VaultKey::generate(KeyKind::EcP256).unwrap();
+    // An attested session.
+    let first = kbs.auth(&request_body("0.4.0"), t0()).unwrap();
+    let pending = kbs
+        .attest(
+            Some(&cookie_of(&first.set_cookie)),
+            &client_attestation(&first.challenge, &key, None),
+            t0(),
+        )
+        .unwrap();
+    kbs.complete(&pending, appraise(&pending), t0()).unwrap();
+    // A flood of /auth: each new session takes the place of the oldest unattested one.
+    let flood: Vec<_> = (0..5)
+        .map(|i| {
+            kbs.auth(&request_body("0.4.0"), t0() + Duration::from_secs(i))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(kbs.session_count(), 2);
+    let evicted = cookie_of(&flood[0].set_cookie);
+    assert!(matches!(
+        kbs.attest(
+            Some(&evicted),
+            &client_attestation(&flood[0].challenge, &key, None),
+            t0()
+        ),
+        Err(KbsError::UnknownSession)
+    ));
+    // The attested session is kept.
+    kbs.resource_session(
+        Some(&cookie_of(&first.set_cookie)),
+        t0() + Duration::from_secs(5),
+    )
+    .unwrap();
+    // Full of attested sessions only: refused.
+    let last = cookie_of(&flood[4].set_cookie);
+    let pending = kbs
+        .attest(
+            Some(&last),
+            &client_attestation(&flood[4].challenge, &key, None),
+            t0() + Duration::from_secs(5),
+        )
+        .unwrap();
+    kbs.complete(&pending, appraise(&pending), t0() + Duration::from_secs(5))
+        .unwrap();
+    let err = kbs
+        .auth(&request_body("0.4.0"), t0() + Duration::from_secs(6))
+        .unwrap_err();
     assert!(
         matches!(err, KbsError::SessionTableFull { max: 2 }),
         "{err}"
     );
-    // once those expire, they make room
+    // Once those expire, they make room.
     let later = t0() + Duration::from_secs(600);
     kbs.auth(&request_body("0.4.0"), later).unwrap();
     assert_eq!(kbs.session_count(), 1);
+}
+
+#[test]
+fn a_tee_the_runtime_cannot_appraise_gets_no_session() {
+    let config = KbsConfig {
+        tees: vec![Tee::Sgx],
+        ..Default::default()
+    };
+    let kbs = KbsState::new(config, TokenKey::generate().unwrap());
+    let err = kbs.auth(&request_body("0.4.0"), t0()).unwrap_err();
+    assert!(err.to_string().contains("sgx only"), "{err}");
+    assert_eq!(kbs.session_count(), 0);
 }
 
 #[test]

@@ -195,7 +195,12 @@ async fn attest(Axum(s): Axum<Shared>, headers: HeaderMap, body: Bytes) -> Respo
     let vault = v.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let attester = appraise(&vault, &pending).map_err(KbsError::EvidenceRefused)?;
+        let attester = appraise(&vault, &pending).map_err(|why| {
+            // Another try needs a new session and nonce: no verifying evidence over and over
+            // on one session.
+            vault.kbs.fail(&pending);
+            KbsError::EvidenceRefused(why)
+        })?;
         let claims = serde_json::to_value(&attester.appraisal).unwrap_or_default();
         let a = &attester.appraisal;
         let trust = TrustVector {
@@ -236,8 +241,10 @@ async fn attest(Axum(s): Axum<Shared>, headers: HeaderMap, body: Bytes) -> Respo
                 .insert(id, attester, now + ttl, v.max_sessions, SystemTime::now());
             json_with_cookie(response.body, &response.set_cookie)
         }
+        // Anyone may send evidence: a refusal is counted, and logged at debug level only, so
+        // that a client cannot fill the log (releases and policy refusals are always logged).
         Ok(Err(e)) => {
-            tracing::warn!(target: "enclave_os::audit", event = "vault.attest", via = "kbs", reason = %e, "KBS attester refused");
+            tracing::debug!(target: "enclave_os::audit", event = "vault.attest", via = "kbs", reason = %e, "KBS attester refused");
             v.metrics.vault("kbs", false);
             problem(&e)
         }
@@ -271,12 +278,15 @@ async fn resource(
     let Some(attester) = v.attested.get(&session.session_id) else {
         return problem(&KbsError::NotAttested);
     };
-    if let Err(r) = v.decide("kbs", Asked::Secret(&path), Who::Remote(&attester), None) {
-        let why = match r {
-            Refused::Uncovered(w) | Refused::Denied(w) => w,
-        };
-        return problem(&KbsError::PolicyDeny(why));
-    }
+    let allowed = match v.decide("kbs", Asked::Secret(&path), Who::Remote(&attester), None) {
+        Ok(a) => a,
+        Err(r) => {
+            let why = match r {
+                Refused::Uncovered(w) | Refused::Denied(w) => w,
+            };
+            return problem(&KbsError::PolicyDeny(why));
+        }
+    };
     let store = v.store.clone();
     let p = path.clone();
     let value = match blocking(move || secrets::secret(&store, &p).map_err(crate::api::store_error))
@@ -296,7 +306,15 @@ async fn resource(
         Err(r) => return r,
     };
     match v.kbs.encrypt_resource(&session, &value) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(body) => {
+            v.released(
+                "kbs",
+                Asked::Secret(&path),
+                Who::Remote(&attester),
+                &allowed,
+            );
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
         Err(e) => problem(&e),
     }
 }

@@ -87,6 +87,8 @@ impl Vault {
             enclave_vault::KbsConfig {
                 session_ttl,
                 max_sessions,
+                // What `kbs::appraise` reads: no session for evidence it would refuse.
+                tees: vec![kbs_types::Tee::Tdx, kbs_types::Tee::Sgx],
                 issuer: "enclave-os".into(),
                 developer: "enclave-os".into(),
                 ..Default::default()
@@ -113,7 +115,9 @@ impl Vault {
         self.kbs.token_key().thumbprint()
     }
 
-    /// Decide a release against the policies served now, and log and count the decision.
+    /// Decide a release against the policies served now. A refusal is logged and counted
+    /// here; an allowed release only once the value is handed over ([`Self::released`]), so
+    /// that "allowed, and nothing kept" counts as neither.
     pub(crate) fn decide(
         &self,
         via: &'static str,
@@ -127,18 +131,8 @@ impl Vault {
             auth: self.auth.as_deref(),
         };
         let decision = policy::decide(&now.policies, asked, who, token);
-        match &decision {
-            Ok(a) => tracing::info!(
-                target: "enclave_os::audit",
-                event = "vault.release",
-                via,
-                what = %asked,
-                who = %who,
-                rule = %a.rule,
-                subject = a.subject.as_deref().unwrap_or(""),
-                "released"
-            ),
-            Err(r) => tracing::warn!(
+        if let Err(r) = &decision {
+            tracing::warn!(
                 target: "enclave_os::audit",
                 event = "vault.refuse",
                 via,
@@ -146,9 +140,30 @@ impl Vault {
                 who = %who,
                 reason = %r,
                 "refused"
-            ),
+            );
+            self.metrics.vault(via, false);
         }
-        self.metrics.vault(via, decision.is_ok());
         decision
+    }
+
+    /// Log and count a release [`Self::decide`] allowed, once the value is handed over.
+    pub(crate) fn released(
+        &self,
+        via: &'static str,
+        asked: Asked<'_>,
+        who: Who<'_>,
+        allowed: &Allowed,
+    ) {
+        tracing::info!(
+            target: "enclave_os::audit",
+            event = "vault.release",
+            via,
+            what = %asked,
+            who = %who,
+            rule = %allowed.rule,
+            subject = allowed.subject.as_deref().unwrap_or(""),
+            "released"
+        );
+        self.metrics.vault(via, true);
     }
 }

@@ -35,17 +35,21 @@ impl std::fmt::Display for Asked<'_> {
 #[derive(Debug, Clone)]
 pub(crate) struct Attester {
     pub appraisal: Appraisal,
-    /// The config root its RA-TLS certificate carries (mutual RA-TLS callers only).
-    pub config_root: Option<[u8; 32]>,
+    /// The config root its RA-TLS certificate carries (mutual RA-TLS callers only), and
+    /// whether its evidence binds it (a DICE leaf's claim) rather than only its issuer vouching
+    /// for the extension (a seed leaf).
+    pub config_root: Option<([u8; 32], bool)>,
 }
 
 /// Who asks.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Who<'a> {
-    /// A workload of this runtime: its name and the code hash the tree commits for it.
+    /// A workload of this runtime: its name, the code hash of what runs, and whether
+    /// `enclave.toml` defines it (else it was loaded through the API).
     Local {
         name: &'a str,
         code: Option<&'a [u8; 32]>,
+        from_file: bool,
     },
     /// A remote attester.
     Remote(&'a Attester),
@@ -143,7 +147,11 @@ pub(crate) fn decide(
 /// Whether every condition of `block` holds; the token's subject when it asked for one.
 fn holds(block: &Block<String>, who: Who<'_>, token: Token<'_>) -> Result<Option<String>, String> {
     match who {
-        Who::Local { name, code } => {
+        Who::Local {
+            name,
+            code,
+            from_file,
+        } => {
             if block.is_remote() {
                 return Err("it admits remote attesters, not local workloads".into());
             }
@@ -152,6 +160,14 @@ fn holds(block: &Block<String>, who: Who<'_>, token: Token<'_>) -> Result<Option
                 return Err(format!(
                     "workload '{name}' is not one of {}",
                     block.workloads.join(", ")
+                ));
+            }
+            // A name alone is as good as whoever may put code under it: the operator who
+            // writes enclave.toml, or any holder of workloads:write through the API. The
+            // latter must not read the vault by loading an app of that name.
+            if block.is_local() && block.code_sha256.is_empty() && !from_file {
+                return Err(format!(
+                    "workload '{name}' was loaded through the API, and the block names no code_sha256: a name alone admits only workloads of enclave.toml"
                 ));
             }
             if !block.code_sha256.is_empty() {
@@ -209,7 +225,13 @@ fn holds(block: &Block<String>, who: Who<'_>, token: Token<'_>) -> Result<Option
 
 /// The remote conditions of `block` on attester `a`.
 fn remote(block: &Block<String>, a: &Attester) -> Result<(), String> {
-    // A block with no remote condition admits token holders: the token decides.
+    // A block with no appraisal policy (a token-only block) still holds remote evidence to
+    // the default policy: no simulated TEE, no debug mode, an up-to-date TCB.
+    if block.appraisal_policy.is_none() {
+        enclave_evidence::Policy::default()
+            .check(&a.appraisal)
+            .map_err(|v| format!("the default appraisal policy (the block names none): {v}"))?;
+    }
     if !block.is_remote() {
         return Ok(());
     }
@@ -240,11 +262,20 @@ fn remote(block: &Block<String>, a: &Attester) -> Result<(), String> {
         }
     }
     if !block.config_root.is_empty() {
-        let Some(root) = &a.config_root else {
-            return Err(
-                "it requires a config root, which only a mutual RA-TLS caller's certificate carries"
-                    .into(),
-            );
+        let root = match &a.config_root {
+            Some((root, true)) => root,
+            Some((_, false)) => {
+                return Err(
+                    "it requires a config root bound by the caller's evidence, and the caller's leaf only carries one its issuer vouches for (issue it with evidence_binding = \"dice\")"
+                        .into(),
+                );
+            }
+            None => {
+                return Err(
+                    "it requires a config root, which only a mutual RA-TLS caller's certificate carries"
+                        .into(),
+                );
+            }
         };
         let have = hex::encode(root);
         if !block
@@ -284,6 +315,7 @@ mod tests {
         let api = Who::Local {
             name: "api",
             code: Some(&code),
+            from_file: false,
         };
         assert_eq!(
             decide(&p, Asked::Secret("a/b/c"), api, NONE).unwrap().rule,
@@ -297,6 +329,7 @@ mod tests {
             Who::Local {
                 name: "api",
                 code: Some(&other),
+                from_file: false,
             },
             NONE,
         )
@@ -309,6 +342,7 @@ mod tests {
             Who::Local {
                 name: "web",
                 code: Some(&code),
+                from_file: false,
             },
             NONE,
         )
@@ -326,6 +360,21 @@ mod tests {
     }
 
     #[test]
+    fn a_name_alone_admits_only_the_files_workloads() {
+        let p = policies(r#"{"resources":["a/b/c"],"allow":[{"workloads":["api"]}]}"#);
+        let who = |from_file| Who::Local {
+            name: "api",
+            code: None,
+            from_file,
+        };
+        assert!(decide(&p, Asked::Secret("a/b/c"), who(true), NONE).is_ok());
+        let e = decide(&p, Asked::Secret("a/b/c"), who(false), NONE)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loaded through the API"), "{e}");
+    }
+
+    #[test]
     fn a_token_block_without_an_issuer_refuses() {
         let p = policies(
             r#"{"resources":["a/b/c"],"allow":[{"workloads":["api"],"oidc":{"audience":"v","required_claims":{}}}]}"#,
@@ -336,6 +385,7 @@ mod tests {
             Who::Local {
                 name: "api",
                 code: None,
+                from_file: true,
             },
             NONE,
         )

@@ -409,11 +409,20 @@ fn ratls_caller(
     let report = peer
         .vault_verdict(&v.verifier)
         .map_err(|why| error(StatusCode::FORBIDDEN, why))?;
+    // Bound by the evidence only in a DICE leaf; a seed leaf's extension is its issuer's word.
+    let bound = matches!(
+        report.key_binding,
+        enclave_ratls::cert::KeyBinding::EnclaveOsDice {
+            config_root_bound: true,
+            ..
+        }
+    );
     let config_root = report
         .config_root
         .as_deref()
         .and_then(|h| hex::decode(h).ok())
-        .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .map(|r| (r, bound));
     Ok(Attester {
         appraisal: report.appraisal.clone(),
         config_root,
@@ -451,25 +460,34 @@ pub(crate) async fn ratls_secret(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    if let Err(r) = v.decide(
+    let allowed = match v.decide(
         "ratls",
         Asked::Secret(&path),
         Who::Remote(&attester),
         authorization,
     ) {
-        return refused(r);
-    }
+        Ok(a) => a,
+        Err(r) => return refused(r),
+    };
     let store = v.store.clone();
     let p = path.clone();
     match blocking(move || secrets::secret(&store, &p).map_err(store_error)).await {
-        Ok(Some(value)) => (
-            [
-                (header::CONTENT_TYPE, "application/octet-stream"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            value.to_vec(),
-        )
-            .into_response(),
+        Ok(Some(value)) => {
+            v.released(
+                "ratls",
+                Asked::Secret(&path),
+                Who::Remote(&attester),
+                &allowed,
+            );
+            (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                value.to_vec(),
+            )
+                .into_response()
+        }
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             format!("secret {path} is allowed to this caller, and none is kept"),
@@ -502,14 +520,15 @@ pub(crate) async fn ratls_key(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    if let Err(r) = v.decide(
+    let allowed = match v.decide(
         "ratls",
         Asked::Key(&name),
         Who::Remote(&attester),
         authorization,
     ) {
-        return refused(r);
-    }
+        Ok(a) => a,
+        Err(r) => return refused(r),
+    };
     let (store, n) = (v.store.clone(), name.clone());
     let found = blocking(move || {
         secrets::key(&store, &n).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e))
@@ -520,6 +539,7 @@ pub(crate) async fn ratls_key(
             // The JWK text as made, inside `{"key": …}`: never parsed into a copy that is not
             // zeroized.
             Ok(jwk) => {
+                v.released("ratls", Asked::Key(&name), Who::Remote(&attester), &allowed);
                 let body = zeroize::Zeroizing::new(format!("{{\"key\":{}}}", jwk.as_str()));
                 (
                     [
