@@ -41,8 +41,6 @@ pub(crate) struct Attester {
 
 /// Who asks.
 #[derive(Debug, Clone, Copy)]
-// `Local` is for the ways in from inside (containers' SKR endpoint, the wasm SDK).
-#[allow(dead_code)]
 pub(crate) enum Who<'a> {
     /// A workload of this runtime: its name and the code hash the tree commits for it.
     Local {
