@@ -41,6 +41,10 @@ pub struct ContainersConfig {
     /// Where the CNI plugins (`bridge`, `host-local`) are.
     #[serde(default = "ContainersConfig::default_cni")]
     pub cni_bin_dir: PathBuf,
+    /// The port of the vault's SKR-compatible endpoint on the bridge's gateway address (with
+    /// `[vault]` only): the one port of the host the containers may open connections to.
+    #[serde(default = "ContainersConfig::default_vault_port")]
+    pub vault_port: u16,
 }
 
 impl ContainersConfig {
@@ -61,6 +65,10 @@ impl ContainersConfig {
     }
     fn default_cni() -> PathBuf {
         "/usr/lib/cni".into()
+    }
+    /// SKR's own default port: clients written for Azure's sidecar often assume it.
+    fn default_vault_port() -> u16 {
+        8080
     }
 
     /// Check the section on its own; on failure, the field and why.
@@ -101,6 +109,9 @@ impl ContainersConfig {
                 format!("'{}' is not an IPv4 CIDR between /8 and /28", self.subnet),
             ));
         }
+        if self.vault_port == 0 {
+            return Err(("vault_port", "0 is not a port a container can reach".into()));
+        }
         Ok(())
     }
 }
@@ -114,6 +125,7 @@ impl Default for ContainersConfig {
             subnet: Self::default_subnet(),
             runc: Self::default_runc(),
             cni_bin_dir: Self::default_cni(),
+            vault_port: Self::default_vault_port(),
         }
     }
 }

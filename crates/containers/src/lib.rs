@@ -5,7 +5,7 @@
 //!   layers into snapshots with a check of every layer's `diff_id`, and the container lifecycle
 //!   (create, start, wait with OOM reporting, kill, remove: also after a crash of the runtime).
 //! - [`network`]: a bridge whose containers can reach neither each other nor the host, nor
-//!   anything beyond; the host can reach them.
+//!   anything beyond (save, when asked, one TCP port of the gateway); the host can reach them.
 //! - [`probe`]: HTTP and TCP health probes over that bridge.
 //! - [`logfile`]: the bounded log a service's output goes to (containers' and processes').
 //!

@@ -7,6 +7,9 @@
 //! - iptables drops every *new* connection arriving from the bridge (INPUT: the host, on any of
 //!   its addresses; FORWARD: anything routed), and every new connection forwarded into it. The
 //!   host's own connections to a container, and their return traffic, pass.
+//! - One exception, when asked ([`BridgeConfig::open_port`]): new TCP connections to that port
+//!   of the bridge's own address (the gateway), where the runtime serves its containers (the
+//!   vault's SKR endpoint). Nothing else of the host, and nothing beyond it.
 //! - No NAT, no default route in the container, IPv6 off on the bridge.
 //!
 //! The programs run are `ip`, `iptables` and the CNI plugins; they run on a blocking thread.
@@ -79,6 +82,10 @@ pub struct BridgeConfig {
     pub cni_bin_dir: PathBuf,
     /// Where `host-local` keeps its leases (a directory of ours).
     pub state_dir: PathBuf,
+    /// A TCP port of the gateway address the containers may connect to: the bridge gets its
+    /// address at once (so the runtime can listen on it before any container is attached) and
+    /// an ACCEPT for that port ahead of the bridge's DROP.
+    pub open_port: Option<u16>,
 }
 
 /// The bridge, its firewall rules and its address pool.
@@ -103,7 +110,8 @@ impl Bridge {
         &self.config.name
     }
 
-    /// The bridge's own address, the containers' gateway (which they cannot connect to).
+    /// The bridge's own address, the containers' gateway (which they can connect to on
+    /// [`BridgeConfig::open_port`] only).
     pub fn gateway(&self) -> Ipv4Addr {
         self.config.subnet.gateway()
     }
@@ -125,7 +133,16 @@ impl Bridge {
             })?;
         }
         run("ip", &["link", "set", "dev", name, "up"])?;
-        for rule in self.rules() {
+        // Per-container rules and an earlier run's open port (perhaps another one) go first.
+        self.sweep_host_rules()?;
+        // Each rule goes in at the top: the open port's ACCEPT, inserted last, is ahead of the
+        // DROP it is the exception to.
+        let mut rules = self.rules();
+        if let Some(port) = self.config.open_port {
+            self.gateway_address()?;
+            rules.push(self.port_rule(port));
+        }
+        for rule in rules {
             let args: Vec<&str> = rule.iter().map(String::as_str).collect();
             if !check_rule(&args)? {
                 let mut insert = vec!["-w", "10", "-I", args[0], "1"];
@@ -133,7 +150,6 @@ impl Bridge {
                 run("iptables", &insert)?;
             }
         }
-        self.sweep_host_rules()?;
         std::fs::create_dir_all(self.ipam_dir()).map_err(|source| NetworkError::Io {
             what: "creating",
             path: self.ipam_dir(),
@@ -170,6 +186,51 @@ impl Bridge {
             rule("INPUT", "-i"),
             rule("FORWARD", "-i"),
             rule("FORWARD", "-o"),
+        ]
+    }
+
+    /// Give the bridge its gateway address now, if it lacks it (the CNI plugin would at the
+    /// first attach, and accepts it being there).
+    fn gateway_address(&self) -> Result<(), NetworkError> {
+        let name = &self.config.name;
+        let gateway = self.config.subnet.gateway();
+        let output = Command::new("ip")
+            .args(["-4", "-o", "addr", "show", "dev", name])
+            .output()
+            .map_err(|e| NetworkError::Command {
+                program: "ip".into(),
+                args: format!("-4 -o addr show dev {name}"),
+                reason: e.to_string(),
+            })?;
+        let listing = String::from_utf8_lossy(&output.stdout);
+        let have = format!("inet {gateway}/");
+        if !listing.contains(&have) {
+            let cidr = format!("{gateway}/{}", self.config.subnet.prefix);
+            run("ip", &["addr", "add", &cidr, "dev", name])?;
+        }
+        Ok(())
+    }
+
+    /// The rule that lets the containers open connections to `port` of the gateway. Its
+    /// comment carries the bridge's per-container tag, so a sweep removes it too.
+    fn port_rule(&self, port: u16) -> Vec<String> {
+        let name = &self.config.name;
+        vec![
+            "INPUT".to_owned(),
+            "-i".to_owned(),
+            name.clone(),
+            "-d".to_owned(),
+            self.config.subnet.gateway().to_string(),
+            "-p".to_owned(),
+            "tcp".to_owned(),
+            "--dport".to_owned(),
+            port.to_string(),
+            "-m".to_owned(),
+            "comment".to_owned(),
+            "--comment".to_owned(),
+            format!("enclave-os:{name}:port-{port}"),
+            "-j".to_owned(),
+            "ACCEPT".to_owned(),
         ]
     }
 

@@ -35,6 +35,7 @@ impl TestBridge {
             subnet: format!("10.{second}.{n}.0/24").parse().expect("subnet"),
             cni_bin_dir: "/usr/lib/cni".into(),
             state_dir: state.path().to_owned(),
+            open_port: None,
         };
         let bridge = Bridge::new(config).await.expect("bridge");
         TestBridge {

@@ -531,3 +531,271 @@ fn a_file_container_is_measured_offline_as_it_runs() {
         digest
     );
 }
+
+/// A busybox script for the vault's SKR endpoint: serve `/tmp/www` (the health check's `/`),
+/// then try `wget` with `args` once a second, at most 60 times, until it succeeds (its output in
+/// `/tmp/www/<out>`) or its error contains `stop`, a refusal that will not change (the error in
+/// `/tmp/www/<out>.refused`). Not `wget -T`: Debian's busybox 1.35 crashes on it.
+fn skr_script(calls: &[(&str, &str, &str)]) -> String {
+    let mut s = String::from(
+        "mkdir -p /tmp/www && echo up > /tmp/www/index.html && httpd -p 8080 -h /tmp/www; ",
+    );
+    for (out, args, stop) in calls {
+        s.push_str(&format!(
+            "i=0; while [ $i -lt 60 ]; do \
+               if wget -q -O /tmp/www/{out}.tmp {args} 2>/tmp/www/{out}.err; then mv /tmp/www/{out}.tmp /tmp/www/{out}; break; fi; \
+               if grep -q '{stop}' /tmp/www/{out}.err; then cp /tmp/www/{out}.err /tmp/www/{out}.refused; break; fi; \
+               i=$((i+1)); sleep 1; done; "
+        ));
+    }
+    s.push_str("exec sleep 1000000");
+    s
+}
+
+/// The vault's SKR-compatible endpoint from inside running containers (busybox `wget`): the
+/// first container's token releases the key its policy allows it (the private half of the
+/// public key the operator's route shows), by header and by path; the second container's own
+/// token is refused with the policy's reason; a wrong token is 401; `/attest/raw` answers
+/// evidence binding the runtime data; the variables are not in the committed runtime spec.
+#[test]
+fn containers_get_keys_from_the_vault_through_the_skr_endpoint() {
+    let mut lab = Lab::new("[vault]\n");
+    let bearer = "--header \"Authorization: Bearer $ENCLAVE_OS_VAULT_TOKEN\"";
+    let release = "--post-data '{\"kid\":\"disk\"}'";
+    let a_script = skr_script(&[
+        (
+            "key",
+            &format!("{bearer} {release} $ENCLAVE_OS_VAULT_URL/key/release"),
+            "40[0-9]",
+        ),
+        (
+            "key-by-path",
+            &format!("{release} $ENCLAVE_OS_VAULT_URL/$ENCLAVE_OS_VAULT_TOKEN/key/release"),
+            "40[0-9]",
+        ),
+        (
+            "raw",
+            &format!(
+                "{bearer} --post-data '{{\"runtime_data\":\"aGVsbG8=\"}}' $ENCLAVE_OS_VAULT_URL/attest/raw"
+            ),
+            "40[0-9]",
+        ),
+        ("status", "$ENCLAVE_OS_VAULT_URL/status", "40[0-9]"),
+    ]);
+    let b_script = skr_script(&[
+        (
+            "key",
+            &format!("{bearer} {release} $ENCLAVE_OS_VAULT_URL/key/release"),
+            "403",
+        ),
+        (
+            "wrong",
+            &format!(
+                "--header 'Authorization: Bearer AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' {release} $ENCLAVE_OS_VAULT_URL/key/release"
+            ),
+            "401",
+        ),
+    ]);
+    // Another port of the gateway stays closed to the containers: the vault's is the only one.
+    let b_script = format!(
+        "GW=$(echo $ENCLAVE_OS_VAULT_URL | sed 's|http://||; s|:.*||'); \
+         for p in 8080 8081; do if echo | nc -w 3 $GW $p >/dev/null 2>&1; then echo $p open; else echo $p closed; fi; done > /tmp/other-port; \
+         {b_script}"
+    )
+    .replace("httpd -p 8080 -h /tmp/www;", "httpd -p 8080 -h /tmp/www; cp /tmp/other-port /tmp/www/;");
+    let (_, a_digest) = lab.image("skr-a", &a_script);
+    let (_, b_digest) = lab.image("skr-b", &b_script);
+    lab.start();
+    let gateway = {
+        let s: Vec<u8> = lab
+            .bridge
+            .subnet
+            .split(['.', '/'])
+            .take(3)
+            .map(|o| o.parse().unwrap())
+            .collect();
+        format!("{}.{}.{}.1", s[0], s[1], s[2])
+    };
+    let _other = std::net::TcpListener::bind(format!("{gateway}:8081")).unwrap();
+
+    // The operator generates the key inside the TEE; only its public half comes out.
+    let url = format!("https://127.0.0.1:{}", lab.instance.port);
+    let sim = lab.instance.dir.join("state/sim");
+    let root = lab.instance.dir.join("state/ca/root.crt.pem");
+    let admin = common::instance::token_with(&["vault:read vault:write"], &[]);
+    let out = common::run(&[
+        "vault",
+        "--url",
+        &url,
+        "--token",
+        &admin,
+        "--root",
+        root.to_str().unwrap(),
+        "--trust-sim",
+        sim.to_str().unwrap(),
+        "--json",
+        "key",
+        "generate",
+        "disk",
+        "--kind",
+        "ec-p256",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = json_of(&out.stdout)["public_jwk"].clone();
+    assert!(public.get("d").is_none(), "{public}");
+    // The policy names workload a and its image: a name alone admits only enclave.toml's
+    // workloads, and these are loaded through the API.
+    let policy = lab.instance.dir.join("disk-policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "keys = [\"disk\"]\n[[allow]]\nworkloads = [\"a\"]\ncode_sha256 = [\"{}\"]\n",
+            a_digest.trim_start_matches("sha256:")
+        ),
+    )
+    .unwrap();
+    let out = common::run(&[
+        "vault",
+        "--url",
+        &url,
+        "--token",
+        &admin,
+        "--root",
+        root.to_str().unwrap(),
+        "--trust-sim",
+        sim.to_str().unwrap(),
+        "--json",
+        "policy",
+        "put",
+        "disk",
+        policy.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    for (name, digest) in [("a", &a_digest), ("b", &b_digest)] {
+        let file = lab.workload_file(
+            name,
+            &lab.reference(&format!("skr-{name}"), digest),
+            &format!("{name}.test"),
+            "health = { http_path = \"/\" }\n",
+        );
+        let (code, v) = lab.load(&file);
+        assert_eq!(code, 0, "{v}\n{}", lab.instance.log());
+    }
+    // What the container wrote at `path`, once it has (its wget's errors if it never does).
+    let fetch = |host: &str, path: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let (ok, body) = lab.curl(host, path);
+            if ok {
+                return body;
+            }
+            if std::time::Instant::now() > deadline {
+                let (_, err) = lab.curl(host, &format!("{path}.err"));
+                panic!(
+                    "{host}{path}: not within 90 s; wget said: {err}\n{}",
+                    lab.instance.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+
+    // The first container has the key's private half, by header and by path.
+    for path in ["/key", "/key-by-path"] {
+        let answer: Value = serde_json::from_str(&fetch("a.test", path)).unwrap();
+        // SKR's shape: the JWK as a JSON string.
+        let jwk: Value = serde_json::from_str(answer["key"].as_str().unwrap()).unwrap();
+        assert_eq!(jwk["kty"], "EC", "{jwk}");
+        assert_eq!(jwk["crv"], public["crv"]);
+        assert_eq!(jwk["x"], public["x"]);
+        assert_eq!(jwk["y"], public["y"]);
+        assert!(jwk["d"].as_str().is_some_and(|d| !d.is_empty()), "{jwk}");
+    }
+    // Evidence binding SHA-256 of the runtime data, in the tagged report data.
+    let raw: Value = serde_json::from_str(&fetch("a.test", "/raw")).unwrap();
+    assert_eq!(raw["tee"], "tdx", "{raw}");
+    let report_data = raw["report_data"].as_str().unwrap();
+    assert!(report_data.starts_with(&sha256_hex(b"hello")), "{raw}");
+    assert!(!report_data.ends_with(&"0".repeat(64)), "{raw}");
+    assert!(
+        raw["report"].as_str().unwrap().contains(report_data),
+        "{raw}"
+    );
+    let status: Value = serde_json::from_str(&fetch("a.test", "/status")).unwrap();
+    assert_eq!(status["message"], "Status OK");
+
+    // The second container's own token is refused, with the policy's reason in the audit log.
+    let refused = fetch("b.test", "/key.refused");
+    assert!(refused.contains("403"), "{refused}");
+    let wrong = fetch("b.test", "/wrong.refused");
+    assert!(wrong.contains("401"), "{wrong}");
+    let (ok, _) = lab.curl("b.test", "/key");
+    assert!(!ok, "the second container has no key");
+    assert_eq!(
+        fetch("b.test", "/other-port").trim(),
+        "8080 open\n8081 closed"
+    );
+    let log = lab.instance.log();
+    assert!(
+        log.lines().any(|l| l.contains("vault.refuse")
+            && l.contains("skr")
+            && l.contains("workload 'b' is not one of a")),
+        "{log}"
+    );
+
+    // From the host, the same endpoint: a wrong token is 401 with the reason; MAA is 501.
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let endpoint = format!("http://{gateway}:8080");
+    let out = curl(&[
+        "-H",
+        "Authorization: Bearer nope",
+        "--data",
+        "{\"kid\":\"disk\"}",
+        &format!("{endpoint}/key/release"),
+    ]);
+    assert!(
+        out.ends_with("401") && out.contains("not one this runtime gave"),
+        "{out}"
+    );
+    let out = curl(&["--data", "{}", &format!("{endpoint}/attest/maa")]);
+    assert!(out.ends_with("501") && out.contains("\"error\""), "{out}");
+    let metrics = {
+        let tls = lab.instance.client();
+        let (_, body) = lab
+            .instance
+            .call(
+                &tls,
+                "GET",
+                "/metrics",
+                Some(&common::instance::token()),
+                b"",
+            )
+            .unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    assert!(metrics.contains("via=\"skr\""), "{metrics}");
+
+    // No token anywhere in the log, and none in the committed runtime spec.
+    assert!(!log.contains("ENCLAVE_OS_VAULT_TOKEN="), "{log}");
+    let report = common::instance::verify(&lab.instance, Some("a.test"));
+    assert_eq!(
+        report["workload"]["runtime_spec"].as_str().map(str::len),
+        Some(64)
+    );
+}

@@ -684,6 +684,29 @@ impl Runtime {
             .as_ref()
             .map(|r| r.start(self.control.clone()));
 
+        // The vault's endpoint for containers: plain HTTP on the bridge's gateway, which only
+        // the containers (inside the same TEE) reach.
+        let skr = match (&self.api.vault, &self.api.containers) {
+            (Some(_), Some(engine)) => {
+                let addr = SocketAddr::from((engine.bridge.gateway(), engine.config.vault_port));
+                let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    listen_err(
+                        &addr.to_string(),
+                        format!(
+                            "the vault's SKR endpoint for containers ([containers] vault_port): {e}"
+                        ),
+                    )
+                })?;
+                tracing::info!(listen = %addr, "serving the vault's SKR endpoint to the containers");
+                Some(tokio::spawn(vault::skr::serve(
+                    l,
+                    self.api.clone(),
+                    draining.clone(),
+                )))
+            }
+            _ => None,
+        };
+
         // The witness listener: mutual RA-TLS, the witness routes only, the enclave-wide
         // certificate for every name.
         let witness = match &c.witness {
@@ -773,6 +796,9 @@ impl Runtime {
         }
         shutdown.await;
         accepting.abort_all();
+        if let Some(skr) = skr {
+            skr.abort();
+        }
         tracing::info!("shutting down; finishing requests in flight");
         // Idle keep-alive connections close now; those with requests in flight once they
         // are answered.

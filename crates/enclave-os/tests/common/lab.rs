@@ -34,6 +34,7 @@ impl Drop for BridgeGuard {
             subnet: self.subnet.parse().unwrap(),
             cni_bin_dir: "/usr/lib/cni".into(),
             state_dir: self.state.clone(),
+            open_port: None,
         };
         if let Ok(b) = rt.block_on(enclave_containers::Bridge::new(config)) {
             let _ = b.teardown_blocking();

@@ -2,7 +2,8 @@
 //! namespace on the runtime's bridge, reached by the front over HTTP/1.1.
 //!
 //! Launching one: make sure its layers are unpacked, create the container with the runtime spec
-//! the tree commits (byte for byte), create its task (runc makes its namespaces), attach its
+//! the tree commits (byte for byte; with a vault, plus the two variables of the vault's SKR
+//! endpoint, a token made for this start and the URL, `vault::skr`), create its task (runc makes its namespaces), attach its
 //! network namespace to the bridge, start it, and wait for its health check.
 //!
 //! Nothing here blocks the control plane's writer. A load through the API launches its
@@ -203,14 +204,45 @@ async fn launch(
         },
         None => enclave_containers::LogSink::File(log),
     };
+    // With a vault, each start gets its own token for the vault's SKR endpoint, in its
+    // environment: the one difference between the spec it runs and the spec the tree commits.
+    let code = {
+        let d = ring::digest::digest(&ring::digest::SHA256, &leaves.manifest);
+        let mut c = [0u8; 32];
+        c.copy_from_slice(d.as_ref());
+        c
+    };
     let create = |id: String| {
         let sink = &sink;
         let chain = &chain;
         async move {
-            engine
-                .create_with(&id, &leaves.runtime_spec, chain, sink)
-                .await
-                .map(|task| (id, task))
+            let spec = match (&containers.vault_tokens, &containers.vault_url) {
+                (Some(tokens), Some(url)) => {
+                    let token = tokens.issue(&w.name, &id, code).map_err(|reason| {
+                        enclave_containers::EngineError::Spec {
+                            id: id.clone(),
+                            reason,
+                        }
+                    })?;
+                    crate::vault::skr::with_vault_env(&leaves.runtime_spec, &token, url).map_err(
+                        |reason| {
+                            tokens.forget(&id);
+                            enclave_containers::EngineError::Spec {
+                                id: id.clone(),
+                                reason,
+                            }
+                        },
+                    )?
+                }
+                _ => zeroize::Zeroizing::new(leaves.runtime_spec.clone()),
+            };
+            let made = engine.create_with(&id, &spec, chain, sink).await;
+            if made.is_err()
+                && let Some(tokens) = &containers.vault_tokens
+            {
+                tokens.forget(&id);
+            }
+            made.map(|task| (id, task))
         }
     };
     let (id, task) = match create(container_id(&w.name)).await {
@@ -299,6 +331,9 @@ pub(crate) async fn discard_prelaunched(containers: &Arc<Containers>, name: &str
 /// Remove container `id` and its network (at `address`, when it got one): tolerant of any
 /// part already gone.
 pub(crate) async fn remove(containers: &Containers, id: &str, address: Option<Ipv4Addr>) {
+    if let Some(tokens) = &containers.vault_tokens {
+        tokens.forget(id);
+    }
     if let Some(ip) = address
         && let Err(e) = containers.bridge.revoke_host(id, ip).await
     {

@@ -93,6 +93,10 @@ pub(crate) struct Containers {
     logs: std::path::PathBuf,
     /// The program containerd runs as each container's log driver, if any.
     pub log_driver: Option<std::path::PathBuf>,
+    /// With `[vault]`: the tokens each start of a container is given for the vault's SKR
+    /// endpoint, and that endpoint's URL (the gateway's address and `vault_port`).
+    pub vault_tokens: Option<Arc<crate::vault::skr::Tokens>>,
+    pub vault_url: Option<String>,
     /// Always `Some` until dropped (see `Drop`).
     rt: Option<tokio::runtime::Runtime>,
 }
@@ -163,6 +167,9 @@ impl Containers {
             .map_err(|e| ContainerError::Setup(format!("its async runtime: {e}")))?;
         let setup =
             |what: &str, e: &dyn std::fmt::Display| ContainerError::Setup(format!("{what}: {e}"));
+        // The vault's endpoint for containers exists with a vault only: without one the
+        // containers reach nothing of the host.
+        let vault = loaded.config.vault.is_some();
         let (engine, bridge, versions) = block(&rt, async {
             let engine = Engine::connect(&config.containerd_socket, &config.namespace)
                 .await
@@ -194,6 +201,7 @@ impl Containers {
                 subnet,
                 cni_bin_dir: config.cni_bin_dir.clone(),
                 state_dir: state_dir.join("cni"),
+                open_port: vault.then_some(config.vault_port),
             })
             .await
             .map_err(|e| setup(&format!("bridge {}", config.bridge), &e))?;
@@ -235,6 +243,7 @@ impl Containers {
             bridge = %config.bridge,
             "container engine connected"
         );
+        let vault_url = vault.then(|| format!("http://{}:{}", bridge.gateway(), config.vault_port));
         Ok(Arc::new(Self {
             config,
             engine,
@@ -247,6 +256,8 @@ impl Containers {
             loading: Default::default(),
             logs,
             log_driver,
+            vault_tokens: vault.then(Default::default),
+            vault_url,
             rt: Some(rt),
         }))
     }

@@ -7,6 +7,7 @@
 //! | `secrets` | where secrets and keys live (`sys/vault`) |
 //! | `routes` | the operator's routes and the mutual RA-TLS + OIDC way in (`/vault/v1`) |
 //! | `kbs` | the Trustee KBS protocol (`/kbs/v0`), for Confidential Containers guests |
+//! | `skr` | Azure's SKR sidecar API on the bridge's gateway, for this runtime's containers |
 //!
 //! Every release and every refusal is logged to the `enclave_os::audit` target (who, what, the
 //! rule that allowed or every rule that refused; never the value) and counted in the metrics
@@ -16,6 +17,7 @@ pub(crate) mod kbs;
 pub(crate) mod policy;
 pub(crate) mod routes;
 pub(crate) mod secrets;
+pub(crate) mod skr;
 
 use std::sync::Arc;
 
