@@ -85,6 +85,10 @@ fn mistakes_name_file_line_and_field() {
             vec!["containers.bridge", "1 to 15"],
         ),
         (
+            "[containers]\nvault_port = 0\n",
+            vec!["containers.vault_port", "0 is not a port"],
+        ),
+        (
             "[[registry]]\nhost = \"r.test\"\nca_bundle = \"ca.pem\"\n[[registry]]\nhost = \"R.test\"\nca_bundle = \"ca.pem\"\n",
             vec!["registry[1].host", "two [[registry]] tables"],
         ),
