@@ -156,9 +156,10 @@ def leaves(path, version, jwks_override=None, engine=None, images=None):
     kbs = c.get("seal_key_kbs")
     if kbs is not None:
         out["sealing/key-source"] = b"kbs"
-        out["sealing/kbs"] = jcs(
-            {"url": kbs["url"], "resource": kbs["resource"], "attested": "policy" in kbs}
-        ).encode()
+        leaf = {"url": kbs["url"], "resource": kbs["resource"], "attested": "policy" in kbs}
+        if "config_root" in kbs:
+            leaf["config_root"] = kbs["config_root"]
+        out["sealing/kbs"] = jcs(leaf).encode()
         out["sealing/kbs-root"] = read(kbs["root"])
         if "trust_sim" in kbs:
             out["sealing/kbs-trust-sim"] = sim_root(kbs["trust_sim"])

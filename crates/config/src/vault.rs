@@ -280,6 +280,16 @@ impl<A> Policy<A> {
             for r in &b.config_root {
                 check_hex(&f("config_root"), r, &[32])?;
             }
+            // A config root is only as honest as the code that put it in its evidence: any TEE
+            // can quote data of its choosing. Pin the code that made the claim.
+            if !b.config_root.is_empty() && b.measurements.is_empty() {
+                return Err((
+                    f("config_root"),
+                    "needs measurements too: a config root in evidence is only as honest as the \
+                     code that put it there (any TEE can quote data of its choosing)"
+                        .into(),
+                ));
+            }
             if let Some(o) = &b.oidc {
                 if !has_oidc {
                     return Err((
@@ -414,6 +424,11 @@ pub struct SealKeyKbs {
     /// PKI. Committed as `sealing/kbs-trust-sim`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_sim: Option<PathBuf>,
+    /// With `policy`: the config root (hex) the KBS's certificate must carry. Without it, any
+    /// instance under `root` that satisfies `policy` (the same build, any configuration, any
+    /// operator of it) may hand out the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_root: Option<String>,
 }
 
 /// The `sealing/kbs` leaf's members.
@@ -422,6 +437,8 @@ pub struct SealKeyKbsLeaf<'a> {
     url: &'a str,
     resource: &'a str,
     attested: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_root: Option<&'a str>,
 }
 
 impl SealKeyKbs {
@@ -443,6 +460,15 @@ impl SealKeyKbs {
         for p in parts {
             check_name(p).map_err(|e| ("resource".to_string(), e))?;
         }
+        if let Some(r) = &self.config_root {
+            if self.policy.is_none() {
+                return Err((
+                    "config_root".into(),
+                    "applies to an attested (RA-TLS) KBS only: give policy too".into(),
+                ));
+            }
+            check_hex("config_root", r, &[32])?;
+        }
         if self.trust_sim.is_some() && self.policy.is_none() {
             return Err((
                 "trust_sim".into(),
@@ -458,6 +484,7 @@ impl SealKeyKbs {
             url: &self.url,
             resource: &self.resource,
             attested: self.policy.is_some(),
+            config_root: self.config_root.as_deref(),
         }
     }
 }

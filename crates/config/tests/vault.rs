@@ -172,6 +172,14 @@ fn mistakes_are_refused_with_the_field_and_the_reason() {
             vec!["vault.policy.p.allow[0].appraisal_policy", "debug"],
         ),
         (
+            true,
+            format!(
+                "{head}resources = [\"a/b/c\"]\nallow = [{{ tee = [\"tdx\"], appraisal_policy = \"tdx.toml\", config_root = [\"{}\"] }}]\n",
+                "07".repeat(32)
+            ),
+            vec!["vault.policy.p.allow[0].config_root", "measurements"],
+        ),
+        (
             false,
             format!(
                 "{head}resources = [\"a/b/c\"]\nallow = [{{ tee = [\"tpm\"], appraisal_policy = \"tdx.toml\" }}]\n"
@@ -259,13 +267,13 @@ fn the_independent_script_agrees() {
 fn seal_key_kbs_is_committed_and_exclusive() {
     let dir = fixture();
     std::fs::write(dir.path().join("kbs-root.pem"), b"kbs root stand-in").unwrap();
-    let kbs = "seal_key_kbs = { url = \"https://kbs.test:8443\", resource = \"default/sealing/td\", root = \"kbs-root.pem\", policy = \"tdx.toml\", trust_sim = \"sim\" }\n";
+    let kbs = "seal_key_kbs = { url = \"https://kbs.test:8443\", resource = \"default/sealing/td\", root = \"kbs-root.pem\", policy = \"tdx.toml\", trust_sim = \"sim\", config_root = \"0707070707070707070707070707070707070707070707070707070707070707\" }\n";
     let c = load(dir.path(), kbs).unwrap();
     let v = values(&c);
     assert_eq!(v["sealing/key-source"], b"kbs");
     assert_eq!(
         v["sealing/kbs"],
-        br#"{"attested":true,"resource":"default/sealing/td","url":"https://kbs.test:8443"}"#
+        br#"{"attested":true,"config_root":"0707070707070707070707070707070707070707070707070707070707070707","resource":"default/sealing/td","url":"https://kbs.test:8443"}"#
     );
     assert_eq!(v["sealing/kbs-root"], b"kbs root stand-in");
     assert_eq!(v["sealing/kbs-trust-sim"], b"sim root stand-in");

@@ -328,13 +328,24 @@ fn jwks_thumbprint_hex(jwks: &serde_json::Value) -> String {
 fn a_mutual_ratls_caller_gets_a_secret_only_with_the_claim_its_policy_requires() {
     // Two policies a simulated caller must not satisfy: a token alone (the default appraisal
     // policy still applies to its evidence), and a config root its seed leaf only carries.
+    // The caller is a simulated SGX enclave measuring this test's executable.
+    let probe = tempfile::tempdir().unwrap();
+    let caller = hex::encode(enclave_tee::Tee::measurement(
+        &enclave_tee::sim::SimTee::with_executable(
+            probe.path(),
+            enclave_tee::sim::Flavour::Sgx,
+            &std::env::current_exe().unwrap(),
+        )
+        .unwrap(),
+    ));
     let s = setup(&format!(
         "[vault.policy.tok]\nresources = [\"default/tok/*\"]\n\
          [[vault.policy.tok.allow]]\noidc = {{ audience = \"vault\" }}\n\
          [vault.policy.cr]\nresources = [\"default/cr/*\"]\n\
-         [[vault.policy.cr.allow]]\ntee = [\"sgx\"]\nappraisal_policy = \"sgx.toml\"\nconfig_root = [\"{}\"]\n",
+         [[vault.policy.cr.allow]]\ntee = [\"sgx\"]\nappraisal_policy = \"sgx.toml\"\nmeasurements = [\"{caller}\"]\nconfig_root = [\"{}\"]\n",
         "07".repeat(32)
     ));
+    assert_eq!(s.caller_measurement, caller);
     let _server = s.server.start();
     let admin = token_with(&["vault:write"], &[]);
     let file = write(s.tmp.path(), "password.txt", b"s3cret-value");
@@ -762,6 +773,31 @@ fn a_kbs_client_with_simulated_tdx_evidence_gets_a_resource_and_each_refusal_has
         r.problem().detail
     );
 
+    // Genuine evidence of code no policy admits (another executable, so another MRTD): no
+    // attested session to hold a place in the table.
+    let other = enclave_tee::sim::SimTee::with_executable(
+        &s.attesters,
+        enclave_tee::sim::Flavour::Tdx,
+        Path::new(common::BIN),
+    )
+    .unwrap();
+    let (r, ch) = auth(&s.server, &tls, "0.4.0");
+    let r = attest(
+        &s.server,
+        &tls,
+        &other,
+        &r.cookie.unwrap(),
+        &ch.unwrap().nonce,
+        &pubkey,
+    );
+    assert_eq!(r.status, 401);
+    let p = r.problem();
+    assert!(
+        p.detail.contains("no vault policy admits this attester"),
+        "{}",
+        p.detail
+    );
+
     // A TEE whose evidence this KBS does not appraise gets no session.
     let request = kbs_types::Request {
         version: "0.4.0".into(),
@@ -908,13 +944,19 @@ fn a_tdx_runtime_gets_its_sealing_root_from_another_instances_vault() {
     // The TD: sim-tdx, its root key from the vault, which it trusts as an attested KBS.
     std::fs::create_dir_all(&td_dir).unwrap();
     std::fs::write(td_dir.join("kbs.toml"), "allow_simulated = true\n").unwrap();
-    let td_config = |resource: &str| {
+    // The TD pins the vault's config root: another instance under the same root, with the
+    // same build but a vault of another operator, must not hand out its key.
+    let vault_root = verify(&s.server, None)["config_root"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let td_config_pinned = |resource: &str, pin: &str| {
         let config = td_dir.join("enclave.toml");
         std::fs::write(
             &config,
             format!(
                 "tee = \"sim-tdx\"\nstate_dir = \"state\"\n\
-                 seal_key_kbs = {{ url = \"https://127.0.0.1:{port}\", resource = \"{resource}\", root = \"{root}\", policy = \"kbs.toml\", trust_sim = \"{sim}\" }}\n",
+                 seal_key_kbs = {{ url = \"https://127.0.0.1:{port}\", resource = \"{resource}\", root = \"{root}\", policy = \"kbs.toml\", trust_sim = \"{sim}\", config_root = \"{pin}\" }}\n",
                 port = s.server.port,
                 root = s.tmp.path().join("operator-ca/root.crt.pem").display(),
                 sim = s.server.dir.join("state/sim").display(),
@@ -927,6 +969,11 @@ fn a_tdx_runtime_gets_its_sealing_root_from_another_instances_vault() {
             port: s.server.port + 1000,
         }
     };
+    let td_config = |resource: &str| td_config_pinned(resource, &vault_root);
+    // Pinned to another root first: refused at the TLS handshake, nothing started.
+    let (code, why) = td_config_pinned("default/sealing/td", &"ab".repeat(32)).refused();
+    assert_ne!(code, 0);
+    assert!(why.contains("config root"), "{why}");
     let td = td_config("default/sealing/td");
     let started = td.start();
     let tls = td.client();

@@ -54,6 +54,15 @@ fn tls(config: &LoadedConfig, k: &SealKeyKbs) -> Result<Arc<rustls::ClientConfig
     let verifier =
         crate::trust::committed("seal_key_kbs.root", Some(root), sim, sim_dir.as_deref())?
             .with_policy(policy);
+    let verifier = match &k.config_root {
+        Some(hexed) => {
+            let mut pinned = [0u8; 32];
+            hex::decode_to_slice(hexed, &mut pinned)
+                .map_err(|e| format!("config_root '{hexed}': {e}"))?;
+            verifier.with_config_root(pinned)
+        }
+        None => verifier,
+    };
     let verifier = Arc::new(RatlsServerVerifier::new(verifier, Freshness::Deterministic));
     client_config(verifier, None, None)
         .map(Arc::new)
@@ -216,6 +225,13 @@ fn exchange(
         Some(body),
     )?;
     if status != 200 {
+        // A session evicted (or expired) before its evidence arrived: start again.
+        let detail = String::from_utf8_lossy(&reply);
+        if detail.contains("unknown KBS session") || detail.contains("expired") {
+            return Err(Exchange::Unreachable(format!(
+                "attest: the KBS dropped the session before the evidence arrived: {detail}"
+            )));
+        }
         return Err(refused("attest", status, &reply));
     }
     let (status, _, reply) = call(

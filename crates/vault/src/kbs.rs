@@ -482,16 +482,19 @@ impl KbsState {
             if sessions.len() >= self.config.max_sessions {
                 sessions.retain(|_, s| s.expires > now);
             }
-            // Full of live sessions: the one closest to expiry among those that have not
-            // attested makes room. Opening sessions costs nothing, so a flood of them must not
-            // lock attesters out; attested sessions cost valid evidence, and are kept.
+            // Full of live sessions: one that has not attested, drawn at random, makes room.
+            // Opening sessions costs nothing, so a flood of them must not lock attesters out;
+            // drawing at random (not the oldest) leaves a slow attester a chance however fast
+            // the flood. Attested sessions cost valid evidence, and are kept.
             if sessions.len() >= self.config.max_sessions {
-                let oldest = sessions
+                let unattested: Vec<&String> = sessions
                     .iter()
                     .filter(|(_, s)| s.attested.is_none())
-                    .min_by_key(|(_, s)| s.expires)
-                    .map(|(id, _)| id.clone());
-                if let Some(id) = oldest {
+                    .map(|(id, _)| id)
+                    .collect();
+                if !unattested.is_empty() {
+                    let draw = u32::from_le_bytes(self.random::<4>()?) as usize;
+                    let id = unattested[draw % unattested.len()].clone();
                     sessions.remove(&id);
                 }
             }

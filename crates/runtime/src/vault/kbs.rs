@@ -108,7 +108,7 @@ async fn auth(Axum(s): Axum<Shared>, body: Bytes) -> Response {
     match v.kbs.auth(&body, SystemTime::now()) {
         Ok(a) => json_with_cookie(a.body, &a.set_cookie),
         Err(e) => {
-            tracing::info!(reason = %e, "KBS auth refused");
+            tracing::debug!(reason = %e, "KBS auth refused");
             problem(&e)
         }
     }
@@ -183,7 +183,7 @@ async fn attest(Axum(s): Axum<Shared>, headers: HeaderMap, body: Bytes) -> Respo
     let pending = match v.kbs.attest(cookie(&headers), &body, now) {
         Ok(p) => p,
         Err(e) => {
-            tracing::info!(reason = %e, "KBS attest refused");
+            tracing::debug!(reason = %e, "KBS attest refused");
             return problem(&e);
         }
     };
@@ -195,12 +195,19 @@ async fn attest(Axum(s): Axum<Shared>, headers: HeaderMap, body: Bytes) -> Respo
     let vault = v.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let attester = appraise(&vault, &pending).map_err(|why| {
-            // Another try needs a new session and nonce: no verifying evidence over and over
-            // on one session.
-            vault.kbs.fail(&pending);
-            KbsError::EvidenceRefused(why)
-        })?;
+        let attester = appraise(&vault, &pending)
+            // An attested session is kept its full time and never evicted: only for an
+            // attester some policy could release something to, or genuine evidence of any
+            // code could fill the table.
+            .and_then(|a| {
+                super::policy::admits_any(&vault.control.snapshot().policies, &a).map(|()| a)
+            })
+            .map_err(|why| {
+                // Another try needs a new session and nonce: no verifying evidence over and
+                // over on one session.
+                vault.kbs.fail(&pending);
+                KbsError::EvidenceRefused(why)
+            })?;
         let claims = serde_json::to_value(&attester.appraisal).unwrap_or_default();
         let a = &attester.appraisal;
         let trust = TrustVector {

@@ -144,6 +144,34 @@ pub(crate) fn decide(
     )))
 }
 
+/// Whether any block of any policy could admit attester `a` on its evidence (its TEE, appraisal
+/// and measurement; a token is asked for only at release): else why none can.
+pub(crate) fn admits_any(
+    policies: &BTreeMap<String, PolicyDoc>,
+    a: &Attester,
+) -> Result<(), String> {
+    let mut reasons = Vec::new();
+    for (name, policy) in policies {
+        for (i, block) in policy.allow.iter().enumerate() {
+            if block.is_local() {
+                continue;
+            }
+            match remote(block, a) {
+                Ok(()) => return Ok(()),
+                Err(why) => reasons.push(format!("policy {name} allow[{i}]: {why}")),
+            }
+        }
+    }
+    Err(if reasons.is_empty() {
+        "no vault policy admits remote attesters".into()
+    } else {
+        format!(
+            "no vault policy admits this attester: {}",
+            reasons.join("; ")
+        )
+    })
+}
+
 /// Whether every condition of `block` holds; the token's subject when it asked for one.
 fn holds(block: &Block<String>, who: Who<'_>, token: Token<'_>) -> Result<Option<String>, String> {
     match who {
