@@ -132,26 +132,6 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
-/// A token from the test issuer for `audience`, with `sub` and extra claims.
-fn token(audience: &str, sub: &str, extra: serde_json::Value) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let mut claims = serde_json::json!({
-        "iss": ISS, "aud": audience, "sub": sub, "iat": now, "exp": now + 600,
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        claims[k] = v.clone();
-    }
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some("ec-1".into());
-    let key =
-        jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(testdata("ec.key.pem")).unwrap())
-            .unwrap();
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
-}
-
 struct Setup {
     tmp: tempfile::TempDir,
     server: Instance,
@@ -380,7 +360,7 @@ fn gates_admit_the_right_callers_and_say_why_they_refuse_the_others() {
     // subject is replaced by the token's.
     let good = format!(
         "Bearer {}",
-        token("orders", "alice", serde_json::json!({"team": "eng"}))
+        token_for("orders", "alice", serde_json::json!({"team": "eng"}))
     );
     let r = get(
         &anonymous,
@@ -398,7 +378,7 @@ fn gates_admit_the_right_callers_and_say_why_they_refuse_the_others() {
     // A token without the required claim: refused, naming it.
     let ops = format!(
         "Bearer {}",
-        token("orders", "bob", serde_json::json!({"team": "ops"}))
+        token_for("orders", "bob", serde_json::json!({"team": "ops"}))
     );
     let r = get(&anonymous, "orders.test", &[("Authorization", &ops)]);
     assert_eq!(r.status, 403, "{}", r.body);
@@ -424,14 +404,17 @@ fn gates_admit_the_right_callers_and_say_why_they_refuse_the_others() {
     );
     let other = format!(
         "Bearer {}",
-        token(AUD, "alice", serde_json::json!({"team": "eng"}))
+        token_for(AUD, "alice", serde_json::json!({"team": "eng"}))
     );
     let r = get(&anonymous, "orders.test", &[("Authorization", &other)]);
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.reason().contains("audience"), "{}", r.reason());
 
     // Both gates: each must pass.
-    let plain = format!("Bearer {}", token("orders", "carol", serde_json::json!({})));
+    let plain = format!(
+        "Bearer {}",
+        token_for("orders", "carol", serde_json::json!({}))
+    );
     let r = get(&enclave, "both.test", &[("Authorization", &plain)]);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.echoed("x-enclave-os-client-subject"), ["carol"]);

@@ -18,26 +18,6 @@ use enclave_ratls::issue::{IntermediaryCa, LeafSpec};
 use enclave_ratls::tls::{RatlsResolver, RatlsServerVerifier, client_config};
 use enclave_ratls::trust::TrustFiles;
 
-/// A token from the test issuer for `audience`, with `sub` and extra claims.
-fn bearer(audience: &str, sub: &str, extra: serde_json::Value) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let mut claims = serde_json::json!({
-        "iss": ISS, "aud": audience, "sub": sub, "iat": now, "exp": now + 600,
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        claims[k] = v.clone();
-    }
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some("ec-1".into());
-    let key =
-        jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(testdata("ec.key.pem")).unwrap())
-            .unwrap();
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
-}
-
 struct Setup {
     tmp: tempfile::TempDir,
     server: Instance,
@@ -360,7 +340,7 @@ fn a_mutual_ratls_caller_gets_a_secret_only_with_the_claim_its_policy_requires()
     let path = "/vault/v1/secrets/default/db/password";
     let good = format!(
         "Bearer {}",
-        bearer("vault", "ops", serde_json::json!({ "group": "db" }))
+        token_for("vault", "ops", serde_json::json!({ "group": "db" }))
     );
     let call = |tls: &Arc<rustls::ClientConfig>, host: &str, auth: Option<&str>| {
         let tok = auth.map(|a| a.trim_start_matches("Bearer ").to_string());
@@ -375,7 +355,10 @@ fn a_mutual_ratls_caller_gets_a_secret_only_with_the_claim_its_policy_requires()
     assert_eq!(body, b"s3cret-value");
 
     // A token without the claim: refused, the rule and the claim named.
-    let missing = format!("Bearer {}", bearer("vault", "ops", serde_json::json!({})));
+    let missing = format!(
+        "Bearer {}",
+        token_for("vault", "ops", serde_json::json!({}))
+    );
     let (status, body) = call(&enclave, "vault.test", Some(&missing));
     assert_eq!(status, 403);
     let why = json_of(&body)["error"].as_str().unwrap().to_string();

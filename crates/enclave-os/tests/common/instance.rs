@@ -177,6 +177,27 @@ impl Instance {
     }
 }
 
+/// A token from the test issuer (ES256, `ec-1`) for `audience`, with `sub` and the members of
+/// `extra` as further claims, valid for ten minutes.
+pub fn token_for(audience: &str, sub: &str, extra: serde_json::Value) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut claims = serde_json::json!({
+        "iss": ISS, "aud": audience, "sub": sub, "iat": now, "exp": now + 600,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("ec-1".into());
+    let key =
+        jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(testdata("ec.key.pem")).unwrap())
+            .unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
 /// A token with every scope the management API knows.
 pub fn token() -> String {
     token_with(&["status:read kv:read kv:write workloads:write"], &[])

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::Vault;
-use super::policy::{Asked, Attester, Refused, Who};
+use super::policy::{Allowed, Asked, Attester, Refused, Who};
 use super::secrets;
 use crate::api::{Api, Caller, Connection, blocking, change_error, error, store_error};
 use crate::control::{Applied, Change};
@@ -429,6 +429,27 @@ fn ratls_caller(
     })
 }
 
+/// The vault, this request's verified mutual RA-TLS caller, and the rule that lets it have
+/// `asked`; or the response refusing it.
+fn ratls_allowed(
+    s: &Api,
+    conn: &Connection,
+    peer: Option<Extension<Arc<crate::front::gate::Peer>>>,
+    headers: &axum::http::HeaderMap,
+    asked: Asked<'_>,
+) -> Result<(Arc<Vault>, Attester, Allowed), Response> {
+    let v = vault(s)?.clone();
+    let attester = ratls_caller(&v, conn, peer.as_ref().map(|p| &p.0))
+        .inspect_err(|_| v.metrics.vault("ratls", false))?;
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    let allowed = v
+        .decide("ratls", asked, Who::Remote(&attester), authorization)
+        .map_err(refused)?;
+    Ok((v, attester, allowed))
+}
+
 fn refused(r: Refused) -> Response {
     match r {
         Refused::Uncovered(why) | Refused::Denied(why) => error(StatusCode::FORBIDDEN, why),
@@ -442,43 +463,20 @@ pub(crate) async fn ratls_secret(
     headers: axum::http::HeaderMap,
     Path((repo, kind, tag)): Path<(String, String, String)>,
 ) -> Response {
-    let v = match vault(&s) {
-        Ok(v) => v.clone(),
-        Err(r) => return r,
-    };
     let path = match path3(&repo, &kind, &tag) {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let attester = match ratls_caller(&v, &conn, peer.as_ref().map(|p| &p.0)) {
-        Ok(a) => a,
-        Err(r) => {
-            v.metrics.vault("ratls", false);
-            return r;
-        }
-    };
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok());
-    let allowed = match v.decide(
-        "ratls",
-        Asked::Secret(&path),
-        Who::Remote(&attester),
-        authorization,
-    ) {
-        Ok(a) => a,
-        Err(r) => return refused(r),
+    let asked = Asked::Secret(&path);
+    let (v, attester, allowed) = match ratls_allowed(&s, &conn, peer, &headers, asked) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
     let store = v.store.clone();
     let p = path.clone();
     match blocking(move || secrets::secret(&store, &p).map_err(store_error)).await {
         Ok(Some(value)) => {
-            v.released(
-                "ratls",
-                Asked::Secret(&path),
-                Who::Remote(&attester),
-                &allowed,
-            );
+            v.released("ratls", asked, Who::Remote(&attester), &allowed);
             (
                 [
                     (header::CONTENT_TYPE, "application/octet-stream"),
@@ -503,31 +501,13 @@ pub(crate) async fn ratls_key(
     headers: axum::http::HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    let v = match vault(&s) {
-        Ok(v) => v.clone(),
-        Err(r) => return r,
-    };
     if let Err(r) = key_name(&name) {
         return r;
     }
-    let attester = match ratls_caller(&v, &conn, peer.as_ref().map(|p| &p.0)) {
-        Ok(a) => a,
-        Err(r) => {
-            v.metrics.vault("ratls", false);
-            return r;
-        }
-    };
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok());
-    let allowed = match v.decide(
-        "ratls",
-        Asked::Key(&name),
-        Who::Remote(&attester),
-        authorization,
-    ) {
-        Ok(a) => a,
-        Err(r) => return refused(r),
+    let asked = Asked::Key(&name);
+    let (v, attester, allowed) = match ratls_allowed(&s, &conn, peer, &headers, asked) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
     let (store, n) = (v.store.clone(), name.clone());
     let found = blocking(move || {
@@ -539,7 +519,7 @@ pub(crate) async fn ratls_key(
             // The JWK text as made, inside `{"key": …}`: never parsed into a copy that is not
             // zeroized.
             Ok(jwk) => {
-                v.released("ratls", Asked::Key(&name), Who::Remote(&attester), &allowed);
+                v.released("ratls", asked, Who::Remote(&attester), &allowed);
                 let body = zeroize::Zeroizing::new(format!("{{\"key\":{}}}", jwk.as_str()));
                 (
                     [
