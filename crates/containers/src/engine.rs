@@ -548,6 +548,41 @@ impl Engine {
                 })?;
         }
 
+        // containerd 1.6's overlay snapshotter can lose a snapshot being prepared to a garbage
+        // collection that a removal just scheduled (containerd#2210: the task's rootfs mount
+        // then fails with "no such file or directory"). Everything the failed attempt made is
+        // removed before it returns, so one more attempt starts clean.
+        let mut attempt = 1;
+        loop {
+            match self
+                .create_once(id, spec_json, parent_chain_id, &log_uri)
+                .await
+            {
+                Err(EngineError::Rpc {
+                    call: "Tasks.Create",
+                    message,
+                    ..
+                }) if attempt == 1
+                    && message.contains("failed to mount rootfs component")
+                    && message.contains("no such file or directory") =>
+                {
+                    tracing::warn!(container = %id, reason = %message, "the rootfs went missing while the task was created; creating again");
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt of [`Engine::create_with`]: snapshot, container and task, or nothing.
+    async fn create_once(
+        &self,
+        id: &str,
+        spec_json: &[u8],
+        parent_chain_id: &str,
+        log_uri: &str,
+    ) -> Result<Task, EngineError> {
         let mounts = self
             .client
             .snapshots()
@@ -594,8 +629,8 @@ impl Engine {
             .create(self.request(CreateTaskRequest {
                 container_id: id.to_owned(),
                 rootfs: mounts,
-                stdout: log_uri.clone(),
-                stderr: log_uri,
+                stdout: log_uri.to_owned(),
+                stderr: log_uri.to_owned(),
                 ..Default::default()
             }))
             .await;
