@@ -238,6 +238,8 @@ def leaves(path, version, jwks_override=None, engine=None, images=None):
                 out[f"workload/{name}/client-root"] = read(ingress["client_root"])
             if "client_trust_sim" in ingress:
                 out[f"workload/{name}/client-trust-sim"] = sim_root(ingress["client_trust_sim"])
+        if "decryption_key" in wl:
+            settings["decryption_key"] = wl["decryption_key"]
         out[f"workload/{name}/settings"] = jcs(settings).encode()
     vault = c.get("vault")
     if vault is not None:

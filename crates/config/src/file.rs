@@ -658,6 +658,11 @@ pub struct Workload {
     pub proxy: Option<ProxySettings>,
     /// `[workload.ingress]`: who may call it (`None`: anyone the listener serves).
     pub ingress: Option<Ingress>,
+    /// The vault key whose private half unwraps this workload's encrypted code: a wasm
+    /// component sent as JWE, or the layer keys of an image encrypted to it (ocicrypt's
+    /// `jwe` scheme). Released to the workload only as its vault policy allows. `None`: the
+    /// code is plaintext, or its layer keys name their own KBS resources.
+    pub decryption_key: Option<String>,
 }
 
 /// A `[[workload]]` table as written: every kind's fields side by side. Turned into a
@@ -687,6 +692,8 @@ struct WorkloadFields {
     process: Option<ProcessSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ingress: Option<Ingress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    decryption_key: Option<String>,
 }
 
 impl TryFrom<WorkloadFields> for Workload {
@@ -711,6 +718,7 @@ impl TryFrom<WorkloadFields> for Workload {
                 f.kind.as_str()
             ));
         }
+        check_decryption_key(name, f.kind, f.decryption_key.as_deref())?;
         let run = match (f.kind, f.source, f.image) {
             (WorkloadKind::Wasm, source, None) => Run::Wasm { source },
             (WorkloadKind::Process, source, None) => match f.process {
@@ -755,8 +763,24 @@ impl TryFrom<WorkloadFields> for Workload {
             limits: f.limits,
             proxy: f.proxy,
             ingress: f.ingress,
+            decryption_key: f.decryption_key,
         })
     }
+}
+
+/// `decryption_key` names a vault key, and only for the kinds whose code can be encrypted.
+pub fn check_decryption_key(
+    name: &str,
+    kind: WorkloadKind,
+    key: Option<&str>,
+) -> Result<(), String> {
+    let Some(key) = key else { return Ok(()) };
+    if kind == WorkloadKind::Process {
+        return Err(format!(
+            "workload '{name}': decryption_key is for wasm components and container images; a process's executable is not decrypted"
+        ));
+    }
+    crate::vault::check_name(key).map_err(|e| format!("workload '{name}': decryption_key: {e}"))
 }
 
 impl From<Workload> for WorkloadFields {
@@ -780,6 +804,7 @@ impl From<Workload> for WorkloadFields {
             proxy: w.proxy,
             process,
             ingress: w.ingress,
+            decryption_key: w.decryption_key,
         }
     }
 }
@@ -1049,6 +1074,9 @@ struct Settings<'a> {
     // Absent without `[workload.ingress]`, as above.
     #[serde(skip_serializing_if = "Option::is_none")]
     ingress: Option<crate::ingress::IngressLeaf<'a>>,
+    // Absent for plaintext code, as above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decryption_key: Option<&'a str>,
 }
 
 /// A workload's leaves: its code, its settings in RFC 8785 form, and for a container its
@@ -1068,6 +1096,7 @@ fn workload_leaves(
         proxy: w.proxy.as_ref(),
         process: w.run.process(),
         ingress: w.ingress.as_ref().map(Ingress::leaf),
+        decryption_key: w.decryption_key.as_deref(),
     };
     let mut leaves = vec![
         (format!("workload/{}/code", w.name), code.code().to_vec()),

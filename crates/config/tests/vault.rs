@@ -20,7 +20,38 @@ fn fixture() -> tempfile::TempDir {
     .unwrap();
     std::fs::create_dir(p.join("sim")).unwrap();
     std::fs::write(p.join("sim/root.crt.pem"), b"sim root stand-in").unwrap();
+    std::fs::write(p.join("app.jwe"), br#"{"protected":"stand-in"}"#).unwrap();
     dir
+}
+
+/// A component encrypted to vault key `disk`.
+const ENCRYPTED: &str = "[[workload]]\nname = \"api\"\nkind = \"wasm\"\nsource = \"app.jwe\"\n\
+hostnames = [\"api.test\"]\ndecryption_key = \"disk\"\n";
+
+/// `decryption_key` is in the settings leaf (the tree commits which key decrypts what), names
+/// a vault key, and is refused for processes, whose executables are not decrypted.
+#[test]
+fn a_decryption_key_is_committed_and_checked() {
+    let dir = fixture();
+    let c = load(dir.path(), &format!("{OIDC}{VAULT}{ENCRYPTED}")).unwrap();
+    let settings = values(&c)["workload/api/settings"].clone();
+    let settings: serde_json::Value = serde_json::from_slice(&settings).unwrap();
+    assert_eq!(settings["decryption_key"], "disk");
+    for (workload, why) in [
+        (
+            "[[workload]]\nname = \"p\"\nkind = \"process\"\nsource = \"app.jwe\"\ndecryption_key = \"disk\"\n[workload.process]\nport = 8080\n",
+            "a process's executable is not decrypted",
+        ),
+        (
+            "[[workload]]\nname = \"w\"\nkind = \"wasm\"\nsource = \"app.jwe\"\ndecryption_key = \"../disk\"\n",
+            "decryption_key",
+        ),
+    ] {
+        let e = load(dir.path(), &format!("{OIDC}{VAULT}{workload}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why), "{e}");
+    }
 }
 
 const OIDC: &str =
@@ -243,7 +274,7 @@ fn the_independent_script_agrees() {
         return;
     }
     let dir = fixture();
-    let c = load(dir.path(), &format!("{OIDC}{VAULT}")).unwrap();
+    let c = load(dir.path(), &format!("{OIDC}{VAULT}{ENCRYPTED}")).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/config-root.py");
     let out = std::process::Command::new("python3")
         .arg(script)

@@ -28,6 +28,8 @@ use tonic::{Code, Request};
 
 use crate::error::EngineError;
 
+/// The label on content a decrypting pull wrote (see [`Pull::has_content`]).
+const DECRYPTED_LABEL: &str = "enclave-os/decrypted";
 /// The snapshotter every snapshot of ours lives in.
 const SNAPSHOTTER: &str = "overlayfs";
 /// The lease resource type of those snapshots (containerd's `snapshots/<snapshotter>`).
@@ -208,6 +210,41 @@ impl Engine {
         Ok(EngineVersions { containerd, runc })
     }
 
+    /// Where containerd keeps what this engine writes in plaintext: its content store's and
+    /// the overlayfs snapshotter's directories (their `root` exports), with each one's plugin
+    /// id. Encrypted images decrypt into these, so the runtime checks what they sit on.
+    pub async fn storage_roots(&self) -> Result<Vec<(String, PathBuf)>, EngineError> {
+        use containerd_client::services::v1::PluginsRequest;
+        let wanted = [
+            ("io.containerd.content.v1", "content"),
+            ("io.containerd.snapshotter.v1", SNAPSHOTTER),
+        ];
+        let plugins = self
+            .client
+            .introspection()
+            .plugins(self.request(PluginsRequest {
+                filters: Vec::new(),
+            }))
+            .await
+            .map_err(|s| EngineError::rpc("Introspection.Plugins", "", s))?
+            .into_inner()
+            .plugins;
+        let mut roots = Vec::new();
+        for (kind, id) in wanted {
+            let root = plugins
+                .iter()
+                .find(|p| p.r#type == kind && p.id == id)
+                .and_then(|p| p.exports.get("root"))
+                .ok_or_else(|| EngineError::Invalid {
+                    what: "containerd plugin",
+                    value: format!("{kind}.{id}"),
+                    reason: "is not loaded, or does not say where its root is".into(),
+                })?;
+            roots.push((format!("{kind}.{id}"), PathBuf::from(root)));
+        }
+        Ok(roots)
+    }
+
     // ---- content ---------------------------------------------------------------------------
 
     /// Whether the content store holds `digest` (committed, in this namespace).
@@ -217,6 +254,14 @@ impl Engine {
     }
 
     async fn content_size(&self, digest: &str) -> Result<Option<u64>, EngineError> {
+        Ok(self.content_info(digest).await?.map(|(size, _)| size))
+    }
+
+    /// A committed blob's size and labels, if the store holds it.
+    async fn content_info(
+        &self,
+        digest: &str,
+    ) -> Result<Option<(u64, HashMap<String, String>)>, EngineError> {
         let reply = self
             .client
             .content()
@@ -228,8 +273,8 @@ impl Engine {
             Ok(info) => Ok(Some(
                 info.into_inner()
                     .info
-                    .map(|i| u64::try_from(i.size).unwrap_or(0))
-                    .unwrap_or(0),
+                    .map(|i| (u64::try_from(i.size).unwrap_or(0), i.labels))
+                    .unwrap_or_default(),
             )),
             Err(s) if s.code() == Code::NotFound => Ok(None),
             Err(s) => Err(EngineError::rpc("Content.Info", digest, s)),
@@ -884,12 +929,18 @@ impl Pull {
 
     /// Whether the content store already holds `digest`; if so the pull's lease now holds it
     /// too, so the caller can skip downloading it.
+    ///
+    /// Content a decrypting pull wrote ([`ContentWriter::commit_decrypted`]) is never offered:
+    /// its digest may be public (an uncompressed layer's is its diff_id), and an image that
+    /// names it must bring the bytes itself, through a stream its digest is checked on.
     pub async fn has_content(&self, digest: &str) -> Result<bool, EngineError> {
-        if self.engine.has_content(digest).await? {
-            self.hold(digest, "content").await?;
-            Ok(true)
-        } else {
-            Ok(false)
+        parse_sha256("digest", digest)?;
+        match self.engine.content_info(digest).await? {
+            Some((_, labels)) if !labels.contains_key(DECRYPTED_LABEL) => {
+                self.hold(digest, "content").await?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 
@@ -903,6 +954,28 @@ impl Pull {
         expected_size: u64,
     ) -> Result<ContentWriter, EngineError> {
         parse_sha256("expected digest", expected_digest)?;
+        self.open_writer(reference, Some(expected_digest), expected_size)
+            .await
+    }
+
+    /// Open an ingest for a blob of `expected_size` bytes whose digest is known only once it
+    /// is written (a layer decrypted as it streams): never taken as already present, and
+    /// committed with [`ContentWriter::commit_as`].
+    pub async fn content_writer_unnamed(
+        &self,
+        reference: &str,
+        expected_size: u64,
+    ) -> Result<ContentWriter, EngineError> {
+        self.open_writer(reference, None, expected_size).await
+    }
+
+    async fn open_writer(
+        &self,
+        reference: &str,
+        expected: Option<&str>,
+        expected_size: u64,
+    ) -> Result<ContentWriter, EngineError> {
+        let expected_digest = expected.unwrap_or(reference);
         if reference.is_empty() || reference.len() > 512 {
             return Err(EngineError::Invalid {
                 what: "ingest reference",
@@ -934,7 +1007,7 @@ impl Pull {
             action: WriteAction::Stat as i32,
             r#ref: reference.to_owned(),
             total,
-            expected: expected_digest.to_owned(),
+            expected: expected.unwrap_or_default().to_owned(),
             ..Default::default()
         };
         tx.send(first)
@@ -986,6 +1059,18 @@ impl Pull {
     pub async fn unpack(
         &self,
         layers: &[Layer],
+        progress: impl FnMut(UnpackProgress),
+    ) -> Result<String, EngineError> {
+        self.unpack_scoped(layers, None, progress).await
+    }
+
+    /// [`Pull::unpack`], the snapshots named within `scope` ([`scoped_chain_id`]) when it is
+    /// `Some`: layers decrypted for one image are unpacked into snapshots no other image
+    /// names, so an image that only knows their (public) diff_ids cannot start on them.
+    pub async fn unpack_scoped(
+        &self,
+        layers: &[Layer],
+        scope: Option<&str>,
         mut progress: impl FnMut(UnpackProgress),
     ) -> Result<String, EngineError> {
         if layers.is_empty() {
@@ -999,7 +1084,7 @@ impl Pull {
         let mut parent = String::new();
         for (index, layer) in layers.iter().enumerate() {
             parse_sha256("layer digest", &layer.digest)?;
-            let chain = chain_id(&diff_ids[..=index])?;
+            let chain = scoped_chain_id(scope, &chain_id(&diff_ids[..=index])?);
             if self.engine.snapshot_committed(&chain).await? {
                 self.hold(&chain, SNAPSHOT_RESOURCE).await?;
             } else {
@@ -1240,8 +1325,25 @@ impl ContentWriter {
         Ok(())
     }
 
+    /// Commit the blob of an unnamed ingest, a layer decrypted as it was written, under
+    /// `digest` (which the caller computed from what it wrote; containerd checks it), labelled
+    /// so that [`Pull::has_content`] never offers it to another image.
+    pub async fn commit_decrypted(mut self, digest: &str) -> Result<(), EngineError> {
+        parse_sha256("digest", digest)?;
+        self.digest = digest.to_owned();
+        self.commit_labelled(HashMap::from([(
+            DECRYPTED_LABEL.to_owned(),
+            "true".to_owned(),
+        )]))
+        .await
+    }
+
     /// Commit the blob: containerd checks its size and digest, and refuses a mismatch.
     pub async fn commit(self) -> Result<(), EngineError> {
+        self.commit_labelled(HashMap::new()).await
+    }
+
+    async fn commit_labelled(self, labels: HashMap<String, String>) -> Result<(), EngineError> {
         let WriterState::Open { tx, mut responses } = self.state else {
             return Ok(());
         };
@@ -1251,6 +1353,7 @@ impl ContentWriter {
             offset: self.offset as i64,
             total: self.size as i64,
             expected: self.digest.clone(),
+            labels,
             ..Default::default()
         })
         .await
@@ -1297,6 +1400,22 @@ fn closed(call: &'static str, subject: &str) -> EngineError {
         call,
         subject: subject.to_owned(),
         reason: "containerd closed the stream".into(),
+    }
+}
+
+/// The name of the snapshot of layer stack `chain` (a chain id) within `scope`: the chain
+/// id itself without a scope, else `sha256("enclave-os/scoped-chain " + scope + " " + chain)`,
+/// a digest (as every parent name must be) that no other scope's and no plain chain id is.
+pub fn scoped_chain_id(scope: Option<&str>, chain: &str) -> String {
+    match scope {
+        None => chain.to_owned(),
+        Some(s) => {
+            let d = ring::digest::digest(
+                &ring::digest::SHA256,
+                format!("enclave-os/scoped-chain {s} {chain}").as_bytes(),
+            );
+            format!("sha256:{}", hex::encode(d))
+        }
     }
 }
 

@@ -22,7 +22,7 @@ pub mod probe;
 
 pub use engine::{
     ContentWriter, Engine, EngineVersions, ExitStatus, Layer, LogSink, Pull, Task, UnpackProgress,
-    chain_id, log_tail,
+    chain_id, log_tail, scoped_chain_id,
 };
 pub use error::{EngineError, NetworkError, ProbeError};
 pub use logfile::SegmentedLog;

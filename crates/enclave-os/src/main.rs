@@ -6,6 +6,7 @@
 
 mod ca_cmd;
 mod evidence_cmd;
+mod image_cmd;
 mod log_driver;
 mod measure_cmd;
 mod mgmt;
@@ -69,6 +70,12 @@ enum Command {
     /// Operate a running instance's vault over its management API: secrets (write-only),
     /// policies (the certificate changes), keys generated inside the TEE.
     Vault(vault_cmd::VaultCommand),
+    /// Encrypted container images: `image encrypt` (ocicrypt-compatible, OCI layouts).
+    #[command(subcommand)]
+    Image(image_cmd::ImageCommand),
+    /// Encrypted wasm components: `wasm encrypt` (JWE, `cty: application/wasm`).
+    #[command(subcommand)]
+    Wasm(image_cmd::WasmCommand),
     /// Development helper: mint an OIDC bearer token (ES256 or RS256) for the management API.
     Token(token_cmd::TokenArgs),
 }
@@ -99,5 +106,7 @@ fn main() -> ExitCode {
         Command::Store(cmd) => store_cmd::run(cmd),
         Command::Workload(cmd) => workload_cmd::run(cmd),
         Command::Vault(cmd) => vault_cmd::run(cmd),
+        Command::Image(cmd) => image_cmd::run_image(cmd),
+        Command::Wasm(cmd) => image_cmd::run_wasm(cmd),
     }
 }

@@ -463,6 +463,17 @@ fn report_ok(
             if let Some(h) = &w.runtime_spec {
                 println!("  runtime spec:   sha256:{}", hex::encode(h));
             }
+            if let Some(h) = &w.decrypted_code {
+                println!(
+                    "  decrypted code: sha256:{} (what the encrypted code decrypted to)",
+                    hex::encode(h)
+                );
+            }
+            if let Some(r) = &w.key_reference {
+                for line in r.lines() {
+                    println!("  decrypted with: {line}");
+                }
+            }
         }
         for (index, hash) in &report.modules {
             let what = match index {

@@ -88,6 +88,9 @@ fn load_body(file: &std::path::Path) -> Result<(String, Value), Failure> {
         "args": w.args,
         "limits": w.limits,
     });
+    if let Some(key) = &w.decryption_key {
+        body["decryption_key"] = json!(key);
+    }
     match &w.run {
         Run::Container { image, settings } => {
             body["image"] = json!(image);

@@ -11,8 +11,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use common::instance::{Instance, json_of, token, verify};
-use common::{BIN, free_port};
 use serde_json::Value;
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -93,33 +93,7 @@ fn www(dir: &Path, text: &str) -> String {
 
 /// `enclave-os workload … ACTION --json` against `i`: the exit code and its JSON.
 fn cli(i: &Instance, action: &[&str]) -> (i32, Value) {
-    let url = format!("https://127.0.0.1:{}", i.port);
-    let sim = i.dir.join("state/sim");
-    let root = i.dir.join("state/ca/root.crt.pem");
-    let mut args = vec![
-        "workload",
-        "--url",
-        &url,
-        "--trust-sim",
-        sim.to_str().unwrap(),
-        "--root",
-        root.to_str().unwrap(),
-        "--json",
-    ];
-    args.extend_from_slice(action);
-    let out = std::process::Command::new(BIN)
-        .args(&args)
-        .env("ENCLAVE_OS_TOKEN", token())
-        .output()
-        .unwrap();
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?}: not JSON ({e}): {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), v)
+    common::instance::cli(i, "workload", &token(), action)
 }
 
 /// A process from `enclave.toml`: served over RA-TLS by its hostname, its code leaf the

@@ -254,8 +254,8 @@ pub fn layer_compression(media_type: &str, what: &str) -> Result<Compression, Oc
         OCI_LAYER_ZSTD | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Err(
             refuse("zstd layers are not supported yet: push the image with gzip layers"),
         ),
-        t if t.contains("+encrypted") => Err(refuse(
-            "encrypted layers are not supported yet (issue 16 adds them)",
+        t if t.ends_with(ENCRYPTED_SUFFIX) => Err(refuse(
+            "an encrypted layer is read once decrypted, as its plain media type (enclave-imgcrypt)",
         )),
         t if t.contains("nondistributable") || t.contains("foreign") => Err(refuse(
             "foreign (non-distributable) layers live outside the registry and are not fetched",
@@ -264,6 +264,16 @@ pub fn layer_compression(media_type: &str, what: &str) -> Result<Compression, Oc
             "not a layer media type this client reads (tar or tar+gzip, OCI or Docker)",
         )),
     }
+}
+
+/// The suffix ocicrypt appends to an encrypted layer's media type.
+pub const ENCRYPTED_SUFFIX: &str = "+encrypted";
+
+/// A layer media type without ocicrypt's `+encrypted` suffix: what the layer is once decrypted.
+pub fn plain_media_type(media_type: &str) -> &str {
+    media_type
+        .strip_suffix(ENCRYPTED_SUFFIX)
+        .unwrap_or(media_type)
 }
 
 /// What a manifest document turned out to be.
@@ -404,8 +414,9 @@ pub(crate) fn check_manifest(m: &ImageManifest, what: &str) -> Result<(), OciErr
         });
     }
     for (i, layer) in m.layers.iter().enumerate() {
+        // An encrypted layer (ocicrypt's `+encrypted`) is what its plain type is once decrypted.
         layer_compression(
-            &layer.media_type,
+            plain_media_type(&layer.media_type),
             &format!("layer {i} ({}) of {what}", layer.digest),
         )?;
     }
@@ -624,7 +635,7 @@ mod tests {
             (OCI_LAYER_ZSTD, "zstd"),
             (
                 "application/vnd.oci.image.layer.v1.tar+gzip+encrypted",
-                "issue 16",
+                "read once decrypted",
             ),
             (
                 "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",

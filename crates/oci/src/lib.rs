@@ -20,7 +20,8 @@
 //! snapshots (the caller writes the verified stream where it wants, and must not commit a
 //! blob before [`BlobStream::next_chunk`] returned its end), it does not unpack layers, and it
 //! does not push. Redirects are followed only to the registry's own host. Only sha256
-//! digests; only tar and tar+gzip layers (zstd and encrypted layers are refused for now);
+//! digests; only tar and tar+gzip layers (zstd is refused for now; an encrypted layer's manifest
+//! entry is accepted as its plain type, and decrypting it is `enclave-imgcrypt`'s);
 //! only linux/amd64 images.
 
 mod auth;
@@ -34,8 +35,8 @@ mod registry;
 pub use auth::Credentials;
 pub use error::OciError;
 pub use image::{
-    Compression, ConfigFile, ContainerConfig, Descriptor, ImageConfig, ImageIndex, ImageManifest,
-    Manifest, Platform, RootFs,
+    Compression, ConfigFile, ContainerConfig, Descriptor, ENCRYPTED_SUFFIX, ImageConfig,
+    ImageIndex, ImageManifest, Manifest, Platform, RootFs, plain_media_type,
 };
 pub use layer::{DiffIdVerifier, chain_id};
 pub use layout::Layout;

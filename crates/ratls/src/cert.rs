@@ -28,6 +28,13 @@ pub struct WorkloadIdentity {
     /// For containers: SHA-256 of the OCI runtime spec it was started with (OID 3.8).
     #[serde(serialize_with = "hex_opt", skip_serializing_if = "Option::is_none")]
     pub runtime_spec: Option<[u8; 32]>,
+    /// For an encrypted wasm component: the SHA-256 of the component it decrypted to (OID 3.7
+    /// on a certificate without an image), while `code_digest` is that of the ciphertext.
+    #[serde(serialize_with = "hex_opt", skip_serializing_if = "Option::is_none")]
+    pub decrypted_code: Option<[u8; 32]>,
+    /// For encrypted code: where its key came from (OID 3.9), never the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_reference: Option<String>,
     /// Where the workload's keys come from (for example `tee-generated`).
     pub key_source: String,
     /// Extensions the workload itself declared: index N is OID 1.3.6.1.4.1.65230.3.5.N, and
@@ -154,7 +161,7 @@ impl RatlsCertificate {
         }
         let (mut dice, mut raw_evidence, mut config_root, mut snp_certs) = (None, None, None, None);
         let (mut w_root, mut w_code, mut w_image, mut w_keys) = (None, None, None, None);
-        let (mut w_config, mut w_spec) = (None, None);
+        let (mut w_config, mut w_spec, mut w_key_ref) = (None, None, None);
         let mut modules = std::collections::BTreeMap::new();
         let mut declared = std::collections::BTreeMap::new();
         for ext in cert.extensions() {
@@ -172,7 +179,14 @@ impl RatlsCertificate {
                     w_image = Some(String::from_utf8_lossy(ext.value).into_owned())
                 }
                 oid::WORKLOAD_IMAGE_CONFIG => {
-                    w_config = Some(hash32(ext.value, "workload image configuration digest")?)
+                    w_config = Some(hash32(ext.value, "workload plaintext identity (3.7)")?)
+                }
+                oid::WORKLOAD_KEY_REFERENCE => {
+                    w_key_ref = Some(String::from_utf8(ext.value.to_vec()).map_err(|_| {
+                        RatlsError::Certificate(
+                            "the key reference extension (3.9) is not UTF-8".into(),
+                        )
+                    })?)
                 }
                 oid::WORKLOAD_RUNTIME_SPEC => {
                     w_spec = Some(hash32(ext.value, "workload runtime spec hash")?)
@@ -243,9 +257,13 @@ impl RatlsCertificate {
                     Some(WorkloadIdentity {
                         config_root,
                         code_digest,
+                        // 3.7 is the image configuration's digest for a container and the
+                        // decrypted component's hash for a component.
+                        image_config: w_config.filter(|_| w_image.is_some()),
+                        decrypted_code: w_config.filter(|_| w_image.is_none()),
                         image: w_image,
-                        image_config: w_config,
                         runtime_spec: w_spec,
+                        key_reference: w_key_ref,
                         key_source,
                         declared,
                     })
@@ -384,6 +402,24 @@ impl RatlsCertificate {
             "workload code digest",
             dice::CLAIM_WORKLOAD_CODE,
             "1.3.6.1.4.1.65230.3.2",
+        )?;
+        // What an encrypted workload's certificate adds: bound too, or refused (a claim
+        // without its extension, or the other way round, is an error in `bound`).
+        bound(
+            d.claim(dice::CLAIM_WORKLOAD_PLAINTEXT),
+            w.and_then(|w| w.decrypted_code.as_ref())
+                .map(|h| h.as_slice()),
+            "decrypted component hash",
+            dice::CLAIM_WORKLOAD_PLAINTEXT,
+            "1.3.6.1.4.1.65230.3.7",
+        )?;
+        bound(
+            d.claim(dice::CLAIM_WORKLOAD_KEY_REFERENCE),
+            w.and_then(|w| w.key_reference.as_deref())
+                .map(str::as_bytes),
+            "key reference",
+            dice::CLAIM_WORKLOAD_KEY_REFERENCE,
+            "1.3.6.1.4.1.65230.3.9",
         )?;
         let lifetime = self.not_after - self.not_before;
         if lifetime > MAX_LIFETIME_SECS {

@@ -34,6 +34,11 @@ pub const CLAIM_CONFIG_ROOT: &str = "enclave-os-config-root";
 pub const CLAIM_WORKLOAD_ROOT: &str = "enclave-os-workload-root";
 /// Enclave OS, on a workload's certificate: SHA-256 of its code (OID …65230.3.2).
 pub const CLAIM_WORKLOAD_CODE: &str = "enclave-os-workload-code";
+/// Enclave OS, on an encrypted component's certificate: SHA-256 of the component it decrypted
+/// to (OID …65230.3.7 without an image).
+pub const CLAIM_WORKLOAD_PLAINTEXT: &str = "enclave-os-workload-plaintext";
+/// Enclave OS, on encrypted code's certificate: its key reference (OID …65230.3.9), UTF-8.
+pub const CLAIM_WORKLOAD_KEY_REFERENCE: &str = "enclave-os-workload-key-reference";
 
 /// The hash algorithms the `pubkey-hash` claim may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -109,6 +109,12 @@ fn enclave_os_claims(spec: &LeafSpec) -> Vec<(&'static str, Vec<u8>)> {
     if let Some(w) = &spec.workload {
         out.push((dice::CLAIM_WORKLOAD_ROOT, w.config_root.to_vec()));
         out.push((dice::CLAIM_WORKLOAD_CODE, w.code_digest.to_vec()));
+        if let Some(h) = &w.decrypted_code {
+            out.push((dice::CLAIM_WORKLOAD_PLAINTEXT, h.to_vec()));
+        }
+        if let Some(r) = &w.key_reference {
+            out.push((dice::CLAIM_WORKLOAD_KEY_REFERENCE, r.as_bytes().to_vec()));
+        }
     }
     out
 }
@@ -250,9 +256,13 @@ pub fn issue_at(
             p.custom_extensions
                 .push(ext(oid::WORKLOAD_IMAGE, image.as_bytes().to_vec()));
         }
-        if let Some(h) = &w.image_config {
+        if let Some(h) = w.image_config.as_ref().or(w.decrypted_code.as_ref()) {
             p.custom_extensions
                 .push(ext(oid::WORKLOAD_IMAGE_CONFIG, h.to_vec()));
+        }
+        if let Some(r) = &w.key_reference {
+            p.custom_extensions
+                .push(ext(oid::WORKLOAD_KEY_REFERENCE, r.as_bytes().to_vec()));
         }
         if let Some(h) = &w.runtime_spec {
             p.custom_extensions

@@ -21,8 +21,12 @@ pub const WORKLOAD_IMAGE: &str = "1.3.6.1.4.1.65230.3.3";
 /// Per-workload: where the workload's keys come from.
 pub const WORKLOAD_KEY_SOURCE: &str = "1.3.6.1.4.1.65230.3.4";
 /// Per-workload: the plaintext identity of what runs: a container's image configuration
-/// digest (SHA-256 of the config blob).
+/// digest (SHA-256 of the config blob), or an encrypted component's SHA-256 once decrypted.
 pub const WORKLOAD_IMAGE_CONFIG: &str = "1.3.6.1.4.1.65230.3.7";
+/// Per-workload, for encrypted code only: where its decryption key comes from (UTF-8, one
+/// reference per line: `vault-key:<name>#<RFC 7638 thumbprint>` or a KBS resource URI). Never
+/// the key.
+pub const WORKLOAD_KEY_REFERENCE: &str = "1.3.6.1.4.1.65230.3.9";
 /// Per-workload: SHA-256 of the OCI runtime spec a container was started with.
 pub const WORKLOAD_RUNTIME_SPEC: &str = "1.3.6.1.4.1.65230.3.8";
 /// Enclave-wide: the arc of module hashes (`.N` below it): 1 egress CA bundle, 4 container

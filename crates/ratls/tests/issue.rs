@@ -553,6 +553,8 @@ fn a_workload_dice_leaf_binds_its_code() {
         image: Some("registry.test/app@sha256:0404".into()),
         image_config: Some([5; 32]),
         runtime_spec: Some([6; 32]),
+        decrypted_code: None,
+        key_reference: Some("kbs:///default/key/image".into()),
         key_source: "tee-generated".into(),
         declared: Default::default(),
     });
@@ -569,6 +571,9 @@ fn a_workload_dice_leaf_binds_its_code() {
         (w.image_config, w.runtime_spec),
         (Some([5; 32]), Some([6; 32]))
     );
+    // An encrypted image's key reference (3.9) reads back, and the evidence binds it.
+    assert_eq!(w.key_reference.as_deref(), Some("kbs:///default/key/image"));
+    assert_eq!(w.decrypted_code, None);
     assert_eq!(
         r.modules.get(&4).map(String::as_str),
         Some(hex::encode([7; 32]).as_str())
@@ -601,6 +606,32 @@ fn a_workload_dice_leaf_binds_its_code() {
             && err
                 .to_string()
                 .contains("enclave-os-workload-code claim 0404"),
+        "{err}"
+    ); // The same code said to be decrypted with another key: the evidence binds the key
+    // reference too (3.9), so the certificate's claim is refused.
+    let forged = forge(
+        &s,
+        &leaf.cert_der,
+        vec![
+            (DICE, extension(&leaf.cert_der, "2.23.133.5.4.9")),
+            (CONFIG_ROOT, vec![3; 32]),
+            (&[1, 3, 6, 1, 4, 1, 65230, 3, 1], vec![3; 32]),
+            (&[1, 3, 6, 1, 4, 1, 65230, 3, 2], vec![4; 32]),
+            (&[1, 3, 6, 1, 4, 1, 65230, 3, 4], b"tee-generated".to_vec()),
+            (
+                &[1, 3, 6, 1, 4, 1, 65230, 3, 9],
+                b"kbs:///default/key/other".to_vec(),
+            ),
+        ],
+    );
+    let err = verifier(&s)
+        .verify(&forged, &chain, now(), &det, Role::Server)
+        .unwrap_err();
+    assert!(
+        matches!(err, RatlsError::Binding(_))
+            && err
+                .to_string()
+                .contains("enclave-os-workload-key-reference claim"),
         "{err}"
     );
 }

@@ -630,6 +630,8 @@ fn channel_bound_evidence_binds_the_workload_leaf_the_sni_chose() {
                 image: None,
                 image_config: None,
                 runtime_spec: None,
+                decrypted_code: None,
+                key_reference: None,
                 key_source: "tee-generated".into(),
                 declared: Default::default(),
             }),

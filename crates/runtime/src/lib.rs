@@ -492,6 +492,14 @@ impl Runtime {
             tee.clone(),
             control.clone(),
         ));
+        // The vault's keys for encrypted code, shared by every backend that decrypts; the
+        // vault itself is set in once it exists (it needs the control plane).
+        let code_keys = match &containers {
+            Some(c) => c.code_keys.clone(),
+            None => Arc::new(vault::code_keys::CodeKeys::new(
+                config.config.workloads.iter().map(|w| w.name.clone()),
+            )),
+        };
         let cache = enclave_wasm::CodeCache::new(&state_dir.join("wasm-cache"), cache_key)
             .map_err(RuntimeError::Engine)?;
         let host = enclave_wasm::Host::new(enclave_wasm::HostOptions {
@@ -501,8 +509,9 @@ impl Runtime {
             max_instances: c.limits.max_wasm_instances,
         })
         .map_err(|e| RuntimeError::Engine(e.to_string()))?;
-        let mut kinds: Vec<Box<dyn backends::Backend>> =
-            vec![Box::new(backends::WasmBackend::new(host))];
+        let mut kinds: Vec<Box<dyn backends::Backend>> = vec![Box::new(
+            backends::WasmBackend::new(host, code_keys.clone()),
+        )];
         if let Some(engine) = &containers {
             kinds.push(Box::new(backends::ContainerBackend::new(engine.clone())));
         }
@@ -533,6 +542,7 @@ impl Runtime {
         .map(Arc::new);
         if let Some(v) = &vault {
             services.set_vault(v.clone());
+            code_keys.set_vault(v.clone());
             // A file counter stops a copied-back database, not a host that also deletes the
             // counter and resets it: deleted secrets and keys would come back (docs/vault.md).
             if c.store.counter == CounterKind::File && !tee.simulated() {

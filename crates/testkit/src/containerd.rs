@@ -36,11 +36,31 @@ pub fn unique(prefix: &str) -> String {
 impl Containerd {
     /// Start containerd and wait (bounded) until its socket accepts connections.
     pub fn start() -> Containerd {
+        Self::start_with(false)
+    }
+
+    /// A private containerd whose root (content store, snapshots) is a tmpfs of its own, as
+    /// a deployment that runs encrypted images has it: decrypted layers stay in memory. The
+    /// mount goes when this is dropped.
+    pub fn start_on_tmpfs() -> Containerd {
+        Self::start_with(true)
+    }
+
+    fn start_with(root_on_tmpfs: bool) -> Containerd {
         let dir = std::env::temp_dir().join(unique("ctrd-"));
         // A stale directory of an earlier process with the same pid: start afresh.
         let _ = std::fs::remove_dir_all(&dir);
-        if let Err(e) = std::fs::create_dir_all(&dir) {
+        if let Err(e) = std::fs::create_dir_all(dir.join("root")) {
             panic!("creating {}: {e}", dir.display());
+        }
+        if root_on_tmpfs {
+            let mounted = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=2g,mode=0700", "tmpfs"])
+                .arg(dir.join("root"))
+                .status();
+            if !mounted.as_ref().is_ok_and(|s| s.success()) {
+                panic!("mounting a tmpfs at {}/root: {mounted:?}", dir.display());
+            }
         }
         let socket = dir.join("containerd.sock");
         let config = format!(

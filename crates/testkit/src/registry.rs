@@ -275,9 +275,18 @@ impl Registry {
     /// # Panics
     /// If skopeo fails or reports no digest.
     pub fn push(&self, layout: &OciLayout, repo_tag: &str) -> String {
+        self.push_with(layout, repo_tag, &[])
+    }
+
+    /// [`Registry::push`] with more `skopeo copy` arguments (`--encryption-key jwe:<file>`).
+    ///
+    /// # Panics
+    /// As [`Registry::push`].
+    pub fn push_with(&self, layout: &OciLayout, repo_tag: &str, extra: &[&str]) -> String {
         let dest = format!("docker://{}/{repo_tag}", self.host);
         run(Command::new("skopeo")
             .args(["copy", "--quiet", "--all"])
+            .args(extra)
             .args(self.skopeo_auth(true))
             .arg(format!("oci:{}:{}", layout.path.display(), layout.tag))
             .arg(&dest));
@@ -429,6 +438,88 @@ pub mod image {
         OciLayout {
             path: layout,
             tag: tag.to_string(),
+            manifest_digest,
+        }
+    }
+
+    /// Add to `layout`'s image an **uncompressed** tar layer holding `files` (path in the
+    /// image, content), so that the layer's bytes show its files as they are (what a test
+    /// that greps for plaintext needs); the configuration's `diff_ids`, the manifest and the
+    /// tag in `index.json` follow. Returns the layout with its new manifest digest.
+    ///
+    /// # Panics
+    /// If the layout does not read or `tar` fails.
+    pub fn add_plain_layer(layout: &OciLayout, files: &[(&str, &[u8])]) -> OciLayout {
+        #![allow(clippy::expect_used)]
+        use serde_json::{Value, json};
+        let blobs = layout.path.join("blobs/sha256");
+        let read_json = |digest: &str| -> Value {
+            let hex = digest.trim_start_matches("sha256:");
+            serde_json::from_slice(&std::fs::read(blobs.join(hex)).expect("a blob of the layout"))
+                .expect("a JSON blob")
+        };
+        let put = |bytes: &[u8]| -> String {
+            let hex = super::sha256_hex(bytes);
+            std::fs::write(blobs.join(&hex), bytes).expect("writing a blob");
+            format!("sha256:{hex}")
+        };
+        let staging = layout.path.with_extension("layer");
+        let _ = std::fs::remove_dir_all(&staging);
+        for (path, content) in files {
+            let p = staging.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().expect("a file in a directory")).expect("mkdir");
+            std::fs::write(&p, content).expect("writing a layer file");
+        }
+        let tar = layout.path.with_extension("tar");
+        run(Command::new("tar")
+            .args(["--owner=0", "--group=0", "--numeric-owner", "-cf"])
+            .arg(&tar)
+            .arg("-C")
+            .arg(&staging)
+            .arg("."));
+        let layer = std::fs::read(&tar).expect("the layer tar");
+        let _ = std::fs::remove_dir_all(&staging);
+        let _ = std::fs::remove_file(&tar);
+        let layer_digest = put(&layer);
+        let mut manifest = read_json(&layout.manifest_digest);
+        let mut config = read_json(manifest["config"]["digest"].as_str().expect("a config"));
+        config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .expect("diff_ids")
+            .push(json!(layer_digest));
+        if let Some(h) = config["history"].as_array_mut() {
+            h.push(json!({"created_by": "enclave-os test: add_plain_layer"}));
+        }
+        let config_bytes = serde_json::to_vec(&config).expect("config JSON");
+        manifest["config"]["digest"] = json!(put(&config_bytes));
+        manifest["config"]["size"] = json!(config_bytes.len());
+        manifest["layers"]
+            .as_array_mut()
+            .expect("layers")
+            .push(json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": layer_digest,
+                "size": layer.len(),
+            }));
+        let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest JSON");
+        let manifest_digest = put(&manifest_bytes);
+        let index_path = layout.path.join("index.json");
+        let mut index: Value =
+            serde_json::from_slice(&std::fs::read(&index_path).expect("index.json"))
+                .expect("index.json is JSON");
+        for d in index["manifests"].as_array_mut().expect("manifests") {
+            if d["annotations"]["org.opencontainers.image.ref.name"].as_str()
+                == Some(layout.tag.as_str())
+            {
+                d["digest"] = json!(manifest_digest);
+                d["size"] = json!(manifest_bytes.len());
+            }
+        }
+        std::fs::write(&index_path, serde_json::to_vec(&index).expect("index JSON"))
+            .expect("writing index.json");
+        OciLayout {
+            path: layout.path.clone(),
+            tag: layout.tag.clone(),
             manifest_digest,
         }
     }

@@ -5,6 +5,9 @@
 //! an EC P-256/P-384 key, `RSA-OAEP-256` for an RSA key of at least 2048 bits, content `A256GCM`.
 //! Nothing else is produced or accepted: `RSA1_5` (which Trustee still speaks) is a padding
 //! oracle, and `dir`/`ECDH-ES` without key wrap would let one key agreement encrypt many things.
+//! One exception on the decrypting side only: [`decrypt_json`] (JWE in JSON serialization, as
+//! ocicrypt wraps image layer keys) also opens `RSA-OAEP` with SHA-1, ocicrypt's choice for RSA
+//! keys; OAEP needs no collision resistance from its hash, and nothing here produces it.
 //!
 //! The AAD is `ProtectedHeader::generate_aad()`: guest-components does not keep the header bytes
 //! it received, it re-serialises the parsed `ProtectedHeader` (`alg`, `enc`, then the other
@@ -25,6 +28,9 @@ use zeroize::Zeroizing;
 pub const ALG_ECDH_ES_A256KW: &str = "ECDH-ES+A256KW";
 /// `alg` for RSA recipients: RSAES-OAEP with SHA-256 and MGF1-SHA-256.
 pub const ALG_RSA_OAEP_256: &str = "RSA-OAEP-256";
+/// `alg` RSAES-OAEP with SHA-1 and MGF1-SHA-1: what ocicrypt (`skopeo --encryption-key jwe:`)
+/// wraps layer keys with for an RSA PEM key. Decrypted by [`decrypt_json`]; never produced.
+pub const ALG_RSA_OAEP: &str = "RSA-OAEP";
 /// `enc`: AES-256-GCM, 96-bit IV, 128-bit tag.
 pub const ENC_A256GCM: &str = "A256GCM";
 
@@ -80,6 +86,15 @@ pub enum JoseError {
     /// The system random source or a primitive failed.
     #[error("crypto failure: {0}")]
     Crypto(String),
+    /// No recipient of a JSON-serialised JWE could be decrypted with the key given; one reason
+    /// per recipient, in order.
+    #[error("no recipient of the JWE opens with {key}: {}", reasons.join("; "))]
+    NoRecipient {
+        /// the kind of key given
+        key: &'static str,
+        /// why each recipient failed (`recipient 0 (RSA-OAEP-256): ...`)
+        reasons: Vec<String>,
+    },
 }
 
 /// The curves this crate encrypts to and generates keys on.
@@ -311,8 +326,27 @@ pub fn check_recipient(recipient: &TeePubKey) -> Result<(), JoseError> {
 
 /// Encrypts `plaintext` to a KBS `tee-pubkey` as a flattened JWE.
 pub fn encrypt(recipient: &TeePubKey, plaintext: &[u8]) -> Result<Response, JoseError> {
+    encrypt_with_header(recipient, plaintext, &Map::new())
+}
+
+/// Header members [`encrypt_with_header`] sets itself, or whose meaning it does not implement.
+const RESERVED_HEADER: [&str; 7] = ["alg", "enc", "epk", "apu", "apv", "zip", "crit"];
+
+/// [`encrypt`], with `extra` members (`cty`, `kid`...) in the protected header after `alg`
+/// and `enc`, so they are authenticated with the content. Members this function sets or would
+/// have to honour (`alg`, `enc`, `epk`, `apu`, `apv`, `zip`, `crit`) are refused.
+pub fn encrypt_with_header(
+    recipient: &TeePubKey,
+    plaintext: &[u8],
+    extra: &Map<String, Value>,
+) -> Result<Response, JoseError> {
+    if let Some(name) = extra.keys().find(|k| RESERVED_HEADER.contains(&k.as_str())) {
+        return Err(JoseError::InvalidJwe(format!(
+            "header member `{name}` cannot be set by the caller"
+        )));
+    }
     let cek = random_bytes::<32>()?;
-    let (protected, encrypted_key) = match recipient {
+    let (mut protected, encrypted_key) = match recipient {
         TeePubKey::EC { crv, alg, x, y } => {
             if alg != ALG_ECDH_ES_A256KW {
                 return Err(unsupported(alg, "EC", Some(crv)));
@@ -337,6 +371,12 @@ pub fn encrypt(recipient: &TeePubKey, plaintext: &[u8]) -> Result<Response, Jose
         }
         TeePubKey::AKP { alg, .. } => return Err(unsupported(alg, "AKP", None)),
     };
+    // `extra` first, then what the algorithm added (`epk`): with serde_json's insertion order
+    // (dcap-qvl turns `preserve_order` on in the workspace) the header reads alg, enc, cty,
+    // kid, epk; without it, members after alg and enc are sorted. Either way the AAD is the
+    // header as serialised.
+    let algorithm_fields = std::mem::replace(&mut protected.other_fields, extra.clone());
+    protected.other_fields.extend(algorithm_fields);
 
     let aad = protected
         .generate_aad()
@@ -486,85 +526,16 @@ pub fn decrypt(
     if protected.enc != ENC_A256GCM {
         return Err(JoseError::UnsupportedEnc(protected.enc.clone()));
     }
-    let cek = match protected.alg.as_str() {
-        ALG_RSA_OAEP_256 => {
-            let RecipientKey::Rsa(key) = private else {
-                return Err(JoseError::KeyMismatch {
-                    alg: protected.alg.clone(),
-                    detail: "an RSA recipient".into(),
-                    key: private.kind_name(),
-                });
-            };
-            // Blinded: `rsa`'s big-integer arithmetic is not constant time (RUSTSEC-2023-0071,
-            // Marvin); blinding is what it offers against timing. Prefer EC keys for anything
-            // an attacker can submit many ciphertexts to.
-            key.decrypt_blinded(
-                &mut rand_core::OsRng,
-                rsa::Oaep::new::<rsa::sha2::Sha256>(),
-                &jwe.encrypted_key,
-            )
-            .map(Zeroizing::new)
-            .map_err(|_| {
-                JoseError::Decrypt("RSA-OAEP-256 decryption of the encrypted_key failed")
-            })?
-        }
-        ALG_ECDH_ES_A256KW => {
-            let epk = protected
-                .other_fields
-                .get("epk")
-                .and_then(Value::as_object)
-                .ok_or_else(|| {
-                    JoseError::InvalidJwe("`epk` missing from the protected header".into())
-                })?;
-            let field = |name: &str| {
-                epk.get(name)
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| JoseError::InvalidJwe(format!("`epk.{name}` missing")))
-            };
-            if field("kty")? != "EC" {
-                return Err(JoseError::InvalidJwe("`epk.kty` is not EC".into()));
-            }
-            let crv = field("crv")?;
-            let curve = Curve::from_name(crv)
-                .ok_or_else(|| unsupported(&protected.alg, "EC", Some(crv)))?;
-            let point = uncompressed_point(curve, field("x")?, field("y")?)?;
-            let mismatch = || JoseError::KeyMismatch {
-                alg: protected.alg.clone(),
-                detail: format!("epk on {}", curve.name()),
-                key: private.kind_name(),
-            };
-            let z: Zeroizing<Vec<u8>> = match (private, curve) {
-                (RecipientKey::EcP256(secret), Curve::P256) => {
-                    let peer = p256::PublicKey::from_sec1_bytes(&point).map_err(|_| {
-                        JoseError::InvalidJwe("`epk` is not a point on P-256".into())
-                    })?;
-                    let shared =
-                        p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
-                    Zeroizing::new(shared.raw_secret_bytes().to_vec())
-                }
-                (RecipientKey::EcP384(secret), Curve::P384) => {
-                    let peer = p384::PublicKey::from_sec1_bytes(&point).map_err(|_| {
-                        JoseError::InvalidJwe("`epk` is not a point on P-384".into())
-                    })?;
-                    let shared =
-                        p384::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
-                    Zeroizing::new(shared.raw_secret_bytes().to_vec())
-                }
-                _ => return Err(mismatch()),
-            };
-            let apu = optional_b64(protected, "apu")?;
-            let apv = optional_b64(protected, "apv")?;
-            let kek = concat_kdf(&z, ALG_ECDH_ES_A256KW, &apu, &apv, 256);
-            aes_kw_unwrap(&kek, &jwe.encrypted_key)?
-        }
-        other => {
-            let kty = match private {
-                RecipientKey::Rsa(_) => "RSA",
-                _ => "EC",
-            };
-            return Err(unsupported(other, kty, None));
-        }
-    };
+    if protected.alg == ALG_RSA_OAEP {
+        // The KBS protocol never needs SHA-1 OAEP; only ocicrypt's layer keys do.
+        return Err(unsupported(ALG_RSA_OAEP, "RSA", None));
+    }
+    let cek = unwrap_cek(
+        private,
+        &protected.alg,
+        &protected.other_fields,
+        &jwe.encrypted_key,
+    )?;
     if cek.len() != 32 {
         return Err(JoseError::Decrypt("the content key is not 256 bits"));
     }
@@ -605,14 +576,478 @@ pub fn decrypt(
     Ok(buf)
 }
 
-fn optional_b64(header: &ProtectedHeader, name: &'static str) -> Result<Vec<u8>, JoseError> {
-    match header.other_fields.get(name) {
+/// The content key of one recipient: `alg` and the header members it needs (`epk`, `apu`,
+/// `apv`) from `header`.
+fn unwrap_cek(
+    private: &RecipientKey<'_>,
+    alg: &str,
+    header: &Map<String, Value>,
+    encrypted_key: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, JoseError> {
+    let cek = match alg {
+        ALG_RSA_OAEP_256 | ALG_RSA_OAEP => {
+            let RecipientKey::Rsa(key) = private else {
+                return Err(JoseError::KeyMismatch {
+                    alg: alg.to_owned(),
+                    detail: "an RSA recipient".into(),
+                    key: private.kind_name(),
+                });
+            };
+            // SHA-1 in OAEP is still sound (it needs no collision resistance); it is accepted
+            // only because ocicrypt wraps with it, and never produced here.
+            let padding = if alg == ALG_RSA_OAEP {
+                rsa::Oaep::new::<sha1::Sha1>()
+            } else {
+                rsa::Oaep::new::<rsa::sha2::Sha256>()
+            };
+            // Blinded: `rsa`'s big-integer arithmetic is not constant time (RUSTSEC-2023-0071,
+            // Marvin); blinding is what it offers against timing. Prefer EC keys for anything
+            // an attacker can submit many ciphertexts to.
+            key.decrypt_blinded(&mut rand_core::OsRng, padding, encrypted_key)
+                .map(Zeroizing::new)
+                .map_err(|_| {
+                    if alg == ALG_RSA_OAEP {
+                        JoseError::Decrypt("RSA-OAEP decryption of the encrypted_key failed")
+                    } else {
+                        JoseError::Decrypt("RSA-OAEP-256 decryption of the encrypted_key failed")
+                    }
+                })?
+        }
+        ALG_ECDH_ES_A256KW => {
+            let epk = header
+                .get("epk")
+                .and_then(Value::as_object)
+                .ok_or_else(|| {
+                    JoseError::InvalidJwe("`epk` missing from the protected header".into())
+                })?;
+            let field = |name: &str| {
+                epk.get(name)
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| JoseError::InvalidJwe(format!("`epk.{name}` missing")))
+            };
+            if field("kty")? != "EC" {
+                return Err(JoseError::InvalidJwe("`epk.kty` is not EC".into()));
+            }
+            let crv = field("crv")?;
+            let curve = Curve::from_name(crv).ok_or_else(|| unsupported(alg, "EC", Some(crv)))?;
+            let point = uncompressed_point(curve, field("x")?, field("y")?)?;
+            let mismatch = || JoseError::KeyMismatch {
+                alg: alg.to_owned(),
+                detail: format!("epk on {}", curve.name()),
+                key: private.kind_name(),
+            };
+            let z: Zeroizing<Vec<u8>> = match (private, curve) {
+                (RecipientKey::EcP256(secret), Curve::P256) => {
+                    let peer = p256::PublicKey::from_sec1_bytes(&point).map_err(|_| {
+                        JoseError::InvalidJwe("`epk` is not a point on P-256".into())
+                    })?;
+                    let shared =
+                        p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
+                    Zeroizing::new(shared.raw_secret_bytes().to_vec())
+                }
+                (RecipientKey::EcP384(secret), Curve::P384) => {
+                    let peer = p384::PublicKey::from_sec1_bytes(&point).map_err(|_| {
+                        JoseError::InvalidJwe("`epk` is not a point on P-384".into())
+                    })?;
+                    let shared =
+                        p384::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
+                    Zeroizing::new(shared.raw_secret_bytes().to_vec())
+                }
+                _ => return Err(mismatch()),
+            };
+            let apu = optional_b64(header, "apu")?;
+            let apv = optional_b64(header, "apv")?;
+            let kek = concat_kdf(&z, ALG_ECDH_ES_A256KW, &apu, &apv, 256);
+            aes_kw_unwrap(&kek, encrypted_key)?
+        }
+        other => {
+            let kty = match private {
+                RecipientKey::Rsa(_) => "RSA",
+                _ => "EC",
+            };
+            return Err(unsupported(other, kty, None));
+        }
+    };
+    Ok(cek)
+}
+
+fn optional_b64(header: &Map<String, Value>, name: &'static str) -> Result<Vec<u8>, JoseError> {
+    match header.get(name) {
         None => Ok(Vec::new()),
         Some(Value::String(s)) => URL_SAFE_NO_PAD
             .decode(s)
             .map_err(|_| JoseError::InvalidJwe(format!("`{name}` is not base64url"))),
         Some(_) => Err(JoseError::InvalidJwe(format!("`{name}` is not a string"))),
     }
+}
+
+/// Decrypts a JWE in JSON serialization (RFC 7516 §7.2), flattened or general, as ocicrypt
+/// (go-jose) writes them: one recipient → flattened with every header member protected;
+/// several → `recipients[]`, each with its own `header` holding `alg` and `epk`.
+///
+/// Each recipient's header is the union of `protected`, `unprotected` and its own `header`;
+/// a member in two of them is an error (RFC 7516 §7.2.1). Every recipient is tried with
+/// `private` in order and the first that opens wins; if none does, the error says why each
+/// failed. `alg` is `ECDH-ES+A256KW` (P-256/P-384), `RSA-OAEP-256` or `RSA-OAEP` (SHA-1, the
+/// one ocicrypt uses for RSA keys); `enc` is `A256GCM` only; `zip` and `crit` are refused.
+/// The AAD is the `protected` member exactly as received, then `.` and `aad` if present.
+pub fn decrypt_json(
+    private: &RecipientKey<'_>,
+    jwe: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, JoseError> {
+    let doc: Value = serde_json::from_slice(jwe).map_err(|e| {
+        JoseError::InvalidJwe(format!(
+            "not a JWE in JSON serialization (compact JWEs are not accepted): {e}"
+        ))
+    })?;
+    let Value::Object(doc) = doc else {
+        return Err(JoseError::InvalidJwe("the JWE is not a JSON object".into()));
+    };
+    let string = |name: &str| -> Result<Option<&str>, JoseError> {
+        match doc.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(JoseError::InvalidJwe(format!("`{name}` is not a string"))),
+        }
+    };
+    let bytes = |name: &str| -> Result<Vec<u8>, JoseError> {
+        let text =
+            string(name)?.ok_or_else(|| JoseError::InvalidJwe(format!("`{name}` missing")))?;
+        URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| JoseError::InvalidJwe(format!("`{name}` is not base64url")))
+    };
+    let object = |value: Option<&Value>, name: &str| -> Result<Map<String, Value>, JoseError> {
+        match value {
+            None => Ok(Map::new()),
+            Some(Value::Object(m)) => Ok(m.clone()),
+            Some(_) => Err(JoseError::InvalidJwe(format!(
+                "`{name}` is not a JSON object"
+            ))),
+        }
+    };
+
+    let protected_b64 = string("protected")?.unwrap_or("");
+    let protected = if protected_b64.is_empty() {
+        Map::new()
+    } else {
+        let raw = URL_SAFE_NO_PAD
+            .decode(protected_b64)
+            .map_err(|_| JoseError::InvalidJwe("`protected` is not base64url".into()))?;
+        let value: Value = serde_json::from_slice(&raw)
+            .map_err(|e| JoseError::InvalidJwe(format!("`protected` is not JSON: {e}")))?;
+        object(Some(&value), "protected")?
+    };
+    let unprotected = object(doc.get("unprotected"), "unprotected")?;
+    let iv = bytes("iv")?;
+    let ciphertext = bytes("ciphertext")?;
+    let tag = bytes("tag")?;
+    let aad_b64 = string("aad")?;
+    if let Some(text) = aad_b64 {
+        URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| JoseError::InvalidJwe("`aad` is not base64url".into()))?;
+    }
+
+    // (per-recipient header, encrypted_key)
+    let mut recipients: Vec<(Map<String, Value>, Vec<u8>)> = Vec::new();
+    match doc.get("recipients") {
+        Some(Value::Array(list)) => {
+            // go-jose (skopeo's ocicrypt) also writes the first recipient's `encrypted_key`
+            // at the top level of a general JWE; it is ignored, each recipient has its own.
+            if doc.contains_key("header") {
+                return Err(JoseError::InvalidJwe(
+                    "both `recipients` and a flattened `header`".into(),
+                ));
+            }
+            for (i, r) in list.iter().enumerate() {
+                let Value::Object(r) = r else {
+                    return Err(JoseError::InvalidJwe(format!(
+                        "recipient {i} is not an object"
+                    )));
+                };
+                let header = object(r.get("header"), "header")?;
+                let key = match r.get("encrypted_key") {
+                    None => Vec::new(),
+                    Some(Value::String(s)) => URL_SAFE_NO_PAD.decode(s).map_err(|_| {
+                        JoseError::InvalidJwe(format!(
+                            "recipient {i}: `encrypted_key` is not base64url"
+                        ))
+                    })?,
+                    Some(_) => {
+                        return Err(JoseError::InvalidJwe(format!(
+                            "recipient {i}: `encrypted_key` is not a string"
+                        )));
+                    }
+                };
+                recipients.push((header, key));
+            }
+        }
+        Some(_) => return Err(JoseError::InvalidJwe("`recipients` is not an array".into())),
+        None => {
+            let header = object(doc.get("header"), "header")?;
+            let key = if doc.contains_key("encrypted_key") {
+                bytes("encrypted_key")?
+            } else {
+                Vec::new()
+            };
+            recipients.push((header, key));
+        }
+    }
+    if recipients.is_empty() {
+        return Err(JoseError::InvalidJwe("`recipients` is empty".into()));
+    }
+    if iv.len() != 12 {
+        return Err(JoseError::InvalidJwe(format!(
+            "iv is {} bytes, A256GCM needs 12",
+            iv.len()
+        )));
+    }
+    if tag.len() != 16 {
+        return Err(JoseError::InvalidJwe(format!(
+            "tag is {} bytes, A256GCM needs 16",
+            tag.len()
+        )));
+    }
+    let mut aad = protected_b64.as_bytes().to_vec();
+    if let Some(extra) = aad_b64 {
+        aad.push(b'.');
+        aad.extend_from_slice(extra.as_bytes());
+    }
+
+    let mut errors = Vec::with_capacity(recipients.len());
+    for (i, (own, encrypted_key)) in recipients.iter().enumerate() {
+        let attempt = joint_header(&protected, &unprotected, own).and_then(|header| {
+            let alg = header
+                .get("alg")
+                .and_then(Value::as_str)
+                .ok_or_else(|| JoseError::InvalidJwe("`alg` missing".into()))?;
+            let enc = header
+                .get("enc")
+                .and_then(Value::as_str)
+                .ok_or_else(|| JoseError::InvalidJwe("`enc` missing".into()))?;
+            if enc != ENC_A256GCM {
+                return Err(JoseError::UnsupportedEnc(enc.to_owned()));
+            }
+            for refused in ["zip", "crit"] {
+                if header.contains_key(refused) {
+                    return Err(JoseError::InvalidJwe(format!(
+                        "header member `{refused}` is not supported"
+                    )));
+                }
+            }
+            let cek = unwrap_cek(private, alg, &header, encrypted_key)?;
+            open_gcm(&cek, &iv, &aad, &ciphertext, &tag)
+        });
+        match attempt {
+            Ok(plain) => return Ok(plain),
+            Err(e) => {
+                let alg = own
+                    .get("alg")
+                    .or_else(|| protected.get("alg"))
+                    .or_else(|| unprotected.get("alg"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("no alg");
+                errors.push((i, alg.to_owned(), e));
+            }
+        }
+    }
+    if errors.len() == 1
+        && let Some((_, _, e)) = errors.pop()
+    {
+        return Err(e);
+    }
+    Err(JoseError::NoRecipient {
+        key: private.kind_name(),
+        reasons: errors
+            .into_iter()
+            .map(|(i, alg, e)| format!("recipient {i} ({alg}): {e}"))
+            .collect(),
+    })
+}
+
+fn joint_header(
+    protected: &Map<String, Value>,
+    unprotected: &Map<String, Value>,
+    own: &Map<String, Value>,
+) -> Result<Map<String, Value>, JoseError> {
+    let mut joint = protected.clone();
+    for part in [unprotected, own] {
+        for (name, value) in part {
+            if joint.insert(name.clone(), value.clone()).is_some() {
+                return Err(JoseError::InvalidJwe(format!(
+                    "header member `{name}` appears twice (protected, unprotected and recipient headers must be disjoint)"
+                )));
+            }
+        }
+    }
+    Ok(joint)
+}
+
+fn open_gcm(
+    cek: &[u8],
+    iv: &[u8],
+    aad: &[u8],
+    ciphertext: &[u8],
+    tag: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, JoseError> {
+    if cek.len() != 32 {
+        return Err(JoseError::Decrypt("the content key is not 256 bits"));
+    }
+    let mut nonce = [0u8; 12];
+    if iv.len() != 12 {
+        return Err(JoseError::InvalidJwe(format!(
+            "iv is {} bytes, A256GCM needs 12",
+            iv.len()
+        )));
+    }
+    nonce.copy_from_slice(iv);
+    let key = LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, cek).map_err(|_| JoseError::Crypto("AES key".into()))?,
+    );
+    let mut buf = Zeroizing::new(Vec::with_capacity(ciphertext.len() + tag.len()));
+    buf.extend_from_slice(ciphertext);
+    buf.extend_from_slice(tag);
+    let len = key
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut buf,
+        )
+        .map_err(|_| JoseError::Decrypt("the A256GCM tag does not verify"))?
+        .len();
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// The `tee-pubkey` an SPKI (`-----BEGIN PUBLIC KEY-----`) PEM names: EC P-256/P-384 →
+/// `ECDH-ES+A256KW`, RSA of 2048 to 8192 bits → `RSA-OAEP-256` (what `skopeo --encryption-key
+/// jwe:<file>` accepts, except that RSA is wrapped with OAEP-SHA-256 rather than SHA-1).
+pub fn public_key_from_pem(pem: &str) -> Result<TeePubKey, JoseError> {
+    use p256::pkcs8::DecodePublicKey;
+    // The strict PEM decoder refuses blank lines and carriage returns around the block, which
+    // editors and shell redirections add; openssl takes them.
+    let normalised = format!("{}\n", pem.replace('\r', "").trim());
+    let pem = normalised.as_str();
+    let label = pem.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("-----BEGIN ")
+            .and_then(|r| r.strip_suffix("-----"))
+    });
+    match label {
+        Some("PUBLIC KEY") => {}
+        Some(other) if other.contains("PRIVATE") => {
+            return Err(JoseError::InvalidKey {
+                field: "pem",
+                reason: format!(
+                    "this is a `{other}` PEM: give the public half (`openssl pkey -pubout`)"
+                ),
+            });
+        }
+        Some(other) => {
+            return Err(JoseError::InvalidKey {
+                field: "pem",
+                reason: format!("a `{other}` PEM, where an SPKI `PUBLIC KEY` PEM is expected"),
+            });
+        }
+        None => {
+            return Err(JoseError::InvalidKey {
+                field: "pem",
+                reason: "no `-----BEGIN PUBLIC KEY-----` PEM block".into(),
+            });
+        }
+    }
+    let coords = |point: &[u8], len: usize| {
+        (
+            URL_SAFE_NO_PAD.encode(&point[1..1 + len]),
+            URL_SAFE_NO_PAD.encode(&point[1 + len..1 + 2 * len]),
+        )
+    };
+    if let Ok(key) = p256::PublicKey::from_public_key_pem(pem) {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        let point = key.to_encoded_point(false);
+        let (x, y) = coords(point.as_bytes(), 32);
+        return Ok(TeePubKey::EC {
+            crv: "P-256".into(),
+            alg: ALG_ECDH_ES_A256KW.into(),
+            x,
+            y,
+        });
+    }
+    if let Ok(key) = p384::PublicKey::from_public_key_pem(pem) {
+        use p384::elliptic_curve::sec1::ToEncodedPoint;
+        let point = key.to_encoded_point(false);
+        let (x, y) = coords(point.as_bytes(), 48);
+        return Ok(TeePubKey::EC {
+            crv: "P-384".into(),
+            alg: ALG_ECDH_ES_A256KW.into(),
+            x,
+            y,
+        });
+    }
+    match rsa::RsaPublicKey::from_public_key_pem(pem) {
+        Ok(key) => {
+            use rsa::traits::PublicKeyParts;
+            let recipient = TeePubKey::RSA {
+                alg: ALG_RSA_OAEP_256.into(),
+                k_mod: URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
+                k_exp: URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
+            };
+            check_recipient(&recipient)?;
+            Ok(recipient)
+        }
+        Err(e) => Err(JoseError::InvalidKey {
+            field: "pem",
+            reason: format!("not an EC P-256, EC P-384 or RSA public key ({e})"),
+        }),
+    }
+}
+
+/// The `tee-pubkey` a public JWK names (EC P-256/P-384 or RSA). Its `alg`, when present,
+/// must be one this crate encrypts with (`RSA-OAEP`, which ocicrypt would use, is taken as
+/// `RSA-OAEP-256`: the key is the same, SHA-1 is just not produced here).
+pub fn public_key_from_jwk(json: &str) -> Result<TeePubKey, JoseError> {
+    let jwk: Map<String, Value> =
+        serde_json::from_str(json).map_err(|e| JoseError::InvalidKey {
+            field: "jwk",
+            reason: format!("not a JSON object: {e}"),
+        })?;
+    let member = |name: &'static str| {
+        jwk.get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| JoseError::InvalidKey {
+                field: name,
+                reason: "missing or not a string".into(),
+            })
+    };
+    let alg = jwk.get("alg").and_then(Value::as_str);
+    let recipient = match member("kty")? {
+        "EC" => {
+            let crv = member("crv")?;
+            if let Some(alg) = alg.filter(|a| *a != ALG_ECDH_ES_A256KW) {
+                return Err(unsupported(alg, "EC", Some(crv)));
+            }
+            TeePubKey::EC {
+                crv: crv.to_owned(),
+                alg: ALG_ECDH_ES_A256KW.into(),
+                x: member("x")?.to_owned(),
+                y: member("y")?.to_owned(),
+            }
+        }
+        "RSA" => {
+            if let Some(alg) = alg.filter(|a| *a != ALG_RSA_OAEP_256 && *a != ALG_RSA_OAEP) {
+                return Err(unsupported(alg, "RSA", None));
+            }
+            TeePubKey::RSA {
+                alg: ALG_RSA_OAEP_256.into(),
+                k_mod: member("n")?.to_owned(),
+                k_exp: member("e")?.to_owned(),
+            }
+        }
+        other => return Err(unsupported(alg.unwrap_or("(none)"), other, None)),
+    };
+    check_recipient(&recipient)?;
+    Ok(recipient)
 }
 
 #[cfg(test)]
@@ -747,6 +1182,251 @@ mod tests {
         assert!(matches!(
             encrypt(&key, b"x"),
             Err(JoseError::InvalidKey { .. })
+        ));
+    }
+
+    /// A general-JSON JWE as go-jose writes for two recipients: `protected` holds only `enc`,
+    /// each recipient's `header` its `alg` (and `epk`). One recipient is RSA-OAEP with SHA-1,
+    /// ocicrypt's choice for RSA keys.
+    fn two_recipient_jwe(
+        ec: &p256::PublicKey,
+        rsa_key: &rsa::RsaPublicKey,
+        plaintext: &[u8],
+        aad: Option<&str>,
+    ) -> Value {
+        let cek = random_bytes::<32>().unwrap();
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        let (ec_header, ec_wrapped) =
+            wrap_ecdh_es(Curve::P256, ec.to_encoded_point(false).as_bytes(), &cek).unwrap();
+        let mut ec_own = Map::new();
+        ec_own.insert("alg".into(), Value::from(ec_header.alg.clone()));
+        ec_own.insert("epk".into(), ec_header.other_fields["epk"].clone());
+        let rsa_wrapped = rsa_key
+            .encrypt(
+                &mut rand_core::OsRng,
+                rsa::Oaep::new::<sha1::Sha1>(),
+                cek.as_ref(),
+            )
+            .unwrap();
+        let protected = URL_SAFE_NO_PAD.encode(br#"{"enc":"A256GCM"}"#);
+        let mut full_aad = protected.clone().into_bytes();
+        if let Some(extra) = aad {
+            full_aad.push(b'.');
+            full_aad.extend_from_slice(extra.as_bytes());
+        }
+        let iv = [7u8; 12];
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, cek.as_ref()).unwrap());
+        let mut ct = plaintext.to_vec();
+        let tag = key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(iv),
+                Aad::from(&full_aad),
+                &mut ct,
+            )
+            .unwrap();
+        let mut doc = serde_json::json!({
+            "protected": protected,
+            "recipients": [
+                {"header": ec_own, "encrypted_key": URL_SAFE_NO_PAD.encode(&ec_wrapped)},
+                {"header": {"alg": "RSA-OAEP"}, "encrypted_key": URL_SAFE_NO_PAD.encode(rsa_wrapped)},
+            ],
+            // go-jose repeats the first recipient's key here
+            "encrypted_key": URL_SAFE_NO_PAD.encode(&ec_wrapped),
+            "iv": URL_SAFE_NO_PAD.encode(iv),
+            "ciphertext": URL_SAFE_NO_PAD.encode(&ct),
+            "tag": URL_SAFE_NO_PAD.encode(tag.as_ref()),
+        });
+        if let Some(extra) = aad {
+            doc["aad"] = Value::from(extra);
+        }
+        doc
+    }
+
+    #[test]
+    fn decrypt_json_general_two_recipients_and_rsa_oaep_sha1() {
+        let ec = p256::SecretKey::random(&mut rand_core::OsRng);
+        let rsa_key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let doc = two_recipient_jwe(
+            &ec.public_key(),
+            &rsa_key.to_public_key(),
+            b"private options",
+            Some("ZXh0cmE"),
+        );
+        let bytes = serde_json::to_vec(&doc).unwrap();
+        // each recipient opens it with its own key: ECDH-ES+A256KW, and RSA-OAEP (SHA-1)
+        let out = decrypt_json(&RecipientKey::EcP256(&ec), &bytes).unwrap();
+        assert_eq!(&out[..], b"private options");
+        let out = decrypt_json(&RecipientKey::Rsa(&rsa_key), &bytes).unwrap();
+        assert_eq!(&out[..], b"private options");
+
+        // a third key: the error says why each recipient failed
+        let other = p256::SecretKey::random(&mut rand_core::OsRng);
+        let err = decrypt_json(&RecipientKey::EcP256(&other), &bytes).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, JoseError::NoRecipient { .. }), "{text}");
+        assert!(
+            text.contains("recipient 0 (ECDH-ES+A256KW)")
+                && text.contains("recipient 1 (RSA-OAEP)")
+                && text.contains("A256KW unwrap")
+                && text.contains("RSA recipient"),
+            "{text}"
+        );
+
+        // the `aad` member is authenticated
+        let mut altered = doc.clone();
+        altered["aad"] = Value::from("b3RoZXI");
+        let err = decrypt_json(
+            &RecipientKey::EcP256(&ec),
+            &serde_json::to_vec(&altered).unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("A256GCM tag does not verify"),
+            "{err}"
+        );
+
+        // a member in both the protected and a recipient header is refused
+        let mut dup = doc.clone();
+        dup["recipients"][0]["header"]["enc"] = Value::from("A256GCM");
+        let err = decrypt_json(
+            &RecipientKey::EcP256(&ec),
+            &serde_json::to_vec(&dup).unwrap(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`enc` appears twice"), "{err}");
+    }
+
+    #[test]
+    fn decrypt_json_refuses_zip_other_enc_and_compact() {
+        let ec = p256::SecretKey::random(&mut rand_core::OsRng);
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        let point = ec.public_key().to_encoded_point(false);
+        let recipient = TeePubKey::EC {
+            crv: "P-256".into(),
+            alg: ALG_ECDH_ES_A256KW.into(),
+            x: URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+            y: URL_SAFE_NO_PAD.encode(point.y().unwrap()),
+        };
+        for (name, value, expect) in [
+            ("zip", "DEF", "`zip` is not supported"),
+            ("crit", "x", "`crit` is not supported"),
+        ] {
+            let mut extra = Map::new();
+            extra.insert("kid".into(), Value::from("k"));
+            let jwe = encrypt_with_header(&recipient, b"x", &extra).unwrap();
+            let mut doc: Value = serde_json::to_value(&jwe).unwrap();
+            doc["unprotected"] = serde_json::json!({ name: value });
+            let err = decrypt_json(
+                &RecipientKey::EcP256(&ec),
+                &serde_json::to_vec(&doc).unwrap(),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains(expect), "{err}");
+        }
+        // enc other than A256GCM, named
+        let mut protected = header(ALG_ECDH_ES_A256KW, Map::new());
+        protected.enc = "A128CBC-HS256".into();
+        let doc = serde_json::json!({
+            "protected": URL_SAFE_NO_PAD.encode(serde_json::to_vec(&protected).unwrap()),
+            "encrypted_key": "AA", "iv": URL_SAFE_NO_PAD.encode([0u8; 12]),
+            "ciphertext": "AA", "tag": URL_SAFE_NO_PAD.encode([0u8; 16]),
+        });
+        let err = decrypt_json(
+            &RecipientKey::EcP256(&ec),
+            &serde_json::to_vec(&doc).unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, JoseError::UnsupportedEnc(ref e) if e == "A128CBC-HS256"),
+            "{err}"
+        );
+        let err = decrypt_json(&RecipientKey::EcP256(&ec), b"eyJhbGciOi.x.y.z.w").unwrap_err();
+        assert!(err.to_string().contains("compact"), "{err}");
+    }
+
+    #[test]
+    fn encrypt_with_header_authenticates_extra_members() {
+        let ec = p256::SecretKey::random(&mut rand_core::OsRng);
+        use p256::pkcs8::EncodePublicKey;
+        let pem = ec
+            .public_key()
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap();
+        let recipient = public_key_from_pem(&pem).unwrap();
+        // Blank lines and CRLF around the block, as editors and redirections leave them.
+        let padded = format!("\n{}\n\n", pem.replace('\n', "\r\n"));
+        assert_eq!(
+            serde_json::to_value(public_key_from_pem(&padded).unwrap()).unwrap(),
+            serde_json::to_value(&recipient).unwrap()
+        );
+        let mut extra = Map::new();
+        extra.insert("cty".into(), Value::from("application/wasm"));
+        extra.insert("kid".into(), Value::from("apps/key"));
+        let jwe = encrypt_with_header(&recipient, b"\0asm", &extra).unwrap();
+        let wire = serde_json::to_vec(&jwe).unwrap();
+        let doc: Value = serde_json::from_slice(&wire).unwrap();
+        let header = String::from_utf8(
+            URL_SAFE_NO_PAD
+                .decode(doc["protected"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            header.starts_with(r#"{"alg":"ECDH-ES+A256KW","enc":"A256GCM","#)
+                && header.contains(r#""cty":"application/wasm""#)
+                && header.contains(r#""kid":"apps/key""#),
+            "{header}"
+        );
+        assert_eq!(
+            &decrypt_json(&RecipientKey::EcP256(&ec), &wire).unwrap()[..],
+            b"\0asm"
+        );
+        let mut reserved = Map::new();
+        reserved.insert("alg".into(), Value::from("none"));
+        assert!(encrypt_with_header(&recipient, b"x", &reserved).is_err());
+    }
+
+    #[test]
+    fn public_keys_from_pem_and_jwk() {
+        use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
+        let rsa_key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let pem = rsa_key
+            .to_public_key()
+            .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap();
+        let TeePubKey::RSA { alg, .. } = public_key_from_pem(&pem).unwrap() else {
+            panic!("not RSA")
+        };
+        assert_eq!(alg, ALG_RSA_OAEP_256);
+        let private_pem = rsa_key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+        let err = public_key_from_pem(&private_pem).unwrap_err().to_string();
+        assert!(
+            err.contains("PRIVATE KEY") && err.contains("-pubout"),
+            "{err}"
+        );
+        let err = public_key_from_pem("hello").unwrap_err().to_string();
+        assert!(err.contains("no `-----BEGIN PUBLIC KEY-----`"), "{err}");
+
+        let ec = p384::SecretKey::random(&mut rand_core::OsRng);
+        let pem = ec
+            .public_key()
+            .to_public_key_pem(p384::pkcs8::LineEnding::LF)
+            .unwrap();
+        let from_pem = public_key_from_pem(&pem).unwrap();
+        let TeePubKey::EC { crv, x, y, .. } = &from_pem else {
+            panic!("not EC")
+        };
+        assert_eq!(crv, "P-384");
+        let jwk =
+            format!(r#"{{"kty":"EC","crv":"P-384","x":"{x}","y":"{y}","alg":"ECDH-ES+A256KW"}}"#);
+        assert_eq!(
+            serde_json::to_value(public_key_from_jwk(&jwk).unwrap()).unwrap(),
+            serde_json::to_value(&from_pem).unwrap()
+        );
+        let bad = format!(r#"{{"kty":"EC","crv":"P-384","x":"{x}","y":"{y}","alg":"ECDH-ES"}}"#);
+        assert!(matches!(
+            public_key_from_jwk(&bad),
+            Err(JoseError::UnsupportedAlgorithm { .. })
         ));
     }
 }

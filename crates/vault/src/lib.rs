@@ -2,7 +2,9 @@
 //!
 //! What it is for: everything the runtime's vault needs that is pure computation over bytes.
 //! - [`jose`]: public JWKs, RFC 7638 thumbprints, and flattened JWE (`ECDH-ES+A256KW` or
-//!   `RSA-OAEP-256`, content `A256GCM`) to a KBS `tee-pubkey`, and its decryption.
+//!   `RSA-OAEP-256`, content `A256GCM`) to a KBS `tee-pubkey`, and its decryption; JSON
+//!   (flattened or general) JWE decryption as ocicrypt writes it, including `RSA-OAEP`
+//!   (SHA-1, decrypt only); public keys from SPKI PEM or JWK.
 //! - [`keys`]: keys generated inside the TEE (EC P-256/P-384, RSA 2048/3072/4096, AES-256),
 //!   their sealed encoding, public halves, and private JWKs for release.
 //! - [`kbs`]: the RCAR session table (`/auth`, `/attest`, `/resource`), the report-data binding
@@ -18,7 +20,8 @@
 //! ephemeral ECDH of JWE encryption. ring lacks four things, taken from RustCrypto and nothing
 //! else: `rsa` (RSA-OAEP-256 encryption/decryption and RSA key generation), `p256`/`p384` with
 //! `ecdh` (static-key ECDH, to decrypt a JWE with a stored key, and EC private keys that can be
-//! exported as JWK), `aes-kw` (RFC 3394 A256KW). `rand_core`'s `OsRng` feeds RSA only.
+//! exported as JWK), `aes-kw` (RFC 3394 A256KW), and `sha1` for OAEP's hash in ocicrypt's `RSA-OAEP` (never
+//! produced). `rand_core`'s `OsRng` feeds RSA only.
 //! `rsa` is not constant time (RUSTSEC-2023-0071, the Marvin attack): its private-key operation
 //! here (decrypting an `RSA-OAEP-256` JWE with a vault RSA key) is blinded, and EC keys are the
 //! ones to use where an attacker can submit many ciphertexts.

@@ -268,12 +268,29 @@ impl Host {
         args: Vec<String>,
         limits: Limits,
     ) -> Result<App, WasmError> {
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, code).as_ref());
+        self.load_as(name, code, digest, env, args, limits)
+    }
+
+    /// Compile the component `code` for the app `name`, known by `identity`: the SHA-256 of
+    /// the code as the operator supplied it. For a component supplied encrypted, that is the
+    /// ciphertext's (what the tree commits and policies name), while `code` is what it
+    /// decrypted to; the code cache keys its (encrypted) entry by `identity` too.
+    pub fn load_as(
+        &self,
+        name: &str,
+        code: &[u8],
+        identity: [u8; 32],
+        env: Vec<(String, String)>,
+        args: Vec<String>,
+        limits: Limits,
+    ) -> Result<App, WasmError> {
         let load_err = |reason: String| WasmError::Load {
             name: name.to_string(),
             reason,
         };
-        let mut digest = [0u8; 32];
-        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, code).as_ref());
+        let digest = identity;
         let compiled = match &self.shared.cache {
             Some(cache) => cache.component(&self.engine, code, &digest),
             None => Component::new(&self.engine, code).map(|c| (c, Compiled::Fresh)),

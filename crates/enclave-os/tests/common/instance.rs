@@ -244,3 +244,35 @@ pub fn verify(i: &Instance, server_name: Option<&str>) -> serde_json::Value {
     assert_eq!(code, 0, "{v}");
     v
 }
+
+/// `enclave-os <group> --url … --trust-sim … --root … --json <action>` against `i`, with
+/// `bearer` as `ENCLAVE_OS_TOKEN`: the exit code and its JSON.
+pub fn cli(i: &Instance, group: &str, bearer: &str, action: &[&str]) -> (i32, serde_json::Value) {
+    let url = format!("https://127.0.0.1:{}", i.port);
+    let sim = i.dir.join("state/sim");
+    let root = i.dir.join("state/ca/root.crt.pem");
+    let mut args = vec![
+        group,
+        "--url",
+        &url,
+        "--trust-sim",
+        sim.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(action);
+    let out = Command::new(BIN)
+        .args(&args)
+        .env("ENCLAVE_OS_TOKEN", bearer)
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: not JSON ({e}): {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), v)
+}

@@ -66,9 +66,18 @@ pub fn next_subnet() -> String {
 impl Lab {
     /// A lab whose enclave.toml also has `extra` appended (more registries, say).
     pub fn new(extra: &str) -> Lab {
+        Self::with_containerd(extra, Containerd::start())
+    }
+
+    /// A lab whose containerd keeps its content and snapshots on a tmpfs (what running
+    /// encrypted images asks for).
+    pub fn on_tmpfs(extra: &str) -> Lab {
+        Self::with_containerd(extra, Containerd::start_on_tmpfs())
+    }
+
+    fn with_containerd(extra: &str, containerd: Containerd) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::start(&dir.path().join("registry"));
-        let containerd = Containerd::start();
         let bridge = BridgeGuard {
             name: unique("eos").chars().take(15).collect(),
             subnet: next_subnet(),
@@ -181,33 +190,7 @@ impl Lab {
 
     /// `enclave-os workload … ACTION --json`: the exit code and its JSON.
     pub fn cli(&self, action: &[&str]) -> (i32, Value) {
-        let url = format!("https://127.0.0.1:{}", self.instance.port);
-        let sim = self.instance.dir.join("state/sim");
-        let root = self.instance.dir.join("state/ca/root.crt.pem");
-        let mut args = vec![
-            "workload",
-            "--url",
-            &url,
-            "--trust-sim",
-            sim.to_str().unwrap(),
-            "--root",
-            root.to_str().unwrap(),
-            "--json",
-        ];
-        args.extend_from_slice(action);
-        let out = Command::new(BIN)
-            .args(&args)
-            .env("ENCLAVE_OS_TOKEN", token())
-            .output()
-            .unwrap();
-        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{args:?}: not JSON ({e}): {} {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (out.status.code().unwrap_or(-1), v)
+        super::instance::cli(&self.instance, "workload", &token(), action)
     }
 
     /// Load workload file `file` and wait for it: the exit code and the final progress (or

@@ -154,3 +154,34 @@ pub fn https_server(
 ) -> u16 {
     enclave_testkit::https::serve(chain, key, answer, connections)
 }
+
+/// Run `openssl` with `args`; fail the test with its stderr if it fails.
+pub fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An EC P-256 key pair made by openssl in `dir`: (private PEM path, public PEM path).
+pub fn openssl_ec_keys(dir: &std::path::Path) -> (String, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let private = dir.join("ec.pem").to_str().unwrap().to_owned();
+    let public = dir.join("ec.pub").to_str().unwrap().to_owned();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        &private,
+    ]);
+    openssl(&["pkey", "-in", &private, "-pubout", "-out", &public]);
+    (private, public)
+}

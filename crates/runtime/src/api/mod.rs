@@ -500,6 +500,8 @@ struct LoadRequest {
     proxy: Option<enclave_config::file::ProxySettings>,
     /// A process's settings (`[workload.process]`).
     process: Option<enclave_config::file::ProcessSettings>,
+    /// The vault key that unwraps its encrypted code (`decryption_key` in `enclave.toml`).
+    decryption_key: Option<String>,
 }
 
 async fn workload_put(
@@ -525,6 +527,11 @@ async fn workload_put(
     if req.kind != WorkloadKind::Process && req.process.is_some() {
         return bad("process settings are for processes only");
     }
+    if let Err(e) =
+        enclave_config::file::check_decryption_key(&name, req.kind, req.decryption_key.as_deref())
+    {
+        return bad(&e);
+    }
     let (run, code) = match (req.kind, req.code_base64, req.image) {
         (WorkloadKind::Container, None, Some(image)) => match req.container {
             Some(settings) => {
@@ -537,6 +544,7 @@ async fn workload_put(
                     limits: req.limits,
                     proxy: req.proxy,
                     ingress: None,
+                    decryption_key: req.decryption_key,
                 };
                 return container_put(s, w, sub).await;
             }
@@ -570,6 +578,7 @@ async fn workload_put(
                         limits: req.limits,
                         proxy: req.proxy,
                         ingress: None,
+                        decryption_key: req.decryption_key,
                     };
                     return process_put(s, w, code, sub).await;
                 }
@@ -593,6 +602,7 @@ async fn workload_put(
         limits: req.limits,
         proxy: req.proxy,
         ingress: None,
+        decryption_key: req.decryption_key,
     };
     changed(&s, Change::Load { spec: w, code }, &name, &sub, "loaded").await
 }

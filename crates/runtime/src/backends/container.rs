@@ -77,6 +77,8 @@ pub(crate) struct Container {
     /// The name its service is told it was reached by when a request carries none (its first
     /// hostname, else its name).
     host: String,
+    /// For an encrypted image: its key references (OID 3.9).
+    encrypted: Option<super::Encrypted>,
 }
 
 /// One container, created, started and healthy: its id, its address on the bridge.
@@ -398,6 +400,15 @@ impl Backend for ContainerBackend {
             first,
             upstream.clone(),
         ));
+        let encrypted = crate::containers::decrypt::key_reference(
+            &leaves.manifest,
+            w.decryption_key.as_deref(),
+            |name| c.code_keys.thumbprint(name),
+        )
+        .map(|key_reference| super::Encrypted {
+            plaintext: None,
+            key_reference,
+        });
         Ok(Arc::new(Container {
             name: w.name.clone(),
             containers: c.clone(),
@@ -405,6 +416,7 @@ impl Backend for ContainerBackend {
             stopped,
             upstream,
             host: upstream::host(w),
+            encrypted,
         }))
     }
 }
@@ -503,6 +515,10 @@ async fn supervise(
 impl Running for Container {
     fn handler(&self) -> Handler {
         upstream::handler(self.upstream.clone(), self.host.clone())
+    }
+
+    fn encrypted(&self) -> Option<super::Encrypted> {
+        self.encrypted.clone()
     }
 
     fn upstream(&self) -> Option<Arc<Upstream>> {

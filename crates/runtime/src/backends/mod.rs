@@ -38,6 +38,16 @@ pub(crate) type Response = axum::http::Response<Body>;
 /// know a backend's error type.
 pub(crate) type Handler = tower::util::BoxCloneSyncService<Request, Response, Infallible>;
 
+/// What a workload's certificate says of code that came encrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Encrypted {
+    /// A component's SHA-256 once decrypted (OID 3.7); an image's plaintext identity is its
+    /// configuration's digest, which the tree commits.
+    pub plaintext: Option<[u8; 32]>,
+    /// Where its key came from (OID 3.9): one line per reference, never a key.
+    pub key_reference: String,
+}
+
 /// Why a workload could not be started.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -120,6 +130,10 @@ pub(crate) trait Running: Send + Sync {
     /// processes): what a `tcp` workload's connections are spliced to, and what counts its
     /// client connections.
     fn upstream(&self) -> Option<Arc<enclave_proxy::Upstream>> {
+        None
+    }
+    /// For code that came encrypted: what its certificate says of that (OID 3.7, 3.9).
+    fn encrypted(&self) -> Option<Encrypted> {
         None
     }
     /// Stop it: later requests are refused; requests in flight finish. Dropping the last

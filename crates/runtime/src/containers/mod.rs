@@ -12,11 +12,19 @@
 //! the trusted computing base. The registry and the network to it are not: nothing from there
 //! is used before its digest matched.
 //!
+//! An encrypted image (ocicrypt's `+encrypted` layers, `decrypt`) is prepared as far as its
+//! plaintext documents go (manifest, configuration, spec); its layers are fetched when it
+//! starts, with the keys the vault released to the workload, decrypted as they stream, their
+//! HMAC and plaintext digest checked before they are committed, and only into a containerd
+//! whose content and snapshots are in memory or on dm-crypt (`scratch`).
+//!
 //! All of it runs on a tokio runtime of its own, so that the control plane's writer (a plain
 //! thread) and `Runtime::prepare` (synchronous) can wait for it, and a pull never occupies the
 //! front's workers.
 
+pub(crate) mod decrypt;
 pub(crate) mod progress;
+pub(crate) mod scratch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -97,6 +105,8 @@ pub(crate) struct Containers {
     /// endpoint, and that endpoint's URL (the gateway's address and `vault_port`).
     pub vault_tokens: Option<Arc<crate::vault::skr::Tokens>>,
     pub vault_url: Option<String>,
+    /// The vault, for the keys of encrypted images (set once the vault exists).
+    pub code_keys: Arc<crate::vault::code_keys::CodeKeys>,
     /// Always `Some` until dropped (see `Drop`).
     rt: Option<tokio::runtime::Runtime>,
 }
@@ -258,6 +268,9 @@ impl Containers {
             log_driver,
             vault_tokens: vault.then(Default::default),
             vault_url,
+            code_keys: Arc::new(crate::vault::code_keys::CodeKeys::new(
+                loaded.config.workloads.iter().map(|w| w.name.clone()),
+            )),
             rt: Some(rt),
         }))
     }
@@ -337,6 +350,22 @@ impl Containers {
         self.layers(w, &reference, &manifest, &config).await
     }
 
+    /// Refuse to decrypt unless containerd keeps content and snapshots in memory or on
+    /// dm-crypt (`scratch`): decrypted layers never reach a disk the host can read.
+    async fn check_plaintext_storage(&self, w: &Workload) -> Result<(), ContainerError> {
+        let roots = self.engine.storage_roots().await.map_err(engine_err(w))?;
+        for (plugin, root) in roots {
+            let on = scratch::plaintext_allowed(&root).map_err(|reason| {
+                refused(
+                    w,
+                    format!("its image is encrypted, and containerd's {plugin}: {reason}"),
+                )
+            })?;
+            tracing::debug!(workload = %w.name, %plugin, root = %root.display(), on, "decrypted layers stay off the host's disk");
+        }
+        Ok(())
+    }
+
     fn reference(&self, w: &Workload, image: &str) -> Result<Reference, ContainerError> {
         image.parse::<Reference>().map_err(image_err(w))
     }
@@ -362,7 +391,26 @@ impl Containers {
             layers = manifest.parsed.layers.len(),
             "image resolved"
         );
-        self.layers(w, &reference, &manifest, &config).await?;
+        if decrypt::is_encrypted(&manifest) {
+            // The tree commits the manifest and the configuration, both plaintext; the layers
+            // are decrypted when the container starts, once the vault (which may not exist
+            // yet while enclave.toml's tree is computed) released their keys.
+            decrypt::check_schemes(w, &manifest).map_err(|reason| ContainerError::Refused {
+                workload: w.name.clone(),
+                reason,
+            })?;
+            tracing::info!(workload = %w.name, "encrypted image: its layers are decrypted when it starts");
+        } else if let Some(key) = &w.decryption_key {
+            // The tree would say the image is decrypted with a key while it runs in the clear.
+            return Err(refused(
+                w,
+                format!(
+                    "decryption_key names vault key '{key}', and no layer of its image is encrypted: drop decryption_key, or push the image encrypted"
+                ),
+            ));
+        } else {
+            self.layers(w, &reference, &manifest, &config).await?;
+        }
         Ok((manifest.bytes.clone(), config.bytes.clone()))
     }
 
@@ -388,12 +436,38 @@ impl Containers {
                 ),
             });
         }
+        let encrypted = decrypt::is_encrypted(manifest);
+        // Decrypted layers are unpacked into snapshots of this image's own: another image
+        // naming the same diff_ids (they are public, in the unencrypted configuration) must
+        // bring its own plaintext, not start on this one's.
+        let scope = encrypted.then(|| manifest.digest.hex());
         let top = enclave_oci::chain_id(diff_ids)
             .ok_or_else(|| ContainerError::Refused {
                 workload: w.name.clone(),
                 reason: "the image has no layers".into(),
             })?
             .to_string();
+        let top = enclave_containers::scoped_chain_id(scope.as_deref(), &top);
+        // An encrypted image's keys are asked for at every start, unpacked or not: the vault's
+        // policy, not an earlier start's leftovers, decides whether it runs.
+        let keys = if encrypted {
+            let keys = self.code_keys.clone();
+            let (w2, m2) = (w.clone(), manifest.clone());
+            let keys = tokio::task::spawn_blocking(move || decrypt::unwrap_all(&keys, &w2, &m2))
+                .await
+                .map_err(|e| ContainerError::Setup(format!("unwrapping layer keys: {e}")))?
+                .map_err(|reason| ContainerError::Refused {
+                    workload: w.name.clone(),
+                    reason,
+                })?;
+            self.check_plaintext_storage(w).await?;
+            decrypt::ImageKeys {
+                layers: keys,
+                scope,
+            }
+        } else {
+            decrypt::ImageKeys::default()
+        };
         if self.engine.has_snapshot(&top).await.map_err(engine_err)? {
             tracing::info!(workload = %w.name, chain = %top, "image already unpacked");
             return Ok(top);
@@ -404,7 +478,7 @@ impl Containers {
             .await
             .map_err(engine_err)?;
         match self
-            .fetch_and_unpack(w, reference, &pull, descriptors, diff_ids)
+            .fetch_and_unpack(w, reference, &pull, descriptors, diff_ids, &keys)
             .await
         {
             Ok(chain) => {
@@ -426,18 +500,37 @@ impl Containers {
         w: &Workload,
         reference: &Reference,
         pull: &enclave_containers::Pull,
-        descriptors: &[enclave_oci::Descriptor],
+        encrypted: &[enclave_oci::Descriptor],
         diff_ids: &[Digest],
+        keys: &decrypt::ImageKeys,
     ) -> Result<String, ContainerError> {
         let engine_err = engine_err(w);
         let oci = image_err(w);
+        // What the content store keeps: an encrypted layer as its plaintext blob under its
+        // plain media type (what containerd unpacks). Its digest is known once it is decrypted
+        // (the key names the plaintext's, or, for a layer skopeo compressed while encrypting,
+        // the uncompressed tar's), so an encrypted layer is always fetched unless its image is
+        // already unpacked.
+        let mut descriptors: Vec<enclave_oci::Descriptor> = encrypted
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match keys.layer(i) {
+                Some(_) => enclave_oci::Descriptor {
+                    media_type: enclave_oci::plain_media_type(&d.media_type).to_string(),
+                    annotations: None,
+                    ..d.clone()
+                },
+                None => d.clone(),
+            })
+            .collect();
         let mut present = Vec::with_capacity(descriptors.len());
-        for d in descriptors {
-            present.push(
-                pull.has_content(&d.digest.to_string())
+        for (i, d) in descriptors.iter().enumerate() {
+            let cached = keys.layer(i).is_none()
+                && pull
+                    .has_content(&d.digest.to_string())
                     .await
-                    .map_err(engine_err)?,
-            );
+                    .map_err(engine_err)?;
+            present.push(cached);
         }
         self.board.update(&w.name, |p| {
             p.stage = Stage::Pulling;
@@ -453,24 +546,47 @@ impl Containers {
                 .collect();
         });
         let of = descriptors.len();
-        for (i, (d, cached)) in descriptors.iter().zip(present).enumerate() {
+        for (i, cached) in present.into_iter().enumerate() {
+            let d = &descriptors[i].clone();
             if cached {
                 tracing::info!(workload = %w.name, layer = i + 1, of, digest = %d.digest, "layer already in the content store");
                 continue;
             }
             let what = format!("layer {} of {of} ({})", i + 1, d.digest);
-            let mut blob = self.registries.blob(reference, d).await.map_err(oci)?;
-            let mut diff = DiffIdVerifier::for_layer(d, what.clone()).map_err(oci)?;
-            let mut writer = pull
-                .content_writer(
-                    &format!("enclave-os-{}", d.digest.hex()),
-                    &d.digest.to_string(),
-                    d.size,
-                )
+            // The registry's blob is the ciphertext for an encrypted layer: its digest is
+            // checked as it streams, and the decryptor's HMAC and plaintext digest before
+            // anything of it is committed or unpacked.
+            let mut blob = self
+                .registries
+                .blob(reference, &encrypted[i])
                 .await
-                .map_err(engine_err)?;
+                .map_err(oci)?;
+            let mut decryptor = match keys.layer(i) {
+                Some(u) => Some(
+                    enclave_imgcrypt::LayerDecryptor::new(&u.key, &u.public, &what)
+                        .map_err(|e| refused(w, e))?,
+                ),
+                None => None,
+            };
+            let mut diff = DiffIdVerifier::for_layer(d, what.clone()).map_err(oci)?;
+            let ingest = format!("enclave-os-{}", d.digest.hex());
+            let mut writer = if decryptor.is_some() {
+                pull.content_writer_unnamed(&ingest, d.size).await
+            } else {
+                pull.content_writer(&ingest, &d.digest.to_string(), d.size)
+                    .await
+            }
+            .map_err(engine_err)?;
             let mut logged = 0u64;
             while let Some(chunk) = blob.next_chunk().await.map_err(oci)? {
+                let chunk = match decryptor.as_mut() {
+                    Some(dec) => {
+                        let mut plain = chunk.to_vec();
+                        dec.decrypt(&mut plain);
+                        std::borrow::Cow::Owned(plain)
+                    }
+                    None => std::borrow::Cow::Borrowed(&chunk[..]),
+                };
                 diff.update(&chunk).map_err(oci)?;
                 writer.write(&chunk).await.map_err(engine_err)?;
                 let got = blob.received();
@@ -488,6 +604,16 @@ impl Containers {
             // The plaintext, before anything is kept: the layer unpacks to what the
             // configuration (whose digest the tree commits) says.
             let actual = diff.finish().map_err(oci)?;
+            // For an encrypted layer, first the HMAC over the ciphertext and the digest its
+            // key names, before anything of the plaintext is committed: a modified layer goes
+            // no further.
+            let plain = match decryptor {
+                Some(dec) => Some(
+                    dec.finish_with_diff_id(&actual)
+                        .map_err(|e| refused(w, e))?,
+                ),
+                None => None,
+            };
             if actual != diff_ids[i] {
                 return Err(ContainerError::Refused {
                     workload: w.name.clone(),
@@ -497,7 +623,16 @@ impl Containers {
                     ),
                 });
             }
-            writer.commit().await.map_err(engine_err)?;
+            match plain {
+                Some(digest) => {
+                    writer
+                        .commit_decrypted(&digest.to_string())
+                        .await
+                        .map_err(engine_err)?;
+                    descriptors[i].digest = digest;
+                }
+                None => writer.commit().await.map_err(engine_err)?,
+            }
             tracing::info!(workload = %w.name, layer = i + 1, of, digest = %d.digest, size = d.size, "layer pulled and verified");
         }
         self.board.stage(&w.name, Stage::Unpacking);
@@ -512,7 +647,7 @@ impl Containers {
             })
             .collect();
         let name = w.name.clone();
-        pull.unpack(&layers, |step| {
+        pull.unpack_scoped(&layers, keys.scope.as_deref(), |step| {
             tracing::info!(workload = %name, layer = step.layer, of = step.of, "layer unpacked and checked against its diff_id");
         })
         .await
@@ -545,6 +680,13 @@ impl Containers {
 }
 
 /// An image error of workload `w`.
+fn refused(w: &Workload, reason: impl std::fmt::Display) -> ContainerError {
+    ContainerError::Refused {
+        workload: w.name.clone(),
+        reason: reason.to_string(),
+    }
+}
+
 fn image_err(w: &Workload) -> impl Fn(enclave_oci::OciError) -> ContainerError + Copy + '_ {
     move |source| ContainerError::Image {
         workload: w.name.clone(),

@@ -69,6 +69,10 @@ struct RecordV2 {
     /// written byte for byte as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     process: Option<ProcessSettings>,
+    /// The vault key its encrypted code is decrypted with; likewise optional, absent when
+    /// unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    decryption_key: Option<String>,
     /// The code (a module's bytes, or an image's manifest), base64.
     code: String,
     /// A container's image configuration, base64.
@@ -143,6 +147,7 @@ pub(crate) fn kept(w: &Workload, code: &WorkloadCode) -> Result<Vec<u8>, ChangeE
         container: w.run.container().cloned(),
         proxy: w.proxy.clone(),
         process: w.run.process().cloned(),
+        decryption_key: w.decryption_key.clone(),
         code: STANDARD.encode(code.code()),
         image_config: image.map(|i| STANDARD.encode(&i.config)),
         runtime_spec: image.map(|i| STANDARD.encode(&i.runtime_spec)),
@@ -205,6 +210,7 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
                 },
                 proxy: r.proxy,
                 ingress: None,
+                decryption_key: r.decryption_key,
             };
             return Ok((w, code));
         }
@@ -223,6 +229,7 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
                 },
                 proxy: None,
                 ingress: None,
+                decryption_key: None,
             };
             return Ok((w, code));
         }
@@ -244,6 +251,7 @@ fn read_record(key: &str, bytes: &[u8]) -> Result<(Workload, WorkloadCode), Stri
                 },
                 proxy: None,
                 ingress: None,
+                decryption_key: None,
             };
             Ok((spec, WorkloadCode::Module(decode("code", &u.code)?)))
         }
@@ -362,6 +370,7 @@ pub(crate) fn workload_spec(
     w: &Workload,
     store: &Store,
     binding: BindingFormat,
+    encrypted: Option<crate::backends::Encrypted>,
 ) -> Result<LeafSpec, ChangeError> {
     let prefix = format!("workload/{}/", w.name);
     let own = ConfigTree::from_hashes(
@@ -384,6 +393,8 @@ pub(crate) fn workload_spec(
             image: w.run.image().map(str::to_string),
             image_config: leaf_hash(tree, &format!("workload/{}/image-config", w.name)),
             runtime_spec: leaf_hash(tree, &format!("workload/{}/runtime-spec", w.name)),
+            decrypted_code: encrypted.as_ref().and_then(|e| e.plaintext),
+            key_reference: encrypted.map(|e| e.key_reference),
             key_source: "tee-generated".into(),
             declared,
         }),
@@ -410,6 +421,7 @@ mod tests {
             },
             proxy: None,
             ingress: None,
+            decryption_key: None,
         }
     }
 

@@ -175,6 +175,17 @@ impl Writer {
         for (name, reason) in parts.unreadable {
             w.park(name, reason);
         }
+        // The policies in force before any workload starts: a workload whose code is
+        // encrypted asks the vault for its key while it starts, and the vault decides against
+        // the published snapshot. Nothing is served yet, so nothing else reads this one.
+        let initial = w.current();
+        w.published.store(Arc::new(Snapshot::new(
+            initial.generation,
+            initial.tree.clone(),
+            Vec::new(),
+            Arc::default(),
+            Arc::new(w.policies_in_force(&w.policies)),
+        )));
         // Hostnames the file's workloads hold (the configuration checked they are distinct).
         let mut holders: HashMap<String, String> = HashMap::new();
         for spec in &w.config.config.workloads {
@@ -420,7 +431,7 @@ impl Writer {
     ) -> Result<Arc<Entry>, ChangeError> {
         Ok(Arc::new(Entry {
             code_sha256: workloads::code_digest(tree, &spec.name),
-            cert: self.certificate(tree, &spec)?,
+            cert: self.certificate(tree, &spec, running.encrypted())?,
             handler: running.handler(),
             spec,
             origin,
@@ -433,11 +444,12 @@ impl Writer {
         &self,
         tree: &ConfigTree,
         spec: &Workload,
+        encrypted: Option<crate::backends::Encrypted>,
     ) -> Result<Option<Arc<RatlsResolver>>, ChangeError> {
         if spec.hostnames.is_empty() {
             return Ok(None);
         }
-        let leaf = workloads::workload_spec(tree, spec, &self.store, self.binding)?;
+        let leaf = workloads::workload_spec(tree, spec, &self.store, self.binding, encrypted)?;
         Ok(Some(Arc::new(RatlsResolver::new(
             self.tee.clone(),
             self.ca.clone(),
@@ -657,7 +669,7 @@ impl Writer {
         if let Some(b) = self.reissues.get_mut(app) {
             b.tokens -= 1.0;
         }
-        let cert = self.certificate(&now.tree, &entry.spec)?;
+        let cert = self.certificate(&now.tree, &entry.spec, entry.running.encrypted())?;
         if let Some(c) = &cert {
             c.current().map_err(ChangeError::Certificate)?;
         }

@@ -8,11 +8,13 @@
 //! | `routes` | the operator's routes and the mutual RA-TLS + OIDC way in (`/vault/v1`) |
 //! | `kbs` | the Trustee KBS protocol (`/kbs/v0`), for Confidential Containers guests |
 //! | `skr` | Azure's SKR sidecar API on the bridge's gateway, for this runtime's containers |
+//! | `code_keys` | keys the runtime itself takes for a workload, to decrypt its encrypted code |
 //!
 //! Every release and every refusal is logged to the `enclave_os::audit` target (who, what, the
 //! rule that allowed or every rule that refused; never the value) and counted in the metrics
 //! (`enclave_os_vault_decisions_total`).
 
+pub(crate) mod code_keys;
 pub(crate) mod kbs;
 pub(crate) mod policy;
 pub(crate) mod routes;
