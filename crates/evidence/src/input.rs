@@ -51,16 +51,25 @@ pub fn pem_blocks(pem: &[u8], label: &str) -> Result<Vec<Vec<u8>>, String> {
         let stop = body
             .find(&end)
             .ok_or_else(|| format!("a '{begin}' block has no '{end}' line"))?;
-        // Copied a line at a time between whitespace, rather than a byte at a time.
+        // Copied a line at a time: lines are found with a vectorised search for '\n' and
+        // trimmed at their ends, rather than every byte tested for whitespace (this sits on the
+        // verification path). Only when that does not decode is whitespace inside lines dropped
+        // too, so such PEM is still read.
         let mut b64 = Vec::with_capacity(stop);
-        for piece in body.as_bytes()[..stop].split(u8::is_ascii_whitespace) {
-            b64.extend_from_slice(piece);
+        for line in body[..stop].split('\n') {
+            b64.extend_from_slice(line.as_bytes().trim_ascii());
         }
-        out.push(
-            base64::engine::general_purpose::STANDARD
-                .decode(&b64)
-                .map_err(|e| format!("invalid PEM {label}: body is not base64: {e}"))?,
-        );
+        let b64engine = &base64::engine::general_purpose::STANDARD;
+        let der = match b64engine.decode(&b64) {
+            Ok(der) => der,
+            Err(_) => {
+                b64.retain(|b| !b.is_ascii_whitespace());
+                b64engine
+                    .decode(&b64)
+                    .map_err(|e| format!("invalid PEM {label}: body is not base64: {e}"))?
+            }
+        };
+        out.push(der);
         rest = &body[stop + end.len()..];
     }
     Ok(out)
@@ -119,6 +128,42 @@ mod tests {
             evidence_bytes(b"abc")
                 .unwrap_err()
                 .contains("hex text does not decode")
+        );
+    }
+
+    #[test]
+    fn pem_blocks_read_every_line_ending_and_stray_whitespace() {
+        let der: Vec<u8> = (0u8..=200).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let block = |sep: &str, body: String| {
+            format!("-----BEGIN CERTIFICATE-----{sep}{body}{sep}-----END CERTIFICATE-----{sep}")
+        };
+        for sep in ["\n", "\r\n"] {
+            let pem = block(sep, lines.join(sep));
+            assert_eq!(pem_certificates(pem.as_bytes()).unwrap(), vec![der.clone()]);
+            // Two blocks, in order.
+            let two = format!("{pem}{}", block(sep, lines.join(sep)));
+            assert_eq!(pem_certificates(two.as_bytes()).unwrap().len(), 2);
+        }
+        // Indented lines and whitespace inside a line are read too.
+        let loose = block(
+            "\n",
+            format!("  {}\t\n {} ", lines[0], lines[1..].join(" \n")),
+        );
+        assert_eq!(pem_certificates(loose.as_bytes()).unwrap(), vec![der]);
+        let bad = block("\n", "not*base64".into());
+        let err = pem_certificates(bad.as_bytes()).unwrap_err();
+        assert!(err.contains("not base64"), "{err}");
+        let open = "-----BEGIN CERTIFICATE-----\nAAAA\n";
+        assert!(
+            pem_certificates(open.as_bytes())
+                .unwrap_err()
+                .contains("no '-----END")
         );
     }
 }

@@ -8,10 +8,10 @@
 //! key → QE report → PCK certificate → root) and reports the TCB status as
 //! [`TcbStatus::Unknown`]: it never guesses that a platform is up to date.
 //!
-//! Successful appraisals with collateral are cached by content hash: a later quote from the same
+//! Successful appraisals with collateral are cached by content: a later quote from the same
 //! platform, QE and enclave (differing only in report_data, as when a server renews its RA-TLS
-//! certificate) costs one ECDSA verification and a hash, as long as the verification time lies
-//! inside the window in which every piece of collateral is valid.
+//! certificate) costs one ECDSA verification and a byte comparison, as long as the verification
+//! time lies inside the window in which every piece of collateral is valid.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use ring::digest::{Context, SHA256};
 use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use rustls_pki_types::{CertificateDer, UnixTime};
+use std::hash::{Hash, Hasher};
 use x509_parser::prelude::*;
 
 use super::collateral::Collateral;
@@ -32,7 +33,8 @@ use crate::error::VerifyError;
 /// The Intel SGX Root CA (DER), the production trust anchor for DCAP.
 pub const INTEL_SGX_ROOT_CA: &[u8] = include_bytes!("intel-sgx-root-ca.der");
 
-/// How many appraisals the warm cache keeps before it starts over.
+/// How many appraisals the warm cache keeps before it starts over. Each entry holds its quote
+/// (less report_data and signature, about 5 KiB with the PCK chain), so at most about 5 MiB.
 const CACHE_CAPACITY: usize = 1024;
 
 /// What a verified PCK chain says, read once per chain (by its exact PEM text): the platform's
@@ -44,6 +46,35 @@ struct PckChain {
     not_after: i64,
 }
 
+/// What an appraisal depends on, compared byte for byte on lookup: the collateral (by its
+/// content digest) and the quote without report_data and the quote signature, which the warm
+/// path checks afresh.
+///
+/// Not a SHA-256 of those bytes: hashing the whole quote was half of what a first verification
+/// spent beyond dcap-qvl's own work. A hit is decided by equality of the bytes themselves, so the
+/// map's hash only has to spread keys; it hashes the fixed-size part of the quote (header, body
+/// and the QE report, which already tell enclaves and platforms apart) and the length, and leaves
+/// the PCK chain's kilobytes to the comparison.
+#[derive(PartialEq, Eq)]
+struct AppraisalKey {
+    collateral: [u8; 32],
+    quote: Box<[u8]>,
+}
+
+impl AppraisalKey {
+    /// How much of the keyed bytes the map hashes: header, body and signature data up to the end
+    /// of the QE report, for every body kind (1,090 bytes with a TD 1.5 body).
+    const HASHED: usize = 1152;
+}
+
+impl Hash for AppraisalKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.collateral.hash(state);
+        self.quote.len().hash(state);
+        state.write(&self.quote[..self.quote.len().min(Self::HASHED)]);
+    }
+}
+
 struct Cached {
     appraisal: Appraisal,
     not_before: i64,
@@ -53,9 +84,9 @@ struct Cached {
 /// A DCAP quote verifier bound to one root of trust.
 pub struct IntelVerifier {
     root_der: Vec<u8>,
-    root_digest: [u8; 32],
     simulated: bool,
-    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    /// Appraisals by what they depend on. The root is not in the key: it is this verifier's.
+    cache: Mutex<HashMap<AppraisalKey, Cached>>,
     /// Signatures dcap-qvl has verified, by content (see `memo.rs`).
     sigs: Arc<SigMemo>,
     /// PCK chains already read, by their PEM text.
@@ -85,11 +116,8 @@ impl IntelVerifier {
     }
 
     fn new(root_der: Vec<u8>, simulated: bool) -> Self {
-        let mut root_digest = [0u8; 32];
-        root_digest.copy_from_slice(ring::digest::digest(&SHA256, &root_der).as_ref());
         Self {
             root_der,
-            root_digest,
             simulated,
             cache: Mutex::new(HashMap::new()),
             sigs: Arc::default(),
@@ -147,21 +175,17 @@ impl IntelVerifier {
         }
     }
 
-    fn cache_key(&self, quote: &Quote, raw: &[u8], collateral: &Collateral) -> [u8; 32] {
-        let mut ctx = Context::new(&SHA256);
-        ctx.update(b"enclave-os/dcap-appraisal/v2");
-        ctx.update(&self.root_digest);
-        ctx.update(collateral.digest());
-        // Everything in the quote but report_data and the quote signature, which the warm path
-        // checks afresh.
+    fn cache_key(quote: &Quote, raw: &[u8], collateral: &Collateral) -> AppraisalKey {
         let rd = quote.report_data_offset;
         let sig = quote.signed_len + 4;
-        ctx.update(&raw[..rd]);
-        ctx.update(&raw[rd + 64..sig]);
-        ctx.update(&raw[sig + 64..]);
-        let mut key = [0u8; 32];
-        key.copy_from_slice(ctx.finish().as_ref());
-        key
+        let mut bytes = Vec::with_capacity(raw.len().saturating_sub(128));
+        bytes.extend_from_slice(&raw[..rd]);
+        bytes.extend_from_slice(&raw[rd + 64..sig]);
+        bytes.extend_from_slice(&raw[sig + 64..]);
+        AppraisalKey {
+            collateral: *collateral.digest(),
+            quote: bytes.into_boxed_slice(),
+        }
     }
 
     fn verify_with_collateral(
@@ -171,7 +195,7 @@ impl IntelVerifier {
         collateral: &Collateral,
         at: i64,
     ) -> Result<Appraisal, VerifyError> {
-        let key = self.cache_key(quote, raw, collateral);
+        let key = Self::cache_key(quote, raw, collateral);
         if let Some(hit) = self.warm(&key, quote, raw, at)? {
             return Ok(hit);
         }
@@ -316,7 +340,7 @@ impl IntelVerifier {
     /// The warm path: same root, collateral, platform, QE and enclave as an earlier success.
     fn warm(
         &self,
-        key: &[u8; 32],
+        key: &AppraisalKey,
         quote: &Quote,
         raw: &[u8],
         at: i64,
