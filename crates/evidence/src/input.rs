@@ -41,12 +41,38 @@ pub fn evidence_bytes(contents: &[u8]) -> Result<Vec<u8>, String> {
 /// Written on the base64 crate rather than a PEM library because quotes carry their PCK chain as
 /// PEM and this sits on the verification path, where it is several times faster.
 pub fn pem_blocks(pem: &[u8], label: &str) -> Result<Vec<Vec<u8>>, String> {
+    blocks(pem, label, false)
+}
+
+/// The certificates of a chain in PEM text that holds nothing else: `CERTIFICATE` blocks and
+/// whitespace between them. What a quote carries is read by dcap-qvl too, with a parser that
+/// takes blocks of any label and skips text between them; text both read alike must leave
+/// nothing for the two to read differently (a block of another label hiding the real leaf from
+/// one of them, say).
+pub fn pem_certificate_chain(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    blocks(pem, "CERTIFICATE", true)
+}
+
+fn blocks(pem: &[u8], label: &str, exact: bool) -> Result<Vec<Vec<u8>>, String> {
     let text = std::str::from_utf8(pem).map_err(|_| "PEM is not text".to_string())?;
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
     let mut out = Vec::new();
     let mut rest = text;
+    let stray = |between: &str| {
+        let between = between.trim_ascii();
+        match between.is_empty() {
+            true => Ok(()),
+            false => Err(format!(
+                "text other than '{label}' blocks: '{}'",
+                between.chars().take(40).collect::<String>()
+            )),
+        }
+    };
     while let Some(start) = rest.find(&begin) {
+        if exact {
+            stray(&rest[..start])?;
+        }
         let body = &rest[start + begin.len()..];
         let stop = body
             .find(&end)
@@ -71,6 +97,9 @@ pub fn pem_blocks(pem: &[u8], label: &str) -> Result<Vec<Vec<u8>>, String> {
         };
         out.push(der);
         rest = &body[stop + end.len()..];
+    }
+    if exact {
+        stray(rest)?;
     }
     Ok(out)
 }

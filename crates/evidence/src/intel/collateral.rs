@@ -13,6 +13,7 @@ pub struct Collateral {
     qvl: QuoteCollateralV3,
     digest: [u8; 32],
     pce_id: String,
+    fmspc: String,
     evaluation_data_number: u32,
     dated: Vec<Dated>,
 }
@@ -100,6 +101,7 @@ impl Collateral {
         digest.copy_from_slice(ctx.finish().as_ref());
         Ok(Self {
             pce_id: tcb_info.pce_id,
+            fmspc: tcb_info.fmspc,
             evaluation_data_number: tcb_info.tcb_evaluation_data_number.min(qe_number),
             qvl,
             digest,
@@ -115,6 +117,11 @@ impl Collateral {
     /// SHA-256 over every member: the collateral's content identity.
     pub fn digest(&self) -> &[u8; 32] {
         &self.digest
+    }
+
+    /// The TCB Info's `fmspc` (hex), which dcap-qvl requires the PCK certificate's to equal.
+    pub fn fmspc(&self) -> &str {
+        &self.fmspc
     }
 
     /// The TCB Info's `pceId`.
@@ -167,6 +174,15 @@ fn digest_parts(c: &QuoteCollateralV3, ctx: &mut ring::digest::Context) {
     ] {
         ctx.update(&(part.len() as u64).to_le_bytes());
         ctx.update(part);
+    }
+    // dcap-qvl prefers this chain to the quote's own when it is present, so it is part of what
+    // an appraisal depends on; absent and empty differ.
+    match &c.pck_certificate_chain {
+        None => ctx.update(&u64::MAX.to_le_bytes()),
+        Some(chain) => {
+            ctx.update(&(chain.len() as u64).to_le_bytes());
+            ctx.update(chain.as_bytes());
+        }
     }
 }
 

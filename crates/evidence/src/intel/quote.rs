@@ -311,7 +311,7 @@ impl Certification {
         let field = "quote.signature_data.certification_data.pck_chain";
         match self {
             Certification::PckChain { pem } => {
-                let certs = crate::input::pem_certificates(pem.as_bytes())
+                let certs = crate::input::pem_certificate_chain(pem.as_bytes())
                     .map_err(|e| DecodeError::new(field, e))?;
                 if certs.is_empty() {
                     return Err(DecodeError::new(field, "holds no PEM certificate"));
@@ -541,8 +541,14 @@ fn decode_qe_certification(r: &mut Reader<'_>) -> Result<QeReportCertification, 
     let size = r.u32("pck_certification_data.size")? as usize;
     let data = r.bytes("pck_certification_data", size)?;
     let certification = if cert_type == CERT_DATA_PCK_CHAIN {
-        // Quote generators pad the PEM with NULs; the PEM itself is ASCII.
+        // Quote generators end the PEM with NULs; the PEM itself is ASCII. Nothing but NULs may
+        // follow: dcap-qvl reads past the first NUL, and must not see what this parser does not.
         let text = data.split(|b| *b == 0).next().unwrap_or_default();
+        check_padding(
+            &r.field("pck_certification_data"),
+            &data[text.len()..],
+            r.position() - size + text.len(),
+        )?;
         let pem = std::str::from_utf8(text)
             .map_err(|_| r.err("pck_certification_data", "PCK chain is not ASCII PEM text"))?;
         Certification::PckChain {

@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use ring::digest::{Context, SHA256};
 use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use rustls_pki_types::{CertificateDer, UnixTime};
-use std::hash::{Hash, Hasher};
 use x509_parser::prelude::*;
 
 use super::collateral::Collateral;
@@ -34,7 +33,8 @@ use crate::error::VerifyError;
 pub const INTEL_SGX_ROOT_CA: &[u8] = include_bytes!("intel-sgx-root-ca.der");
 
 /// How many appraisals the warm cache keeps before it starts over. Each entry holds its quote
-/// (less report_data and signature, about 5 KiB with the PCK chain), so at most about 5 MiB.
+/// (less report_data and signature: about 5 KiB with the PCK chain, at most
+/// [`MAX_CACHED_QUOTE`]), so at most 16 MiB.
 const CACHE_CAPACITY: usize = 1024;
 
 /// What a verified PCK chain says, read once per chain (by its exact PEM text): the platform's
@@ -50,30 +50,21 @@ struct PckChain {
 /// content digest) and the quote without report_data and the quote signature, which the warm
 /// path checks afresh.
 ///
-/// Not a SHA-256 of those bytes: hashing the whole quote was half of what a first verification
-/// spent beyond dcap-qvl's own work. A hit is decided by equality of the bytes themselves, so the
-/// map's hash only has to spread keys; it hashes the fixed-size part of the quote (header, body
-/// and the QE report, which already tell enclaves and platforms apart) and the length, and leaves
-/// the PCK chain's kilobytes to the comparison.
-#[derive(PartialEq, Eq)]
+/// Not a SHA-256 of those bytes: under a profiler, hashing the whole quote that way was half of
+/// what a first verification spent beyond dcap-qvl's own work. A hit is decided by equality of
+/// the bytes themselves, so the map's hash (std's SipHash, with a random key per map) only has
+/// to spread keys; it covers every byte, so that keys differing only far into the quote (in
+/// zero padding, or in the PEM's whitespace, which no signature covers) cannot be made to pile
+/// into one bucket.
+#[derive(PartialEq, Eq, Hash)]
 struct AppraisalKey {
     collateral: [u8; 32],
     quote: Box<[u8]>,
 }
 
-impl AppraisalKey {
-    /// How much of the keyed bytes the map hashes: header, body and signature data up to the end
-    /// of the QE report, for every body kind (1,090 bytes with a TD 1.5 body).
-    const HASHED: usize = 1152;
-}
-
-impl Hash for AppraisalKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.collateral.hash(state);
-        self.quote.len().hash(state);
-        state.write(&self.quote[..self.quote.len().min(Self::HASHED)]);
-    }
-}
+/// Quotes whose keyed bytes are longer than this are verified but not remembered: a genuine one
+/// is about 5 KiB, and a quote can be made longer, without changing what it says, by padding.
+const MAX_CACHED_QUOTE: usize = 16 * 1024;
 
 struct Cached {
     appraisal: Appraisal,
@@ -220,10 +211,19 @@ impl IntelVerifier {
             }
         };
         // dcap-qvl verified the PCK chain; read what it certifies, and the window it is valid in.
-        let pck = self.pck_chain(quote)?;
+        let pck = self.pck_chain(quote, collateral)?;
         let (not_before, not_after) = collateral.window();
         let (not_before, not_after) =
             (not_before.max(pck.not_before), not_after.min(pck.not_after));
+        // dcap-qvl matched its leaf's FMSPC to the TCB Info's; these facts were read by another
+        // parser, so they must say the same (they come from the same certificate).
+        let fmspc = hex::encode(pck.fmspc);
+        if !fmspc.eq_ignore_ascii_case(collateral.fmspc()) {
+            return Err(VerifyError::Collateral(format!(
+                "the PCK certificate's FMSPC {fmspc} does not match the TCB Info's fmspc {}",
+                collateral.fmspc()
+            )));
+        }
         let pce_id = hex::encode(&pck.pce_id);
         if !pce_id.eq_ignore_ascii_case(collateral.pce_id()) {
             return Err(VerifyError::Collateral(format!(
@@ -243,7 +243,9 @@ impl IntelVerifier {
         {
             *tcb_evaluation_data_number = Some(collateral.evaluation_data_number());
         }
-        if let Ok(mut cache) = self.cache.lock() {
+        if key.quote.len() <= MAX_CACHED_QUOTE
+            && let Ok(mut cache) = self.cache.lock()
+        {
             if cache.len() >= CACHE_CAPACITY {
                 cache.clear();
             }
@@ -259,31 +261,40 @@ impl IntelVerifier {
         Ok(appraisal)
     }
 
-    /// The facts of the quote's PCK chain, read on its first sighting. They are a function of
-    /// the chain's bytes only; whether the chain is trusted at the verification time is decided
-    /// by dcap-qvl on every quote, before this is consulted.
-    fn pck_chain(&self, quote: &Quote) -> Result<Arc<PckChain>, VerifyError> {
-        let pem = match &quote.signature.qe.certification {
-            Certification::PckChain { pem } => Some(pem),
-            Certification::Other { .. } => None,
+    /// The facts of the PCK chain dcap-qvl verified (the collateral's when it carries one, as
+    /// dcap-qvl prefers it, else the quote's), read on its first sighting. They are a function
+    /// of the chain's bytes only; whether the chain is trusted at the verification time is
+    /// decided by dcap-qvl on every quote, before this is consulted.
+    fn pck_chain(
+        &self,
+        quote: &Quote,
+        collateral: &Collateral,
+    ) -> Result<Arc<PckChain>, VerifyError> {
+        let pem = match (
+            &collateral.qvl().pck_certificate_chain,
+            &quote.signature.qe.certification,
+        ) {
+            (Some(pem), _) | (None, Certification::PckChain { pem }) => pem,
+            (None, other) => {
+                other.pck_chain_der()?;
+                return Err(VerifyError::Chain("the quote carries no PCK chain".into()));
+            }
         };
-        if let Some(pem) = pem
-            && let Some(known) = self
-                .pck_chains
-                .lock()
-                .ok()
-                .and_then(|m| m.get(pem.as_str()).cloned())
+        if let Some(known) = self
+            .pck_chains
+            .lock()
+            .ok()
+            .and_then(|m| m.get(pem.as_str()).cloned())
         {
             return Ok(known);
         }
-        let chain = quote.signature.qe.certification.pck_chain_der()?;
+        let chain = crate::input::pem_certificate_chain(pem.as_bytes())
+            .map_err(|e| VerifyError::Chain(format!("the PCK certificate chain: {e}")))?;
         let known = match Self::pck_chain_walked(&chain) {
             Some(known) => Arc::new(known),
             None => Arc::new(Self::pck_chain_parsed(&chain)?),
         };
-        if let Some(pem) = pem
-            && let Ok(mut m) = self.pck_chains.lock()
-        {
+        if let Ok(mut m) = self.pck_chains.lock() {
             if m.len() >= CACHE_CAPACITY {
                 m.clear();
             }
