@@ -170,6 +170,7 @@ fn a_file_process_serves_by_hostname_restarts_and_runs_only_the_committed_bytes(
     });
     let w = detail(&i, "httpd");
     assert_eq!(w["process"]["restarts"], 1, "{w}");
+    assert_eq!(w["process"]["left_down"], false, "{w}");
     let last = w["process"]["last_exit"].as_str().unwrap_or_default();
     assert!(last.contains("killed by signal 9"), "{w}");
     assert_eq!(

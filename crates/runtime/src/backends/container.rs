@@ -57,6 +57,8 @@ struct State {
     id: Option<String>,
     exit: Option<String>,
     restarts: u32,
+    /// The restart policy gave up: it is not coming back (not merely between two starts).
+    left_down: bool,
 }
 
 /// What a workload's container is launched from.
@@ -444,6 +446,8 @@ async fn supervise(
                     tracing::warn!(workload = %w.name, %reason, "container did not start");
                     lock().exit = Some(format!("did not start: {reason}"));
                     if !again(&w.name, &settings.service, restarts(), &stopped, 1).await {
+                        // Out of restarts (or stopped while it paused): say it stays down.
+                        lock().left_down = !stopped.load(Ordering::Acquire);
                         return;
                     }
                     lock().restarts += 1;
@@ -506,6 +510,8 @@ async fn supervise(
         )
         .await
         {
+            // Out of restarts (or stopped while it paused): say it stays down.
+            lock().left_down = !stopped.load(Ordering::Acquire);
             return;
         }
         lock().restarts += 1;
@@ -540,6 +546,7 @@ impl Running for Container {
             "id": s.id,
             "address": s.target.map(|a| a.to_string()),
             "restarts": s.restarts,
+            "left_down": s.left_down,
             "last_exit": s.exit,
         }))
     }

@@ -388,6 +388,8 @@ struct State {
     pid: Option<u32>,
     exit: Option<String>,
     restarts: u32,
+    /// The restart policy gave up: it is not coming back (not merely between two starts).
+    left_down: bool,
 }
 
 /// A started process workload.
@@ -484,6 +486,8 @@ async fn supervise(
                     tracing::warn!(workload = %name, %reason, "process did not start");
                     lock().exit = Some(format!("did not start: {reason}"));
                     if !again(name, &spec.settings.service, restarts(), &stopped, 1).await {
+                        // Out of restarts (or stopped while it paused): say it stays down.
+                        lock().left_down = !stopped.load(Ordering::Acquire);
                         return;
                     }
                     lock().restarts += 1;
@@ -516,6 +520,8 @@ async fn supervise(
         lock().exit = Some(format!("{why}; the tail of its log:\n{tail}"));
         tracing::warn!(workload = %name, pid = launched.pid, code, "process {why}");
         if !again(name, &spec.settings.service, restarts(), &stopped, code).await {
+            // Out of restarts (or stopped while it paused): say it stays down.
+            lock().left_down = !stopped.load(Ordering::Acquire);
             return;
         }
         lock().restarts += 1;
@@ -546,6 +552,7 @@ impl Running for Process {
             "pid": s.pid,
             "address": self.addr.to_string(),
             "restarts": s.restarts,
+            "left_down": s.left_down,
             "last_exit": s.exit,
         }))
     }
