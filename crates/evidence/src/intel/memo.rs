@@ -1,11 +1,10 @@
 //! Signature verifications that dcap-qvl performs, remembered by content.
 //!
-//! dcap-qvl verifies about ten ECDSA P-256 signatures per quote, and several of them are the
-//! same verification done more than once: within one quote, a CRL's signature is checked when
-//! the CRL is parsed and again each time a certificate is checked against it, and the TCB
-//! signing certificate is verified under the root once for the TCB Info chain and once for the
-//! QE Identity chain; across quotes from one platform, everything but the quote's own signature
-//! repeats (collateral, CRLs, the PCK chain, the QE report).
+//! dcap-qvl verifies about ten ECDSA P-256 signatures per quote. Within one quote it verifies
+//! none twice (0.7 verifies the root CA CRL once for every chain, and skips the QE Identity
+//! chain when it is the TCB Info's), so on a fresh verifier this memo saves nothing; across
+//! quotes from one platform, everything but the quote's own signature repeats (collateral,
+//! CRLs, the PCK chain, the QE report), and that is what it is for.
 //!
 //! The quote's own signature is never remembered (see [`SigMemo::install`]).
 //!
