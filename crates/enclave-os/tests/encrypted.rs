@@ -216,6 +216,23 @@ fn an_image_skopeo_encrypted_to_a_vault_key_runs_and_its_plaintext_stays_in_memo
     let (_, body) = lab.curl("thief.test", "/");
     assert!(!body.contains(MARKER), "{body}");
 
+    // A decryption key named for an image that is not encrypted: refused, or the tree (and the
+    // certificate's key reference) would claim a decryption that never happened.
+    let file = workload_file(
+        &lab,
+        "plain",
+        &lab.reference("sealed-web", &t_digest),
+        Some("images"),
+    );
+    let (code, v) = lab.load(&file);
+    assert_ne!(code, 0, "{v}");
+    assert!(
+        v.to_string().contains(
+            "decryption_key names vault key 'images', and no layer of its image is encrypted"
+        ),
+        "{v}"
+    );
+
     // Nothing of the plaintext in the state directory (the store, logs, CNI state).
     let leaked = files_containing(&lab.instance.dir.join("state"), MARKER.as_bytes());
     assert!(

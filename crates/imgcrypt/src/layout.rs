@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::{
-    ImgcryptError, LayerDecryptor, Recipient, WrappedKey, annotations, encrypt_layer, is_encrypted,
-    plain_media_type, public_options, unwrap_jwe, wrapped_keys,
+    ImgcryptError, LayerAuthenticator, Recipient, WrappedKey, annotations, encrypt_layer,
+    is_encrypted, plain_media_type, public_options, unwrap_jwe, wrapped_keys,
 };
 
 /// The annotation an OCI layout's index names a tag with.
@@ -337,7 +337,12 @@ pub fn encrypt_image(
         let (ciphertext, added) = encrypt_layer(&plain, &layer.digest, recipients)?;
         drop(plain);
         let digest = write_blob(dst, &ciphertext)?;
+        // Wrapped keys or options the plain layer carried (left by some other tool) would be
+        // taken for this encryption's: only the ones just made go with it.
         let mut annotations = layer.annotations.clone().unwrap_or_default();
+        annotations.retain(|k, _| {
+            !(k.starts_with(annotations::KEYS_PREFIX) || k.as_str() == annotations::PUBOPTS)
+        });
         annotations.extend(added);
         layers.push(Descriptor {
             media_type: format!("{}{}", layer.media_type, crate::ENCRYPTED_SUFFIX),
@@ -421,7 +426,9 @@ pub fn decrypt_image(
                 reason: errors.join("; "),
             });
         };
-        let mut decryptor = LayerDecryptor::new(&layer_key, &public, &what)?;
+        let mut authenticator = LayerAuthenticator::new(&layer_key, &public, &what)?;
+        authenticator.update(&blob);
+        let mut decryptor = authenticator.verify()?;
         let mut plain_desc = layer.clone();
         plain_desc.media_type = plain_type.to_owned();
         // Only to accept skopeo's recorded tar digest (see `finish_with_diff_id`); a layer

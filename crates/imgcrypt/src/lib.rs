@@ -8,9 +8,9 @@
 //!   options (layer key, nonce, plaintext digest) wrapped per recipient, either as JWE
 //!   (`org.opencontainers.image.enc.keys.jwe`) or as Confidential Containers' annotation
 //!   packet (`…keys.provider.attestation-agent`, a KEK that is a KBS resource);
-//! - [`LayerDecryptor`]: streaming decryption whose [`LayerDecryptor::finish`] checks the HMAC
-//!   (constant time) and the plaintext digest; a caller must not use or commit anything it
-//!   decrypted before `finish` returned `Ok`;
+//! - [`LayerAuthenticator`] then [`LayerDecryptor`]: a layer in two passes, the HMAC over the
+//!   ciphertext checked (constant time) before a decryptor exists, then streaming decryption
+//!   whose [`LayerDecryptor::finish`] checks the plaintext digest;
 //! - [`encrypt_layer`] and [`layout`]: encrypting images in an OCI layout on disk;
 //! - wasm components as flattened JWE with `cty: application/wasm` ([`encrypt_component`],
 //!   [`decrypt_component`]).
@@ -114,6 +114,10 @@ fn annotation<'a>(layer: &'a Descriptor, name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// The most wrapped keys a layer's annotation may carry: each may cost an RSA decryption at
+/// every start, and the tools write one per recipient.
+pub const MAX_WRAPPED_KEYS: usize = 32;
+
 fn entries(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|e| !e.is_empty())
 }
@@ -156,6 +160,15 @@ pub fn wrapped_keys(layer: &Descriptor, what: &str) -> Result<Vec<WrappedKey>, I
                 })?;
             keys.push(WrappedKey::AttestationAgent(packet));
         }
+    }
+    if keys.len() > MAX_WRAPPED_KEYS {
+        return Err(ImgcryptError::Malformed {
+            what: what.to_owned(),
+            reason: format!(
+                "{} wrapped keys; at most {MAX_WRAPPED_KEYS} are read",
+                keys.len()
+            ),
+        });
     }
     if !keys.is_empty() {
         return Ok(keys);
@@ -441,21 +454,21 @@ pub fn unwrap_packet(
 
 type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
 
-/// Streaming decryption of one encrypted layer. Feed the ciphertext in order to
-/// [`decrypt`](Self::decrypt); [`finish`](Self::finish) checks the HMAC over the ciphertext (in
-/// constant time) and that the plaintext hashes to the key's digest. Nothing decrypted may be
-/// used or committed before `finish` returned `Ok`: until then it is attacker-chosen bytes.
-pub struct LayerDecryptor {
+/// The first of a layer's two passes: its HMAC over the ciphertext, fed in order to
+/// [`update`](Self::update). [`verify`](Self::verify) compares it (in constant time) with the
+/// public options' and only then hands out the [`LayerDecryptor`]: nothing of a layer can be
+/// decrypted before its ciphertext is known to be the one encrypted with its key, so no
+/// attacker-chosen bytes ever reach a decompressor, an unpacker or a store.
+pub struct LayerAuthenticator {
     cipher: Aes256Ctr,
     hmac: ring::hmac::Context,
     expected_hmac: Vec<u8>,
-    plain: ring::digest::Context,
     expected_digest: Digest,
     what: String,
 }
 
-impl LayerDecryptor {
-    /// A decryptor for the layer `what` with its key and public options.
+impl LayerAuthenticator {
+    /// The authenticator for the layer `what` with its key and public options.
     pub fn new(key: &LayerKey, public: &PublicOptions, what: &str) -> Result<Self, ImgcryptError> {
         if public.cipher != CIPHER_AES_256_CTR_HMAC_SHA256 {
             return Err(ImgcryptError::Unsupported {
@@ -476,20 +489,55 @@ impl LayerDecryptor {
                 key.symkey.as_ref(),
             )),
             expected_hmac: public.hmac.clone(),
-            plain: ring::digest::Context::new(&ring::digest::SHA256),
             expected_digest: key.digest,
             what: what.to_owned(),
         })
     }
 
+    /// The next chunk of ciphertext.
+    pub fn update(&mut self, ciphertext: &[u8]) {
+        self.hmac.update(ciphertext);
+    }
+
+    /// Checks the HMAC over all the ciphertext fed; the decryptor for that same ciphertext.
+    pub fn verify(self) -> Result<LayerDecryptor, ImgcryptError> {
+        use subtle::ConstantTimeEq;
+        let tag = self.hmac.sign();
+        if !bool::from(tag.as_ref().ct_eq(&self.expected_hmac)) {
+            return Err(ImgcryptError::Tampered {
+                what: self.what,
+                reason: "the HMAC over the ciphertext does not match: the encrypted layer was modified or its key is not the one it was encrypted with".into(),
+            });
+        }
+        Ok(LayerDecryptor {
+            cipher: self.cipher,
+            plain: ring::digest::Context::new(&ring::digest::SHA256),
+            expected_digest: self.expected_digest,
+            what: self.what,
+        })
+    }
+}
+
+/// The second pass: decryption of a layer whose ciphertext [`LayerAuthenticator::verify`]
+/// authenticated. Feed that same ciphertext, in order, to [`decrypt`](Self::decrypt);
+/// [`finish`](Self::finish) checks that the plaintext hashes to the digest the layer's key
+/// names. The caller must decrypt exactly the bytes it authenticated (keep them where it
+/// alone can change them between the passes).
+pub struct LayerDecryptor {
+    cipher: Aes256Ctr,
+    plain: ring::digest::Context,
+    expected_digest: Digest,
+    what: String,
+}
+
+impl LayerDecryptor {
     /// Decrypts the next chunk of ciphertext in place.
     pub fn decrypt(&mut self, chunk: &mut [u8]) {
-        self.hmac.update(chunk);
         self.cipher.apply_keystream(chunk);
         self.plain.update(chunk);
     }
 
-    /// Checks the HMAC, then the plaintext digest; returns the plaintext digest.
+    /// Checks the plaintext digest; returns it.
     pub fn finish(self) -> Result<Digest, ImgcryptError> {
         self.check(None)
     }
@@ -504,14 +552,6 @@ impl LayerDecryptor {
     }
 
     fn check(self, diff_id: Option<&Digest>) -> Result<Digest, ImgcryptError> {
-        use subtle::ConstantTimeEq;
-        let tag = self.hmac.sign();
-        if !bool::from(tag.as_ref().ct_eq(&self.expected_hmac)) {
-            return Err(ImgcryptError::Tampered {
-                what: self.what,
-                reason: "the HMAC over the ciphertext does not match: the encrypted layer was modified or its key is not the one it was encrypted with".into(),
-            });
-        }
         let mut actual = [0u8; 32];
         actual.copy_from_slice(self.plain.finish().as_ref());
         let actual: Digest = format!("sha256:{}", hex_lower(&actual))

@@ -10,7 +10,8 @@ use std::process::Command;
 
 use enclave_imgcrypt::layout::{decrypt_image, encrypt_image};
 use enclave_imgcrypt::{
-    ImgcryptError, LayerDecryptor, Recipient, WrappedKey, public_options, unwrap_jwe, wrapped_keys,
+    ImgcryptError, LayerAuthenticator, Recipient, WrappedKey, public_options, unwrap_jwe,
+    wrapped_keys,
 };
 use enclave_oci::{Descriptor, Digest};
 use enclave_vault::RecipientKey;
@@ -448,7 +449,9 @@ fn tampered_layer_refused() {
 
             // untouched: opens
             let mut good = bytes.clone();
-            let mut d = LayerDecryptor::new(&key, &public, &what).unwrap();
+            let mut a = LayerAuthenticator::new(&key, &public, &what).unwrap();
+            a.update(&good);
+            let mut d = a.verify().unwrap();
             d.decrypt(&mut good);
             let mut plain_desc = desc.clone();
             plain_desc.media_type = desc.media_type.trim_end_matches("+encrypted").to_owned();
@@ -466,11 +469,13 @@ fn tampered_layer_refused() {
             let mut bad = bytes.clone();
             let at = bad.len() / 2;
             bad[at] ^= 0x40;
-            let mut d = LayerDecryptor::new(&key, &public, &what).unwrap();
-            for chunk in bad.chunks_mut(7) {
-                d.decrypt(chunk);
+            let mut a = LayerAuthenticator::new(&key, &public, &what).unwrap();
+            for chunk in bad.chunks(7) {
+                a.update(chunk);
             }
-            let err = d.finish().unwrap_err();
+            let Err(err) = a.verify() else {
+                panic!("{}: a modified layer authenticated", dir.display())
+            };
             assert!(
                 matches!(err, ImgcryptError::Tampered { .. }),
                 "{}: {err}",

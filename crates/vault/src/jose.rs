@@ -38,6 +38,8 @@ pub const ENC_A256GCM: &str = "A256GCM";
 pub const MIN_RSA_BITS: usize = 2048;
 /// The largest RSA modulus accepted (bounds the work an attester can make us do).
 pub const MAX_RSA_BITS: usize = 8192;
+/// The most recipients a general JWE may name.
+pub const MAX_RECIPIENTS: usize = 32;
 
 /// Why a JWK or a JWE was refused or could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -760,6 +762,14 @@ pub fn decrypt_json(
                     "both `recipients` and a flattened `header`".into(),
                 ));
             }
+            // Each recipient costs a header merge and perhaps an RSA decryption: a JWE for a
+            // few keys is what the tools write, thousands is an attempt to burn CPU.
+            if list.len() > MAX_RECIPIENTS {
+                return Err(JoseError::InvalidJwe(format!(
+                    "{} recipients; at most {MAX_RECIPIENTS} are read",
+                    list.len()
+                )));
+            }
             for (i, r) in list.iter().enumerate() {
                 let Value::Object(r) = r else {
                     return Err(JoseError::InvalidJwe(format!(
@@ -1086,6 +1096,31 @@ mod tests {
         let z = p256::ecdh::diffie_hellman(bob.to_nonzero_scalar(), alice.as_affine());
         let key = concat_kdf(z.raw_secret_bytes(), "A128GCM", b"Alice", b"Bob", 128);
         assert_eq!(URL_SAFE_NO_PAD.encode(&*key), "VqqN6vgjbSBcIijNcacQGg");
+    }
+
+    /// A general JWE naming more recipients than anyone writes is refused before any is tried.
+    #[test]
+    fn too_many_recipients_are_refused_before_any_is_tried() {
+        let secret = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
+        let recipients: Vec<Value> = (0..=MAX_RECIPIENTS)
+            .map(|_| serde_json::json!({"header": {"alg": "RSA-OAEP"}, "encrypted_key": "AA"}))
+            .collect();
+        let jwe = serde_json::json!({
+            "protected": URL_SAFE_NO_PAD.encode(br#"{"enc":"A256GCM"}"#),
+            "recipients": recipients,
+            "iv": URL_SAFE_NO_PAD.encode([0u8; 12]),
+            "ciphertext": "",
+            "tag": URL_SAFE_NO_PAD.encode([0u8; 16]),
+        });
+        let err =
+            decrypt_json(&RecipientKey::EcP256(&secret), jwe.to_string().as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "{} recipients; at most {MAX_RECIPIENTS}",
+                MAX_RECIPIENTS + 1
+            )),
+            "{err}"
+        );
     }
 
     /// RFC 7638 §3.1's example RSA key and thumbprint.

@@ -270,18 +270,22 @@ impl Host {
     ) -> Result<App, WasmError> {
         let mut digest = [0u8; 32];
         digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, code).as_ref());
-        self.load_as(name, code, digest, env, args, limits)
+        self.load_as(name, code, digest, digest, env, args, limits)
     }
 
-    /// Compile the component `code` for the app `name`, known by `identity`: the SHA-256 of
-    /// the code as the operator supplied it. For a component supplied encrypted, that is the
-    /// ciphertext's (what the tree commits and policies name), while `code` is what it
-    /// decrypted to; the code cache keys its (encrypted) entry by `identity` too.
+    /// Compile the component `code` (whose SHA-256 is `code_sha256`) for the app `name`, known
+    /// by `identity`: the SHA-256 of the code as the operator supplied it. For a component
+    /// supplied encrypted, that is the ciphertext's (what the tree commits and policies name),
+    /// while `code` is what it decrypted to. The code cache keys its (encrypted) entry by
+    /// `code_sha256`, what was compiled: a JWE can open to different plaintexts under two
+    /// keys (AES-GCM does not commit to its key), and each must get its own compilation.
+    #[allow(clippy::too_many_arguments)]
     pub fn load_as(
         &self,
         name: &str,
         code: &[u8],
         identity: [u8; 32],
+        code_sha256: [u8; 32],
         env: Vec<(String, String)>,
         args: Vec<String>,
         limits: Limits,
@@ -290,9 +294,8 @@ impl Host {
             name: name.to_string(),
             reason,
         };
-        let digest = identity;
         let compiled = match &self.shared.cache {
-            Some(cache) => cache.component(&self.engine, code, &digest),
+            Some(cache) => cache.component(&self.engine, code, &code_sha256),
             None => Component::new(&self.engine, code).map(|c| (c, Compiled::Fresh)),
         };
         let (component, compiled) = compiled.map_err(|e| {
@@ -315,7 +318,7 @@ impl Host {
             env,
             args,
             limits,
-            code_sha256: digest,
+            code_sha256: identity,
         })
     }
 }

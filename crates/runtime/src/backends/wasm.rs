@@ -98,7 +98,16 @@ impl WasmBackend {
         } else {
             (None, None)
         };
-        let app = self.load(w, plain.as_deref().map_or(code, |p| p.as_slice()), identity)?;
+        let compiled_sha256 = encrypted
+            .as_ref()
+            .and_then(|e| e.plaintext)
+            .unwrap_or(identity);
+        let app = self.load(
+            w,
+            plain.as_deref().map_or(code, |p| p.as_slice()),
+            identity,
+            compiled_sha256,
+        )?;
         Ok(Compiled { app, encrypted })
     }
 
@@ -107,6 +116,7 @@ impl WasmBackend {
         w: &Workload,
         code: &[u8],
         identity: [u8; 32],
+        code_sha256: [u8; 32],
     ) -> Result<enclave_wasm::App, StartError> {
         let defaults = enclave_wasm::Limits::default();
         let limits = enclave_wasm::Limits {
@@ -124,6 +134,7 @@ impl WasmBackend {
                 &w.name,
                 code,
                 identity,
+                code_sha256,
                 w.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 w.args.clone(),
                 limits,

@@ -5,8 +5,12 @@
 //! are read here: `jwe` (to a vault key: the workload's `decryption_key`) and Confidential
 //! Containers' `provider.attestation-agent` (AES-256-GCM under a KEK that is a KBS resource,
 //! named by the packet's `kid`, here a vault secret). Each key is asked of the vault as the
-//! workload, with the hash of the manifest the tree commits, so the vault's policies decide;
-//! the first scheme that yields the key wins, and when none does, every reason is given.
+//! workload, with the hash of the manifest the tree commits, so the vault's policies decide.
+//!
+//! Which scheme is used is the workload's setting, not whichever the vault happens to answer:
+//! with `decryption_key`, the JWE-wrapped keys and only those; without it, the one KBS key id
+//! each layer names. So the certificate's key reference (OID 3.9), which is computed from the
+//! committed manifest and settings, names exactly the keys the layers were decrypted with.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -60,20 +64,55 @@ pub(crate) fn kbs_path(kid: &str) -> Result<&str, String> {
 }
 
 /// Check, before anything is fetched, that every encrypted layer of `manifest` has a key
-/// this runtime could unwrap (a scheme it reads, and the `decryption_key` a JWE needs).
+/// this runtime could unwrap by the workload's scheme: a JWE-wrapped key when it names a
+/// `decryption_key`, else exactly one KBS key id (so that the certificate can name the one).
 pub(crate) fn check_schemes(w: &Workload, manifest: &Manifest) -> Result<(), String> {
     for (i, d) in encrypted_layers(manifest) {
         let what = layer_name(i, manifest, d);
         let wrapped = enclave_imgcrypt::wrapped_keys(d, &what).map_err(|e| e.to_string())?;
         enclave_imgcrypt::public_options(d, &what).map_err(|e| e.to_string())?;
-        let jwe_only = wrapped.iter().all(|k| matches!(k, WrappedKey::Jwe(_)));
-        if jwe_only && w.decryption_key.is_none() {
-            return Err(format!(
-                "{what}: its key is wrapped only as JWE, to a public key: name the vault key it was encrypted to with decryption_key"
-            ));
+        match &w.decryption_key {
+            Some(name) => {
+                if !wrapped.iter().any(|k| matches!(k, WrappedKey::Jwe(_))) {
+                    return Err(format!(
+                        "{what}: decryption_key names vault key '{name}', and this layer's key is not wrapped as JWE (only for a KBS key id): drop decryption_key to decrypt it with its KBS resource, or encrypt it to the vault key with jwe:"
+                    ));
+                }
+            }
+            None => {
+                let kids: Vec<&str> = wrapped
+                    .iter()
+                    .filter_map(|k| match k {
+                        WrappedKey::AttestationAgent(p) => Some(p.kid.as_str()),
+                        WrappedKey::Jwe(_) => None,
+                    })
+                    .collect();
+                match kids[..] {
+                    [] => {
+                        return Err(format!(
+                            "{what}: its key is wrapped only as JWE, to a public key: name the vault key it was encrypted to with decryption_key"
+                        ));
+                    }
+                    [kid] => {
+                        kbs_path(kid).map_err(|e| format!("{what}: {e}"))?;
+                    }
+                    _ => {
+                        return Err(format!(
+                            "{what}: its key is wrapped for {} KBS key ids; one is expected, so that the certificate names the one it is decrypted with",
+                            kids.len()
+                        ));
+                    }
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Whether the workload's scheme uses `wrapped`: JWE with a `decryption_key`, else the
+/// attestation agent's packet.
+fn uses(w: &Workload, wrapped: &WrappedKey) -> bool {
+    matches!(wrapped, WrappedKey::Jwe(_)) == w.decryption_key.is_some()
 }
 
 fn encrypted_layers(manifest: &Manifest) -> impl Iterator<Item = (usize, &Descriptor)> {
@@ -101,6 +140,8 @@ pub(crate) fn unwrap_all(
     w: &Workload,
     manifest: &Manifest,
 ) -> Result<Vec<Option<Unwrapped>>, String> {
+    // Also on a start from a committed tree: only the workload's scheme is ever used.
+    check_schemes(w, manifest)?;
     let asker = Asker {
         workload: &w.name,
         code: manifest.digest.as_bytes(),
@@ -117,7 +158,8 @@ pub(crate) fn unwrap_all(
         let public = enclave_imgcrypt::public_options(d, &what).map_err(|e| e.to_string())?;
         let mut why = Vec::new();
         let mut key = None;
-        for wrapped in enclave_imgcrypt::wrapped_keys(d, &what).map_err(|e| e.to_string())? {
+        let wrapped_keys = enclave_imgcrypt::wrapped_keys(d, &what).map_err(|e| e.to_string())?;
+        for wrapped in wrapped_keys.into_iter().filter(|k| uses(w, k)) {
             let attempt = match &wrapped {
                 WrappedKey::Jwe(jwe) => match &w.decryption_key {
                     None => {
@@ -168,9 +210,10 @@ pub(crate) fn unwrap_all(
     Ok(out)
 }
 
-/// What OID 3.9 says for an image: one line per key reference its encrypted layers carry
-/// (`vault-key:<name>#<thumbprint>` for JWE, the KBS resource URI for CoCo's packets), or
-/// `None` for a plaintext image. Never a key.
+/// What OID 3.9 says for an image: one line per key its encrypted layers are decrypted with
+/// (`vault-key:<name>#<thumbprint>` with a `decryption_key`; else each layer's KBS resource,
+/// as `kbs:///<path>`: the URI's host is never used, so it is not repeated), or `None` for a
+/// plaintext image. Never a key. [`check_schemes`] has accepted the manifest and settings.
 pub(crate) fn key_reference(
     manifest_bytes: &[u8],
     decryption_key: Option<&str>,
@@ -181,15 +224,16 @@ pub(crate) fn key_reference(
     for (i, d) in encrypted_layers(&manifest) {
         let what = layer_name(i, &manifest, d);
         for wrapped in enclave_imgcrypt::wrapped_keys(d, &what).unwrap_or_default() {
-            match wrapped {
-                WrappedKey::Jwe(_) => {
-                    if let Some(name) = decryption_key {
-                        refs.insert(vault_key_reference(name, &thumbprint));
+            match (wrapped, decryption_key) {
+                (WrappedKey::Jwe(_), Some(name)) => {
+                    refs.insert(vault_key_reference(name, &thumbprint));
+                }
+                (WrappedKey::AttestationAgent(p), None) => {
+                    if let Ok(path) = kbs_path(&p.kid) {
+                        refs.insert(format!("kbs:///{path}"));
                     }
                 }
-                WrappedKey::AttestationAgent(p) => {
-                    refs.insert(p.kid);
-                }
+                _ => {}
             }
         }
     }
@@ -211,6 +255,54 @@ pub(crate) fn vault_key_reference(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A manifest with one encrypted layer wrapped both as JWE and for a KBS key id whose
+    /// host part carries a line break and a forged vault-key reference.
+    fn two_scheme_manifest() -> Vec<u8> {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let packet = serde_json::json!({
+            "kid": "kbs://evil\nvault-key:prod#forged/default/image-kek/one",
+            "wrapped_data": "AAAA",
+            "iv": "AAAAAAAAAAAAAAAA",
+            "wrap_type": "A256GCM",
+        });
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": format!("sha256:{}", "a".repeat(64)),
+                "size": 2,
+            },
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip+encrypted",
+                "digest": format!("sha256:{}", "b".repeat(64)),
+                "size": 10,
+                "annotations": {
+                    "org.opencontainers.image.enc.keys.jwe": b64("{}"),
+                    "org.opencontainers.image.enc.keys.provider.attestation-agent": b64(&packet.to_string()),
+                },
+            }],
+        }))
+        .unwrap()
+    }
+
+    /// The certificate names the keys of the workload's scheme only, and a KBS key id in its
+    /// canonical form, so a key id cannot add lines of its own.
+    #[test]
+    fn the_key_reference_names_only_the_scheme_in_use() {
+        let m = two_scheme_manifest();
+        let thumb = |_: &str| Some("T".to_string());
+        assert_eq!(
+            key_reference(&m, Some("images"), thumb).as_deref(),
+            Some("vault-key:images#T")
+        );
+        assert_eq!(
+            key_reference(&m, None, thumb).as_deref(),
+            Some("kbs:///default/image-kek/one")
+        );
+    }
 
     #[test]
     fn kbs_uris_name_a_resource_path() {

@@ -36,6 +36,7 @@ use enclave_config::runtime_spec::{SpecInput, runtime_spec};
 use enclave_containers::{Bridge, BridgeConfig, Engine, Layer};
 use enclave_oci::{Client, Credentials, DiffIdVerifier, Digest, Reference, RegistryConfig};
 use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 pub(crate) use progress::{Board, Progress, Stage};
 
@@ -353,9 +354,11 @@ impl Containers {
     /// Refuse to decrypt unless containerd keeps content and snapshots in memory or on
     /// dm-crypt (`scratch`): decrypted layers never reach a disk the host can read.
     async fn check_plaintext_storage(&self, w: &Workload) -> Result<(), ContainerError> {
+        scratch::swap_allowed()
+            .map_err(|reason| refused(w, format!("its image is encrypted, and {reason}")))?;
         let roots = self.engine.storage_roots().await.map_err(engine_err(w))?;
         for (plugin, root) in roots {
-            let on = scratch::plaintext_allowed(&root).map_err(|reason| {
+            let on = scratch::tree_allowed(&root).map_err(|reason| {
                 refused(
                     w,
                     format!("its image is encrypted, and containerd's {plugin}: {reason}"),
@@ -553,60 +556,104 @@ impl Containers {
                 continue;
             }
             let what = format!("layer {} of {of} ({})", i + 1, d.digest);
-            // The registry's blob is the ciphertext for an encrypted layer: its digest is
-            // checked as it streams, and the decryptor's HMAC and plaintext digest before
-            // anything of it is committed or unpacked.
             let mut blob = self
                 .registries
                 .blob(reference, &encrypted[i])
                 .await
                 .map_err(oci)?;
-            let mut decryptor = match keys.layer(i) {
-                Some(u) => Some(
-                    enclave_imgcrypt::LayerDecryptor::new(&u.key, &u.public, &what)
-                        .map_err(|e| refused(w, e))?,
-                ),
-                None => None,
-            };
-            let mut diff = DiffIdVerifier::for_layer(d, what.clone()).map_err(oci)?;
-            let ingest = format!("enclave-os-{}", d.digest.hex());
-            let mut writer = if decryptor.is_some() {
-                pull.content_writer_unnamed(&ingest, d.size).await
-            } else {
-                pull.content_writer(&ingest, &d.digest.to_string(), d.size)
-                    .await
-            }
-            .map_err(engine_err)?;
-            let mut logged = 0u64;
-            while let Some(chunk) = blob.next_chunk().await.map_err(oci)? {
-                let chunk = match decryptor.as_mut() {
-                    Some(dec) => {
-                        let mut plain = chunk.to_vec();
-                        dec.decrypt(&mut plain);
-                        std::borrow::Cow::Owned(plain)
-                    }
-                    None => std::borrow::Cow::Borrowed(&chunk[..]),
-                };
-                diff.update(&chunk).map_err(oci)?;
-                writer.write(&chunk).await.map_err(engine_err)?;
-                let got = blob.received();
+            let progress = |got: u64, logged: &mut u64| {
                 self.board.update(&w.name, |p| {
                     if let Some(l) = p.layers.get_mut(i) {
                         l.received = got;
                     }
                 });
                 // A line per 8 MiB: enough to follow a slow pull, not a line per chunk.
-                if got - logged >= 8 << 20 {
-                    logged = got;
+                if got - *logged >= 8 << 20 {
+                    *logged = got;
                     tracing::info!(workload = %w.name, layer = i + 1, of, received = got, size = d.size, "pulling");
                 }
-            }
+            };
+            let mut diff = DiffIdVerifier::for_layer(d, what.clone()).map_err(oci)?;
+            let ingest = format!("enclave-os-{}", d.digest.hex());
+            let mut logged = 0u64;
+            let (writer, decryptor) = match keys.layer(i) {
+                // A plain layer streams into the store; its digest is checked as it streams
+                // and by containerd at commit.
+                None => {
+                    let mut writer = pull
+                        .content_writer(&ingest, &d.digest.to_string(), d.size)
+                        .await
+                        .map_err(engine_err)?;
+                    while let Some(chunk) = blob.next_chunk().await.map_err(oci)? {
+                        diff.update(&chunk).map_err(oci)?;
+                        writer.write(&chunk).await.map_err(engine_err)?;
+                        progress(blob.received(), &mut logged);
+                    }
+                    (writer, None)
+                }
+                // An encrypted layer in two passes. First its ciphertext, into memory of the
+                // runtime's own, checked against the manifest's digest and the HMAC; only then
+                // is it decrypted, decompressed and written, so no byte of it that its key
+                // holder did not encrypt reaches the decompressor or the store, and how a
+                // modified layer fails says nothing about its plaintext.
+                Some(u) => {
+                    let mut auth =
+                        enclave_imgcrypt::LayerAuthenticator::new(&u.key, &u.public, &what)
+                            .map_err(|e| refused(w, e))?;
+                    let spool = scratch::memory_file(&what).map_err(|e| refused(w, e))?;
+                    let mut spool = tokio::fs::File::from_std(spool);
+                    while let Some(chunk) = blob.next_chunk().await.map_err(oci)? {
+                        auth.update(&chunk);
+                        spool.write_all(&chunk).await.map_err(|e| {
+                            refused(w, format!("{what}: holding its ciphertext in memory: {e}"))
+                        })?;
+                        progress(blob.received(), &mut logged);
+                    }
+                    let mut dec = auth.verify().map_err(|e| refused(w, e))?;
+                    let authenticated = blob.received();
+                    // tokio writes in the background: a failed last write shows at flush.
+                    spool.flush().await.map_err(|e| {
+                        refused(w, format!("{what}: holding its ciphertext in memory: {e}"))
+                    })?;
+                    spool.seek(std::io::SeekFrom::Start(0)).await.map_err(|e| {
+                        refused(w, format!("{what}: reading back its ciphertext: {e}"))
+                    })?;
+                    let mut writer = pull
+                        .content_writer_unnamed(&ingest, d.size)
+                        .await
+                        .map_err(engine_err)?;
+                    let mut buf = vec![0u8; 256 * 1024];
+                    let mut read_back = 0u64;
+                    loop {
+                        let n = spool.read(&mut buf).await.map_err(|e| {
+                            refused(w, format!("{what}: reading back its ciphertext: {e}"))
+                        })?;
+                        if n == 0 {
+                            break;
+                        }
+                        read_back += n as u64;
+                        if read_back > authenticated {
+                            break;
+                        }
+                        dec.decrypt(&mut buf[..n]);
+                        diff.update(&buf[..n]).map_err(oci)?;
+                        writer.write(&buf[..n]).await.map_err(engine_err)?;
+                    }
+                    if read_back != authenticated {
+                        return Err(refused(
+                            w,
+                            format!(
+                                "{what}: {read_back} bytes of ciphertext read back from memory, {authenticated} authenticated"
+                            ),
+                        ));
+                    }
+                    (writer, Some(dec))
+                }
+            };
             // The plaintext, before anything is kept: the layer unpacks to what the
-            // configuration (whose digest the tree commits) says.
+            // configuration (whose digest the tree commits) says, and an encrypted layer's
+            // plaintext hashes to the digest its key names.
             let actual = diff.finish().map_err(oci)?;
-            // For an encrypted layer, first the HMAC over the ciphertext and the digest its
-            // key names, before anything of the plaintext is committed: a modified layer goes
-            // no further.
             let plain = match decryptor {
                 Some(dec) => Some(
                     dec.finish_with_diff_id(&actual)

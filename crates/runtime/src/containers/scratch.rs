@@ -41,16 +41,135 @@ pub(crate) fn plaintext_allowed(dir: &Path) -> Result<&'static str, String> {
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .dev();
     let (major, minor) = (libc::major(dev), libc::minor(dev));
-    // A device-mapper device says what target it is in its uuid: `CRYPT-…` for dm-crypt.
-    let uuid = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/dm/uuid"))
-        .unwrap_or_default();
-    if uuid.starts_with("CRYPT-") {
+    if is_dm_crypt(major, minor) {
         return Ok("dm-crypt");
     }
     Err(format!(
         "{} is on a filesystem of type {magic:#x} on device {major}:{minor}, neither memory (tmpfs) nor dm-crypt: decrypted layers would reach a disk the host can read (put containerd's root on a tmpfs, or on dm-crypt keyed inside the TEE)",
         dir.display()
     ))
+}
+
+/// How deep under a root the walk of [`tree_allowed`] looks (containerd's content store keeps
+/// `blobs/sha256/<digest>` and `ingest/<ref>`, the overlay snapshotter `snapshots/<id>/fs`),
+/// and how many directories it checks at most before it refuses to go on.
+const TREE_DEPTH: usize = 3;
+const TREE_DIRECTORIES: usize = 20_000;
+
+/// [`plaintext_allowed`] for `root` and every directory under it to [`TREE_DEPTH`] levels
+/// (symlinks followed, as containerd would): a subdirectory bind-mounted or linked onto a disk
+/// is refused as the root would be.
+pub(crate) fn tree_allowed(root: &Path) -> Result<&'static str, String> {
+    let on = plaintext_allowed(root)?;
+    let mut stack = vec![(root.to_path_buf(), 0usize)];
+    let mut seen = 0usize;
+    while let Some((dir, depth)) = stack.pop() {
+        if depth >= TREE_DEPTH {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            // Follows a symlink: where the bytes would really go.
+            if !std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            seen += 1;
+            if seen > TREE_DIRECTORIES {
+                return Err(format!(
+                    "{}: more than {TREE_DIRECTORIES} directories to check",
+                    root.display()
+                ));
+            }
+            plaintext_allowed(&path)?;
+            if !e.file_type().is_ok_and(|t| t.is_symlink()) {
+                stack.push((path, depth + 1));
+            }
+        }
+    }
+    Ok(on)
+}
+
+/// Refuse while swap is on anything but memory (zram) or dm-crypt: tmpfs pages, decrypted
+/// layers among them, can be written out to it.
+pub(crate) fn swap_allowed() -> Result<(), String> {
+    let swaps = match std::fs::read_to_string("/proc/swaps") {
+        Ok(s) => s,
+        // No swap support in the kernel: nothing can be swapped out.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("/proc/swaps: {e}")),
+    };
+    for line in swaps.lines().skip(1) {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        // A name with a space (escaped as \040 there) does not resolve, and is refused.
+        let path = Path::new(name);
+        // zram keeps pages in memory, unless it writes them back to a backing device.
+        if let Some(dev) = name.strip_prefix("/dev/zram")
+            && !dev.is_empty()
+            && dev.bytes().all(|b| b.is_ascii_digit())
+        {
+            let backing = std::fs::read_to_string(format!("/sys/block/zram{dev}/backing_dev"))
+                .unwrap_or_else(|_| "none".into());
+            if backing.trim() == "none" {
+                continue;
+            }
+        }
+        let crypt = std::fs::metadata(path).ok().is_some_and(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            let rdev = if m.file_type().is_block_device() {
+                m.rdev()
+            } else {
+                m.dev()
+            };
+            is_dm_crypt(libc::major(rdev), libc::minor(rdev))
+        });
+        if !crypt {
+            return Err(format!(
+                "swap is on at {name}, neither zram nor dm-crypt: memory holding decrypted layers could be written to a disk the host can read (swapoff, or put swap on dm-crypt)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether block device `major:minor` is a dm-crypt mapping that encrypts: cryptsetup names
+/// its devices' device-mapper uuids `CRYPT-<type>-…`, and INTEGRITY and VERITY mappings carry
+/// that prefix without encrypting anything.
+fn is_dm_crypt(major: u32, minor: u32) -> bool {
+    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/dm/uuid")).is_ok_and(|u| {
+        [
+            "CRYPT-LUKS1-",
+            "CRYPT-LUKS2-",
+            "CRYPT-PLAIN-",
+            "CRYPT-TCRYPT-",
+            "CRYPT-BITLK-",
+        ]
+        .iter()
+        .any(|p| u.starts_with(p))
+    })
+}
+
+/// An anonymous file in memory (memfd) for the ciphertext of a layer between its two passes
+/// (authenticated, then decrypted): it has no path another process could open or replace it
+/// by, and its pages are the runtime's memory, not a disk the host writes to between the
+/// passes.
+#[allow(unsafe_code)] // memfd_create(2): std has no anonymous memory file
+pub(crate) fn memory_file(what: &str) -> Result<std::fs::File, String> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a NUL-terminated static name and a flag; the call returns a new descriptor or -1.
+    let fd = unsafe { libc::memfd_create(c"enclave-os-layer".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!(
+            "{what}: an in-memory file to hold its ciphertext: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: `fd` is a descriptor just created and owned by nothing else.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
@@ -71,5 +190,23 @@ mod tests {
         }
         let e = plaintext_allowed(Path::new("/no/such/dir")).unwrap_err();
         assert!(e.starts_with("/no/such/dir: cannot tell"), "{e}");
+    }
+
+    /// A root in memory with a subdirectory that is a link to a disk is refused, naming it.
+    #[test]
+    fn a_link_under_a_memory_root_onto_a_disk_is_refused() {
+        let disk = std::env::current_dir().unwrap();
+        if !Path::new("/dev/shm").is_dir() || plaintext_allowed(&disk).is_ok() {
+            return; // no tmpfs, or no disk to point at, on this machine
+        }
+        let root = tempfile::tempdir_in("/dev/shm").unwrap();
+        std::fs::create_dir_all(root.path().join("blobs/sha256")).unwrap();
+        assert_eq!(tree_allowed(root.path()).unwrap(), "tmpfs");
+        std::os::unix::fs::symlink(&disk, root.path().join("ingest")).unwrap();
+        let e = tree_allowed(root.path()).unwrap_err();
+        assert!(
+            e.contains("ingest") && e.contains("neither memory (tmpfs) nor dm-crypt"),
+            "{e}"
+        );
     }
 }
