@@ -56,20 +56,27 @@ pub(crate) fn plaintext_allowed(dir: &Path) -> Result<&'static str, String> {
 const TREE_DEPTH: usize = 3;
 const TREE_DIRECTORIES: usize = 20_000;
 
-/// [`plaintext_allowed`] for `root` and every directory under it to [`TREE_DEPTH`] levels
+/// [`plaintext_allowed`] for `root`, for every mount below it at any depth (from
+/// `/proc/self/mountinfo`), and for every directory under it to [`TREE_DEPTH`] levels
 /// (symlinks followed, as containerd would): a subdirectory bind-mounted or linked onto a disk
 /// is refused as the root would be.
 pub(crate) fn tree_allowed(root: &Path) -> Result<&'static str, String> {
     let on = plaintext_allowed(root)?;
+    let real = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
+    for mount in mounts_below(&mountinfo, &real) {
+        plaintext_allowed(&mount)?;
+    }
     let mut stack = vec![(root.to_path_buf(), 0usize)];
     let mut seen = 0usize;
     while let Some((dir, depth)) = stack.pop() {
         if depth >= TREE_DEPTH {
             continue;
         }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
+        // Unreadable is not the same as empty: what cannot be looked at is refused.
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: cannot look inside: {e}", dir.display()))?;
         for e in entries.flatten() {
             let path = e.path();
             // Follows a symlink: where the bytes would really go.
@@ -90,6 +97,42 @@ pub(crate) fn tree_allowed(root: &Path) -> Result<&'static str, String> {
         }
     }
     Ok(on)
+}
+
+/// The mount points strictly below `root` in `mountinfo` (the kernel's format: the fifth
+/// field, with space, tab, newline and backslash escaped as octal).
+fn mounts_below(mountinfo: &str, root: &Path) -> Vec<std::path::PathBuf> {
+    let unescape = |s: &str| {
+        let mut out = Vec::with_capacity(s.len());
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            let octal = b.get(i + 1..i + 4).and_then(|d| {
+                std::str::from_utf8(d)
+                    .ok()
+                    .and_then(|d| u8::from_str_radix(d, 8).ok())
+            });
+            match (b[i], octal) {
+                (b'\\', Some(c)) => {
+                    out.push(c);
+                    i += 4;
+                }
+                (c, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        std::path::PathBuf::from(
+            <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out),
+        )
+    };
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape)
+        .filter(|m| m != root && m.starts_with(root))
+        .collect()
 }
 
 /// Refuse while swap is on anything but memory (zram) or dm-crypt: tmpfs pages, decrypted
@@ -190,6 +233,18 @@ mod tests {
         }
         let e = plaintext_allowed(Path::new("/no/such/dir")).unwrap_err();
         assert!(e.starts_with("/no/such/dir: cannot tell"), "{e}");
+    }
+
+    #[test]
+    fn mounts_below_a_root_are_found_at_any_depth_and_unescaped() {
+        let info = "22 1 0:21 / / rw - ext4 /dev/vda1 rw\n\
+            30 22 0:40 / /var/lib/containerd rw - tmpfs tmpfs rw\n\
+            31 30 252:0 / /var/lib/containerd/a/b/c/d\\040e rw - ext4 /dev/vda1 rw\n\
+            32 22 252:0 / /var/lib/containerd-other rw - ext4 /dev/vda1 rw\n";
+        assert_eq!(
+            mounts_below(info, Path::new("/var/lib/containerd")),
+            vec![std::path::PathBuf::from("/var/lib/containerd/a/b/c/d e")]
+        );
     }
 
     /// A root in memory with a subdirectory that is a link to a disk is refused, naming it.
