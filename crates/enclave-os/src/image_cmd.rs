@@ -125,13 +125,23 @@ fn parse_recipient(spec: &str) -> Result<Recipient, String> {
         let kid = kid.ok_or_else(|| {
             format!("recipient '{spec}': keyid=kbs:///<repo>/<type>/<tag> is missing")
         })?;
-        let path = kid
+        // What the runtime will accept: an authority of host characters (it is not used)
+        // and three segments of vault names; anything else would only fail at load.
+        let (host, path) = kid
             .strip_prefix("kbs://")
             .and_then(|rest| rest.split_once('/'))
-            .map(|(_, path)| path);
-        if path.is_none_or(|p| p.split('/').count() != 3 || p.split('/').any(str::is_empty)) {
+            .unwrap_or(("", ""));
+        let host_ok = host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+        let path_ok = path.split('/').count() == 3
+            && path
+                .split('/')
+                .all(|p| enclave_config::vault::check_name(p).is_ok());
+        if !kid.starts_with("kbs://") || !host_ok || !path_ok {
             return Err(format!(
-                "recipient '{spec}': keyid '{kid}' is not kbs:///<repository>/<type>/<tag>"
+                "recipient '{spec}': keyid '{}' is not kbs:///<repository>/<type>/<tag> (each part letters, digits, '.', '_' or '-')",
+                kid.escape_debug()
             ));
         }
         let keypath = keypath

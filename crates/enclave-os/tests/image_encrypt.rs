@@ -175,6 +175,14 @@ fn bad_recipients_and_inputs_are_refused_by_name() {
             ),
             "is not kbs:///<repository>/<type>/<tag>",
         ),
+        (
+            // A line break and another reference in the host: never written into an image.
+            format!(
+                "provider:attestation-agent:keyid=kbs://evil\nvault-key:prod#x/a/b/c::keypath={}",
+                short.display()
+            ),
+            "is not kbs:///<repository>/<type>/<tag>",
+        ),
         ("provider:other:x".to_owned(), "only attestation-agent"),
         ("nonsense".to_owned(), "expected jwe:"),
     ];
