@@ -155,8 +155,14 @@ pub(crate) fn swap_allowed() -> Result<(), String> {
             && !dev.is_empty()
             && dev.bytes().all(|b| b.is_ascii_digit())
         {
-            let backing = std::fs::read_to_string(format!("/sys/block/zram{dev}/backing_dev"))
-                .unwrap_or_else(|_| "none".into());
+            // A kernel without writeback has no such file; one that cannot be read is not
+            // taken for "none".
+            let backing = match std::fs::read_to_string(format!("/sys/block/zram{dev}/backing_dev"))
+            {
+                Ok(s) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => "none".into(),
+                Err(e) => e.to_string(),
+            };
             if backing.trim() == "none" {
                 continue;
             }
