@@ -428,7 +428,9 @@ fn upstream_failures_answer_502_503_504_with_a_reason() {
             "{body}"
         );
 
-        // A head over max_header_bytes is refused before the service sees it.
+        // A head over max_header_bytes is refused before the service sees it. (The client's
+        // connection task may not have taken back the connection after the last body yet.)
+        h1.ready().await.unwrap();
         let r = h1
             .send_request(
                 Request::get("/headers")
