@@ -48,11 +48,19 @@ const FORWARDING: [&str; 4] = [
     "x-forwarded-proto",
     "x-forwarded-host",
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Remove the hop-by-hop headers of `headers`: the fixed ones and those its `Connection`
 /// header names, except the caller headers: a client naming them in `Connection` would
 /// otherwise have the proxy delete what the front verified and wrote.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over their few names costs less than a lookup of
+    // each hop-by-hop name. `Connection` is one of them, so no name it lists is missed.
+    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -113,33 +121,66 @@ pub fn upgrade_to(headers: &HeaderMap) -> Option<HeaderValue> {
         .cloned()
 }
 
-/// Replace the forwarding headers with what the front saw: the client's address, HTTPS, and
-/// the host it asked for.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&str>) {
-    for h in FORWARDING {
-        headers.remove(h);
-    }
-    let ip = peer.ip().to_string();
-    // RFC 7239, 6: an IPv6 node is bracketed and the whole value quoted.
-    let node = match peer {
-        SocketAddr::V4(_) => ip.clone(),
-        SocketAddr::V6(_) => format!("\"[{ip}]\""),
-    };
-    let mut forwarded = format!("for={node};proto=https");
-    if let Some(h) = host.filter(|h| is_token_host(h)) {
-        forwarded.push_str(";host=");
-        forwarded.push_str(h);
-        if let Ok(v) = HeaderValue::from_str(h) {
-            headers.insert("x-forwarded-host", v);
+/// The forwarding headers of one client connection: what the front saw (the client's
+/// address, HTTPS, the name it asked for), made once per connection and written into each of
+/// its requests, replacing whatever the client sent.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    forwarded: Option<HeaderValue>,
+    for_ip: Option<HeaderValue>,
+    /// The name the request was routed by, as the service's `Host` (any valid header value).
+    host: Option<HeaderValue>,
+    /// Whether that name is a plain host (it then also goes into `Forwarded` and
+    /// `X-Forwarded-Host`).
+    token_host: bool,
+}
+
+impl Forwarding {
+    /// The headers for a client at `peer` that asked for `host`.
+    pub fn new(peer: SocketAddr, host: &str) -> Self {
+        let ip = peer.ip().to_string();
+        // RFC 7239, 6: an IPv6 node is bracketed and the whole value quoted.
+        let node = match peer {
+            SocketAddr::V4(_) => ip.clone(),
+            SocketAddr::V6(_) => format!("\"[{ip}]\""),
+        };
+        let mut forwarded = format!("for={node};proto=https");
+        let token_host = is_token_host(host);
+        if token_host {
+            forwarded.push_str(";host=");
+            forwarded.push_str(host);
+        }
+        Self {
+            forwarded: HeaderValue::from_str(&forwarded).ok(),
+            for_ip: HeaderValue::from_str(&ip).ok(),
+            host: HeaderValue::from_str(host).ok(),
+            token_host,
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
-        headers.insert(header::FORWARDED, v);
+
+    /// The name asked for, as a `Host` value (`None`: it is not a valid header value).
+    pub fn host(&self) -> Option<&HeaderValue> {
+        self.host.as_ref()
     }
-    if let Ok(v) = HeaderValue::from_str(&ip) {
-        headers.insert("x-forwarded-for", v);
+
+    /// Replace the forwarding headers of `headers` with these.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        if headers.keys().any(|n| FORWARDING.contains(&n.as_str())) {
+            for h in FORWARDING {
+                headers.remove(h);
+            }
+        }
+        if let Some(h) = self.host.as_ref().filter(|_| self.token_host) {
+            headers.insert(X_FORWARDED_HOST, h.clone());
+        }
+        if let Some(v) = &self.forwarded {
+            headers.insert(header::FORWARDED, v.clone());
+        }
+        if let Some(v) = &self.for_ip {
+            headers.insert(X_FORWARDED_FOR, v.clone());
+        }
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
 }
 
 /// Whether `h` can stand unquoted in `Forwarded` (a host, optionally with a port): the front
@@ -173,7 +214,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
         h.insert(header::FORWARDED, "for=6.6.6.6".parse().unwrap());
-        set_forwarded(&mut h, "10.0.0.7:4000".parse().unwrap(), Some("app.test"));
+        Forwarding::new("10.0.0.7:4000".parse().unwrap(), "app.test").apply(&mut h);
         assert_eq!(h["x-forwarded-for"], "10.0.0.7");
         assert_eq!(
             h[header::FORWARDED],
@@ -181,7 +222,7 @@ mod tests {
         );
         assert_eq!(h["x-forwarded-host"], "app.test");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
-        set_forwarded(&mut h, "[::1]:9".parse().unwrap(), Some("a b"));
+        Forwarding::new("[::1]:9".parse().unwrap(), "a b").apply(&mut h);
         assert_eq!(h[header::FORWARDED], "for=\"[::1]\";proto=https");
         assert!(!h.contains_key("x-forwarded-host"));
     }

@@ -21,6 +21,7 @@
 
 mod body;
 pub mod headers;
+pub mod pool_slot;
 mod splice;
 mod upstream;
 

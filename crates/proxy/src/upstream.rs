@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use crate::body::BodyStalled;
-use crate::headers;
+use crate::headers::{self, Forwarding};
 use crate::splice::{SpliceEnd, splice};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -176,11 +176,21 @@ impl Drop for InflightGuard {
 pub struct Upstream {
     workload: String,
     settings: ProxySettings,
-    target: RwLock<Option<SocketAddr>>,
-    client: Client,
+    target: RwLock<Option<Target>>,
+    /// How pooled clients are made: lazily, one per [`pool_slot`](crate::pool_slot).
+    make: (hyper_util::client::legacy::Builder, HttpConnector),
+    clients: Box<[OnceLock<Client>]>,
     phase: watch::Sender<Phase>,
     inflight: Arc<Inflight>,
     connections: Arc<AtomicUsize>,
+}
+
+/// Where the service listens, and that address as a request URI's authority (made once, not
+/// for every request).
+#[derive(Clone)]
+struct Target {
+    addr: SocketAddr,
+    authority: hyper::http::uri::Authority,
 }
 
 /// One client connection held by a workload, counted against `proxy.max_connections` until
@@ -221,7 +231,10 @@ impl Upstream {
             .http2_only(settings.protocol == UpstreamProtocol::H2c);
         Self {
             workload: workload.to_string(),
-            client: builder.build(http),
+            make: (builder, http),
+            clients: (0..=crate::pool_slot::MAX_THREADS)
+                .map(|_| OnceLock::new())
+                .collect(),
             settings,
             target: RwLock::new(None),
             phase: watch::Sender::new(Phase::Serving),
@@ -244,6 +257,15 @@ impl Upstream {
         }
     }
 
+    /// The pooled client of the current thread's slot.
+    fn client(&self) -> &Client {
+        let slot = crate::pool_slot::current().min(self.clients.len() - 1);
+        self.clients[slot].get_or_init(|| {
+            let (builder, http) = &self.make;
+            builder.build(http.clone())
+        })
+    }
+
     /// What the service speaks.
     pub fn protocol(&self) -> UpstreamProtocol {
         self.settings.protocol
@@ -256,12 +278,22 @@ impl Upstream {
 
     /// Where the service listens now (`None`: not running).
     pub fn target(&self) -> Option<SocketAddr> {
-        *self.target.read().unwrap_or_else(|p| p.into_inner())
+        self.target
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|t| t.addr)
     }
 
     /// The service now listens at `addr` (`None`: it stopped).
     pub fn set_target(&self, addr: Option<SocketAddr>) {
-        *self.target.write().unwrap_or_else(|p| p.into_inner()) = addr;
+        // A socket address always makes an authority; should it ever not, the service is
+        // unreachable rather than reached at a guess.
+        let target = addr.and_then(|addr| {
+            let authority = addr.to_string().parse().ok()?;
+            Some(Target { addr, authority })
+        });
+        *self.target.write().unwrap_or_else(|p| p.into_inner()) = target;
     }
 
     /// Requests and splices in flight.
@@ -312,25 +344,24 @@ impl Upstream {
         Duration::from_secs(u64::from(self.settings.idle_timeout_secs()))
     }
 
-    fn running(&self) -> Result<SocketAddr, ProxyError> {
-        self.target().ok_or_else(|| ProxyError::NotRunning {
-            workload: self.workload.clone(),
-        })
+    fn running(&self) -> Result<Target, ProxyError> {
+        self.target
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| ProxyError::NotRunning {
+                workload: self.workload.clone(),
+            })
     }
 
-    /// Forward `req`, which came from `peer` for the workload's name `host` (the one it was
-    /// routed by), and answer with the service's response or the reason it could not be had.
-    pub async fn forward<B>(
-        &self,
-        req: Request<B>,
-        peer: SocketAddr,
-        host: &str,
-    ) -> Response<ProxyBody>
+    /// Forward `req`, which came on a connection whose client and name `forwarding`
+    /// describes, and answer with the service's response or the reason it could not be had.
+    pub async fn forward<B>(&self, req: Request<B>, forwarding: &Forwarding) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        match self.try_forward(req, peer, host).await {
+        match self.try_forward(req, forwarding).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(workload = %self.workload, error = %e, "proxy");
@@ -342,8 +373,7 @@ impl Upstream {
     async fn try_forward<B>(
         &self,
         mut req: Request<B>,
-        peer: SocketAddr,
-        host: &str,
+        forwarding: &Forwarding,
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -383,18 +413,17 @@ impl Upstream {
                 });
             }
         };
-        parts.uri = hyper::Uri::builder()
-            .scheme("http")
-            .authority(target.to_string())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| ProxyError::Unsupported {
-                workload: self.workload.clone(),
-                reason: format!("the request target: {e}"),
-            })?;
+        let mut uri = hyper::http::uri::Parts::default();
+        uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
+        uri.authority = Some(target.authority.clone());
+        uri.path_and_query = Some(path);
+        parts.uri = hyper::Uri::from_parts(uri).map_err(|e| ProxyError::Unsupported {
+            workload: self.workload.clone(),
+            reason: format!("the request target: {e}"),
+        })?;
         parts.extensions = Default::default();
         headers::strip_hop_by_hop(&mut parts.headers);
-        headers::set_forwarded(&mut parts.headers, peer, Some(host));
+        forwarding.apply(&mut parts.headers);
         match protocol {
             UpstreamProtocol::H2c => {
                 parts.version = Version::HTTP_2;
@@ -410,8 +439,8 @@ impl Upstream {
                 parts.version = Version::HTTP_11;
                 // The name the request was routed by, whatever the client wrote in Host or
                 // :authority.
-                if let Ok(v) = HeaderValue::from_str(host) {
-                    parts.headers.insert(header::HOST, v);
+                if let Some(v) = forwarding.host() {
+                    parts.headers.insert(header::HOST, v.clone());
                 }
                 if let Some(u) = &upgrade {
                     parts.headers.insert(header::UPGRADE, u.clone());
@@ -423,7 +452,7 @@ impl Upstream {
         }
         let body = body.map_err(Into::into).boxed_unsync();
         let secs = self.settings.response_timeout_secs();
-        let call = self.client.request(Request::from_parts(parts, body));
+        let call = self.client().request(Request::from_parts(parts, body));
         let mut resp = match tokio::time::timeout(Duration::from_secs(u64::from(secs)), call).await
         {
             Err(_) => {
@@ -435,7 +464,7 @@ impl Upstream {
             Ok(Err(e)) if e.is_connect() => {
                 return Err(ProxyError::Connect {
                     workload: self.workload.clone(),
-                    addr: target,
+                    addr: target.addr,
                     reason: chain(&e),
                 });
             }
@@ -512,7 +541,7 @@ impl Upstream {
         C: AsyncRead + AsyncWrite + Unpin,
     {
         let _guard = self.enter()?;
-        let target = self.running()?;
+        let target = self.running()?.addr;
         let ms = self.settings.connect_timeout_ms();
         let connect = tokio::net::TcpStream::connect(target);
         let service =

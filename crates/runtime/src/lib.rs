@@ -14,7 +14,7 @@
 //! |---|---|---|---|
 //! | `control` | the published `Snapshot` (tree, workloads, their handlers and certificates) behind `arc-swap`, and its one writer, a thread fed by a channel | `backends`, the store, the CA | sockets, HTTP |
 //! | `backends` | the `Backend` trait and one implementation per kind (`wasm`, `container`, `process`; a kind nothing runs answers 503 with the reason), the supervision and upstream forwarding containers and processes share | `enclave-wasm`, `enclave-containers` | the listener, routing, the store |
-//! | `front` | listeners, admission, TLS through `LazyConfigAcceptor` (challenge leaves on the blocking pool, bounded), routing by SNI/Host with one load of the snapshot, ingress gates (`gate`) and caller headers (`caller`), HTTP/2 and HTTP/1.1 by ALPN, TCP splicing, hyper with timers, stalled writers | `control` (reads only), the handlers and routers it is given | the store, the API's routes |
+//! | `front` | the connection threads (`workers`: one single-threaded runtime per CPU, each accepting and serving its own connections), listeners, admission, TLS through `LazyConfigAcceptor` (challenge leaves on the blocking pool, bounded), routing by SNI/Host with one load of the snapshot, ingress gates (`gate`) and caller headers (`caller`), HTTP/2 and HTTP/1.1 by ALPN, TCP splicing, hyper with timers, stalled writers | `control` (reads only), the handlers and routers it is given | the store, the API's routes |
 //! | `api` | the management and `/.well-known/enclave-os/` routers; authentication as a layer per scope group (`auth`) | `control` (snapshot reads, change submission), the store for the operator's data | the listener |
 //! | `witness` | the witness's router (counters for other instances) and the counter client | the store | the listener |
 //! | `sdk` | what a wasm app reaches: its sealed namespaces, evidence, certificate declarations (a change submitted to `control`) | the store, the TEE, `control` | the listener, other apps' data |
@@ -114,6 +114,9 @@ pub enum RuntimeError {
     /// Moving sealed state to a new build failed.
     #[error("migration: {0}")]
     Migration(String),
+    /// The threads client connections run on could not be started.
+    #[error("cannot start the connection threads: {0}")]
+    Threads(std::io::Error),
     /// The listener failed.
     #[error("listener {addr}: {reason}")]
     Listen {
@@ -192,6 +195,8 @@ pub struct Runtime {
     jwks_refresh: Option<auth::JwksRefresh>,
     /// The workloads' ingress gates (`[workload.ingress]`).
     gates: Arc<front::gate::Gates>,
+    /// The WebAssembly host (its guests are moved off the connection threads when serving).
+    wasm: enclave_wasm::Host,
     listen: Vec<SocketAddr>,
     /// The root clients pass as `--root`.
     pub ca_root: PathBuf,
@@ -510,7 +515,7 @@ impl Runtime {
         })
         .map_err(|e| RuntimeError::Engine(e.to_string()))?;
         let mut kinds: Vec<Box<dyn backends::Backend>> = vec![Box::new(
-            backends::WasmBackend::new(host, code_keys.clone()),
+            backends::WasmBackend::new(host.clone(), code_keys.clone()),
         )];
         if let Some(engine) = &containers {
             kinds.push(Box::new(backends::ContainerBackend::new(engine.clone())));
@@ -612,6 +617,7 @@ impl Runtime {
             metrics,
             jwks_refresh,
             gates,
+            wasm: host,
             listen,
             ca_root,
             state_dir,
@@ -797,12 +803,43 @@ impl Runtime {
         }
         all.extend(witness);
 
-        // One accept loop per listener; connections are tasks of one set, so shutdown finds
-        // them all.
+        // Each connection thread accepts on every listener and serves what it accepted
+        // (`front::workers`); connections are tasks of one set, so shutdown finds them all.
         let connections = Arc::new(tokio::sync::Mutex::new(tokio::task::JoinSet::new()));
+        // As many connection threads as CPUs, like nginx's `worker_processes auto`.
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let workers =
+            Arc::new(front::workers::Workers::start(threads).map_err(RuntimeError::Threads)?);
+        tracing::debug!(threads = workers.len(), "connection threads started");
+        // Guests compute between epoch ticks: on this runtime's scheduler, not on a
+        // connection thread, where every connection of the thread would wait with them.
+        self.wasm.run_guests_on(tokio::runtime::Handle::current());
         let mut accepting = tokio::task::JoinSet::new();
         for l in all {
-            accepting.spawn(accept_loop(l, self.metrics.clone(), connections.clone()));
+            let addr = l
+                .tcp
+                .local_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string());
+            let tcp = l
+                .tcp
+                .into_std()
+                .map_err(|e| listen_err(&addr, e.to_string()))?;
+            for (me, thread) in workers.handles().iter().enumerate() {
+                let copy = tcp
+                    .try_clone()
+                    .map_err(|e| listen_err(&addr, e.to_string()))?;
+                let l = Listener {
+                    tcp: copy,
+                    handshakes: l.handshakes.clone(),
+                    site: l.site.clone(),
+                    admission: l.admission.clone(),
+                };
+                let on = (workers.clone(), me);
+                accepting.spawn_on(
+                    accept_loop(l, self.metrics.clone(), connections.clone(), on),
+                    thread,
+                );
+            }
         }
         shutdown.await;
         accepting.abort_all();
@@ -813,17 +850,23 @@ impl Runtime {
         // Idle keep-alive connections close now; those with requests in flight once they
         // are answered.
         drain.send_replace(true);
+        let draining_since = std::time::Instant::now();
         let mut tasks = std::mem::take(&mut *connections.lock().await);
         let _ =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        drop(tasks);
+        // What the connections left on the blocking pools (a store write) may finish within
+        // what remains of the grace, and at least a second.
+        let left = grace.saturating_sub(draining_since.elapsed());
+        workers.stop(left.max(Duration::from_secs(1))).await;
         self.control.shutdown().await;
         Ok(())
     }
 }
 
 /// One listener with what its connections need.
-struct Listener {
-    tcp: tokio::net::TcpListener,
+struct Listener<T = tokio::net::TcpListener> {
+    tcp: T,
     handshakes: Arc<front::Handshakes>,
     site: Arc<front::Site>,
     admission: Arc<front::admission::Admission>,
@@ -831,12 +874,22 @@ struct Listener {
 
 /// Accept connections on `l` until aborted, each a task in `connections`.
 async fn accept_loop(
-    l: Listener,
+    l: Listener<std::net::TcpListener>,
     metrics: Arc<metrics::Metrics>,
     connections: Arc<tokio::sync::Mutex<tokio::task::JoinSet<()>>>,
+    (workers, me): (Arc<front::workers::Workers>, usize),
 ) {
+    // Registered with the reactor of the thread this runs on: the connections it accepts are
+    // watched, and served, there.
+    let tcp = match tokio::net::TcpListener::from_std(l.tcp) {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::error!(error = %e, "a connection thread cannot accept on a listener");
+            return;
+        }
+    };
     loop {
-        let (tcp, from) = match l.tcp.accept().await {
+        let (tcp, from) = match tcp.accept().await {
             Ok(accepted) => accepted,
             // Out of descriptors, most often: give connections in flight a moment to close
             // rather than spin on the error.
@@ -850,12 +903,36 @@ async fn accept_loop(
             continue;
         };
         let (handshakes, site) = (l.handshakes.clone(), l.site.clone());
+        let placed = workers.place(me);
         let mut set = connections.lock().await;
         // Finished connections are reaped here, so the set holds only live ones.
         while set.try_join_next().is_some() {}
-        set.spawn(async move {
-            front::connection(handshakes, tcp, site).await;
-            drop(permit);
-        });
+        if placed.thread() == me {
+            set.spawn(async move {
+                front::connection(handshakes, tcp, site).await;
+                drop((permit, placed));
+            });
+            continue;
+        }
+        // Another thread's: taken out of this thread's reactor here, registered with that
+        // thread's there.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepted connection dropped");
+                continue;
+            }
+        };
+        let thread = &workers.handles()[placed.thread()];
+        set.spawn_on(
+            async move {
+                match tokio::net::TcpStream::from_std(tcp) {
+                    Ok(tcp) => front::connection(handshakes, tcp, site).await,
+                    Err(e) => tracing::warn!(error = %e, "accepted connection dropped"),
+                }
+                drop((permit, placed));
+            },
+            thread,
+        );
     }
 }

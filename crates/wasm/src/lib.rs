@@ -151,6 +151,9 @@ struct Shared {
     /// One permit per instance slot.
     slots: Arc<tokio::sync::Semaphore>,
     max_instances: NonZeroU32,
+    /// Where guests run, when not on the runtime their requests arrive on
+    /// ([`Host::run_guests_on`]).
+    guests: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Host {
@@ -255,8 +258,18 @@ impl Host {
                 key_lock: Arc::default(),
                 slots: Arc::new(tokio::sync::Semaphore::new(slots as usize)),
                 max_instances: options.max_instances,
+                guests: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Run every app's guests on `runtime` from now on, whichever runtime their requests
+    /// arrive on (the first call decides). A guest computing between epoch ticks holds the
+    /// thread it runs on: on a multi-threaded runtime the others pick up what waits, while on
+    /// a single-threaded one (the front's connection threads) every connection of that thread
+    /// would wait with it, its I/O polled only between the guest's slices.
+    pub fn run_guests_on(&self, runtime: tokio::runtime::Handle) {
+        let _ = self.shared.guests.set(runtime);
     }
 
     /// Compile `code` (a component's bytes, as supplied) for the app `name`.
@@ -445,7 +458,7 @@ impl App {
         };
         let pre = self.pre.clone();
         let running = Running { store, _slot: slot };
-        let task = tokio::spawn(async move {
+        let guest = async move {
             // Bound whole, so that the slot is held for as long as the instance runs (its body
             // included), not only until the response head. The epoch callback stops a guest
             // that computes past the deadline; this stops one that waits past it, on a client
@@ -463,7 +476,11 @@ impl App {
                 Ok(result) => result,
                 Err(_) => Err(wasmtime::Error::msg(DEADLINE_PASSED)),
             }
-        });
+        };
+        let task = match self.shared.guests.get() {
+            Some(runtime) => runtime.spawn(guest),
+            None => tokio::spawn(guest),
+        };
         let timeout = self.limits.timeout;
         match tokio::time::timeout_at(deadline.into(), receiver).await {
             Ok(Ok(Ok(response))) => Ok(response),

@@ -61,6 +61,9 @@ pub(crate) struct Connection {
     pub peer: std::net::SocketAddr,
     /// The TLS server name the client sent (what a proxied service is told as its host).
     pub server_name: Option<Arc<str>>,
+    /// The forwarding headers a proxied service is sent (made when the connection is for a
+    /// workload behind the proxy).
+    pub forwarding: Option<Arc<enclave_proxy::headers::Forwarding>>,
 }
 
 /// A JSON error with its reason.

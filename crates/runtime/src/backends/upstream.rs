@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use enclave_config::file::Workload;
 use enclave_proxy::Upstream;
+use enclave_proxy::headers::Forwarding;
 
 use super::Handler;
 use crate::api::Connection;
@@ -27,18 +28,24 @@ pub(crate) fn host(w: &Workload) -> String {
 /// `Forwarded`, is the one its connection came from, and the host the service is told is the
 /// name the connection was made for (its SNI: the front serves these workloads by SNI only).
 pub(crate) fn handler(upstream: Arc<Upstream>, name: String) -> Handler {
+    let name: Arc<str> = Arc::from(name);
     Handler::new(tower::service_fn(move |req: super::Request| {
         let upstream = upstream.clone();
-        let name = name.clone();
+        // The front made them for the connection; a request without them (none reaches here
+        // today) is described from what it carries.
+        let forwarding = match req.extensions().get::<Connection>() {
+            Some(Connection {
+                forwarding: Some(f),
+                ..
+            }) => f.clone(),
+            other => {
+                let peer = other.map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |c| c.peer);
+                let host = other.and_then(|c| c.server_name.clone());
+                Arc::new(Forwarding::new(peer, host.as_deref().unwrap_or(&name)))
+            }
+        };
         async move {
-            let (peer, host) = req
-                .extensions()
-                .get::<Connection>()
-                .map_or((SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), None), |c| {
-                    (c.peer, c.server_name.clone())
-                });
-            let host = host.as_deref().unwrap_or(name.as_str());
-            let response = upstream.forward(req, peer, host).await;
+            let response = upstream.forward(req, &forwarding).await;
             Ok(response.map(axum::body::Body::new))
         }
     }))

@@ -29,6 +29,7 @@ pub(crate) mod caller;
 pub(crate) mod gate;
 mod idle;
 mod stall;
+pub(crate) mod workers;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -443,13 +444,6 @@ pub(crate) async fn connection(
         }
     };
     let session = tls.get_ref().1;
-    // The exporter of this very connection: what channel-bound evidence binds.
-    let conn = Connection {
-        exporter: enclave_ratls::channel::exporter(session).ok(),
-        presented: chosen.presented(session).cloned().map(Arc::new),
-        peer: remote,
-        server_name: session.server_name().map(|n| Arc::from(hostname(n))),
-    };
     let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
     let sni: Option<Arc<str>> = session.server_name().map(Arc::from);
     // The client's chain, when a gate asked for one: judged at the first request it matters to.
@@ -466,6 +460,22 @@ pub(crate) async fn connection(
     });
     let bound = binding.as_ref().and_then(|b| b.workload.clone());
     let upstream = bound.as_ref().and_then(|w| w.running.upstream());
+    let server_name: Option<Arc<str>> = session.server_name().map(|n| Arc::from(hostname(n)));
+    // The exporter of this very connection: what channel-bound evidence binds.
+    let conn = Connection {
+        exporter: enclave_ratls::channel::exporter(session).ok(),
+        presented: chosen.presented(session).cloned().map(Arc::new),
+        peer: remote,
+        // Made once for all the connection's requests; only workloads behind the proxy are
+        // sent them, and only on connections made for their name (SNI).
+        forwarding: match (&upstream, &server_name) {
+            (Some(_), Some(name)) => Some(Arc::new(enclave_proxy::headers::Forwarding::new(
+                remote, name,
+            ))),
+            _ => None,
+        },
+        server_name,
+    };
     // A workload behind the proxy counts the connections its name holds.
     let _slot = match upstream.as_ref().map(|u| u.admit()) {
         Some(Err(why)) => {
@@ -514,7 +524,8 @@ pub(crate) async fn connection(
         let sni = sni.clone();
         let conn = conn.clone();
         let binding = binding.clone();
-        let busy = activity.busy();
+        // Only HTTP/2 connections are closed for idleness by this count (`idle`).
+        let busy = h2.then(|| activity.busy());
         let peer = peer.clone();
         async move {
             let _busy = busy;
@@ -524,15 +535,14 @@ pub(crate) async fn connection(
             // SNI; one load of the snapshot.
             let routed = match (&site.control, reserved) {
                 (Some(control), false) => {
-                    let name = sni.as_deref().map(str::to_string).or_else(|| {
+                    let name = sni.as_deref().or_else(|| {
                         req.headers()
                             .get(hyper::header::HOST)
                             .and_then(|h| h.to_str().ok())
                             .or_else(|| req.uri().authority().map(|a| a.as_str()))
-                            .map(str::to_string)
                     });
                     let now = control.snapshot();
-                    name.and_then(|n| now.route(hostname(&n)).cloned())
+                    name.and_then(|n| now.route(hostname(n)).cloned())
                         .map(|entry| (entry, now.generation))
                 }
                 _ => None,
