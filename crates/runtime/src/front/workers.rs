@@ -19,10 +19,14 @@
 //! apart than that for long.
 //!
 //! What this gives up: a connection cannot be stolen by an idle thread while its own is busy
-//! with another. So nothing that computes for long runs on these threads: challenge issuance
-//! and the store's writes go to each thread's blocking pool, the control plane has a thread of
-//! its own, and WebAssembly guests run on the runtime's multi-threaded scheduler
+//! with another. So what computes for long runs elsewhere: challenge issuance and the store's
+//! writes on each thread's blocking pool, the control plane on a thread of its own, and
+//! WebAssembly guests on the runtime's multi-threaded scheduler
 //! (`enclave_wasm::Host::run_guests_on`), their responses streamed back to the connection.
+//! Two pieces still run inline and hold the thread while they do (docs/proxy.md "Threads"):
+//! the appraisal of a client's RA-TLS evidence, once per connection, and the renewal of a
+//! certificate that has reached three quarters of its life, in the handshake that finds it
+//! due.
 //!
 //! Each thread's blocking pool holds a share of tokio's default 512 threads, so that the
 //! process as a whole keeps that bound, and at a stop the runtime waits for what its pool
@@ -78,25 +82,39 @@ impl Workers {
         let mut stops = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .max_blocking_threads((BLOCKING_THREADS / n).max(1))
-                .build()?;
-            handles.push(rt.handle().clone());
             let (stop, stopped) = oneshot::channel::<Duration>();
+            let (started, runtime) = std::sync::mpsc::sync_channel(1);
+            // The runtime is built, and dropped, on its own thread: a runtime dropped in an
+            // async context (the caller's, should this fail part way) panics.
+            let thread = std::thread::Builder::new()
+                .name(format!("enclave-os-conn-{i}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .max_blocking_threads((BLOCKING_THREADS / n).max(1))
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = started.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = started.send(Ok(rt.handle().clone()));
+                    enclave_proxy::pool_slot::enter(i + 1);
+                    // Dropped without a word (serving failed part way): stop at once.
+                    let grace = rt.block_on(stopped).unwrap_or_default();
+                    // Whatever connection is still here is cut with the runtime; what its
+                    // blocking pool runs is given the grace to finish.
+                    rt.shutdown_timeout(grace);
+                })?;
+            // Waits for the thread to start: once, when serving begins.
+            let handle = runtime.recv().map_err(|_| {
+                std::io::Error::other("the thread ended before its runtime was built")
+            })??;
+            handles.push(handle);
             stops.push(stop);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("enclave-os-conn-{i}"))
-                    .spawn(move || {
-                        enclave_proxy::pool_slot::enter(i + 1);
-                        // Dropped without a word: stop at once.
-                        let grace = rt.block_on(stopped).unwrap_or_default();
-                        // Whatever connection is still here is cut with the runtime; what its
-                        // blocking pool runs is given the grace to finish.
-                        rt.shutdown_timeout(grace);
-                    })?,
-            );
+            threads.push(thread);
         }
         Ok(Self {
             handles,
