@@ -278,11 +278,14 @@ impl Upstream {
 
     /// Where the service listens now (`None`: not running).
     pub fn target(&self) -> Option<SocketAddr> {
+        self.current().map(|t| t.addr)
+    }
+
+    fn current(&self) -> Option<Target> {
         self.target
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|t| t.addr)
+            .clone()
     }
 
     /// The service now listens at `addr` (`None`: it stopped).
@@ -345,13 +348,9 @@ impl Upstream {
     }
 
     fn running(&self) -> Result<Target, ProxyError> {
-        self.target
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| ProxyError::NotRunning {
-                workload: self.workload.clone(),
-            })
+        self.current().ok_or_else(|| ProxyError::NotRunning {
+            workload: self.workload.clone(),
+        })
     }
 
     /// Forward `req`, which came on a connection whose client and name `forwarding`

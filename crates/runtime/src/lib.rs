@@ -904,14 +904,17 @@ async fn accept_loop(
         };
         let (handshakes, site) = (l.handshakes.clone(), l.site.clone());
         let placed = workers.place(me);
+        let thread = placed.thread();
+        // The connection's whole life; its admission and its place are released with it.
+        let serve = move |tcp| async move {
+            front::connection(handshakes, tcp, site).await;
+            drop((permit, placed));
+        };
         let mut set = connections.lock().await;
         // Finished connections are reaped here, so the set holds only live ones.
         while set.try_join_next().is_some() {}
-        if placed.thread() == me {
-            set.spawn(async move {
-                front::connection(handshakes, tcp, site).await;
-                drop((permit, placed));
-            });
+        if thread == me {
+            set.spawn(serve(tcp));
             continue;
         }
         // Another thread's: taken out of this thread's reactor here, registered with that
@@ -923,16 +926,14 @@ async fn accept_loop(
                 continue;
             }
         };
-        let thread = &workers.handles()[placed.thread()];
         set.spawn_on(
             async move {
                 match tokio::net::TcpStream::from_std(tcp) {
-                    Ok(tcp) => front::connection(handshakes, tcp, site).await,
+                    Ok(tcp) => serve(tcp).await,
                     Err(e) => tracing::warn!(error = %e, "accepted connection dropped"),
                 }
-                drop((permit, placed));
             },
-            thread,
+            &workers.handles()[thread],
         );
     }
 }
