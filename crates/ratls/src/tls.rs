@@ -2,21 +2,18 @@
 //!
 //! Freshness modes (see `docs/ratls.md`):
 //!
-//! - *deterministic* (default): the server caches one leaf bound to its own notBefore and renews
-//!   it when a quarter of its lifetime remains, or when the configuration changes;
+//! - *deterministic* (default): the server caches one leaf bound to its own notBefore, renews it
+//!   ahead of time on a thread of its own when a quarter of its lifetime remains, and replaces it
+//!   when the configuration changes (see `RatlsResolver`);
 //! - *challenge*: the client offers the ALPN protocol `enclave-os-nonce/<hex nonce>`; the server's
 //!   resolver sees it in the ClientHello and issues a fresh leaf whose evidence binds that nonce.
 //!   The server does not select the protocol, so the connection negotiates no ALPN from it.
 
-#[cfg(feature = "issue")]
-use std::sync::Mutex;
 use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-#[cfg(feature = "issue")]
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -24,11 +21,11 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::binding::Freshness;
 use crate::cert::RatlsError;
-#[cfg(feature = "issue")]
-use crate::issue::{IntermediaryCa, LeafSpec, issue};
 use crate::verify::{RatlsVerifier, Report, Role};
 #[cfg(feature = "issue")]
-use enclave_tee::Tee;
+mod resolver;
+#[cfg(feature = "issue")]
+pub use resolver::RatlsResolver;
 
 /// The ALPN prefix that carries a challenge nonce.
 pub const NONCE_ALPN_PREFIX: &[u8] = b"enclave-os-nonce/";
@@ -59,133 +56,6 @@ fn nonce_from_alpn(hello: &ClientHello<'_>) -> Option<Vec<u8>> {
         let nonce = hex::decode(hexed).ok()?;
         (!nonce.is_empty() && nonce.len() <= MAX_NONCE).then_some(nonce)
     })
-}
-
-/// Issues, caches and renews the server's RA-TLS certificates (feature `issue`). As a client
-/// certificate resolver it presents its deterministic leaf (mutual RA-TLS).
-#[cfg(feature = "issue")]
-pub struct RatlsResolver {
-    tee: Arc<dyn Tee>,
-    ca: Arc<IntermediaryCa>,
-    spec: Mutex<LeafSpec>,
-    cached: Mutex<Option<(Arc<CertifiedKey>, i64)>>,
-    provider: Arc<CryptoProvider>,
-}
-
-#[cfg(feature = "issue")]
-impl std::fmt::Debug for RatlsResolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RatlsResolver")
-            .field("tee", &self.tee.name())
-            .finish_non_exhaustive()
-    }
-}
-
-#[cfg(feature = "issue")]
-impl RatlsResolver {
-    /// A resolver issuing leaves from `tee`, signed by `ca`, certifying `spec`.
-    pub fn new(tee: Arc<dyn Tee>, ca: impl Into<Arc<IntermediaryCa>>, spec: LeafSpec) -> Self {
-        Self {
-            tee,
-            ca: ca.into(),
-            spec: Mutex::new(spec),
-            cached: Mutex::new(None),
-            provider: provider(),
-        }
-    }
-
-    /// Change what the leaves certify (a new configuration): the cached leaf is replaced.
-    pub fn set_spec(&self, spec: LeafSpec) {
-        if let Ok(mut s) = self.spec.lock() {
-            *s = spec;
-        }
-        if let Ok(mut c) = self.cached.lock() {
-            *c = None;
-        }
-    }
-
-    fn certified(&self, freshness: &Freshness) -> Result<(Arc<CertifiedKey>, i64), String> {
-        let spec = self
-            .spec
-            .lock()
-            .map_err(|_| "spec lock poisoned".to_string())?
-            .clone();
-        let leaf =
-            issue(self.tee.as_ref(), &self.ca, &spec, freshness).map_err(|e| e.to_string())?;
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.to_vec()));
-        let signing = self
-            .provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| format!("leaf key: {e}"))?;
-        let chain = vec![
-            CertificateDer::from(leaf.cert_der),
-            CertificateDer::from(self.ca.cert_der().to_vec()),
-        ];
-        // Renew when a quarter of the lifetime remains.
-        let renew_at = leaf.not_after - (leaf.not_after - leaf.not_before) / 4;
-        Ok((Arc::new(CertifiedKey::new(chain, signing)), renew_at))
-    }
-
-    /// The TEE this resolver issues from.
-    pub fn tee(&self) -> &Arc<dyn Tee> {
-        &self.tee
-    }
-
-    /// The SubjectPublicKeyInfo (DER) of the cached deterministic leaf. (Channel-bound evidence
-    /// binds the leaf a connection actually presented: see [`recording`].)
-    pub fn current_spki(&self) -> Result<Vec<u8>, String> {
-        let ck = self.current()?;
-        let leaf = ck
-            .cert
-            .first()
-            .ok_or("the certified key has no certificate")?;
-        crate::cert::RatlsCertificate::parse(leaf)
-            .map(|c| c.spki)
-            .map_err(|e| e.to_string())
-    }
-
-    /// A fresh leaf whose evidence binds `nonce` (challenge mode). It costs a key, a quote and
-    /// a signature: callers facing the network bound how many run at once.
-    pub fn challenge(&self, nonce: Vec<u8>) -> Result<Arc<CertifiedKey>, String> {
-        self.certified(&Freshness::Nonce(nonce)).map(|(ck, _)| ck)
-    }
-
-    /// The cached deterministic leaf, issuing or renewing it when needed.
-    pub fn current(&self) -> Result<Arc<CertifiedKey>, String> {
-        let now = enclave_evidence::time::now();
-        let mut cached = self
-            .cached
-            .lock()
-            .map_err(|_| "cache lock poisoned".to_string())?;
-        if let Some((ck, renew_at)) = cached.as_ref()
-            && now < *renew_at
-        {
-            return Ok(ck.clone());
-        }
-        let (ck, renew_at) = self.certified(&Freshness::Deterministic)?;
-        *cached = Some((ck.clone(), renew_at));
-        Ok(ck)
-    }
-}
-
-#[cfg(feature = "issue")]
-impl ResolvesServerCert for RatlsResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        // rustls has no way to carry a reason out of a resolver: a failure aborts the handshake
-        // (the client sees no certificate), and is reported to stderr for the operator.
-        let result = match nonce_from_alpn(&hello) {
-            Some(nonce) => self.challenge(nonce),
-            None => self.current(),
-        };
-        match result {
-            Ok(ck) => Some(ck),
-            Err(e) => {
-                eprintln!("enclave-os: cannot issue an RA-TLS certificate: {e}");
-                None
-            }
-        }
-    }
 }
 
 /// A workload's hostnames and the resolver issuing its own certificate.

@@ -559,12 +559,14 @@ impl Runtime {
         let token_thumbprint = vault.as_ref().map(|v| v.token_thumbprint());
         if token_thumbprint.is_some() {
             // Certified from the first snapshot on: the writer moves the spec with the tree.
-            enclave.set_spec(control::enclave_spec(
-                enclave_names.clone(),
-                &control.snapshot().tree,
-                binding,
-                token_thumbprint,
-            ));
+            enclave
+                .set_spec(control::enclave_spec(
+                    enclave_names.clone(),
+                    &control.snapshot().tree,
+                    binding,
+                    token_thumbprint,
+                ))
+                .map_err(ca_err)?;
         }
         let api = Arc::new(api::Api {
             control: control.clone(),

@@ -473,12 +473,16 @@ impl Writer {
         let generation = if root == current.root() {
             current.generation
         } else {
-            self.enclave.set_spec(workloads::enclave_spec(
+            // Should the new leaf not be issued now, the old one is dropped all the same and
+            // the next handshake tries again: what it certifies no longer holds.
+            if let Err(e) = self.enclave.set_spec(workloads::enclave_spec(
                 self.enclave_names.clone(),
                 &tree,
                 self.binding,
                 self.token_thumbprint,
-            ));
+            )) {
+                tracing::warn!(error = %e, "the enclave-wide certificate for the new configuration could not be issued yet");
+            }
             current.generation + 1
         };
         self.published.store(Arc::new(Snapshot::new(

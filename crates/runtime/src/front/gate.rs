@@ -10,7 +10,10 @@
 //!    itself, whatever is decided later;
 //! 2. the chain the connection ends up with is appraised in full once, at its first request, and
 //!    the verdict cached on the connection ([`Peer`]): chain to the trusted root, the name,
-//!    evidence, key binding, validity, the workload's appraisal policy.
+//!    evidence, key binding, validity, the workload's appraisal policy. An appraisal is CPU work
+//!    (signatures, certificate chains, up to milliseconds): it runs on the blocking pool, as many
+//!    at once as there are CPUs, so that a connection thread's other connections are not held
+//!    up, whoever floods it with client certificates.
 //!
 //! A resumed session carries the chain of the handshake that made it (rustls keeps the client's
 //! certificates in the session), and that chain is appraised again for the new connection, so
@@ -25,7 +28,7 @@
 //! required claims.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -39,6 +42,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::caller::{Caller, OidcCaller, RatlsCaller};
 use crate::api::error;
@@ -55,7 +59,7 @@ struct RatlsGate {
 
 /// The gates of one workload.
 struct Gate {
-    ratls: Option<RatlsGate>,
+    ratls: Option<Arc<RatlsGate>>,
     oidc: Option<IngressOidc>,
 }
 
@@ -72,6 +76,9 @@ pub(crate) struct Gates {
     /// `vault.hostname`: its handshakes request a client certificate too (mutual RA-TLS
     /// callers of `/vault/v1`), judged by the vault.
     vault_hostname: Option<String>,
+    /// Client chains being appraised at once (one per CPU); the rest wait, holding only their
+    /// connection.
+    appraisals: Arc<Semaphore>,
 }
 
 /// Why the gates could not be set up: the workload, the field, and why.
@@ -138,7 +145,7 @@ impl Gates {
                             })
                         })
                         .collect::<Result<_, _>>()?;
-                    Some(RatlsGate { verifier, names })
+                    Some(Arc::new(RatlsGate { verifier, names }))
                 }
             };
             if ingress.oidc.is_some() && auth.is_none() {
@@ -162,6 +169,9 @@ impl Gates {
             by_name,
             auth,
             requesting: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            appraisals: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
             vault_hostname: config
                 .config
                 .vault
@@ -315,60 +325,101 @@ impl ClientCertVerifier for ClientCertRequest {
 /// One connection's client: the chain it presented (or, resumed, the chain of the session it
 /// resumed), and the verdict on it, reached once.
 pub(crate) struct Peer {
-    chain: Option<Vec<CertificateDer<'static>>>,
+    chain: Option<Arc<[CertificateDer<'static>]>>,
     /// (workload, verdict): a connection made by SNI serves one workload (`Binding`).
-    verdict: OnceLock<(String, Result<RatlsCaller, String>)>,
+    verdict: OnceCell<(String, Result<RatlsCaller, String>)>,
     /// The vault's verdict on the chain (its own verifier, no policy: each policy block
     /// appraises the report with its own).
-    vault: OnceLock<Result<Arc<enclave_ratls::verify::Report>, String>>,
+    vault: OnceCell<Result<Arc<enclave_ratls::verify::Report>, String>>,
+}
+
+/// Run `appraise` on the blocking pool once one of `permits` is free.
+async fn off_thread<T: Send + 'static>(
+    permits: &Arc<Semaphore>,
+    appraise: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let permit = permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| "client certificates are no longer appraised: the runtime is stopping")?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        appraise()
+    })
+    .await
+    .map_err(|e| format!("the appraisal of the client certificate failed: {e}"))?
 }
 
 impl Peer {
     pub(crate) fn of(session: &rustls::ServerConnection) -> Self {
         Self {
-            chain: session.peer_certificates().map(<[_]>::to_vec),
-            verdict: OnceLock::new(),
-            vault: OnceLock::new(),
+            chain: session
+                .peer_certificates()
+                .filter(|c| !c.is_empty())
+                .map(Arc::from),
+            verdict: OnceCell::new(),
+            vault: OnceCell::new(),
         }
     }
 
-    /// This connection's client chain verified by `verifier` (chain to its root, evidence, key
-    /// binding, validity), once per connection.
-    pub(crate) fn vault_verdict(
+    /// This connection's client chain verified by the vault's verifier (chain to its root,
+    /// evidence, key binding, validity), once per connection, off the connection's thread.
+    pub(crate) async fn vault_verdict(
         &self,
-        verifier: &RatlsVerifier,
+        vault: &Arc<crate::vault::Vault>,
     ) -> Result<Arc<enclave_ratls::verify::Report>, String> {
         self.vault
-            .get_or_init(|| {
-                let Some((leaf, intermediates)) = self.chain.as_deref().and_then(<[_]>::split_first)
-                else {
+            .get_or_init(|| async {
+                let Some(chain) = self.chain.clone() else {
                     return Err(
                         "no client certificate: the vault releases over /vault/v1 only to mutual RA-TLS callers; present an RA-TLS client certificate"
                             .to_string(),
                     );
                 };
-                verifier
-                    .verify(
-                        leaf,
-                        intermediates,
-                        enclave_evidence::time::now(),
-                        &Freshness::Deterministic,
-                        Role::Client,
-                    )
-                    .map(Arc::new)
-                    .map_err(|e| format!("client certificate refused: {e}"))
+                let vault = vault.clone();
+                off_thread(&vault.appraisals.clone(), move || {
+                    let (leaf, intermediates) = chain.split_first().ok_or("no client certificate")?;
+                    vault
+                        .verifier
+                        .verify(
+                            leaf,
+                            intermediates,
+                            enclave_evidence::time::now(),
+                            &Freshness::Deterministic,
+                            Role::Client,
+                        )
+                        .map(Arc::new)
+                        .map_err(|e| format!("client certificate refused: {e}"))
+                })
+                .await
             })
+            .await
             .clone()
     }
 
     /// The verdict of `gate` on this connection's client, for workload `name`.
-    fn judged(&self, name: &str, gate: &RatlsGate) -> Result<RatlsCaller, String> {
-        let (judged_for, verdict) = self.verdict.get_or_init(|| {
-            (
-                name.to_string(),
-                appraise(name, gate, self.chain.as_deref()),
-            )
-        });
+    async fn judged(
+        &self,
+        name: &str,
+        gate: &Arc<RatlsGate>,
+        permits: &Arc<Semaphore>,
+    ) -> Result<RatlsCaller, String> {
+        let (judged_for, verdict) = self
+            .verdict
+            .get_or_init(|| async {
+                let verdict = match self.chain.clone() {
+                    None => Err(format!(
+                        "no client certificate: workload '{name}' admits only mutual RA-TLS clients (client_auth = \"ratls\"); present an RA-TLS client certificate"
+                    )),
+                    Some(chain) => {
+                        let gate = gate.clone();
+                        off_thread(permits, move || appraise(&gate, &chain)).await
+                    }
+                };
+                (name.to_string(), verdict)
+            })
+            .await;
         if judged_for != name {
             return Err(format!(
                 "this connection's client certificate was judged for workload '{judged_for}', not '{name}': connect again"
@@ -378,17 +429,9 @@ impl Peer {
     }
 }
 
-/// The full appraisal of a client chain for workload `name`.
-fn appraise(
-    name: &str,
-    gate: &RatlsGate,
-    chain: Option<&[CertificateDer<'static>]>,
-) -> Result<RatlsCaller, String> {
-    let Some((leaf, intermediates)) = chain.and_then(<[_]>::split_first) else {
-        return Err(format!(
-            "no client certificate: workload '{name}' admits only mutual RA-TLS clients (client_auth = \"ratls\"); present an RA-TLS client certificate"
-        ));
-    };
+/// The full appraisal of a client chain by a workload's gate.
+fn appraise(gate: &RatlsGate, chain: &[CertificateDer<'static>]) -> Result<RatlsCaller, String> {
+    let (leaf, intermediates) = chain.split_first().ok_or("no client certificate")?;
     // The name first: a certificate for another name is refused without appraising a quote.
     let mut matched = None;
     if !gate.names.is_empty() {
@@ -547,7 +590,7 @@ impl Gates {
     /// Admit a request routed to `entry` (by SNI when `by_sni`) on a connection whose client is
     /// `peer`: on success, its headers carry the verified caller (inbound caller headers
     /// removed) and the [`Caller`] is a request extension; on refusal, the response saying why.
-    pub(crate) fn admit<B>(
+    pub(crate) async fn admit<B>(
         gates: Option<&Self>,
         entry: &Entry,
         peer: &Peer,
@@ -557,7 +600,10 @@ impl Gates {
         let refuse = |(status, why): (StatusCode, String)| Box::new(error(status, why));
         let mut caller = Caller::default();
         if let Some((gates, gate)) = Self::gate_of(gates, entry).map_err(refuse)? {
-            caller.ratls = Self::ratls(gate, entry, peer, by_sni).map_err(refuse)?;
+            caller.ratls = gates
+                .ratls(gate, entry, peer, by_sni)
+                .await
+                .map_err(refuse)?;
             if let Some(o) = &gate.oidc {
                 caller.oidc = Some(gates.oidc(&entry.spec.name, o, req.headers())?);
             }
@@ -569,20 +615,23 @@ impl Gates {
 
     /// Admit a connection that carries no HTTP (a `tcp` workload's): its mutual RA-TLS gate
     /// only. An OIDC gate cannot be met without a request to carry the token: refused.
-    pub(crate) fn admit_connection(
+    pub(crate) async fn admit_connection(
         gates: Option<&Self>,
         entry: &Entry,
         peer: &Peer,
     ) -> Result<Caller, String> {
         let mut caller = Caller::default();
-        if let Some((_, gate)) = Self::gate_of(gates, entry).map_err(|(_, why)| why)? {
+        if let Some((gates, gate)) = Self::gate_of(gates, entry).map_err(|(_, why)| why)? {
             if gate.oidc.is_some() {
                 return Err(format!(
                     "workload '{}' requires an OIDC token, which a TCP connection cannot carry",
                     entry.spec.name
                 ));
             }
-            caller.ratls = Self::ratls(gate, entry, peer, true).map_err(|(_, why)| why)?;
+            caller.ratls = gates
+                .ratls(gate, entry, peer, true)
+                .await
+                .map_err(|(_, why)| why)?;
         }
         Ok(caller)
     }
@@ -611,7 +660,8 @@ impl Gates {
     }
 
     /// The mutual RA-TLS caller, when the workload's gate asks for one.
-    fn ratls(
+    async fn ratls(
+        &self,
         gate: &Gate,
         entry: &Entry,
         peer: &Peer,
@@ -646,7 +696,8 @@ impl Gates {
                 ),
             ));
         }
-        peer.judged(name, ratls)
+        peer.judged(name, ratls, &self.appraisals)
+            .await
             .map(Some)
             .map_err(|why| (StatusCode::FORBIDDEN, why))
     }

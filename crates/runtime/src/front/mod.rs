@@ -337,7 +337,20 @@ impl Handshakes {
             None => self.base(spliced)?,
         };
         let config = match nonce {
-            None => base,
+            None => {
+                // Leaves are renewed ahead of time off this thread; only when none is usable
+                // (the first handshake, or renewal failing for an eighth of the lifetime) is
+                // one issued for this handshake, and then on the blocking pool, so that the
+                // thread's other connections are not held up by a quote.
+                let resolver = self.certs.for_name(sni.as_deref());
+                if resolver.needs_issuing() {
+                    tokio::task::spawn_blocking(move || resolver.current())
+                        .await
+                        .map_err(|e| format!("certificate issuance failed: {e}"))?
+                        .map_err(|e| format!("cannot issue an RA-TLS certificate: {e}"))?;
+                }
+                base
+            }
             Some(nonce) => {
                 let leaf = self.challenge(metrics, sni, nonce.clone()).await?;
                 let mut config = (*base).clone();
@@ -493,7 +506,7 @@ pub(crate) async fn connection(
         && splices(&w.spec)
     {
         // The mutual RA-TLS gate, judged once: there are no requests to refuse one by one.
-        let caller = match gate::Gates::admit_connection(site.gates.as_deref(), w, &peer) {
+        let caller = match gate::Gates::admit_connection(site.gates.as_deref(), w, &peer).await {
             Ok(caller) => caller,
             Err(why) => {
                 tracing::warn!(workload = %w.spec.name, client = %remote, reason = %why, "spliced connection refused by its gate");
@@ -577,7 +590,7 @@ pub(crate) async fn connection(
                 }
                 let gates = site.gates.as_deref();
                 if let Err(refused) =
-                    gate::Gates::admit(gates, entry, &peer, sni.is_some(), &mut req)
+                    gate::Gates::admit(gates, entry, &peer, sni.is_some(), &mut req).await
                 {
                     return Ok(*refused);
                 }

@@ -377,8 +377,8 @@ pub(crate) async fn jwks(Axum(s): Axum<Shared>) -> Response {
 
 /// The mutual RA-TLS caller of this request, verified: on the vault's name only, where the
 /// handshake asked for a client certificate.
-fn ratls_caller(
-    v: &Vault,
+async fn ratls_caller(
+    v: &Arc<Vault>,
     conn: &Connection,
     peer: Option<&Arc<crate::front::gate::Peer>>,
 ) -> Result<Attester, Response> {
@@ -407,7 +407,8 @@ fn ratls_caller(
         )
     })?;
     let report = peer
-        .vault_verdict(&v.verifier)
+        .vault_verdict(v)
+        .await
         .map_err(|why| error(StatusCode::FORBIDDEN, why))?;
     // Bound by the evidence only in a DICE leaf; a seed leaf's extension is its issuer's word.
     let bound = matches!(
@@ -431,7 +432,7 @@ fn ratls_caller(
 
 /// The vault, this request's verified mutual RA-TLS caller, and the rule that lets it have
 /// `asked`; or the response refusing it.
-fn ratls_allowed(
+async fn ratls_allowed(
     s: &Api,
     conn: &Connection,
     peer: Option<Extension<Arc<crate::front::gate::Peer>>>,
@@ -440,6 +441,7 @@ fn ratls_allowed(
 ) -> Result<(Arc<Vault>, Attester, Allowed), Response> {
     let v = vault(s)?.clone();
     let attester = ratls_caller(&v, conn, peer.as_ref().map(|p| &p.0))
+        .await
         .inspect_err(|_| v.metrics.vault("ratls", false))?;
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -468,7 +470,7 @@ pub(crate) async fn ratls_secret(
         Err(r) => return r,
     };
     let asked = Asked::Secret(&path);
-    let (v, attester, allowed) = match ratls_allowed(&s, &conn, peer, &headers, asked) {
+    let (v, attester, allowed) = match ratls_allowed(&s, &conn, peer, &headers, asked).await {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -505,7 +507,7 @@ pub(crate) async fn ratls_key(
         return r;
     }
     let asked = Asked::Key(&name);
-    let (v, attester, allowed) = match ratls_allowed(&s, &conn, peer, &headers, asked) {
+    let (v, attester, allowed) = match ratls_allowed(&s, &conn, peer, &headers, asked).await {
         Ok(t) => t,
         Err(r) => return r,
     };
