@@ -158,8 +158,24 @@ impl ResolvesServerCert for ChosenCert {
 pub fn recording(
     config: &Arc<rustls::ServerConfig>,
 ) -> (Arc<rustls::ServerConfig>, Arc<ChosenCert>) {
+    recording_from(config, config.cert_resolver.clone())
+}
+
+/// [`recording`], for a connection whose certificate was chosen before its handshake: the copy
+/// presents `leaf`, whatever the ClientHello says.
+pub fn presenting(
+    config: &Arc<rustls::ServerConfig>,
+    leaf: Arc<CertifiedKey>,
+) -> (Arc<rustls::ServerConfig>, Arc<ChosenCert>) {
+    recording_from(config, Arc::new(rustls::sign::SingleCertAndKey::from(leaf)))
+}
+
+fn recording_from(
+    config: &Arc<rustls::ServerConfig>,
+    inner: Arc<dyn ResolvesServerCert>,
+) -> (Arc<rustls::ServerConfig>, Arc<ChosenCert>) {
     let chosen = Arc::new(ChosenCert {
-        inner: config.cert_resolver.clone(),
+        inner,
         chosen: OnceLock::new(),
     });
     let mut copy = (**config).clone();

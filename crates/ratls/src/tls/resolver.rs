@@ -2,10 +2,11 @@
 //!
 //! A leaf is renewed when a quarter of its lifetime remains, on a thread of its own, while
 //! handshakes go on presenting the current leaf; the handshake that notices it is due only
-//! starts the renewal. A handshake waits for a quote only when no usable leaf exists: at the
-//! first handshake, after a configuration change whose leaf could not be issued, or when
-//! renewal has failed until an eighth of the lifetime remains. Issuing in line is serialised,
-//! so handshakes arriving together wait for one quote, not make one each.
+//! starts the renewal. A leaf must be issued before a handshake can complete only when no
+//! usable one exists: at the first handshake, after a configuration change whose leaf could
+//! not be issued, or when renewal has failed until an eighth of the lifetime remains. Issuing
+//! is serialised, so callers arriving together wait for one quote, not make one each; and after
+//! a failure, callers get its reason for [`RETRY_SECS`] instead of a quote attempt each.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,8 +51,10 @@ struct State {
     /// stored.
     generation: u64,
     cached: Option<Cached>,
-    /// No renewal is started before this (unix seconds): set when one fails.
+    /// No leaf is issued before this (unix seconds): set when issuing fails.
     retry_at: i64,
+    /// Why the last issuance failed, told until `retry_at`.
+    last_error: Option<String>,
 }
 
 #[derive(Clone)]
@@ -145,34 +148,65 @@ impl Inner {
     }
 
     /// Issue a deterministic leaf for the current spec and cache it, unless another issuance
-    /// made one while this one waited (`needed` says which standings still need one).
+    /// made one while this one waited (`needed` says which standings still need one), or one
+    /// failed less than [`RETRY_SECS`] ago (its reason is returned).
     fn issue(&self, needed: fn(&Standing) -> bool) -> Result<Arc<CertifiedKey>, String> {
         let _one = self.issuing.lock().unwrap_or_else(|p| p.into_inner());
         let (spec, generation) = {
             let s = self.state();
-            let standing = Self::standing_in(&s, (self.clock)());
+            let now = (self.clock)();
+            let standing = Self::standing_in(&s, now);
             if !needed(&standing)
                 && let Some(key) = standing.key()
             {
                 return Ok(key);
             }
+            if now < s.retry_at {
+                return Err(Self::backing_off(&s, now));
+            }
             (s.spec.clone(), s.generation)
         };
         let fresh = self.certified(&spec, &Freshness::Deterministic);
         let mut s = self.state();
+        if s.generation != generation {
+            // The configuration changed meanwhile, and `set_spec` issued for it: this leaf
+            // certifies what no longer holds, so it is neither stored nor presented.
+            return Self::standing_in(&s, (self.clock)()).key().ok_or_else(|| {
+                "the configuration changed while its certificate was being issued, and the new one could not be issued yet"
+                    .to_string()
+            });
+        }
         match fresh {
             Ok(c) => {
                 let key = c.key.clone();
-                if s.generation == generation {
-                    s.cached = Some(c);
-                }
+                Self::stored(&mut s, c);
                 Ok(key)
             }
-            Err(e) => {
-                s.retry_at = (self.clock)() + RETRY_SECS;
-                Err(e)
-            }
+            Err(e) => Err(Self::failed(&mut s, e, (self.clock)())),
         }
+    }
+
+    /// A leaf for the current spec was issued.
+    fn stored(s: &mut State, c: Cached) {
+        s.cached = Some(c);
+        s.retry_at = i64::MIN;
+        s.last_error = None;
+    }
+
+    /// Issuing a leaf for the current spec failed with `e` (returned): no attempt before
+    /// [`RETRY_SECS`] from `now`.
+    fn failed(s: &mut State, e: String, now: i64) -> String {
+        s.retry_at = now + RETRY_SECS;
+        s.last_error = Some(e.clone());
+        e
+    }
+
+    fn backing_off(s: &State, now: i64) -> String {
+        format!(
+            "{} (the last attempt to issue a certificate; the next is in {} s)",
+            s.last_error.as_deref().unwrap_or("issuing failed"),
+            s.retry_at - now
+        )
     }
 }
 
@@ -198,6 +232,7 @@ impl RatlsResolver {
                     generation: 0,
                     cached: None,
                     retry_at: i64::MIN,
+                    last_error: None,
                 }),
                 issuing: Mutex::new(()),
                 renewing: AtomicBool::new(false),
@@ -209,23 +244,20 @@ impl RatlsResolver {
     /// Change what the leaves certify (a new configuration). The leaf for it is issued here,
     /// before it replaces the cached one, so handshakes meanwhile present the previous leaf
     /// rather than wait for a quote. Should issuing fail, the previous leaf is dropped all the
-    /// same (it certifies what no longer holds), the next handshake tries again, and the
-    /// reason is returned.
+    /// same (it certifies what no longer holds), handshakes are refused with the reason until
+    /// an attempt [`RETRY_SECS`] later, and the reason is returned.
     pub fn set_spec(&self, spec: LeafSpec) -> Result<(), String> {
         let fresh = self.inner.certified(&spec, &Freshness::Deterministic);
         let mut s = self.inner.state();
         s.spec = spec;
         s.generation += 1;
-        s.retry_at = i64::MIN;
+        s.cached = None;
         match fresh {
             Ok(c) => {
-                s.cached = Some(c);
+                Inner::stored(&mut s, c);
                 Ok(())
             }
-            Err(e) => {
-                s.cached = None;
-                Err(e)
-            }
+            Err(e) => Err(Inner::failed(&mut s, e, (self.inner.clock)())),
         }
     }
 
@@ -256,22 +288,27 @@ impl RatlsResolver {
             .map(|c| c.key)
     }
 
-    /// Whether [`Self::current`] would wait for a quote (no usable leaf is cached): a caller
-    /// on an event loop calls it from a blocking thread then.
-    pub fn needs_issuing(&self) -> bool {
-        matches!(self.inner.standing(), Standing::Unusable)
-    }
-
-    /// The cached deterministic leaf. One due for renewal is still returned, and its renewal
-    /// started on a thread of its own; without a usable leaf, one is issued before returning.
-    pub fn current(&self) -> Result<Arc<CertifiedKey>, String> {
+    /// The cached deterministic leaf if it may be presented, without waiting for a quote:
+    /// one due for renewal is returned, and its renewal started on a thread of its own. `None`:
+    /// [`Self::current`] must issue one, which a caller on an event loop does from a blocking
+    /// thread.
+    pub fn presentable(&self) -> Option<Arc<CertifiedKey>> {
         match self.inner.standing() {
-            Standing::Fresh(key) => Ok(key),
+            Standing::Fresh(key) => Some(key),
             Standing::Due(key) => {
                 self.renew();
-                Ok(key)
+                Some(key)
             }
-            Standing::Unusable => self
+            Standing::Unusable => None,
+        }
+    }
+
+    /// The deterministic leaf: [`Self::presentable`], else one issued before returning (or,
+    /// less than [`RETRY_SECS`] after a failed attempt, that attempt's reason).
+    pub fn current(&self) -> Result<Arc<CertifiedKey>, String> {
+        match self.presentable() {
+            Some(key) => Ok(key),
+            None => self
                 .inner
                 .issue(|standing| matches!(standing, Standing::Unusable)),
         }
@@ -370,9 +407,12 @@ mod tests {
         // start + 540, and the leaf is presented until start + 640.
         let r = RatlsResolver::with_clock(tee, Arc::new(ca), spec(800), clock);
 
-        assert!(r.needs_issuing(), "no leaf before the first issuance");
+        assert!(
+            r.presentable().is_none(),
+            "no leaf before the first issuance"
+        );
         let first = r.current().unwrap();
-        assert!(!r.needs_issuing());
+        assert!(r.presentable().is_some());
         assert!(
             same(&first, &r.current().unwrap()),
             "a fresh leaf is reused"
@@ -393,31 +433,42 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         };
-        assert!(!r.needs_issuing());
+        assert!(r.presentable().is_some());
 
         // Past an eighth of the life left with no renewal: nothing is presented until a leaf
         // is issued in line.
         NOW.store(start + 560 + 700, Ordering::SeqCst);
-        assert!(r.needs_issuing());
+        assert!(r.presentable().is_none());
         let inline = r.current().unwrap();
         assert!(!same(&renewed, &inline));
-        assert!(!r.needs_issuing());
+        assert!(r.presentable().is_some());
 
         // A new spec: its leaf replaces the cached one before set_spec returns.
         let mut other = spec(800);
         other.config_root = Some([8; 32]);
         r.set_spec(other).unwrap();
-        assert!(!r.needs_issuing());
+        assert!(r.presentable().is_some());
         let changed = r.current().unwrap();
         assert!(!same(&inline, &changed));
         let parsed = crate::cert::RatlsCertificate::parse(changed.cert.first().unwrap()).unwrap();
         assert_eq!(parsed.config_root, Some([8; 32]));
 
         // A spec no leaf can be issued for: the old leaf is dropped, and the reason returned,
-        // by set_spec and by every handshake after.
+        // by set_spec and, without another attempt, by every caller for RETRY_SECS; then
+        // the next caller tries again.
         let err = r.set_spec(spec(10)).unwrap_err();
         assert!(err.contains("lifetime of 10 s"), "{err}");
-        assert!(r.needs_issuing());
-        assert!(r.current().unwrap_err().contains("lifetime of 10 s"));
+        assert!(r.presentable().is_none());
+        let told = r.current().unwrap_err();
+        assert!(told.contains("lifetime of 10 s"), "{told}");
+        assert!(told.contains("the next is in 30 s"), "{told}");
+        NOW.fetch_add(RETRY_SECS, Ordering::SeqCst);
+        let retried = r.current().unwrap_err();
+        assert!(retried.contains("lifetime of 10 s"), "{retried}");
+        assert!(
+            !retried.contains("the next is in"),
+            "a fresh attempt: {retried}"
+        );
+        assert!(r.current().unwrap_err().contains("the next is in 30 s"));
     }
 }

@@ -9,8 +9,9 @@
 //! as a router, and workloads as handlers.
 //!
 //! Nothing a client sends may hold the runtime's threads or memory for long:
-//! - the ClientHello is read first (`LazyConfigAcceptor`); a challenge-mode hello, which costs
-//!   a fresh key, quote and signature, is issued on the blocking pool, at most
+//! - the ClientHello is read first (`LazyConfigAcceptor`) and the certificate chosen before the
+//!   handshake: a challenge-mode hello, which costs a fresh key, quote and signature, and a
+//!   handshake that finds no deterministic leaf ready are issued on the blocking pool, at most
 //!   `limits.max_challenge_handshakes` at once with as many waiting, and refused beyond that;
 //! - a request head must arrive within `limits.header_timeout_secs` of the connection being
 //!   ready for it (also the keep-alive idle limit), an API request must complete within
@@ -38,7 +39,7 @@ use std::time::Duration;
 use enclave_ratls::tls::{ChosenCert, RatlsResolver, challenge_nonce};
 use http_body_util::BodyExt;
 use rustls::ServerConfig;
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::sign::CertifiedKey;
 use tokio::sync::Semaphore;
 
 use axum::Router;
@@ -281,30 +282,65 @@ impl Handshakes {
         Ok(picked)
     }
 
-    /// A challenge leaf for `nonce` from the certificate `sni` selects, issued on the blocking
-    /// pool within the bounds above.
-    async fn challenge(
+    /// Issue a leaf with `issue` on the blocking pool within the bounds above; `Full` when as
+    /// many are issuing and waiting already.
+    async fn issue(
         &self,
-        metrics: &Metrics,
-        sni: Option<String>,
-        nonce: Vec<u8>,
-    ) -> Result<Arc<CertifiedKey>, String> {
+        issue: impl FnOnce() -> Result<Arc<CertifiedKey>, String> + Send + 'static,
+    ) -> Result<Arc<CertifiedKey>, Issue> {
         let Ok(_admitted) = self.admitted.clone().try_acquire_owned() else {
-            metrics.challenges_refused.fetch_add(1, Ordering::Relaxed);
-            return Err("challenge refused: as many are already being issued and waiting".into());
+            return Err(Issue::Full);
         };
         let _issuing = self
             .issuing
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| "challenge issuance has stopped".to_string())?;
-        let resolver = self.certs.for_name(sni.as_deref());
-        let leaf = tokio::task::spawn_blocking(move || resolver.challenge(nonce))
+            .map_err(|_| Issue::Failed("certificate issuance has stopped".into()))?;
+        tokio::task::spawn_blocking(issue)
             .await
-            .map_err(|e| format!("challenge issuance failed: {e}"))??;
-        metrics.challenges_issued.fetch_add(1, Ordering::Relaxed);
-        Ok(leaf)
+            .map_err(|e| Issue::Failed(format!("certificate issuance failed: {e}")))?
+            .map_err(Issue::Failed)
+    }
+
+    /// A challenge leaf for `nonce` from the certificate `sni` selects.
+    async fn challenge(
+        &self,
+        metrics: &Metrics,
+        resolver: Arc<RatlsResolver>,
+        nonce: Vec<u8>,
+    ) -> Result<Arc<CertifiedKey>, String> {
+        match self.issue(move || resolver.challenge(nonce)).await {
+            Ok(leaf) => {
+                metrics.challenges_issued.fetch_add(1, Ordering::Relaxed);
+                Ok(leaf)
+            }
+            Err(Issue::Full) => {
+                metrics.challenges_refused.fetch_add(1, Ordering::Relaxed);
+                Err("challenge refused: as many are already being issued and waiting".into())
+            }
+            Err(Issue::Failed(why)) => Err(why),
+        }
+    }
+
+    /// The deterministic leaf of `resolver`. Leaves are renewed ahead of time, off the
+    /// connection threads; only when none may be presented (the first handshake, or renewal
+    /// failing for an eighth of the lifetime) is one issued for this handshake, on the blocking
+    /// pool within the bounds above, so that the thread's other connections are not held up
+    /// by a quote.
+    async fn deterministic(
+        &self,
+        resolver: Arc<RatlsResolver>,
+    ) -> Result<Arc<CertifiedKey>, String> {
+        if let Some(leaf) = resolver.presentable() {
+            return Ok(leaf);
+        }
+        self.issue(move || resolver.current())
+            .await
+            .map_err(|e| match e {
+                Issue::Full => "no certificate is ready for this name, and as many handshakes as allowed are waiting for one: connect again".to_string(),
+                Issue::Failed(why) => format!("cannot issue an RA-TLS certificate: {why}"),
+            })
     }
 
     /// Read the ClientHello, choose the configuration it needs, and finish the handshake. With
@@ -336,25 +372,14 @@ impl Handshakes {
             Some(g) => g.for_handshake(self.base(spliced)?, sni.as_deref())?,
             None => self.base(spliced)?,
         };
-        let config = match nonce {
-            None => {
-                // Leaves are renewed ahead of time off this thread; only when none is usable
-                // (the first handshake, or renewal failing for an eighth of the lifetime) is
-                // one issued for this handshake, and then on the blocking pool, so that the
-                // thread's other connections are not held up by a quote.
-                let resolver = self.certs.for_name(sni.as_deref());
-                if resolver.needs_issuing() {
-                    tokio::task::spawn_blocking(move || resolver.current())
-                        .await
-                        .map_err(|e| format!("certificate issuance failed: {e}"))?
-                        .map_err(|e| format!("cannot issue an RA-TLS certificate: {e}"))?;
-                }
-                base
-            }
+        // The certificate is chosen here, before the handshake, so that rustls never waits
+        // for a quote on this thread.
+        let resolver = self.certs.for_name(sni.as_deref());
+        let (config, leaf) = match nonce {
+            None => (base, self.deterministic(resolver).await?),
             Some(nonce) => {
-                let leaf = self.challenge(metrics, sni, nonce.clone()).await?;
+                let leaf = self.challenge(metrics, resolver, nonce.clone()).await?;
                 let mut config = (*base).clone();
-                config.cert_resolver = Arc::new(SingleCertAndKey::from(leaf));
                 // The nonce travels as an ALPN protocol: offered back, so that a client
                 // offering only it is not refused for want of a common protocol.
                 config
@@ -364,16 +389,24 @@ impl Handshakes {
                 // only push out the cached leaves every other handshake reuses.
                 config.cert_compression_cache =
                     Arc::new(rustls::compress::CompressionCache::Disabled);
-                Arc::new(config)
+                (Arc::new(config), leaf)
             }
         };
-        let (config, chosen) = enclave_ratls::tls::recording(&config);
+        let (config, chosen) = enclave_ratls::tls::presenting(&config, leaf);
         let tls = start
             .into_stream(config)
             .await
             .map_err(|e| format!("TLS handshake: {e}"))?;
         Ok((tls, chosen))
     }
+}
+
+/// Why a leaf was not issued for a handshake.
+enum Issue {
+    /// As many leaves are being issued and waited for as the limits allow.
+    Full,
+    /// Issuing failed: why.
+    Failed(String),
 }
 
 /// What one connection was shown at its handshake: requests on it reach a workload only while
