@@ -7,8 +7,10 @@
 //!   proxies to the same port.
 //! - **nginx**: 2 worker processes, TLS 1.3 with a P-256 certificate, `proxy_http_version 1.1`
 //!   with an upstream keep-alive pool, no session cache or tickets, no access log.
-//! - **enclave-os**: its release build, the workload's RA-TLS certificate (P-256 key, the
-//!   simulated quote in it), limits raised for the load.
+//! - **enclave-os**: the build of the profile the benchmark is run with (`--profile measured`:
+//!   the shipped binary, fat LTO; plain `cargo bench`: cargo's release defaults), the
+//!   workload's RA-TLS certificate (P-256 key, the simulated quote in it), limits raised for
+//!   the load.
 //! - **load**: `CONNECTIONS` (default 16) concurrent HTTP/1.1 clients on this machine, for
 //!   `SECONDS` (default 5) per case after a 1 s warm-up, `ROUNDS` (default 3) rounds with the
 //!   two proxies alternating; the median round is reported, with every round's figure. The clients check the server's
@@ -17,8 +19,10 @@
 //!   case is a full handshake each time.
 //!
 //! Needs nginx (`.ci/run` does not install it; `apt-get install nginx-light`). Run:
-//! `cargo bench -p enclave-os --bench proxy_vs_nginx`; `ONLY=enclave-os/keep-alive/128B` runs
-//! one case (any part may be left empty). Figures in docs/performance.md.
+//! `cargo bench --profile measured -p enclave-os --bench proxy_vs_nginx` (the binary that
+//! ships; its first build takes about 10 minutes on 2 CPUs), or without `--profile measured`
+//! for a quicker build; `ONLY=enclave-os/keep-alive/128B` runs one case (any part may be left
+//! empty). Figures in docs/performance.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, dead_code)]
 
 #[path = "../tests/common/mod.rs"]
