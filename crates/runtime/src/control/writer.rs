@@ -439,7 +439,9 @@ impl Writer {
         }))
     }
 
-    /// A workload's own certificate (issued on first use), when it has hostnames.
+    /// A workload's own certificate, when it has hostnames: issued here, on the control
+    /// plane's thread, so that no handshake waits for its first quote (and a workload whose
+    /// certificate cannot be issued is refused with the reason, not served without one).
     fn certificate(
         &self,
         tree: &ConfigTree,
@@ -450,11 +452,9 @@ impl Writer {
             return Ok(None);
         }
         let leaf = workloads::workload_spec(tree, spec, &self.store, self.binding, encrypted)?;
-        Ok(Some(Arc::new(RatlsResolver::new(
-            self.tee.clone(),
-            self.ca.clone(),
-            leaf,
-        ))))
+        let resolver = RatlsResolver::new(self.tee.clone(), self.ca.clone(), leaf);
+        resolver.current().map_err(ChangeError::Certificate)?;
+        Ok(Some(Arc::new(resolver)))
     }
 
     /// Serve `tree` and `list`: the enclave-wide certificate first (it commits the root), then
@@ -473,8 +473,9 @@ impl Writer {
         let generation = if root == current.root() {
             current.generation
         } else {
-            // Should the new leaf not be issued now, the old one is dropped all the same and
-            // the next handshake tries again: what it certifies no longer holds.
+            // Should the new leaf not be issued now, the old one is dropped all the same (what
+            // it certifies no longer holds), and handshakes on the enclave-wide name are
+            // refused with the reason until the resolver tries again, 30 s later.
             if let Err(e) = self.enclave.set_spec(workloads::enclave_spec(
                 self.enclave_names.clone(),
                 &tree,
@@ -674,9 +675,6 @@ impl Writer {
             b.tokens -= 1.0;
         }
         let cert = self.certificate(&now.tree, &entry.spec, entry.running.encrypted())?;
-        if let Some(c) = &cert {
-            c.current().map_err(ChangeError::Certificate)?;
-        }
         let next = Arc::new(Entry {
             spec: entry.spec.clone(),
             origin: entry.origin,

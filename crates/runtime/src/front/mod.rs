@@ -10,9 +10,10 @@
 //!
 //! Nothing a client sends may hold the runtime's threads or memory for long:
 //! - the ClientHello is read first (`LazyConfigAcceptor`) and the certificate chosen before the
-//!   handshake: a challenge-mode hello, which costs a fresh key, quote and signature, and a
-//!   handshake that finds no deterministic leaf ready are issued on the blocking pool, at most
-//!   `limits.max_challenge_handshakes` at once with as many waiting, and refused beyond that;
+//!   handshake: a challenge-mode hello, which costs a fresh key, quote and signature, is issued
+//!   on the blocking pool, at most `limits.max_challenge_handshakes` at once with as many
+//!   waiting, and refused beyond that; a handshake that finds no deterministic leaf ready waits
+//!   for one there too, at most [`MAX_LEAF_WAITERS`] at once;
 //! - a request head must arrive within `limits.header_timeout_secs` of the connection being
 //!   ready for it (also the keep-alive idle limit), an API request must complete within
 //!   `limits.request_timeout_secs`, and a response that makes no progress for
@@ -193,6 +194,10 @@ impl Certificates for OneCertificate {
     }
 }
 
+/// Handshakes that may wait at once for a deterministic leaf when none is ready (the rest are
+/// refused): the resolver makes one quote for all of them, so more would only hold threads.
+const MAX_LEAF_WAITERS: usize = 64;
+
 /// Makes a listener's base TLS configuration.
 pub(crate) type MakeConfig = Box<dyn Fn() -> Result<ServerConfig, rustls::Error> + Send + Sync>;
 
@@ -212,6 +217,9 @@ pub(crate) struct Handshakes {
     /// Challenges issuing or waiting to: twice `issuing`. A challenge that finds none is refused
     /// at once, so a flood costs the runtime a bounded queue, not a growing one.
     admitted: Arc<Semaphore>,
+    /// Handshakes waiting for a deterministic leaf when none is ready: their own bound, so
+    /// that a flood of challenges cannot keep a name's first leaf from being issued.
+    leaf_waiters: Arc<Semaphore>,
     /// Requests a client certificate in handshakes for mutual RA-TLS workloads.
     gates: Option<Arc<gate::Gates>>,
 }
@@ -258,6 +266,7 @@ impl Handshakes {
             certs,
             issuing: Arc::new(Semaphore::new(max_challenges)),
             admitted: Arc::new(Semaphore::new(max_challenges.saturating_mul(2))),
+            leaf_waiters: Arc::new(Semaphore::new(MAX_LEAF_WAITERS)),
             gates: None,
         })
     }
@@ -282,52 +291,41 @@ impl Handshakes {
         Ok(picked)
     }
 
-    /// Issue a leaf with `issue` on the blocking pool within the bounds above; `Full` when as
-    /// many are issuing and waiting already.
-    async fn issue(
-        &self,
-        issue: impl FnOnce() -> Result<Arc<CertifiedKey>, String> + Send + 'static,
-    ) -> Result<Arc<CertifiedKey>, Issue> {
-        let Ok(_admitted) = self.admitted.clone().try_acquire_owned() else {
-            return Err(Issue::Full);
-        };
-        let _issuing = self
-            .issuing
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Issue::Failed("certificate issuance has stopped".into()))?;
-        tokio::task::spawn_blocking(issue)
-            .await
-            .map_err(|e| Issue::Failed(format!("certificate issuance failed: {e}")))?
-            .map_err(Issue::Failed)
-    }
-
-    /// A challenge leaf for `nonce` from the certificate `sni` selects.
+    /// A challenge leaf for `nonce` from `resolver`, issued on the blocking pool within the
+    /// bounds above. The permits go with the quote: a handshake that times out while its
+    /// quote runs does not free a place for another.
     async fn challenge(
         &self,
         metrics: &Metrics,
         resolver: Arc<RatlsResolver>,
         nonce: Vec<u8>,
     ) -> Result<Arc<CertifiedKey>, String> {
-        match self.issue(move || resolver.challenge(nonce)).await {
-            Ok(leaf) => {
-                metrics.challenges_issued.fetch_add(1, Ordering::Relaxed);
-                Ok(leaf)
-            }
-            Err(Issue::Full) => {
-                metrics.challenges_refused.fetch_add(1, Ordering::Relaxed);
-                Err("challenge refused: as many are already being issued and waiting".into())
-            }
-            Err(Issue::Failed(why)) => Err(why),
-        }
+        let Ok(admitted) = self.admitted.clone().try_acquire_owned() else {
+            metrics.challenges_refused.fetch_add(1, Ordering::Relaxed);
+            return Err("challenge refused: as many are already being issued and waiting".into());
+        };
+        let issuing = self
+            .issuing
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| "challenge issuance has stopped".to_string())?;
+        let leaf = tokio::task::spawn_blocking(move || {
+            let _permits = (admitted, issuing);
+            resolver.challenge(nonce)
+        })
+        .await
+        .map_err(|e| format!("challenge issuance failed: {e}"))??;
+        metrics.challenges_issued.fetch_add(1, Ordering::Relaxed);
+        Ok(leaf)
     }
 
-    /// The deterministic leaf of `resolver`. Leaves are renewed ahead of time, off the
-    /// connection threads; only when none may be presented (the first handshake, or renewal
-    /// failing for an eighth of the lifetime) is one issued for this handshake, on the blocking
-    /// pool within the bounds above, so that the thread's other connections are not held up
-    /// by a quote.
+    /// The deterministic leaf of `resolver`. Leaves are issued when a workload is loaded and
+    /// renewed ahead of time, off the connection threads; only when none may be presented (a
+    /// configuration change whose leaf could not be issued, or renewal failing for an eighth
+    /// of the lifetime) does this handshake wait for one, on the blocking pool, so that the
+    /// thread's other connections are not held up by a quote. The resolver makes one quote
+    /// for all that wait, and none for 30 s after a failed one.
     async fn deterministic(
         &self,
         resolver: Arc<RatlsResolver>,
@@ -335,12 +333,18 @@ impl Handshakes {
         if let Some(leaf) = resolver.presentable() {
             return Ok(leaf);
         }
-        self.issue(move || resolver.current())
-            .await
-            .map_err(|e| match e {
-                Issue::Full => "no certificate is ready for this name, and as many handshakes as allowed are waiting for one: connect again".to_string(),
-                Issue::Failed(why) => format!("cannot issue an RA-TLS certificate: {why}"),
-            })
+        let Ok(waiting) = self.leaf_waiters.clone().try_acquire_owned() else {
+            return Err(format!(
+                "no certificate is ready for this name, and {MAX_LEAF_WAITERS} handshakes are waiting for one already: connect again"
+            ));
+        };
+        tokio::task::spawn_blocking(move || {
+            let _waiting = waiting;
+            resolver.current()
+        })
+        .await
+        .map_err(|e| format!("certificate issuance failed: {e}"))?
+        .map_err(|e| format!("cannot issue an RA-TLS certificate: {e}"))
     }
 
     /// Read the ClientHello, choose the configuration it needs, and finish the handshake. With
@@ -399,14 +403,6 @@ impl Handshakes {
             .map_err(|e| format!("TLS handshake: {e}"))?;
         Ok((tls, chosen))
     }
-}
-
-/// Why a leaf was not issued for a handshake.
-enum Issue {
-    /// As many leaves are being issued and waited for as the limits allow.
-    Full,
-    /// Issuing failed: why.
-    Failed(String),
 }
 
 /// What one connection was shown at its handshake: requests on it reach a workload only while
