@@ -21,8 +21,9 @@ use crate::binding::Freshness;
 use crate::issue::{IntermediaryCa, LeafSpec, NOT_BEFORE_SKEW_SECS, issue_at};
 use enclave_tee::Tee;
 
-/// After a renewal fails, how long before a handshake starts another (seconds): a TEE that
-/// cannot quote is not asked again by every handshake.
+/// After issuing a deterministic leaf fails (a renewal, a handshake's, `set_spec`'s), how long
+/// before another attempt (seconds): a TEE that cannot quote is not asked again by every
+/// handshake, and callers meanwhile get the failure's reason.
 const RETRY_SECS: i64 = 30;
 
 /// Issues, caches and renews the server's RA-TLS certificates (feature `issue`). As a client
@@ -57,7 +58,6 @@ struct State {
     last_error: Option<String>,
 }
 
-#[derive(Clone)]
 struct Cached {
     key: Arc<CertifiedKey>,
     /// A quarter of the lifetime left: renew.
