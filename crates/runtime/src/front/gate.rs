@@ -379,18 +379,7 @@ impl Peer {
                 };
                 let vault = vault.clone();
                 off_thread(&vault.appraisals.clone(), move || {
-                    let (leaf, intermediates) = chain.split_first().ok_or("no client certificate")?;
-                    vault
-                        .verifier
-                        .verify(
-                            leaf,
-                            intermediates,
-                            enclave_evidence::time::now(),
-                            &Freshness::Deterministic,
-                            Role::Client,
-                        )
-                        .map(Arc::new)
-                        .map_err(|e| format!("client certificate refused: {e}"))
+                    verify_client(&vault.verifier, &chain).map(Arc::new)
                 })
                 .await
             })
@@ -429,9 +418,27 @@ impl Peer {
     }
 }
 
+/// `chain` (leaf first) verified by `verifier` as a client's, now: chain to its root, evidence,
+/// key binding, validity, and the verifier's policy if it has one.
+fn verify_client(
+    verifier: &RatlsVerifier,
+    chain: &[CertificateDer<'static>],
+) -> Result<enclave_ratls::verify::Report, String> {
+    let (leaf, intermediates) = chain.split_first().ok_or("no client certificate")?;
+    verifier
+        .verify(
+            leaf,
+            intermediates,
+            enclave_evidence::time::now(),
+            &Freshness::Deterministic,
+            Role::Client,
+        )
+        .map_err(|e| format!("client certificate refused: {e}"))
+}
+
 /// The full appraisal of a client chain by a workload's gate.
 fn appraise(gate: &RatlsGate, chain: &[CertificateDer<'static>]) -> Result<RatlsCaller, String> {
-    let (leaf, intermediates) = chain.split_first().ok_or("no client certificate")?;
+    let leaf = chain.first().ok_or("no client certificate")?;
     // The name first: a certificate for another name is refused without appraising a quote.
     let mut matched = None;
     if !gate.names.is_empty() {
@@ -458,16 +465,7 @@ fn appraise(gate: &RatlsGate, chain: &[CertificateDer<'static>]) -> Result<Ratls
             ));
         }
     }
-    let report = gate
-        .verifier
-        .verify(
-            leaf,
-            intermediates,
-            enclave_evidence::time::now(),
-            &Freshness::Deterministic,
-            Role::Client,
-        )
-        .map_err(|e| format!("client certificate refused: {e}"))?;
+    let report = verify_client(&gate.verifier, chain)?;
     let a = &report.appraisal;
     Ok(RatlsCaller {
         cert_sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, leaf)),
