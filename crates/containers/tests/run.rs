@@ -249,6 +249,25 @@ async fn containers_reach_neither_each_other_nor_the_host() {
     let options = SpecOptions::new(&args);
     let pid = run_container(&mut fx, &chain, prober, &options).await;
     net.bridge.attach(prober, pid).await.expect("attach");
+    // Both ports are isolated on the bridge (with br_netfilter loaded the FORWARD rule also
+    // drops bridged traffic, so the probe alone would not tell the two layers apart). Read
+    // while both containers live: once the prober exits, the kernel removes its veth when it
+    // tears its network namespace down, at a moment of its own.
+    let brif = std::path::Path::new("/sys/class/net")
+        .join(net.bridge.name())
+        .join("brif");
+    let ports: Vec<_> = std::fs::read_dir(&brif).expect("brif").flatten().collect();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    for port in ports {
+        let isolated = std::fs::read_to_string(port.path().join("isolated")).expect("isolated");
+        assert_eq!(
+            isolated.trim(),
+            "1",
+            "{:?} is not isolated",
+            port.file_name()
+        );
+    }
+
     fx.engine.start(prober).await.expect("start");
     let status = tokio::time::timeout(BOUND, fx.engine.wait(prober))
         .await
@@ -282,23 +301,6 @@ async fn containers_reach_neither_each_other_nor_the_host() {
         0,
         "a container reached host loopback"
     );
-
-    // Both ports are isolated on the bridge (with br_netfilter loaded the FORWARD rule also
-    // drops bridged traffic, so the probe alone would not tell the two layers apart).
-    let brif = std::path::Path::new("/sys/class/net")
-        .join(net.bridge.name())
-        .join("brif");
-    let ports: Vec<_> = std::fs::read_dir(&brif).expect("brif").flatten().collect();
-    assert_eq!(ports.len(), 2, "{ports:?}");
-    for port in ports {
-        let isolated = std::fs::read_to_string(port.path().join("isolated")).expect("isolated");
-        assert_eq!(
-            isolated.trim(),
-            "1",
-            "{:?} is not isolated",
-            port.file_name()
-        );
-    }
 
     // The target still serves the host afterwards.
     assert_eq!(
